@@ -1,0 +1,122 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/logging.hpp"
+#include "agentwire/core/options.hpp"
+#include "agentwire/core/signals.hpp"
+#include "agentwire/producers/event_publisher.hpp"
+#include "agentwire/producers/simulator.hpp"
+#include "agentwire/schemas/event_json.hpp"
+#include "commands.hpp"
+#include "embedded_setup.hpp"
+
+namespace agentwire::cli {
+namespace {
+
+/// Publishes through `inner` and prints every accepted event as a JSON line, so a
+/// developer sees what the demo agents emit.
+class PrintingSink final : public producers::EventSink {
+ public:
+  PrintingSink(producers::EventSink& inner, std::ostream& out) : inner_(inner), out_(out) {}
+
+  producers::PublishStatus Publish(const v1::AgentEvent& event,
+                                   producers::DeliveryCallback on_delivery,
+                                   std::chrono::milliseconds wait_for_space) override {
+    const auto status = inner_.Publish(event, std::move(on_delivery), wait_for_space);
+    if (status == producers::PublishStatus::kAccepted) {
+      std::lock_guard lock(mutex_);
+      out_ << schemas::ToJson(event) << '\n' << std::flush;
+    }
+    return status;
+  }
+
+ private:
+  producers::EventSink& inner_;
+  std::ostream& out_;
+  std::mutex mutex_;
+};
+
+}  // namespace
+
+CommandAction RegisterDevCommand(CLI::App& app) {
+  struct Options {
+    int brokers = 1;
+    int partitions = 12;
+    std::string topic = kDefaultTopic;
+    std::string bootstrap_file;
+    producers::SimulatorOptions simulator;
+    std::string duration = "0";
+    bool quiet = false;
+    LogOptions log;
+  };
+  auto options = std::make_shared<Options>();
+  options->simulator.users = 3;
+  options->simulator.user_prefix = "demo-";
+  options->simulator.events_per_second = 4;
+  auto* cmd = app.add_subcommand(
+      "dev",
+      "Everything on one machine: embedded Kafka plus simulated agent runs for a few demo users. "
+      "Prints every published event as a JSON line.");
+  cmd->add_option("--kafka-brokers", options->brokers, "Embedded Kafka broker count")
+      ->capture_default_str();
+  cmd->add_option("--partitions", options->partitions, "Partitions of the event topic")
+      ->capture_default_str();
+  cmd->add_option("--topic", options->topic, "Event topic")->envname("AGENTWIRE_TOPIC")
+      ->capture_default_str();
+  cmd->add_option("--bootstrap-file", options->bootstrap_file,
+                  "Write the embedded Kafka's bootstrap servers to this file");
+  cmd->add_option("--users", options->simulator.users, "Simulated demo users")
+      ->capture_default_str();
+  cmd->add_option("--rate", options->simulator.events_per_second, "Simulated events per second")
+      ->capture_default_str();
+  cmd->add_option("--duration", options->duration, "Stop after this long (0 = until Ctrl-C)")
+      ->capture_default_str();
+  cmd->add_flag("--quiet", options->quiet, "Do not print events");
+  AddLogOptions(*cmd, options->log);
+
+  return [options]() -> int {
+    options->log.Apply();
+    kafka::ValidateTopicName(options->topic, "--topic");
+    auto& sim = options->simulator;
+    sim.duration = ParseDuration(options->duration, "--duration");
+
+    BlockTerminationSignals();
+    auto cluster = StartEmbeddedKafka(options->brokers,
+                                      kafka::DefaultTopics(options->topic, options->partitions));
+    WriteBootstrapFile(options->bootstrap_file, cluster->BootstrapServers());
+    std::cerr << fmt::format(
+        "\nagentwire dev\n  kafka:  {}  (topic {}, try: kcat -b {} -C -t {} -o beginning)\n"
+        "  agents: {} demo users, {} events/s\n  stop:   Ctrl-C\n\n",
+        cluster->BootstrapServers(), options->topic, cluster->BootstrapServers(), options->topic,
+        sim.users, sim.events_per_second);
+
+    producers::PublisherConfig config;
+    config.client_properties = {{"bootstrap.servers", cluster->BootstrapServers()}};
+    config.topic = options->topic;
+    producers::EventPublisher publisher(config);
+
+    std::stop_source stop;
+    std::thread signal_watcher([&stop] {
+      while (!stop.stop_requested()) {
+        if (WaitForTerminationSignal(std::chrono::milliseconds(200))) stop.request_stop();
+      }
+    });
+    PrintingSink printing(publisher, std::cout);
+    producers::EventSink& sink = options->quiet ? static_cast<producers::EventSink&>(publisher)
+                                                : printing;
+    const auto stats = producers::RunSimulation(sink, sim, stop.get_token());
+    stop.request_stop();
+    signal_watcher.join();
+    publisher.Flush(std::chrono::seconds(10));
+    log::Info("dev stopped", {{"count", stats.events}});
+    return kExitOk;
+  };
+}
+
+}  // namespace agentwire::cli

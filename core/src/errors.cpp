@@ -1,0 +1,1 @@
+#include "agentwire/core/errors.hpp"

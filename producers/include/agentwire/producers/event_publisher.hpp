@@ -1,0 +1,75 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/options.hpp"
+#include "agentwire/producers/event_sink.hpp"
+
+namespace agentwire::producers {
+
+struct PublisherConfig {
+  /// bootstrap.servers and any librdkafka overrides (`--kafka k=v`).
+  kafka::Properties client_properties;
+  std::string topic = kDefaultTopic;
+  /// Events accepted but not yet reported; past it Publish() answers kQueueFull.
+  size_t max_pending = 200'000;
+  /// How long the destructor waits for outstanding deliveries.
+  std::chrono::milliseconds close_timeout{10'000};
+};
+
+struct PublisherStats {
+  uint64_t accepted = 0;
+  uint64_t delivered = 0;
+  uint64_t failed = 0;
+  uint64_t producer_recreations = 0;  // after fatal (idempotence) errors
+};
+
+/// Publishes AgentEvents to Kafka with the guarantees agentwire's contract needs:
+/// idempotent producer (enable.idempotence, acks=all) so broker faults neither lose nor
+/// reorder a user's events; key = user_id with the Java-compatible murmur2_random
+/// partitioner; value = serialized AgentEvent; headers content-type and schema.
+///
+/// Delivery reports run on an internal poll thread. When librdkafka raises a fatal error
+/// (an idempotence invariant broken on the broker side), the publisher builds a new
+/// producer and re-sends every event not yet acknowledged, in the original order; events
+/// that were in flight at that moment may be stored twice (consumers dedupe by event_id).
+///
+/// Thread-safe: Publish may be called from any number of threads.
+class EventPublisher final : public EventSink {
+ public:
+  /// Throws ConfigError on bad properties or topic.
+  explicit EventPublisher(PublisherConfig config);
+  /// Flushes up to close_timeout and logs how many events were left undelivered.
+  ~EventPublisher() override;
+  EventPublisher(const EventPublisher&) = delete;
+  EventPublisher& operator=(const EventPublisher&) = delete;
+
+  PublishStatus Publish(const v1::AgentEvent& event, DeliveryCallback on_delivery = {},
+                        std::chrono::milliseconds wait_for_space = {}) override;
+
+  /// Waits until every accepted event has been reported; returns how many are still
+  /// outstanding when `timeout` expires (0 = all done).
+  size_t Flush(std::chrono::milliseconds timeout);
+
+  size_t Pending() const;
+  PublisherStats Stats() const;
+  const std::string& Topic() const;
+
+  /// Test hook: raises a librdkafka fatal error as if the broker had broken idempotence,
+  /// to exercise producer recreation.
+  void InjectFatalErrorForTesting();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The producer properties agentwire always sets (idempotence, acks, partitioner,
+/// compression, small linger). Exposed so tests and docs show one truth.
+kafka::Properties DefaultProducerProperties();
+
+}  // namespace agentwire::producers

@@ -1,0 +1,68 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "agentwire/producers/event_sink.hpp"
+
+namespace agentwire::producers {
+
+/// Who a run belongs to; copied into every event of the run.
+struct RunIdentity {
+  std::string user_id;
+  std::string thread_id;
+  std::string run_id;  // generated (ULID) when empty
+  std::string agent_name;
+  std::string trace_id;
+  std::map<std::string, std::string> attributes;
+};
+
+/// One per agent run. Assigns run_seq 1, 2, 3, ... in call order, stamps event_id and
+/// emitted_at, and guarantees a terminal event: destroyed without Completed() or Failed()
+/// it emits agent_failed with error_code "run_abandoned" — the bug class where users saw
+/// runs that started and never ended.
+///
+/// Each call waits up to `wait_for_space` when the sink is full; a call that returns
+/// anything but kAccepted did not consume a run_seq, so the sequence never has holes.
+/// After the terminal event further calls return kClosed. Thread-safe (calls are
+/// serialized so run_seq order equals publish order).
+class RunEmitter final {
+ public:
+  RunEmitter(EventSink& sink, RunIdentity identity,
+             std::chrono::milliseconds wait_for_space = std::chrono::seconds(5),
+             DeliveryCallback on_delivery = {});
+  ~RunEmitter();
+  RunEmitter(const RunEmitter&) = delete;
+  RunEmitter& operator=(const RunEmitter&) = delete;
+
+  PublishStatus Started(std::string input, std::string model = {});
+  PublishStatus Thinking(std::string text);
+  PublishStatus ToolExecuting(std::string tool_name, std::string input,
+                              std::string tool_call_id = {});
+  PublishStatus ToolCompleted(std::string tool_name, std::string output, uint32_t duration_ms,
+                              std::string error = {}, std::string tool_call_id = {});
+  PublishStatus MessageDelta(std::string text);
+  PublishStatus Completed(std::string result, uint32_t duration_ms = 0);
+  PublishStatus Failed(std::string error_code, std::string message);
+
+  const RunIdentity& Identity() const noexcept { return identity_; }
+  bool Finished() const;
+  /// The run_seq the next event will get.
+  uint32_t NextSeq() const;
+
+ private:
+  PublishStatus Emit(v1::AgentEvent event);
+
+  EventSink& sink_;
+  RunIdentity identity_;
+  std::chrono::milliseconds wait_for_space_;
+  DeliveryCallback on_delivery_;
+  mutable std::mutex mutex_;
+  uint32_t next_seq_ = 1;
+  bool finished_ = false;
+};
+
+}  // namespace agentwire::producers

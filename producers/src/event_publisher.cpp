@@ -1,0 +1,357 @@
+#include "agentwire/producers/event_publisher.hpp"
+
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/kafka_handles.hpp"
+#include "agentwire/core/logging.hpp"
+#include "agentwire/schemas/event_json.hpp"
+
+namespace agentwire::producers {
+
+const char* ToString(PublishStatus status) noexcept {
+  switch (status) {
+    case PublishStatus::kAccepted:
+      return "accepted";
+    case PublishStatus::kQueueFull:
+      return "queue full (retryable: wait for deliveries or raise max_pending)";
+    case PublishStatus::kInvalidEvent:
+      return "invalid event (needs user_id, run_id and a body)";
+    case PublishStatus::kClosed:
+      return "publisher closed";
+  }
+  return "unknown";
+}
+
+kafka::Properties DefaultProducerProperties() {
+  return {
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      // The Java client's default, so workers in any language agree on a user's partition.
+      {"partitioner", "murmur2_random"},
+      {"compression.type", "lz4"},
+      {"linger.ms", "5"},
+      {"client.id", "agentwire-publisher"},
+  };
+}
+
+namespace {
+
+constexpr const char* kContentType = "application/x-protobuf";
+constexpr const char* kSchemaName = "agentwire.v1.AgentEvent";
+
+// One accepted event: owns the bytes librdkafka points at until its delivery report.
+struct OutgoingMessage {
+  uint64_t seq = 0;  // publish order; re-sends after a fatal error keep it
+  std::string key;
+  std::string value;
+  std::string event_id;
+  DeliveryCallback callback;
+};
+
+}  // namespace
+
+class EventPublisher::Impl {
+ public:
+  explicit Impl(PublisherConfig config) : config_(std::move(config)) {
+    kafka::ValidateTopicName(config_.topic, "topic");
+    if (config_.max_pending == 0) throw ConfigError("max_pending must be at least 1");
+    properties_ = DefaultProducerProperties();
+    properties_["queue.buffering.max.messages"] = std::to_string(config_.max_pending + 1024);
+    for (const auto& [key, value] : config_.client_properties) properties_[key] = value;
+    if (properties_.count("bootstrap.servers") == 0) {
+      throw ConfigError("publisher: bootstrap.servers is not set (--brokers / AGENTWIRE_BROKERS)");
+    }
+    producer_ = MakeProducer();
+    poll_thread_ = std::thread([this] { PollLoop(); });
+  }
+
+  ~Impl() { Close(); }
+
+  PublishStatus Publish(const v1::AgentEvent& event, DeliveryCallback callback,
+                        std::chrono::milliseconds wait_for_space) {
+    if (closing_.load()) return PublishStatus::kClosed;
+    if (schemas::Validate(event)) return PublishStatus::kInvalidEvent;
+    if (!ReserveSlot(wait_for_space)) {
+      return closing_.load() ? PublishStatus::kClosed : PublishStatus::kQueueFull;
+    }
+    auto message = std::make_unique<OutgoingMessage>();
+    message->key = event.user_id();
+    message->event_id = event.event_id();
+    message->callback = std::move(callback);
+    event.SerializeToString(&message->value);
+
+    std::lock_guard lock(mutex_);
+    message->seq = next_seq_++;
+    if (recovering_) {
+      backlog_.push_back(message.release());
+    } else {
+      const auto err = Produce(producer_.get(), message.get());
+      if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        // The producer just died; this event waits for its successor.
+        fatal_.store(true);
+        backlog_.push_back(message.release());
+      } else if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ReleaseSlot();
+        return PublishStatus::kQueueFull;
+      } else {
+        (void)message.release();  // owned by librdkafka's opaque until the report
+      }
+    }
+    accepted_.fetch_add(1, std::memory_order_relaxed);
+    return PublishStatus::kAccepted;
+  }
+
+  size_t Flush(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(space_mutex_);
+    ++waiters_;
+    space_cv_.wait_for(lock, timeout, [this] { return pending_.load() == 0; });
+    --waiters_;
+    return pending_.load();
+  }
+
+  size_t Pending() const { return pending_.load(); }
+
+  PublisherStats Stats() const {
+    return {accepted_.load(), delivered_.load(), failed_.load(), recreations_.load()};
+  }
+
+  const std::string& Topic() const { return config_.topic; }
+
+  void InjectFatalError() {
+    std::lock_guard lock(mutex_);
+    if (producer_) {
+      rd_kafka_test_fatal_error(producer_.get(), RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                "injected for testing");
+    }
+  }
+
+ private:
+  kafka::HandlePtr MakeProducer() {
+    auto conf = kafka::MakeConf(properties_);
+    rd_kafka_conf_set_opaque(conf.get(), this);
+    rd_kafka_conf_set_dr_msg_cb(conf.get(), &Impl::OnDelivery);
+    rd_kafka_conf_set_error_cb(conf.get(), &Impl::OnError);
+    return kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
+  }
+
+  rd_kafka_resp_err_t Produce(rd_kafka_t* producer, OutgoingMessage* message) {
+    // No copy flag: the bytes live in `message` until its delivery report.
+    return rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC(config_.topic.c_str()),
+        RD_KAFKA_V_KEY(message->key.data(), message->key.size()),
+        RD_KAFKA_V_VALUE(message->value.data(), message->value.size()),
+        RD_KAFKA_V_HEADER("content-type", kContentType, -1),
+        RD_KAFKA_V_HEADER("schema", kSchemaName, -1), RD_KAFKA_V_OPAQUE(message),
+        RD_KAFKA_V_END);
+  }
+
+  bool ReserveSlot(std::chrono::milliseconds wait) {
+    if (pending_.fetch_add(1) < config_.max_pending) return true;
+    pending_.fetch_sub(1);
+    if (wait.count() <= 0) return false;
+    bool reserved = false;
+    std::unique_lock lock(space_mutex_);
+    ++waiters_;
+    space_cv_.wait_for(lock, wait, [this, &reserved] {
+      if (closing_.load()) return true;
+      if (pending_.fetch_add(1) < config_.max_pending) {
+        reserved = true;
+        return true;
+      }
+      pending_.fetch_sub(1);
+      return false;
+    });
+    --waiters_;
+    return reserved;
+  }
+
+  void ReleaseSlot() {
+    pending_.fetch_sub(1);
+    if (waiters_.load() > 0) {
+      std::lock_guard lock(space_mutex_);
+      space_cv_.notify_all();
+    }
+  }
+
+  void Report(OutgoingMessage* raw, const DeliveryReport& report) {
+    std::unique_ptr<OutgoingMessage> message(raw);
+    (report.ok ? delivered_ : failed_).fetch_add(1, std::memory_order_relaxed);
+    if (message->callback) {
+      try {
+        message->callback(report);
+      } catch (...) {
+        // A callback must not throw; an exception here would cross librdkafka's C frames.
+        log::Error("delivery callback threw; ignored", {{"event_id", message->event_id}});
+      }
+    }
+    ReleaseSlot();
+  }
+
+  static void OnDelivery(rd_kafka_t* /*producer*/, const rd_kafka_message_t* kafka_message,
+                         void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    auto* message = static_cast<OutgoingMessage*>(kafka_message->_private);
+    const auto err = kafka_message->err;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && self->fatal_.load() && !self->closing_.load()) {
+      // The producer failed as a whole; keep the event for the next producer.
+      self->retained_.push_back(message);
+      return;
+    }
+    DeliveryReport report;
+    report.event_id = message->event_id;
+    report.user_id = message->key;
+    report.ok = err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    report.partition = kafka_message->partition;
+    report.offset = kafka_message->offset;
+    if (!report.ok) report.error = kafka::ErrorText(err);
+    self->Report(message, report);
+  }
+
+  static void OnError(rd_kafka_t* producer, int err, const char* reason, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+      std::array<char, 512> detail{};
+      const auto original = rd_kafka_fatal_error(producer, detail.data(), detail.size());
+      log::Error("kafka producer fatal error; recreating the producer",
+                 {{"topic", self->config_.topic},
+                  {"error", fmt::format("{}: {}", rd_kafka_err2name(original), detail.data())}});
+      self->fatal_.store(true);
+      return;
+    }
+    // Everything else is transient (broker down, timeouts): librdkafka retries by itself.
+    log::Warn("kafka producer error",
+              {{"topic", self->config_.topic},
+               {"error", fmt::format("{}: {}", rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)), reason)}});
+  }
+
+  void PollLoop() {
+    while (!stop_poll_.load()) {
+      rd_kafka_poll(producer_.get(), 50);
+      if (fatal_.load() && !closing_.load()) Recover();
+    }
+  }
+
+  // Runs on the poll thread, which alone swaps producer_ (under mutex_ for Publish).
+  void Recover() {
+    {
+      std::lock_guard lock(mutex_);
+      recovering_ = true;
+    }
+    rd_kafka_t* old_producer = producer_.get();
+    rd_kafka_purge(old_producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    // Serve the failed reports: OnDelivery moves every failed event into retained_.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (rd_kafka_outq_len(old_producer) > 0 && std::chrono::steady_clock::now() < deadline) {
+      rd_kafka_poll(old_producer, 50);
+    }
+    kafka::HandlePtr fresh;
+    try {
+      fresh = MakeProducer();
+    } catch (const std::exception& e) {
+      log::Error("cannot recreate the producer; retrying", {{"error", e.what()}});
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      return;  // fatal_ is still set: the poll loop calls Recover again
+    }
+
+    std::lock_guard lock(mutex_);
+    std::vector<OutgoingMessage*> resend = std::move(retained_);
+    retained_.clear();
+    resend.insert(resend.end(), backlog_.begin(), backlog_.end());
+    backlog_.clear();
+    std::sort(resend.begin(), resend.end(),
+              [](const OutgoingMessage* a, const OutgoingMessage* b) { return a->seq < b->seq; });
+    fatal_.store(false);
+    // Destroying the old handle outside librdkafka's callbacks; its queue is empty.
+    producer_ = std::move(fresh);
+    for (auto* message : resend) {
+      const auto err = Produce(producer_.get(), message);
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        DeliveryReport report{message->event_id, message->key, false, -1, -1,
+                              "re-send after producer recreation: " + kafka::ErrorText(err)};
+        Report(message, report);
+      }
+    }
+    recovering_ = false;
+    recreations_.fetch_add(1);
+    log::Warn("kafka producer recreated; unacknowledged events re-sent",
+              {{"topic", config_.topic}, {"count", static_cast<uint64_t>(resend.size())}});
+  }
+
+  void Close() {
+    if (closing_.exchange(true)) return;
+    {
+      std::lock_guard lock(space_mutex_);
+      space_cv_.notify_all();
+    }
+    const size_t left = Flush(config_.close_timeout);
+    if (left > 0) {
+      log::Error("publisher closing with undelivered events; they are reported as failed",
+                 {{"topic", config_.topic}, {"count", static_cast<uint64_t>(left)}});
+      std::lock_guard lock(mutex_);
+      rd_kafka_purge(producer_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    }
+    // Let the poll thread serve the purge reports, then stop it.
+    (void)Flush(std::chrono::seconds(5));
+    stop_poll_.store(true);
+    poll_thread_.join();
+    // Events parked during a recovery that never finished.
+    std::vector<OutgoingMessage*> orphans = std::move(retained_);
+    orphans.insert(orphans.end(), backlog_.begin(), backlog_.end());
+    backlog_.clear();
+    for (auto* message : orphans) {
+      Report(message, {message->event_id, message->key, false, -1, -1, "publisher closed"});
+    }
+    producer_.reset();
+  }
+
+  PublisherConfig config_;
+  kafka::Properties properties_;
+
+  std::mutex mutex_;  // guards producer_ (for Publish), recovering_, backlog_, next_seq_
+  kafka::HandlePtr producer_;
+  bool recovering_ = false;
+  uint64_t next_seq_ = 0;
+  std::deque<OutgoingMessage*> backlog_;     // accepted while the producer is being replaced
+  std::vector<OutgoingMessage*> retained_;   // poll thread only: failed by a fatal error
+
+  std::atomic<bool> fatal_{false};
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> stop_poll_{false};
+  std::atomic<size_t> pending_{0};
+  std::atomic<int> waiters_{0};
+  std::mutex space_mutex_;
+  std::condition_variable space_cv_;
+
+  std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> delivered_{0};
+  std::atomic<uint64_t> failed_{0};
+  std::atomic<uint64_t> recreations_{0};
+
+  std::thread poll_thread_;
+};
+
+EventPublisher::EventPublisher(PublisherConfig config)
+    : impl_(std::make_unique<Impl>(std::move(config))) {}
+EventPublisher::~EventPublisher() = default;
+
+PublishStatus EventPublisher::Publish(const v1::AgentEvent& event, DeliveryCallback on_delivery,
+                                      std::chrono::milliseconds wait_for_space) {
+  return impl_->Publish(event, std::move(on_delivery), wait_for_space);
+}
+size_t EventPublisher::Flush(std::chrono::milliseconds timeout) { return impl_->Flush(timeout); }
+size_t EventPublisher::Pending() const { return impl_->Pending(); }
+PublisherStats EventPublisher::Stats() const { return impl_->Stats(); }
+const std::string& EventPublisher::Topic() const { return impl_->Topic(); }
+void EventPublisher::InjectFatalErrorForTesting() { impl_->InjectFatalError(); }
+
+}  // namespace agentwire::producers

@@ -1,0 +1,117 @@
+#include "agentwire/producers/run_emitter.hpp"
+
+#include "agentwire/core/logging.hpp"
+#include "agentwire/schemas/event_json.hpp"
+
+namespace agentwire::producers {
+
+RunEmitter::RunEmitter(EventSink& sink, RunIdentity identity,
+                       std::chrono::milliseconds wait_for_space, DeliveryCallback on_delivery)
+    : sink_(sink),
+      identity_(std::move(identity)),
+      wait_for_space_(wait_for_space),
+      on_delivery_(std::move(on_delivery)) {
+  if (identity_.run_id.empty()) identity_.run_id = schemas::NewEventId();
+}
+
+RunEmitter::~RunEmitter() {
+  if (Finished()) return;
+  // The run's owner forgot (or crashed before) the terminal event. Without this the
+  // chat window would show a run that never ends.
+  const auto status = Failed("run_abandoned",
+                             "run abandoned: the agent stopped without completing or failing");
+  if (status != PublishStatus::kAccepted) {
+    log::Error("could not publish the abandoned-run event",
+               {{"user", identity_.user_id}, {"run", identity_.run_id}, {"error", ToString(status)}});
+  }
+}
+
+bool RunEmitter::Finished() const {
+  std::lock_guard lock(mutex_);
+  return finished_;
+}
+
+uint32_t RunEmitter::NextSeq() const {
+  std::lock_guard lock(mutex_);
+  return next_seq_;
+}
+
+PublishStatus RunEmitter::Emit(v1::AgentEvent event) {
+  std::lock_guard lock(mutex_);
+  if (finished_) return PublishStatus::kClosed;
+  event.set_user_id(identity_.user_id);
+  event.set_thread_id(identity_.thread_id);
+  event.set_run_id(identity_.run_id);
+  event.set_agent_name(identity_.agent_name);
+  event.set_trace_id(identity_.trace_id);
+  for (const auto& [key, value] : identity_.attributes) (*event.mutable_attributes())[key] = value;
+  event.set_run_seq(next_seq_);
+  schemas::FillDefaults(event);
+  const auto status = sink_.Publish(event, on_delivery_, wait_for_space_);
+  if (status == PublishStatus::kAccepted) {
+    ++next_seq_;  // only an accepted event consumes a sequence number: no holes
+    finished_ = schemas::IsTerminal(event);
+  }
+  return status;
+}
+
+PublishStatus RunEmitter::Started(std::string input, std::string model) {
+  v1::AgentEvent event;
+  auto* body = event.mutable_agent_started();
+  body->set_input(std::move(input));
+  body->set_model(std::move(model));
+  return Emit(std::move(event));
+}
+
+PublishStatus RunEmitter::Thinking(std::string text) {
+  v1::AgentEvent event;
+  event.mutable_agent_thinking()->set_text(std::move(text));
+  return Emit(std::move(event));
+}
+
+PublishStatus RunEmitter::ToolExecuting(std::string tool_name, std::string input,
+                                        std::string tool_call_id) {
+  v1::AgentEvent event;
+  auto* body = event.mutable_tool_executing();
+  body->set_tool_name(std::move(tool_name));
+  body->set_input(std::move(input));
+  body->set_tool_call_id(std::move(tool_call_id));
+  return Emit(std::move(event));
+}
+
+PublishStatus RunEmitter::ToolCompleted(std::string tool_name, std::string output,
+                                        uint32_t duration_ms, std::string error,
+                                        std::string tool_call_id) {
+  v1::AgentEvent event;
+  auto* body = event.mutable_tool_completed();
+  body->set_tool_name(std::move(tool_name));
+  body->set_output(std::move(output));
+  body->set_duration_ms(duration_ms);
+  body->set_error(std::move(error));
+  body->set_tool_call_id(std::move(tool_call_id));
+  return Emit(std::move(event));
+}
+
+PublishStatus RunEmitter::MessageDelta(std::string text) {
+  v1::AgentEvent event;
+  event.mutable_message_delta()->set_text(std::move(text));
+  return Emit(std::move(event));
+}
+
+PublishStatus RunEmitter::Completed(std::string result, uint32_t duration_ms) {
+  v1::AgentEvent event;
+  auto* body = event.mutable_agent_completed();
+  body->set_result(std::move(result));
+  body->set_duration_ms(duration_ms);
+  return Emit(std::move(event));
+}
+
+PublishStatus RunEmitter::Failed(std::string error_code, std::string message) {
+  v1::AgentEvent event;
+  auto* body = event.mutable_agent_failed();
+  body->set_error_code(std::move(error_code));
+  body->set_message(std::move(message));
+  return Emit(std::move(event));
+}
+
+}  // namespace agentwire::producers

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <agentwire/v1/events.pb.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace agentwire::schemas {
+
+/// The body's field name, which is the event's JSON "type" ("agent_thinking", ...);
+/// empty when no body is set.
+std::string_view EventType(const v1::AgentEvent& event);
+
+/// Every known type, in schema order.
+const std::vector<std::string_view>& KnownEventTypes();
+
+/// agent_completed or agent_failed: the run is over.
+bool IsTerminal(const v1::AgentEvent& event);
+
+/// The JSON form: snake_case field names, every scalar present (stable shape for
+/// clients), `"type"` first, timestamps RFC 3339 UTC, 32-bit numbers as JSON numbers.
+std::string ToJson(const v1::AgentEvent& event);
+
+struct JsonError {
+  std::string message;
+};
+
+/// Parses the JSON form. `"type"` selects the body; a body object without `"type"` is
+/// accepted too; `"type"` without a body means an empty body. Unknown fields are errors.
+/// On error `out` is unspecified. Returns nullopt on success.
+[[nodiscard]] std::optional<JsonError> FromJson(std::string_view json, v1::AgentEvent& out);
+
+/// What every published event must carry: user_id (the Kafka key), run_id and a body.
+[[nodiscard]] std::optional<JsonError> Validate(const v1::AgentEvent& event);
+
+/// A new event id: a 26-character ULID (48-bit millisecond time + 80 random bits,
+/// Crockford base32), so ids sort by creation time. Thread-safe.
+std::string NewEventId();
+
+/// Sets event_id and emitted_at (now) when they are absent.
+void FillDefaults(v1::AgentEvent& event);
+
+}  // namespace agentwire::schemas
