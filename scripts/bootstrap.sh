@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, the Debian 12 packages agentwire needs to build and test, and only
+# the ones that are missing. Idempotent; prints nothing when everything is present, one line
+# per action otherwise. Works as root on a bare Debian 12 image, or through sudo.
+set -euo pipefail
+
+# Build toolchain, the libraries agentwire links, and the tools the tests drive (kcat, a
+# PostgreSQL server, Debian's python3 with confluent-kafka, chromium for the browser tests,
+# clang-format for scripts/lint.sh). ca-certificates: npm and curl need it for HTTPS, and it
+# is only a recommendation of the packages below, which we do not install.
+readonly PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates
+  librdkafka-dev libprotobuf-dev protobuf-compiler
+  libboost-dev libboost-system-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+  libjwt-dev libssl-dev libpqxx-dev libpq-dev postgresql
+  kcat python3 python3-confluent-kafka python3-protobuf python3-yaml
+  chromium procps curl clang-format
+)
+
+say() { echo "bootstrap: $*"; }
+
+wanted=("${PACKAGES[@]}")
+# Some machine images ship Node 20 from NodeSource; Debian's npm would conflict with it.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    && node --version >/dev/null 2>&1 && npm --version >/dev/null 2>&1; then
+  :
+else
+  wanted+=(nodejs npm)
+fi
+
+# One dpkg-query for all packages; a package dpkg has never heard of prints nothing.
+declare -A installed=()
+while read -r name status; do
+  [[ "$status" == "installed" ]] && installed["${name%%:*}"]=1
+done < <(dpkg-query -W -f='${binary:Package} ${db:Status-Status}\n' "${wanted[@]}" 2>/dev/null || true)
+
+missing=()
+for package in "${wanted[@]}"; do
+  [[ -n "${installed[$package]:-}" ]] || missing+=("$package")
+done
+((${#missing[@]} == 0)) && exit 0
+
+if ((EUID == 0)); then
+  as_root=(env)
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo env)
+else
+  echo "bootstrap: missing packages: ${missing[*]}" >&2
+  echo "bootstrap: run this script as root or install sudo" >&2
+  exit 1
+fi
+
+log="${TMPDIR:-/tmp}/agentwire-bootstrap.log"
+apt() {
+  # Wait for another apt/dpkg (unattended-upgrades) instead of failing on its lock.
+  if ! "${as_root[@]}" DEBIAN_FRONTEND=noninteractive apt-get -q -y \
+      -o DPkg::Lock::Timeout=600 "$@" >>"$log" 2>&1; then
+    echo "bootstrap: 'apt-get $*' failed; last lines of $log:" >&2
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
+}
+
+: >"$log"
+say "apt-get update"
+apt update
+say "installing ${missing[*]}"
+apt install --no-install-recommends "${missing[@]}"
+say "done (${#missing[@]} packages; apt-get output in $log)"
