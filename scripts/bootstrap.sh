@@ -2,31 +2,46 @@
 # Installs, with apt-get, the Debian 12 packages agentwire needs to build and test, and only
 # the ones that are missing. Idempotent; prints nothing when everything is present, one line
 # per action otherwise. Works as root on a bare Debian 12 image, or through sudo.
+#   scripts/bootstrap.sh               everything for building and testing
+#   scripts/bootstrap.sh --build-only  just what building the agentwire binary needs
 set -euo pipefail
 
-# Build toolchain, the libraries agentwire links, and the tools the tests drive (kcat, a
-# PostgreSQL server, Debian's python3 with confluent-kafka, chromium for the browser tests,
-# clang-format for scripts/lint.sh). ca-certificates: npm and curl need it for HTTPS, and it
-# is only a recommendation of the packages below, which we do not install.
-readonly PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config git ca-certificates
+# What building the `agentwire` binary needs (also all the Dockerfile's builder installs, via
+# --build-only).
+readonly BUILD_PACKAGES=(
+  build-essential cmake ninja-build pkg-config
   librdkafka-dev libprotobuf-dev protobuf-compiler
-  libboost-dev libboost-system-dev libspdlog-dev libfmt-dev
-  libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
-  libjwt-dev libssl-dev libpqxx-dev libpq-dev postgresql
-  kcat python3 python3-confluent-kafka python3-protobuf python3-yaml
+  libboost-dev libboost-system-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  libjwt-dev libssl-dev libpqxx-dev libpq-dev
+)
+# What the tests and the developer tools add: ccache, GoogleTest, kcat, a PostgreSQL server,
+# Debian's python3 with confluent-kafka, chromium for the browser tests, clang-format for
+# scripts/lint.sh. ca-certificates: npm and curl need it for HTTPS and it is only a
+# recommendation of the packages here, which are installed without recommendations.
+readonly TEST_PACKAGES=(
+  ccache git ca-certificates libgtest-dev libgmock-dev
+  postgresql kcat python3 python3-confluent-kafka python3-protobuf python3-yaml
   chromium procps curl clang-format
 )
 
 say() { echo "bootstrap: $*"; }
 
-wanted=("${PACKAGES[@]}")
-# Some machine images ship Node 20 from NodeSource; Debian's npm would conflict with it.
-if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
-    && node --version >/dev/null 2>&1 && npm --version >/dev/null 2>&1; then
+build_only=0
+case "${1:-}" in
+  "") ;;
+  --build-only) build_only=1 ;;
+  *) echo "usage: $0 [--build-only]" >&2; exit 2 ;;
+esac
+
+wanted=("${BUILD_PACKAGES[@]}")
+if ((build_only)); then
   :
+elif command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    && node --version >/dev/null 2>&1 && npm --version >/dev/null 2>&1; then
+  # Some machine images ship Node 20 from NodeSource; Debian's npm would conflict with it.
+  wanted+=("${TEST_PACKAGES[@]}")
 else
-  wanted+=(nodejs npm)
+  wanted+=("${TEST_PACKAGES[@]}" nodejs npm)
 fi
 
 # One dpkg-query for all packages; a package dpkg has never heard of prints nothing.
