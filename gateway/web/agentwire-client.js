@@ -1,0 +1,630 @@
+/**
+ * agentwire client: receives a user's agent events from a gateway over WebSocket and keeps
+ * receiving them, exactly once and in order, across disconnects, gateway restarts and deploys.
+ *
+ * No dependencies. Load it as an ES module (`import { AgentwireClient } from
+ * "/agentwire-client.js"`); it also sets `globalThis.AgentwireClient`, so classic scripts on a
+ * page that loads it with `<script type="module" src="/agentwire-client.js">` can use
+ * `window.AgentwireClient` once the module has run (modules run before DOMContentLoaded).
+ * In Node, pass the `ws` package as `WebSocketImpl` (and a `storage`, or the in-memory default).
+ *
+ * What the client does for the application (see docs/protocol.md for the wire protocol):
+ * - keeps the cursor of the last frame in `storage` (sessionStorage in browsers), keyed by
+ *   gateway URL, user (the token's `sub`) and filters, and resumes from it after a reconnect
+ *   or a page reload;
+ * - reconnects with exponential backoff and full jitter (250 ms base, 10 s cap), starting
+ *   over once a connection has stayed up for `stableAfterMs`;
+ * - drops an event whose `event_id` it has already delivered (bounded set of recent ids), so
+ *   a replayed event is never handed to `onEvent` twice;
+ * - on a `reset` frame (cursor older than the retained log) forgets the cursor and the ids,
+ *   calls `onReset` so the application clears its view, and reconnects with `cursor=earliest`;
+ * - stops on HTTP 401 (state `unauthorized`) and 403 (state `closed`); a 400 caused by a
+ *   stored cursor is treated like a reset.
+ *
+ * @module agentwire-client
+ */
+
+/**
+ * Connection states reported to `onStateChange`.
+ * - `connecting`: the first connection attempt (or one after `connect()`) is under way.
+ * - `live`: the gateway sent `ready`; events arrive as they are published.
+ * - `reconnecting`: the connection dropped; the next attempt is scheduled (`info.delayMs`).
+ * - `closed`: stopped by `close()`, or by an error that retrying cannot fix (`info.status`).
+ * - `unauthorized`: the gateway rejected the token (HTTP 401); supply a new one and `connect()`.
+ * @enum {string}
+ */
+export const ClientState = Object.freeze({
+  CONNECTING: 'connecting',
+  LIVE: 'live',
+  RECONNECTING: 'reconnecting',
+  CLOSED: 'closed',
+  UNAUTHORIZED: 'unauthorized',
+});
+
+/** Close code the client uses when it drops a connection itself to start over after `reset`. */
+const kCloseForReset = 4000;
+
+/**
+ * Delay before reconnect attempt number `attempt` (0-based): "full jitter", a uniformly random
+ * delay between 0 and min(cap, base * 2^attempt), so clients dropped together by a replica
+ * restart do not come back together.
+ * @param {number} attempt
+ * @param {number} baseMs
+ * @param {number} capMs
+ * @param {() => number} [random] returns [0, 1)
+ * @returns {number} milliseconds
+ */
+export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
+
+/**
+ * A set of the most recently added ids, bounded in size; the oldest id is evicted first and a
+ * hit refreshes an id, so ids a replay may still repeat stay in.
+ */
+export class RecentIds {
+  #limit;
+  /** @type {Set<string>} */
+  #ids;
+
+  /** @param {number} limit */
+  constructor(limit) {
+    this.#limit = Math.max(1, limit);
+    this.#ids = new Set();
+  }
+
+  /** @param {string} id @returns {boolean} whether it was there (and is now refreshed) */
+  touch(id) {
+    if (!this.#ids.has(id)) return false;
+    this.#ids.delete(id);
+    this.#ids.add(id);
+    return true;
+  }
+
+  /** @param {string} id */
+  add(id) {
+    this.#ids.add(id);
+    if (this.#ids.size > this.#limit) this.#ids.delete(this.#ids.values().next().value);
+  }
+
+  clear() {
+    this.#ids.clear();
+  }
+
+  get size() {
+    return this.#ids.size;
+  }
+}
+
+/** A Storage-like map for environments without sessionStorage (Node, sandboxed iframes). */
+export class MemoryStorage {
+  /** @type {Map<string, string>} */
+  #map = new Map();
+
+  /** @param {string} key @returns {string|null} */
+  getItem(key) {
+    return this.#map.has(key) ? this.#map.get(key) : null;
+  }
+  /** @param {string} key @param {string} value */
+  setItem(key, value) {
+    this.#map.set(key, String(value));
+  }
+  /** @param {string} key */
+  removeItem(key) {
+    this.#map.delete(key);
+  }
+}
+
+/**
+ * The `sub` claim of a JWT, read without verifying it (the gateway verifies; the client only
+ * needs a stable name to key its stored cursor by).
+ * @param {string} token
+ * @returns {string} the subject, or "" when the token is not a readable JWT
+ */
+export function tokenSubject(token) {
+  try {
+    const part = String(token).split('.')[1];
+    const base64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const binary = atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4));
+    const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof claims.sub === 'string' ? claims.sub : '';
+  } catch {
+    return '';
+  }
+}
+
+function defaultStorage() {
+  try {
+    // Reading the property itself throws where storage is blocked (sandboxed iframe, cookies off).
+    const storage = globalThis.sessionStorage;
+    if (storage) return storage;
+  } catch {
+    // fall through to memory
+  }
+  return new MemoryStorage();
+}
+
+function defaultUrl() {
+  const location = globalThis.location;
+  if (!location || !location.host) return '';
+  return new URL('v1/events', location.href).href.replace(/^http/, 'ws');
+}
+
+/**
+ * HTTP status of a failed upgrade, if the WebSocket implementation tells it. The `ws` package
+ * reports "Unexpected server response: 401"; browsers tell nothing (then the client probes).
+ * @param {string} message
+ * @returns {number}
+ */
+function statusFromError(message) {
+  const match = /Unexpected server response: (\d{3})/.exec(message || '');
+  return match ? Number(match[1]) : 0;
+}
+
+/**
+ * @typedef {object} EventInfo
+ * @property {string} cursor resume point just after this event
+ * @property {boolean} replayed true while catching up (before `ready`), false when live
+ */
+
+/**
+ * @typedef {object} StateInfo
+ * @property {number} [attempt] reconnect attempt number (state `reconnecting`)
+ * @property {number} [delayMs] delay before that attempt
+ * @property {number} [retryAt] `Date.now()` value when it starts
+ * @property {number} [code] WebSocket close code of the connection that ended
+ * @property {string} [reason] close reason, or what went wrong
+ * @property {number} [status] HTTP status of a rejected upgrade (401, 403, 400, 429...)
+ * @property {string} [error] the gateway's error code from its JSON body, when known
+ * @property {string} [message] the gateway's human-readable message, when known
+ */
+
+/**
+ * @typedef {object} AgentwireClientOptions
+ * @property {string} [url] `ws(s)://host/v1/events`; default: `v1/events` beside the page
+ * @property {string | (() => string | Promise<string>)} token JWT, or a function called before
+ *   every connection attempt (to refresh short-lived tokens)
+ * @property {string} [threadId] deliver only this thread's events
+ * @property {string} [runId] deliver only this run's events
+ * @property {'live'|'earliest'} [startFrom] where to start when there is no stored cursor:
+ *   `live` (default) from now on, `earliest` every retained event of the user
+ * @property {string} [storageKey] where the cursor is stored; default derived from the URL,
+ *   the token's user and the filters
+ * @property {{getItem(k:string):string|null, setItem(k:string,v:string):void,
+ *   removeItem(k:string):void}} [storage] default sessionStorage, else in memory
+ * @property {(event: object, info: EventInfo) => void} [onEvent] each new event, in order
+ * @property {(info: {cursor: string, replayed: number}) => void} [onReady] caught up; live now
+ * @property {(info: {reason: string}) => void} [onReset] history is unavailable: clear the view;
+ *   the client replays from the earliest retained event next
+ * @property {(state: string, info: StateInfo) => void} [onStateChange]
+ * @property {(error: Error) => void} [onError] a frame that could not be parsed, or a callback
+ *   that threw (the stream goes on)
+ * @property {typeof WebSocket} [WebSocketImpl] default globalThis.WebSocket (Node: `ws`)
+ * @property {typeof fetch | null} [fetchImpl] used to learn the HTTP status of a rejected
+ *   upgrade in browsers; null disables the probe
+ * @property {number} [baseDelayMs] backoff base, default 250
+ * @property {number} [maxDelayMs] backoff cap, default 10000
+ * @property {number} [stableAfterMs] a connection up this long resets the backoff, default 5000
+ * @property {number} [connectTimeoutMs] give up on a handshake after this long, default 15000
+ * @property {number} [dedupeSize] how many recent event ids to remember, default 10000
+ * @property {() => number} [random] jitter source, default Math.random
+ */
+
+/**
+ * One logical subscription to a user's events, surviving any number of connections.
+ * Not thread-safe in any sense that matters to JavaScript: callbacks run on the event loop.
+ */
+export class AgentwireClient {
+  #url;
+  #token;
+  #threadId;
+  #runId;
+  #startFrom;
+  #explicitKey;
+  #storage;
+  #onEvent;
+  #onReady;
+  #onReset;
+  #onStateChange;
+  #onError;
+  #webSocket;
+  #fetch;
+  #baseDelayMs;
+  #maxDelayMs;
+  #stableAfterMs;
+  #connectTimeoutMs;
+  #random;
+  #seen;
+  #state = ClientState.CLOSED;
+  #key = '';  // storage key of the current user and filters
+  #cursor = '';
+  #fromEarliest = false;  // set by a reset: the next connection replays everything
+  #ignoreStored = false;  // forgetCursor() before the first connection
+  #attempt = 0;
+  #generation = 0;  // bumps on connect()/close(); stale async work checks it
+  #socket = null;
+  #timer = null;
+  #counts = { events: 0, duplicates: 0, connections: 0, resets: 0 };
+  #onOnline = () => {
+    if (this.#state === ClientState.RECONNECTING) this.#reconnect(0);
+  };
+
+  /** @param {AgentwireClientOptions} options */
+  constructor(options) {
+    const o = options || {};
+    if (!o.token) throw new TypeError('AgentwireClient: options.token is required');
+    this.#url = o.url || defaultUrl();
+    if (!this.#url) throw new TypeError('AgentwireClient: options.url is required outside a browser');
+    this.#token = o.token;
+    this.#threadId = o.threadId || '';
+    this.#runId = o.runId || '';
+    this.#startFrom = o.startFrom === 'earliest' ? 'earliest' : 'live';
+    this.#explicitKey = o.storageKey || '';
+    this.#storage = o.storage || defaultStorage();
+    this.#onEvent = o.onEvent || (() => {});
+    this.#onReady = o.onReady || (() => {});
+    this.#onReset = o.onReset || (() => {});
+    this.#onStateChange = o.onStateChange || (() => {});
+    this.#onError = o.onError || ((error) => console.error('agentwire:', error));
+    this.#webSocket = o.WebSocketImpl || globalThis.WebSocket;
+    if (!this.#webSocket) throw new TypeError('AgentwireClient: no WebSocket; pass WebSocketImpl');
+    this.#fetch = o.fetchImpl === undefined ? globalThis.fetch : o.fetchImpl;
+    this.#baseDelayMs = o.baseDelayMs ?? 250;
+    this.#maxDelayMs = o.maxDelayMs ?? 10000;
+    this.#stableAfterMs = o.stableAfterMs ?? 5000;
+    this.#connectTimeoutMs = o.connectTimeoutMs ?? 15000;
+    this.#random = o.random || Math.random;
+    this.#seen = new RecentIds(o.dedupeSize ?? 10000);
+  }
+
+  /** The current state (one of {@link ClientState}). */
+  get state() {
+    return this.#state;
+  }
+
+  /** The resume point after the last frame received; "" before the first one. */
+  get cursor() {
+    return this.#cursor;
+  }
+
+  /**
+   * Counters since construction: events delivered to onEvent, duplicates dropped, connections
+   * opened, resets received.
+   */
+  get counts() {
+    return { ...this.#counts };
+  }
+
+  /**
+   * Starts (or restarts after close()/unauthorized) the subscription. Idempotent while
+   * connecting or connected.
+   * @param {{token?: AgentwireClientOptions['token']}} [options] a replacement token
+   */
+  connect(options) {
+    if (options && options.token) this.#token = options.token;
+    if (this.#state !== ClientState.CLOSED && this.#state !== ClientState.UNAUTHORIZED) return;
+    this.#generation++;
+    this.#attempt = 0;
+    if (typeof globalThis.addEventListener === 'function') {
+      globalThis.addEventListener('online', this.#onOnline);
+    }
+    this.#setState(ClientState.CONNECTING, {});
+    this.#open();
+  }
+
+  /** Stops for good (until connect()). The stored cursor is kept, so a later connect resumes. */
+  close() {
+    this.#stop(ClientState.CLOSED, {});
+  }
+
+  /**
+   * Forgets the stored cursor and the delivered ids: the next connection starts per
+   * `startFrom` (or `options.startFrom`). Call before connect(), e.g. to replay history.
+   * @param {{startFrom?: 'live'|'earliest'}} [options]
+   */
+  forgetCursor(options) {
+    if (options && options.startFrom) this.#startFrom = options.startFrom;
+    if (this.#key) this.#storageRemove(this.#key);
+    else this.#ignoreStored = true;  // the key is known once the token is
+    this.#cursor = '';
+    this.#fromEarliest = false;
+    this.#seen.clear();
+  }
+
+  #stop(state, info) {
+    this.#generation++;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    if (typeof globalThis.removeEventListener === 'function') {
+      globalThis.removeEventListener('online', this.#onOnline);
+    }
+    const socket = this.#socket;
+    this.#socket = null;
+    if (socket) {
+      try {
+        socket.close(1000, 'client closed');
+      } catch {
+        // already closing
+      }
+    }
+    this.#setState(state, info);
+  }
+
+  #setState(state, info) {
+    this.#state = state;
+    this.#call(this.#onStateChange, state, info);
+  }
+
+  #call(callback, ...args) {
+    try {
+      callback(...args);
+    } catch (error) {
+      this.#onError(error);
+    }
+  }
+
+  async #resolveToken() {
+    return typeof this.#token === 'function' ? await this.#token() : this.#token;
+  }
+
+  // The storage key names what a cursor is valid for: one gateway URL, one user, one filter set.
+  #keyFor(token) {
+    if (this.#explicitKey) return this.#explicitKey;
+    const user = tokenSubject(token) || 'anonymous';
+    return `agentwire:cursor:${this.#url}|${user}|${this.#threadId}|${this.#runId}`;
+  }
+
+  #storageGet(key) {
+    try {
+      return this.#storage.getItem(key) || '';
+    } catch {
+      return '';
+    }
+  }
+  #storageSet(key, value) {
+    try {
+      this.#storage.setItem(key, value);
+    } catch {
+      // Quota or blocked storage: the in-memory cursor still covers reconnects.
+    }
+  }
+  #storageRemove(key) {
+    try {
+      this.#storage.removeItem(key);
+    } catch {
+      // nothing stored then
+    }
+  }
+
+  #setCursor(cursor) {
+    if (!cursor) return;
+    this.#cursor = cursor;
+    this.#storageSet(this.#key, cursor);
+  }
+
+  #urlFor(token) {
+    const url = new URL(this.#url);
+    url.searchParams.set('access_token', token);
+    const cursor = this.#cursor || (this.#fromEarliest || this.#startFrom === 'earliest' ? 'earliest' : '');
+    if (cursor) url.searchParams.set('cursor', cursor);
+    if (this.#threadId) url.searchParams.set('thread_id', this.#threadId);
+    if (this.#runId) url.searchParams.set('run_id', this.#runId);
+    return { href: url.href, sentCursor: cursor };
+  }
+
+  async #open() {
+    const generation = this.#generation;
+    let token;
+    try {
+      token = await this.#resolveToken();
+    } catch (error) {
+      if (generation !== this.#generation) return;
+      this.#onError(error);
+      this.#scheduleReconnect({ reason: 'token unavailable' });
+      return;
+    }
+    if (generation !== this.#generation) return;
+
+    const key = this.#keyFor(token);
+    if (key !== this.#key) {
+      // First connection, or another user/filter set: its own cursor and its own ids.
+      this.#key = key;
+      if (this.#ignoreStored) this.#storageRemove(key);
+      this.#ignoreStored = false;
+      this.#cursor = this.#storageGet(key);
+      this.#seen.clear();
+    }
+    const { href, sentCursor } = this.#urlFor(token);
+
+    let socket;
+    try {
+      socket = new this.#webSocket(href);
+    } catch (error) {
+      this.#onError(error);
+      this.#scheduleReconnect({ reason: String(error && error.message) });
+      return;
+    }
+    this.#socket = socket;
+    const connection = { opened: false, openedAt: 0, ready: false, error: '', resetting: false };
+    const handshakeTimer = setTimeout(() => {
+      if (!connection.opened && this.#socket === socket) socket.close();
+    }, this.#connectTimeoutMs);
+
+    socket.onopen = () => {
+      if (this.#socket !== socket) return;
+      clearTimeout(handshakeTimer);
+      connection.opened = true;
+      connection.openedAt = Date.now();
+      this.#counts.connections++;
+    };
+    socket.onerror = (event) => {
+      connection.error = (event && (event.message || (event.error && event.error.message))) || '';
+    };
+    socket.onmessage = (message) => {
+      if (this.#socket !== socket) return;
+      this.#handleFrame(socket, connection, message.data);
+    };
+    socket.onclose = (event) => {
+      clearTimeout(handshakeTimer);
+      if (this.#socket !== socket) return;  // closed by close() or superseded
+      this.#socket = null;
+      this.#handleClose(connection, event || {}, href, sentCursor, generation);
+    };
+  }
+
+  #handleFrame(socket, connection, data) {
+    let frame;
+    try {
+      frame = JSON.parse(typeof data === 'string' ? data : new TextDecoder().decode(data));
+    } catch (error) {
+      this.#onError(new Error(`agentwire: unparseable frame: ${error.message}`));
+      return;
+    }
+    switch (frame.type) {
+      case 'event': {
+        this.#setCursor(frame.cursor);
+        const event = frame.event || {};
+        const id = event.event_id;
+        if (id && this.#seen.touch(id)) {
+          this.#counts.duplicates++;
+          return;
+        }
+        if (id) this.#seen.add(id);
+        this.#counts.events++;
+        this.#call(this.#onEvent, event, { cursor: frame.cursor || '', replayed: !connection.ready });
+        return;
+      }
+      case 'ready':
+        connection.ready = true;
+        this.#fromEarliest = false;
+        this.#setCursor(frame.cursor);
+        this.#setState(ClientState.LIVE, {});
+        this.#call(this.#onReady, { cursor: frame.cursor || '', replayed: frame.replayed || 0 });
+        return;
+      case 'reset':
+        this.#counts.resets++;
+        this.#forgetHistory();
+        this.#call(this.#onReset, { reason: frame.reason || 'reset' });
+        // Start over right away from the oldest retained event on a fresh connection.
+        connection.resetting = true;
+        socket.close(kCloseForReset, 'reset');
+        return;
+      default:
+        return;  // a frame type from a newer gateway: ignore
+    }
+  }
+
+  #forgetHistory() {
+    this.#storageRemove(this.#key);
+    this.#cursor = '';
+    this.#seen.clear();
+    this.#fromEarliest = true;
+  }
+
+  async #handleClose(connection, event, href, sentCursor, generation) {
+    const info = { code: event.code || 0, reason: event.reason || connection.error || '' };
+    if (connection.resetting) {
+      if (sentCursor && sentCursor !== 'earliest') {
+        this.#setState(ClientState.RECONNECTING, { ...info, attempt: 0, delayMs: 0, retryAt: Date.now() });
+        this.#reconnect(0);
+      } else {
+        this.#scheduleReconnect(info);  // reset without a cursor to blame: do not spin
+      }
+      return;
+    }
+    if (connection.opened) {
+      if (Date.now() - connection.openedAt >= this.#stableAfterMs) this.#attempt = 0;
+      this.#scheduleReconnect(info);
+      return;
+    }
+
+    // The handshake failed: a refused upgrade (401/403/400/429) or the gateway is unreachable.
+    const rejection = await this.#rejectionOf(connection.error, href);
+    if (generation !== this.#generation) return;
+    const status = rejection.status;
+    const details = { ...info, ...rejection };
+    if (status === 401) {
+      this.#stop(ClientState.UNAUTHORIZED, details);
+    } else if (status === 400 && sentCursor && sentCursor !== 'earliest') {
+      // A stored cursor this gateway cannot read (corrupt, or from an older format): same as
+      // a reset, since what follows it is unknown.
+      this.#counts.resets++;
+      this.#forgetHistory();
+      this.#call(this.#onReset, { reason: 'bad_cursor' });
+      this.#setState(ClientState.RECONNECTING, { ...details, attempt: 0, delayMs: 0, retryAt: Date.now() });
+      this.#reconnect(0);
+    } else if (status === 400 || status === 403 || status === 404) {
+      this.#stop(ClientState.CLOSED, details);
+    } else {
+      this.#scheduleReconnect(details);
+    }
+  }
+
+  // Learns why an upgrade failed: from the WebSocket library's error text when it has one
+  // (Node `ws`), else by asking the same URL over plain HTTP, which the gateway answers with
+  // the status and JSON body it would give the upgrade. Only the answers that mean "retrying
+  // cannot help" are taken from the probe (401, 403, 400 about the cursor); anything else
+  // (426 for a request without Upgrade, 5xx, no answer) means retry.
+  async #rejectionOf(errorText, href) {
+    const status = statusFromError(errorText);
+    if (status) return { status };
+    const probed = await this.#probe(href);
+    const trusted =
+      probed.status === 401 ||
+      probed.status === 403 ||
+      (probed.status === 400 && /cursor/i.test(`${probed.error} ${probed.message}`));
+    return trusted ? probed : { status: 0 };
+  }
+
+  async #probe(href) {
+    if (typeof this.#fetch !== 'function') return { status: 0 };
+    try {
+      const response = await this.#fetch(href.replace(/^ws/, 'http'), {
+        cache: 'no-store',
+        credentials: 'omit',
+        signal: typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(5000) : undefined,
+      });
+      const result = { status: response.status, error: '', message: '' };
+      try {
+        const body = await response.json();
+        if (body && typeof body === 'object') {
+          result.error = String(body.error || '');
+          result.message = String(body.message || '');
+        }
+      } catch {
+        // not JSON
+      }
+      return result;
+    } catch {
+      return { status: 0 };  // unreachable: retry
+    }
+  }
+
+  #scheduleReconnect(info) {
+    const delayMs = backoffDelay(this.#attempt, this.#baseDelayMs, this.#maxDelayMs, this.#random);
+    this.#attempt++;
+    this.#setState(ClientState.RECONNECTING, {
+      ...info,
+      attempt: this.#attempt,
+      delayMs,
+      retryAt: Date.now() + delayMs,
+    });
+    this.#reconnect(delayMs);
+  }
+
+  #reconnect(delayMs) {
+    clearTimeout(this.#timer);
+    const generation = this.#generation;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      if (generation !== this.#generation || this.#socket) return;
+      this.#open();
+    }, delayMs);
+  }
+}
+
+globalThis.AgentwireClient = AgentwireClient;
+
+export default AgentwireClient;

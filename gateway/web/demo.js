@@ -1,0 +1,434 @@
+// The demo chat page: shows a user's agent runs as they unfold, grouped by thread, newest
+// first, over the agentwire client. Event text is untrusted (model and tool output), so it
+// only ever reaches the page through textContent, never as HTML.
+//
+// Page query: token=<jwt> (moved to sessionStorage and removed from the address bar),
+// from=earliest|live (where a first visit starts; default earliest), thread_id=, run_id=.
+import { AgentwireClient, ClientState, tokenSubject } from './agentwire-client.js';
+
+const kTokenKey = 'agentwire:demo:token';
+const kMaxRuns = 200;  // older run cards are dropped so a long session stays light
+
+const byId = (id) => document.getElementById(id);
+
+function make(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function sessionGet(key) {
+  try {
+    return sessionStorage.getItem(key) || '';
+  } catch {
+    return '';
+  }
+}
+
+function sessionSet(key, value) {
+  try {
+    if (value) sessionStorage.setItem(key, value);
+    else sessionStorage.removeItem(key);
+  } catch {
+    // storage blocked: the token lives only as long as the page
+  }
+}
+
+// Reads the token from ?token= once, keeps it for reloads, and takes it out of the address bar
+// so it does not end up in bookmarks, screenshots or shared links.
+function takeToken() {
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get('token');
+  if (!fromUrl) return sessionGet(kTokenKey);
+  sessionSet(kTokenKey, fromUrl);
+  params.delete('token');
+  const rest = params.toString();
+  history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+  return fromUrl;
+}
+
+function formatTime(rfc3339) {
+  const date = new Date(rfc3339);
+  return Number.isNaN(date.getTime()) ? '' : date.toLocaleTimeString([], { hour12: false });
+}
+
+function formatDuration(ms) {
+  const value = Number(ms) || 0;
+  return value >= 10000 ? `${(value / 1000).toFixed(1)} s` : `${value} ms`;
+}
+
+// Tool arguments are usually JSON text: indent them for reading, leave anything else as is.
+function pretty(text) {
+  if (!text) return '';
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
+
+/** One run card and what it needs to place later events (tool results, streamed text). */
+class RunCard {
+  constructor(event) {
+    this.runId = event.run_id;
+    this.lastSeq = 0;
+    this.events = 0;
+    this.tools = new Map();  // tool_call_id (or tool name) -> open tool block
+    this.stream = null;  // the answer bubble that message deltas are appended to
+    this.lastStream = null;
+
+    this.node = make('article', 'run');
+    this.node.dataset.runId = event.run_id;
+    this.node.dataset.status = 'running';
+    const head = make('header', 'run-head');
+    this.agent = make('span', 'run-agent', event.agent_name || 'agent');
+    this.badge = make('span', 'badge badge-running', 'running');
+    const id = make('span', 'run-id', event.run_id);
+    id.title = 'run id';
+    this.time = make('time', 'run-time', formatTime(event.emitted_at));
+    this.time.dateTime = event.emitted_at || '';
+    head.append(this.agent, this.badge, id, this.time);
+    this.body = make('div', 'run-body');
+    this.foot = make('footer', 'run-foot', '');
+    this.node.append(head, this.body, this.foot);
+  }
+
+  add(event, arrival) {
+    this.checkOrder(event);
+    this.events++;
+    if (event.agent_name) this.agent.textContent = event.agent_name;
+    const item = this.render(event);
+    item.classList.add('item');
+    item.dataset.eventId = event.event_id || '';
+    item.dataset.runSeq = String(event.run_seq ?? '');
+    item.dataset.type = event.type || '';
+    item.dataset.arrival = String(arrival);
+    item.title = `#${event.run_seq} ${event.type} · ${event.emitted_at || ''}`;
+    this.foot.textContent = `${this.events} event${this.events === 1 ? '' : 's'} · last #${event.run_seq}`;
+  }
+
+  // The gateway delivers a run's events in run_seq order; show it plainly if that ever breaks
+  // (or if this page started watching mid-run, which is not an error).
+  checkOrder(event) {
+    const seq = Number(event.run_seq) || 0;
+    if (this.lastSeq > 0 && seq !== this.lastSeq + 1) {
+      const text =
+        seq <= this.lastSeq
+          ? `out of order: #${seq} after #${this.lastSeq}`
+          : `missing events #${this.lastSeq + 1}–#${seq - 1}`;
+      this.body.append(make('div', 'warning', text));
+    }
+    if (seq > this.lastSeq) this.lastSeq = seq;
+  }
+
+  setStatus(status, text) {
+    this.node.dataset.status = status;
+    this.badge.className = `badge badge-${status}`;
+    this.badge.textContent = text || status;
+  }
+
+  render(event) {
+    const body = event[event.type] || {};
+    if (event.type !== 'message_delta') this.stream = null;
+    switch (event.type) {
+      case 'agent_started': {
+        const item = make('div', 'input');
+        item.append(make('div', 'bubble bubble-user', body.input || '(no input)'));
+        if (body.model) item.append(make('div', 'meta', `model ${body.model}`));
+        this.body.append(item);
+        return item;
+      }
+      case 'agent_thinking': {
+        const item = make('div', 'thinking', body.text);
+        this.body.append(item);
+        return item;
+      }
+      case 'tool_executing':
+        return this.toolCall(event, body);
+      case 'tool_completed':
+        return this.toolResult(body);
+      case 'message_delta': {
+        if (!this.stream) {
+          this.stream = make('div', 'bubble bubble-agent stream');
+          this.lastStream = this.stream;
+          this.body.append(this.stream);
+        }
+        const item = make('span', 'delta', body.text);
+        this.stream.append(item);
+        return item;
+      }
+      case 'agent_completed': {
+        this.setStatus('completed');
+        const item = make('div', 'final');
+        const streamed = this.lastStream ? this.lastStream.textContent.trim() : '';
+        if (streamed && streamed === (body.result || '').trim()) {
+          this.lastStream.classList.add('answer');  // the streamed text was the answer
+        } else if (body.result) {
+          item.append(make('div', 'bubble bubble-agent answer', body.result));
+        }
+        item.append(make('div', 'meta', `completed in ${formatDuration(body.duration_ms)}`));
+        this.body.append(item);
+        return item;
+      }
+      case 'agent_failed': {
+        this.setStatus('failed');
+        const item = make('div', 'failure');
+        item.append(make('span', 'failure-code', body.error_code || 'failed'));
+        item.append(make('span', 'failure-message', body.message || ''));
+        this.body.append(item);
+        return item;
+      }
+      default: {
+        // A body type newer than this page: show it raw rather than hide it.
+        const item = make('div', 'unknown');
+        item.append(make('span', 'meta', event.type || 'event'), make('pre', '', JSON.stringify(body)));
+        this.body.append(item);
+        return item;
+      }
+    }
+  }
+
+  toolCall(event, body) {
+    const block = make('div', 'tool tool-running');
+    const head = make('div', 'tool-head');
+    const status = make('span', 'tool-status', 'running…');
+    head.append(make('span', 'tool-name', body.tool_name || 'tool'), status);
+    const call = make('div', 'tool-call');
+    if (body.input) call.append(make('pre', 'tool-input', pretty(body.input)));
+    block.append(head, call);
+    this.body.append(block);
+    this.tools.set(body.tool_call_id || `name:${body.tool_name}`, { block, status });
+    return call;
+  }
+
+  toolResult(body) {
+    const key = body.tool_call_id || `name:${body.tool_name}`;
+    let open = this.tools.get(key);
+    this.tools.delete(key);
+    if (!open) {
+      // The call itself came before this page started watching.
+      const block = make('div', 'tool');
+      const status = make('span', 'tool-status');
+      const head = make('div', 'tool-head');
+      head.append(make('span', 'tool-name', body.tool_name || 'tool'), status);
+      block.append(head);
+      this.body.append(block);
+      open = { block, status };
+    }
+    const failed = Boolean(body.error);
+    open.block.classList.remove('tool-running');
+    open.block.classList.add(failed ? 'tool-failed' : 'tool-ok');
+    open.status.textContent = `${failed ? 'error · ' : ''}${Number(body.duration_ms) || 0} ms`;
+    const result = make('div', 'tool-result');
+    if (failed) result.append(make('pre', 'tool-error', body.error));
+    else result.append(make('pre', 'tool-output', body.output || '(no output)'));
+    open.block.append(result);
+    return result;
+  }
+}
+
+/** Every run on the page, grouped by thread; newest threads and runs first. */
+class Timeline {
+  constructor(root, empty) {
+    this.root = root;
+    this.empty = empty;
+    this.threads = new Map();  // thread id -> {section, list, runs}
+    this.runs = new Map();  // run id -> RunCard, oldest first (for pruning)
+    this.arrivals = 0;
+  }
+
+  clear() {
+    this.root.replaceChildren();
+    this.threads.clear();
+    this.runs.clear();
+    this.empty.hidden = false;
+  }
+
+  add(event) {
+    let card = this.runs.get(event.run_id);
+    if (!card) card = this.newRun(event);
+    card.add(event, this.arrivals++);
+  }
+
+  newRun(event) {
+    const threadId = event.thread_id || '';
+    let thread = this.threads.get(threadId);
+    if (!thread) {
+      const section = make('section', 'thread');
+      section.dataset.threadId = threadId;
+      const title = make('h2', 'thread-title');
+      title.append(make('span', 'thread-label', 'Thread'), make('span', 'thread-id', threadId || '(none)'));
+      const list = make('div', 'thread-runs');
+      section.append(title, list);
+      thread = { section, list, runs: 0 };
+      this.threads.set(threadId, thread);
+    }
+    this.root.prepend(thread.section);  // the thread with the newest run goes on top
+    const card = new RunCard(event);
+    card.threadId = threadId;
+    thread.list.prepend(card.node);
+    thread.runs++;
+    this.runs.set(event.run_id, card);
+    this.empty.hidden = true;
+    if (this.runs.size > kMaxRuns) this.dropOldest();
+    return card;
+  }
+
+  dropOldest() {
+    const [runId, card] = this.runs.entries().next().value;
+    this.runs.delete(runId);
+    card.node.remove();
+    const thread = this.threads.get(card.threadId);
+    if (thread && --thread.runs === 0) {
+      thread.section.remove();
+      this.threads.delete(card.threadId);
+    }
+  }
+}
+
+class ConnectionView {
+  constructor(node, text) {
+    this.node = node;
+    this.text = text;
+    this.timer = null;
+  }
+
+  show(state, info) {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.node.dataset.state = state;
+    this.node.title = info.reason ? `last close: ${info.code || ''} ${info.reason}` : '';
+    switch (state) {
+      case ClientState.CONNECTING:
+        this.text.textContent = 'Connecting…';
+        break;
+      case ClientState.LIVE:
+        this.text.textContent = 'Live';
+        break;
+      case ClientState.RECONNECTING: {
+        const tick = () => {
+          const seconds = Math.ceil((info.retryAt - Date.now()) / 1000);
+          this.text.textContent = seconds > 0 ? `Reconnecting in ${seconds}s` : 'Reconnecting…';
+        };
+        tick();
+        this.timer = setInterval(tick, 250);
+        break;
+      }
+      case ClientState.UNAUTHORIZED:
+        this.text.textContent = 'Unauthorized';
+        break;
+      default:
+        this.text.textContent =
+          info.status === 403 ? 'Forbidden' : info.status ? `Rejected (${info.status})` : 'Disconnected';
+    }
+  }
+}
+
+function main() {
+  const params = new URLSearchParams(location.search);
+  const timeline = new Timeline(byId('threads'), byId('empty'));
+  const connection = new ConnectionView(byId('connection'), byId('connection-text'));
+  const counter = byId('event-count');
+  const notice = byId('notice');
+  let client = null;
+
+  const showNotice = (text) => {
+    notice.textContent = text || '';
+    notice.hidden = !text;
+  };
+
+  const updateCounter = () => {
+    const { events, duplicates } = client ? client.counts : { events: 0, duplicates: 0 };
+    counter.dataset.count = String(events);
+    counter.dataset.duplicates = String(duplicates);
+    counter.textContent = `${events} event${events === 1 ? '' : 's'}` +
+      (duplicates ? ` · ${duplicates} duplicate${duplicates === 1 ? '' : 's'} dropped` : '');
+  };
+
+  const askForToken = (error) => {
+    byId('token-panel').hidden = false;
+    byId('token-error').hidden = !error;
+    byId('token-error').textContent = error || '';
+    byId('replay').hidden = true;
+    byId('sign-out').hidden = true;
+    byId('empty').hidden = true;
+    byId('token-input').focus();
+  };
+
+  const start = (token) => {
+    byId('token-panel').hidden = true;
+    byId('replay').hidden = false;
+    byId('sign-out').hidden = false;
+    const user = byId('user');
+    const name = tokenSubject(token);
+    user.textContent = name;
+    user.hidden = !name;
+    timeline.empty.hidden = false;
+
+    client = new AgentwireClient({
+      token,
+      threadId: params.get('thread_id') || '',
+      runId: params.get('run_id') || '',
+      startFrom: params.get('from') === 'live' ? 'live' : 'earliest',
+      onEvent: (event) => {
+        timeline.add(event);
+        updateCounter();
+      },
+      onReady: ({ replayed }) => {
+        showNotice('');
+        connection.node.title = `caught up: ${replayed} event${replayed === 1 ? '' : 's'} replayed`;
+      },
+      onReset: () => {
+        timeline.clear();
+        showNotice('The saved position is older than the retained history; showing what the log still holds.');
+      },
+      onStateChange: (state, info) => {
+        connection.show(state, info);
+        updateCounter();
+        if (state === ClientState.UNAUTHORIZED) {
+          askForToken(info.message ? `The gateway rejected the token: ${info.message}` :
+            'The gateway rejected the token (expired, or signed with another secret).');
+        } else if (state === ClientState.CLOSED && info.status) {
+          showNotice(`The gateway refused the connection (${info.status}${info.message ? `: ${info.message}` : ''}).`);
+        }
+      },
+    });
+    window.agentwireDemo = { client, timeline };
+    client.connect();
+  };
+
+  byId('token-form').addEventListener('submit', (submit) => {
+    submit.preventDefault();
+    const token = byId('token-input').value.trim();
+    if (!token) return;
+    sessionSet(kTokenKey, token);
+    if (client) client.close();
+    timeline.clear();
+    start(token);
+  });
+
+  byId('replay').addEventListener('click', () => {
+    if (!client) return;
+    client.close();
+    client.forgetCursor({ startFrom: 'earliest' });
+    timeline.clear();
+    showNotice('');
+    client.connect();
+  });
+
+  byId('sign-out').addEventListener('click', () => {
+    if (client) client.close();
+    client = null;
+    sessionSet(kTokenKey, '');
+    timeline.clear();
+    updateCounter();
+    askForToken('');
+  });
+
+  const token = takeToken();
+  if (token) start(token);
+  else askForToken('');
+}
+
+main();

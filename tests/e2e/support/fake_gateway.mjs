@@ -1,0 +1,180 @@
+// A stand-in gateway for testing the JavaScript client's own logic (dedupe, reset, 401, bad
+// cursor, backoff) with situations the real gateway never produces on purpose, e.g. a
+// duplicated event. It speaks the frames of docs/protocol.md over real WebSockets and serves
+// gateway/web/ like the real one. Tests of the product itself drive the real binary.
+//
+// Cursors here are "c<position in the log>"; a token is any JWT-shaped string whose payload
+// has a `sub` (the signature is not checked) unless it is listed in `rejected`.
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { WebSocketServer } from 'ws';
+
+const kWebDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../gateway/web');
+const kTypes = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
+
+export function fakeToken(sub) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  return `${encode({ alg: 'none', typ: 'JWT' })}.${encode({ sub })}.fake`;
+}
+
+function subjectOf(token) {
+  try {
+    return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).sub || '';
+  } catch {
+    return '';
+  }
+}
+
+export class FakeGateway {
+  constructor() {
+    /** Every published event, in order; a cursor is a position in it. */
+    this.log = [];
+    /** Positions below this are "no longer retained": resuming before it gets `reset`. */
+    this.retainedFrom = 0;
+    /** When set, every resume from a cursor (not `earliest`) gets `reset`. */
+    this.resetCursors = false;
+    /** Tokens answered with 401. */
+    this.rejected = new Set();
+    /** When > 0, the next that many event frames are each sent twice. */
+    this.duplicateNext = 0;
+    this.sessions = new Set();
+    this.upgrades = [];  // the query of every accepted upgrade, for assertions
+    this.server = null;
+    this.port = 0;
+  }
+
+  async start(port = 0) {
+    const wss = new WebSocketServer({ noServer: true });
+    this.server = http.createServer((req, res) => this.#http(req, res));
+    this.server.on('upgrade', (req, socket, head) => {
+      const verdict = this.#check(req);
+      if (verdict.status !== 101) {
+        socket.end(
+          `HTTP/1.1 ${verdict.status} Rejected\r\nContent-Type: application/json\r\n` +
+            `Connection: close\r\nContent-Length: ${Buffer.byteLength(verdict.body)}\r\n\r\n${verdict.body}`,
+        );
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => this.#session(ws, verdict));
+    });
+    await new Promise((resolve) => this.server.listen(port, '127.0.0.1', resolve));
+    this.port = this.server.address().port;
+    return this;
+  }
+
+  get url() {
+    return `ws://127.0.0.1:${this.port}/v1/events`;
+  }
+
+  async stop() {
+    for (const session of this.sessions) session.ws.terminate();
+    this.sessions.clear();
+    if (this.server) {
+      this.server.closeAllConnections();
+      await new Promise((resolve) => this.server.close(resolve));
+    }
+    this.server = null;
+  }
+
+  /** Closes every session with `code` (1012 = draining, 1013 = too slow). */
+  closeAll(code, reason = '') {
+    for (const session of this.sessions) session.ws.close(code, reason);
+  }
+
+  publish(event) {
+    this.log.push(event);
+    const position = this.log.length - 1;
+    for (const session of this.sessions) {
+      if (session.live) this.#send(session, position);
+    }
+  }
+
+  #check(req) {
+    const url = new URL(req.url, 'http://x');
+    const reject = (status, error, message) => ({ status, body: JSON.stringify({ error, message }) });
+    if (url.pathname !== '/v1/events') return reject(404, 'not_found', 'no such endpoint');
+    const token = url.searchParams.get('access_token') || '';
+    const user = subjectOf(token);
+    if (!user || this.rejected.has(token)) return reject(401, 'unauthorized', 'invalid token');
+    const cursor = url.searchParams.get('cursor');
+    let from = this.log.length;
+    if (cursor === 'earliest') from = this.retainedFrom;
+    else if (cursor !== null) {
+      if (!/^c\d+$/.test(cursor)) return reject(400, 'bad_cursor', 'malformed cursor');
+      from = Number(cursor.slice(1));
+    }
+    return {
+      status: 101,
+      user,
+      from,
+      threadId: url.searchParams.get('thread_id') || '',
+      runId: url.searchParams.get('run_id') || '',
+      query: Object.fromEntries(url.searchParams),
+    };
+  }
+
+  #matches(session, event) {
+    return (
+      event.user_id === session.user &&
+      (!session.threadId || event.thread_id === session.threadId) &&
+      (!session.runId || event.run_id === session.runId)
+    );
+  }
+
+  #send(session, position) {
+    const event = this.log[position];
+    if (!this.#matches(session, event)) return 0;
+    const frame = JSON.stringify({ type: 'event', cursor: `c${position + 1}`, event });
+    session.ws.send(frame);
+    if (this.duplicateNext > 0) {
+      this.duplicateNext--;
+      session.ws.send(frame);
+    }
+    return 1;
+  }
+
+  #session(ws, verdict) {
+    this.upgrades.push(verdict.query);
+    const session = { ws, user: verdict.user, threadId: verdict.threadId, runId: verdict.runId, live: false };
+    this.sessions.add(session);
+    ws.on('close', () => this.sessions.delete(session));
+    ws.on('error', () => {});
+    const tooOld = this.resetCursors && verdict.query.cursor && verdict.query.cursor !== 'earliest';
+    if (tooOld || verdict.from < this.retainedFrom || verdict.from > this.log.length) {
+      ws.send(JSON.stringify({ type: 'reset', reason: 'history_unavailable' }));
+      return;
+    }
+    let replayed = 0;
+    for (let position = verdict.from; position < this.log.length; position++) {
+      replayed += this.#send(session, position);
+    }
+    ws.send(JSON.stringify({ type: 'ready', cursor: `c${this.log.length}`, replayed }));
+    session.live = true;
+  }
+
+  async #http(req, res) {
+    const url = new URL(req.url, 'http://x');
+    if (url.pathname === '/v1/events') {
+      const verdict = this.#check(req);
+      const status = verdict.status === 101 ? 426 : verdict.status;
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(verdict.body || JSON.stringify({ error: 'upgrade_required', message: 'WebSocket only' }));
+      return;
+    }
+    const name = url.pathname === '/' ? 'index.html' : url.pathname.slice(1);
+    if (!/^[\w.-]+$/.test(name)) {
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const body = await readFile(path.join(kWebDir, name));
+      res.writeHead(200, { 'content-type': kTypes[path.extname(name)] || 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  }
+}
