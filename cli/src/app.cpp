@@ -26,6 +26,8 @@ int RunCli(int argc, char** argv) {
   add(&RegisterBrokerCommand);
   add(&RegisterEmitCommand);
   add(&RegisterDevCommand);
+  add(&RegisterGatewayCommand);
+  add(&RegisterTokenCommand);
 
   try {
     app.parse(argc, argv);

@@ -15,5 +15,7 @@ using CommandAction = std::function<int()>;
 CommandAction RegisterBrokerCommand(CLI::App& app);
 CommandAction RegisterEmitCommand(CLI::App& app);
 CommandAction RegisterDevCommand(CLI::App& app);
+CommandAction RegisterGatewayCommand(CLI::App& app);
+CommandAction RegisterTokenCommand(CLI::App& app);
 
 }  // namespace agentwire::cli

@@ -10,11 +10,14 @@
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
+#include "agentwire/gateway/auth.hpp"
+#include "agentwire/gateway/gateway.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "agentwire/producers/simulator.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "commands.hpp"
 #include "embedded_setup.hpp"
+#include "gateway_options.hpp"
 
 namespace agentwire::cli {
 namespace {
@@ -52,8 +55,9 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     std::string bootstrap_file;
     producers::SimulatorOptions simulator;
     std::string duration = "0";
-    bool quiet = false;
+    bool print_events = false;
     LogOptions log;
+    GatewayOptions gateway;
   };
   auto options = std::make_shared<Options>();
   options->simulator.users = 3;
@@ -61,8 +65,8 @@ CommandAction RegisterDevCommand(CLI::App& app) {
   options->simulator.events_per_second = 4;
   auto* cmd = app.add_subcommand(
       "dev",
-      "Everything on one machine: embedded Kafka plus simulated agent runs for a few demo users. "
-      "Prints every published event as a JSON line.");
+      "Everything on one machine: embedded Kafka, the gateway on 127.0.0.1:8080 with the demo "
+      "page, and simulated agent runs for a few demo users. Prints the page URL with a dev token.");
   cmd->add_option("--kafka-brokers", options->brokers, "Embedded Kafka broker count")
       ->capture_default_str();
   cmd->add_option("--partitions", options->partitions, "Partitions of the event topic")
@@ -77,8 +81,9 @@ CommandAction RegisterDevCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--duration", options->duration, "Stop after this long (0 = until Ctrl-C)")
       ->capture_default_str();
-  cmd->add_flag("--quiet", options->quiet, "Do not print events");
+  cmd->add_flag("--print-events", options->print_events, "Also print every event as a JSON line");
   AddLogOptions(*cmd, options->log);
+  AddGatewayOptions(*cmd, options->gateway);
 
   return [options]() -> int {
     options->log.Apply();
@@ -90,11 +95,35 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     auto cluster = StartEmbeddedKafka(options->brokers,
                                       kafka::DefaultTopics(options->topic, options->partitions));
     WriteBootstrapFile(options->bootstrap_file, cluster->BootstrapServers());
-    std::cerr << fmt::format(
-        "\nagentwire dev\n  kafka:  {}  (topic {}, try: kcat -b {} -C -t {} -o beginning)\n"
-        "  agents: {} demo users, {} events/s\n  stop:   Ctrl-C\n\n",
+
+    // A dev secret unless one was given: tokens printed below only work for this run.
+    auto& auth = options->gateway.config.auth;
+    if (auth.hs256_secret.empty() && auth.jwks_file.empty()) {
+      auth.hs256_secret = "dev-" + schemas::NewEventId() + schemas::NewEventId();
+    }
+    KafkaOptions kafka;
+    kafka.brokers = cluster->BootstrapServers();
+    kafka.topic = options->topic;
+    gateway::Gateway gateway(options->gateway.Build(kafka));
+    gateway.Start();
+    const std::string host = options->gateway.listen == "0.0.0.0" ? "127.0.0.1" : options->gateway.listen;
+    const std::string base = fmt::format("http://{}:{}", host, gateway.Port());
+    AnnounceGateway(options->gateway.listen, gateway.Port(), options->gateway.port_file);
+
+    std::string banner = fmt::format(
+        "\nagentwire dev\n  kafka:   {}  (topic {}; kcat -b {} -C -t {})\n"
+        "  agents:  {} demo users, {} events/s\n  demo:    open one of these in a browser:\n",
         cluster->BootstrapServers(), options->topic, cluster->BootstrapServers(), options->topic,
         sim.users, sim.events_per_second);
+    if (!auth.hs256_secret.empty()) {
+      for (int i = 1; i <= std::min(sim.users, 3); ++i) {
+        const auto user = fmt::format("{}{:04}", sim.user_prefix, i);
+        banner += fmt::format("           {}/?token={}\n", base,
+                              gateway::MintHs256Token(auth.hs256_secret, user, std::chrono::hours(24)));
+      }
+    }
+    banner += "  stop:    Ctrl-C\n\n";
+    std::cerr << banner;
 
     producers::PublisherConfig config;
     config.client_properties = {{"bootstrap.servers", cluster->BootstrapServers()}};
@@ -108,12 +137,13 @@ CommandAction RegisterDevCommand(CLI::App& app) {
       }
     });
     PrintingSink printing(publisher, std::cout);
-    producers::EventSink& sink = options->quiet ? static_cast<producers::EventSink&>(publisher)
-                                                : printing;
+    producers::EventSink& sink = options->print_events ? static_cast<producers::EventSink&>(printing)
+                                                       : publisher;
     const auto stats = producers::RunSimulation(sink, sim, stop.get_token());
     stop.request_stop();
     signal_watcher.join();
     publisher.Flush(std::chrono::seconds(10));
+    gateway.Drain();
     log::Info("dev stopped", {{"count", stats.events}});
     return kExitOk;
   };

@@ -1,0 +1,123 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/logging.hpp"
+#include "agentwire/core/options.hpp"
+#include "agentwire/core/signals.hpp"
+#include "agentwire/gateway/gateway.hpp"
+#include "commands.hpp"
+#include "embedded_setup.hpp"
+#include "gateway_options.hpp"
+
+namespace agentwire::cli {
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    const auto first = item.find_first_not_of(' ');
+    const auto last = item.find_last_not_of(' ');
+    if (first != std::string::npos) out.push_back(item.substr(first, last - first + 1));
+  }
+  return out;
+}
+
+void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
+  cmd.add_option("--listen", o.listen, "Listen address")->envname("AGENTWIRE_LISTEN")
+      ->capture_default_str();
+  cmd.add_option("--port", o.port, "Listen port (0 = any free port)")->envname("PORT")
+      ->capture_default_str();
+  cmd.add_option("--port-file", o.port_file, "Write the bound port to this file once listening");
+  cmd.add_option("--threads", o.config.io_threads, "I/O threads (0 = one per core)")
+      ->envname("AGENTWIRE_THREADS")->capture_default_str();
+  cmd.add_option("--jwt-secret", o.config.auth.hs256_secret, "HS256 secret (>= 32 bytes)")
+      ->envname("AGENTWIRE_JWT_SECRET");
+  cmd.add_option("--jwks-file", o.config.auth.jwks_file, "RS256/ES256 public keys (JWKS JSON)")
+      ->envname("AGENTWIRE_JWKS_FILE");
+  cmd.add_option("--jwt-issuer", o.config.auth.issuer, "Required iss claim")
+      ->envname("AGENTWIRE_JWT_ISSUER");
+  cmd.add_option("--jwt-audience", o.config.auth.audience, "Required aud claim")
+      ->envname("AGENTWIRE_JWT_AUDIENCE");
+  cmd.add_option("--allowed-origins", o.allowed_origins,
+                 "Comma-separated browser Origins allowed to connect (* = any)")
+      ->envname("AGENTWIRE_ALLOWED_ORIGINS")->capture_default_str();
+  cmd.add_option("--topic-epoch", o.config.topic_epoch,
+                 "Bump when the topic is recreated: older cursors get `reset`")
+      ->envname("AGENTWIRE_TOPIC_EPOCH")->capture_default_str();
+  cmd.add_option("--cache-bytes", o.config.cache_bytes, "Recent-log cache size (0 = off)")
+      ->envname("AGENTWIRE_CACHE_BYTES")->capture_default_str();
+  cmd.add_option("--fetch-wait-ms", o.fetch_wait_ms, "Kafka fetch wait of the tailer")
+      ->capture_default_str();
+  cmd.add_option("--max-frame-bytes", o.config.max_inbound_frame_bytes,
+                 "Largest inbound client frame (larger: close 1009)")->capture_default_str();
+  cmd.add_option("--send-queue-frames", o.config.send_queue_max_frames,
+                 "Per-session send queue cap in frames (overflow: close 1013)")->capture_default_str();
+  cmd.add_option("--send-queue-bytes", o.config.send_queue_max_bytes,
+                 "Per-session send queue cap in bytes (overflow: close 1013)")->capture_default_str();
+  cmd.add_option("--max-connections-per-user", o.config.max_connections_per_user,
+                 "More connections for one user get HTTP 429")->capture_default_str();
+  cmd.add_option("--idle-timeout", o.idle_timeout, "Close connections silent this long (pings at half)")
+      ->capture_default_str();
+  cmd.add_option("--drain-grace", o.drain_grace, "SIGTERM: time to close sessions with 1012")
+      ->envname("AGENTWIRE_DRAIN_GRACE")->capture_default_str();
+  cmd.add_option("--web-dir", o.config.web_dir,
+                 "Serve the demo page from this directory instead of the built-in copy");
+}
+
+gateway::GatewayConfig GatewayOptions::Build(const KafkaOptions& kafka) {
+  kafka.Validate();
+  config.client_properties = kafka.ClientProperties();
+  config.topic = kafka.topic;
+  config.listen_address = listen;
+  if (port < 0 || port > 65535) throw ConfigError(fmt::format("--port / PORT {}: expected 0-65535", port));
+  config.port = static_cast<uint16_t>(port);
+  config.allowed_origins = SplitList(allowed_origins);
+  config.fetch_wait = std::chrono::milliseconds(fetch_wait_ms);
+  config.idle_timeout = std::chrono::duration_cast<std::chrono::seconds>(ParseDuration(idle_timeout, "--idle-timeout"));
+  config.drain_grace = ParseDuration(drain_grace, "--drain-grace / AGENTWIRE_DRAIN_GRACE");
+  config.Validate();
+  return config;
+}
+
+void AnnounceGateway(const std::string& listen, uint16_t port, const std::string& port_file) {
+  const std::string host = listen == "0.0.0.0" ? "127.0.0.1" : listen;
+  std::cout << fmt::format("http://{}:{}", host, port) << std::endl;
+  WriteBootstrapFile(port_file, std::to_string(port));
+}
+
+CommandAction RegisterGatewayCommand(CLI::App& app) {
+  struct Options {
+    KafkaOptions kafka;
+    LogOptions log;
+    GatewayOptions gateway;
+  };
+  auto options = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand(
+      "gateway",
+      "One stateless WebSocket gateway replica: tails every partition and serves each user's "
+      "events with gapless resume. Prints its URL on stdout once listening; SIGTERM drains.");
+  AddKafkaOptions(*cmd, options->kafka);
+  AddLogOptions(*cmd, options->log);
+  AddGatewayOptions(*cmd, options->gateway);
+
+  return [options]() -> int {
+    options->log.Apply();
+    auto config = options->gateway.Build(options->kafka);
+    BlockTerminationSignals();
+    gateway::Gateway gateway(config);
+    gateway.Start();
+    AnnounceGateway(config.listen_address, gateway.Port(), options->gateway.port_file);
+    const int signal = *WaitForTerminationSignal();
+    log::Info("signal received; draining", {{"signal", signal}});
+    gateway.Drain();
+    return kExitOk;
+  };
+}
+
+}  // namespace agentwire::cli

@@ -1,0 +1,79 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/metrics.hpp"
+#include "agentwire/gateway/auth.hpp"
+
+namespace agentwire::gateway {
+
+struct GatewayConfig {
+  std::string listen_address = "127.0.0.1";
+  uint16_t port = 8080;  // 0 = any free port (see Gateway::Port)
+  int io_threads = 0;    // 0 = one per core
+
+  kafka::Properties client_properties;  // bootstrap.servers + --kafka extras
+  std::string topic = "agent.lifecycle.v1";
+  /// Bumped by operators when the topic is recreated: cursors of another epoch get `reset`.
+  uint32_t topic_epoch = 1;
+  /// Tailer fetch wait: the embedded Kafka holds an empty fetch this long, so it bounds
+  /// delivery latency when traffic is sparse.
+  std::chrono::milliseconds fetch_wait{5};
+
+  /// Recent-log cache across all partitions; 0 disables it (every resume reads Kafka).
+  size_t cache_bytes = 64u << 20;
+
+  AuthConfig auth;
+  /// Browser Origins allowed to connect; {"*"} = any. Requests without Origin are judged by
+  /// their token alone.
+  std::vector<std::string> allowed_origins{"*"};
+
+  size_t max_inbound_frame_bytes = 64 * 1024;  // larger client frames: close 1009
+  size_t send_queue_max_frames = 8192;         // per session; overflow: close 1013
+  size_t send_queue_max_bytes = 8u << 20;
+  int max_connections_per_user = 32;           // more: HTTP 429 before the upgrade
+  std::chrono::seconds idle_timeout{60};       // pings at half of it; no pong: closed
+  std::chrono::milliseconds drain_grace{10'000};
+
+  /// Serve the demo page from this directory instead of the copy built into the binary.
+  std::string web_dir;
+
+  /// Throws ConfigError with one line naming the flag.
+  void Validate() const;
+};
+
+/// One stateless gateway replica: tails every partition of the topic (no consumer group),
+/// keeps a recent-log cache, and serves WebSocket clients their own user's events with
+/// gapless, duplicate-free resume from any replica's cursor.
+///
+/// Start() binds and starts the I/O threads and the Kafka tailer; Drain() (e.g. on SIGTERM)
+/// turns readiness off, stops accepting, closes every session with 1012 and returns within
+/// the grace period. Thread-safe.
+class Gateway final {
+ public:
+  explicit Gateway(GatewayConfig config);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  /// Throws ConfigError (bad config, port in use) or KafkaError (topic missing).
+  void Start();
+  /// The bound port (useful with port 0).
+  uint16_t Port() const;
+  /// Graceful stop: readiness false, no new upgrades, close 1012 to every session, wait for
+  /// them up to the grace period, stop. Idempotent.
+  void Drain();
+
+  metrics::Registry& Metrics();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace agentwire::gateway

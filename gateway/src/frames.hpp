@@ -1,0 +1,20 @@
+#pragma once
+
+#include <agentwire/v1/events.pb.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace agentwire::gateway {
+
+/// {"type":"event","cursor":"…","event":{…}} — built once per event, shared by sessions.
+std::string EventFrame(std::string_view cursor, const v1::AgentEvent& event);
+/// {"type":"ready","cursor":"…","replayed":N}
+std::string ReadyFrame(std::string_view cursor, uint64_t replayed);
+/// {"type":"reset","reason":"history_unavailable"}
+std::string ResetFrame(std::string_view reason);
+/// The JSON body of an HTTP error before the upgrade: {"error":code,"message":text}.
+std::string ErrorBody(std::string_view code, std::string_view message);
+
+}  // namespace agentwire::gateway

@@ -1,0 +1,131 @@
+#include "agentwire/gateway/gateway.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <fmt/format.h>
+
+#include <thread>
+
+#include "agentwire/core/cursor.hpp"
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/logging.hpp"
+#include "gateway_context.hpp"
+#include "http_server.hpp"
+#include "session.hpp"
+
+namespace agentwire::gateway {
+
+void GatewayConfig::Validate() const {
+  kafka::ValidateTopicName(topic, "--topic / AGENTWIRE_TOPIC");
+  if (client_properties.count("bootstrap.servers") == 0) {
+    throw ConfigError("--brokers / AGENTWIRE_BROKERS is not set");
+  }
+  if (io_threads < 0 || io_threads > 256) throw ConfigError("--threads: expected 0-256 (0 = cores)");
+  if (max_inbound_frame_bytes < 125) throw ConfigError("--max-frame-bytes: at least 125");
+  if (send_queue_max_frames == 0 || send_queue_max_bytes == 0) {
+    throw ConfigError("--send-queue-frames / --send-queue-bytes: must be positive");
+  }
+  if (max_connections_per_user < 1) throw ConfigError("--max-connections-per-user: at least 1");
+  if (idle_timeout.count() < 1) throw ConfigError("--idle-timeout: at least 1s");
+  if (allowed_origins.empty()) {
+    throw ConfigError("--allowed-origins / AGENTWIRE_ALLOWED_ORIGINS: empty; use * to allow any");
+  }
+  if (auth.hs256_secret.empty() && auth.jwks_file.empty()) {
+    throw ConfigError(
+        "no token keys: set AGENTWIRE_JWT_SECRET (--jwt-secret) or AGENTWIRE_JWKS_FILE (--jwks-file)");
+  }
+}
+
+class Gateway::Impl {
+ public:
+  explicit Impl(GatewayConfig config) : config_(std::move(config)) { config_.Validate(); }
+
+  ~Impl() { Stop(); }
+
+  void Start() {
+    // Learn the topic's layout first: cursors carry the partition count.
+    auto probe = kafka::MakeClient(RD_KAFKA_PRODUCER, kafka::MakeConf(config_.client_properties));
+    TopicIdentity identity;
+    identity.topic = config_.topic;
+    identity.epoch = config_.topic_epoch;
+    identity.topic_hash = TopicHash(config_.topic);
+    identity.partition_count = kafka::PartitionCount(probe.get(), config_.topic, std::chrono::seconds(10));
+    probe.reset();
+
+    context_ = std::make_shared<GatewayContext>(config_, identity, registry_);
+    tailer_ = std::make_unique<KafkaTailer>(
+        TailConsumerProperties(config_.client_properties, config_.fetch_wait), identity,
+        context_->hub, registry_);
+    context_->kafka_ready = [tailer = tailer_.get()] { return tailer->Ready(); };
+
+    listener_ = std::make_shared<HttpListener>(ioc_, context_);
+    listener_->Open(config_.listen_address, config_.port);
+    tailer_->Start();
+    listener_->Start();
+    const int threads = config_.io_threads > 0
+                            ? config_.io_threads
+                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    work_.emplace(ioc_.get_executor());
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    log::Info("gateway listening",
+              {{"address", config_.listen_address}, {"port", static_cast<uint32_t>(listener_->Port())},
+               {"topic", config_.topic}, {"partitions", identity.partition_count},
+               {"threads", threads}, {"auth", context_->verifier.Describe()}});
+  }
+
+  uint16_t Port() const { return listener_ ? listener_->Port() : 0; }
+
+  void Drain() {
+    if (!context_ || drained_) return;
+    drained_ = true;
+    context_->draining.store(true);
+    listener_->Stop();
+    auto sessions = context_->Sessions();
+    log::Info("draining", {{"count", static_cast<uint64_t>(sessions.size())},
+                           {"grace_ms", static_cast<int64_t>(config_.drain_grace.count())}});
+    for (auto& session : sessions) {
+      session->Close(boost::beast::websocket::close_code::service_restart, "server draining; reconnect");
+    }
+    sessions.clear();
+    const auto deadline = std::chrono::steady_clock::now() + config_.drain_grace;
+    while (context_->SessionCount() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    log::Info("drained", {{"count", static_cast<uint64_t>(context_->SessionCount())}});
+    Stop();
+  }
+
+  metrics::Registry& Metrics() { return registry_; }
+
+ private:
+  void Stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    work_.reset();
+    ioc_.stop();
+    for (auto& thread : threads_) thread.join();
+    threads_.clear();
+    if (tailer_) tailer_->Stop();
+    if (context_) context_->history_pool.join();
+  }
+
+  GatewayConfig config_;
+  metrics::Registry registry_;
+  boost::asio::io_context ioc_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::shared_ptr<GatewayContext> context_;
+  std::unique_ptr<KafkaTailer> tailer_;
+  std::shared_ptr<HttpListener> listener_;
+  std::vector<std::thread> threads_;
+  bool drained_ = false;
+  bool stopped_ = false;
+};
+
+Gateway::Gateway(GatewayConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Gateway::~Gateway() = default;
+void Gateway::Start() { impl_->Start(); }
+uint16_t Gateway::Port() const { return impl_->Port(); }
+void Gateway::Drain() { impl_->Drain(); }
+metrics::Registry& Gateway::Metrics() { return impl_->Metrics(); }
+
+}  // namespace agentwire::gateway

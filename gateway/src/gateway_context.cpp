@@ -1,0 +1,84 @@
+#include "gateway_context.hpp"
+
+namespace agentwire::gateway {
+
+GatewayMetrics::GatewayMetrics(metrics::Registry& r)
+    : connections(r.GetGauge("agentwire_gateway_connections", "Open WebSocket sessions")),
+      connections_total(r.GetCounter("agentwire_gateway_connections_total",
+                                     "WebSocket sessions accepted")),
+      events_delivered(r.GetCounter("agentwire_gateway_events_delivered_total",
+                                    "Event frames written to clients (catch-up and live)")),
+      resumes_cache(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",
+                                 {{"source", "cache"}})),
+      resumes_kafka(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",
+                                 {{"source", "kafka"}})),
+      resets(r.GetCounter("agentwire_gateway_resets_total",
+                          "reset frames sent (cursor beyond retention or from another topic)")),
+      slow_closes(r.GetCounter("agentwire_gateway_slow_client_closes_total",
+                               "Sessions closed with 1013 because the client fell behind")),
+      rejected_unauthorized(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
+                                         "Upgrades refused before the handshake",
+                                         {{"reason", "unauthorized"}})),
+      rejected_forbidden(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
+                                      "Upgrades refused before the handshake",
+                                      {{"reason", "origin"}})),
+      rejected_bad_request(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
+                                        "Upgrades refused before the handshake",
+                                        {{"reason", "bad_request"}})),
+      rejected_too_many(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
+                                     "Upgrades refused before the handshake",
+                                     {{"reason", "too_many_connections"}})),
+      delivery_latency(r.GetHistogram("agentwire_gateway_delivery_latency_seconds",
+                                      "Kafka message time to live frame written",
+                                      metrics::LatencyBuckets())) {}
+
+GatewayContext::GatewayContext(GatewayConfig config_in, TopicIdentity identity_in,
+                               metrics::Registry& registry_in)
+    : config(std::move(config_in)),
+      identity(std::move(identity_in)),
+      registry(registry_in),
+      metrics(registry_in),
+      hub(identity.partition_count, config.cache_bytes),
+      history(TailConsumerProperties(config.client_properties, config.fetch_wait), identity),
+      verifier(config.auth) {}
+
+bool GatewayContext::AcquireConnection(const std::string& user) {
+  std::lock_guard lock(mutex_);
+  int& count = per_user_[user];
+  if (count >= config.max_connections_per_user) return false;
+  ++count;
+  return true;
+}
+
+void GatewayContext::ReleaseConnection(const std::string& user) {
+  std::lock_guard lock(mutex_);
+  const auto it = per_user_.find(user);
+  if (it == per_user_.end()) return;
+  if (--it->second <= 0) per_user_.erase(it);
+}
+
+void GatewayContext::AddSession(const std::shared_ptr<Session>& session) {
+  std::lock_guard lock(mutex_);
+  sessions_[session.get()] = session;
+}
+
+void GatewayContext::RemoveSession(const Session* session) {
+  std::lock_guard lock(mutex_);
+  sessions_.erase(session);
+}
+
+std::vector<std::shared_ptr<Session>> GatewayContext::Sessions() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::shared_ptr<Session>> out;
+  for (const auto& [raw, weak] : sessions_) {
+    if (auto strong = weak.lock()) out.push_back(std::move(strong));
+  }
+  return out;
+}
+
+size_t GatewayContext::SessionCount() {
+  std::lock_guard lock(mutex_);
+  return sessions_.size();
+}
+
+}  // namespace agentwire::gateway

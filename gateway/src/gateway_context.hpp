@@ -1,0 +1,72 @@
+#pragma once
+
+#include <boost/asio/thread_pool.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "agentwire/core/metrics.hpp"
+#include "agentwire/gateway/auth.hpp"
+#include "agentwire/gateway/gateway.hpp"
+#include "kafka_tail.hpp"
+#include "partition_hub.hpp"
+
+namespace agentwire::gateway {
+
+class Session;
+
+/// Per-replica counters, looked up once.
+struct GatewayMetrics {
+  explicit GatewayMetrics(metrics::Registry& registry);
+
+  metrics::Gauge& connections;
+  metrics::Counter& connections_total;
+  metrics::Counter& events_delivered;
+  metrics::Counter& resumes_cache;
+  metrics::Counter& resumes_kafka;
+  metrics::Counter& resets;
+  metrics::Counter& slow_closes;
+  metrics::Counter& rejected_unauthorized;
+  metrics::Counter& rejected_forbidden;
+  metrics::Counter& rejected_bad_request;
+  metrics::Counter& rejected_too_many;
+  metrics::Histogram& delivery_latency;  // Kafka message time -> frame written
+};
+
+/// Everything sessions and HTTP connections share inside one replica. Lives as long as the
+/// Gateway; sessions hold a shared_ptr to it.
+struct GatewayContext {
+  GatewayContext(GatewayConfig config, TopicIdentity identity, metrics::Registry& registry);
+
+  GatewayConfig config;
+  TopicIdentity identity;
+  metrics::Registry& registry;
+  GatewayMetrics metrics;
+  PartitionHub hub;
+  HistoryReader history;
+  TokenVerifier verifier;
+  boost::asio::thread_pool history_pool{2};  // Kafka reads for old cursors, off the I/O threads
+  std::function<bool()> kafka_ready;
+  std::atomic<bool> draining{false};
+
+  /// Per-user connection cap. Returns false when `user` is at the limit.
+  bool AcquireConnection(const std::string& user);
+  void ReleaseConnection(const std::string& user);
+
+  void AddSession(const std::shared_ptr<Session>& session);
+  void RemoveSession(const Session* session);
+  /// Snapshot of live sessions (for drain).
+  std::vector<std::shared_ptr<Session>> Sessions();
+  size_t SessionCount();
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, int> per_user_;
+  std::map<const Session*, std::weak_ptr<Session>> sessions_;
+};
+
+}  // namespace agentwire::gateway

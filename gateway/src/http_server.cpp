@@ -1,0 +1,319 @@
+#include "http_server.hpp"
+
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "agentwire/core/cursor.hpp"
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/logging.hpp"
+#include "agentwire/producers/murmur2.hpp"
+#include "frames.hpp"
+#include "session.hpp"
+#include "web_assets.hpp"
+
+namespace agentwire::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+std::atomic<uint64_t> g_next_session_id{1};
+
+// Boost 1.74's beast::string_view is boost::string_view.
+std::string_view Sv(beast::string_view text) { return {text.data(), text.size()}; }
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string PercentDecode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && HexValue(text[i + 1]) >= 0 && HexValue(text[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(HexValue(text[i + 1]) * 16 + HexValue(text[i + 2])));
+      i += 2;
+    } else if (text[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+/// One plain HTTP connection; hands itself over to a Session on a valid upgrade.
+class HttpConnection final : public std::enable_shared_from_this<HttpConnection> {
+ public:
+  HttpConnection(tcp::socket&& socket, std::shared_ptr<GatewayContext> context)
+      : stream_(std::move(socket)), context_(std::move(context)) {}
+
+  void Start() { Read(); }
+
+ private:
+  void Read() {
+    parser_.emplace();
+    parser_->header_limit(16 * 1024);
+    parser_->body_limit(16 * 1024);
+    stream_.expires_after(std::chrono::seconds(30));
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&HttpConnection::OnRead, shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, std::size_t /*bytes*/) {
+    if (ec) {
+      // Garbage, timeouts and disconnects all end here: drop the connection, nothing else.
+      if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
+          ec != beast::error::timeout) {
+        log::Debug("http request rejected", {{"error", ec.message()}});
+        if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+          SendError(http::status::bad_request, "bad_request", "malformed HTTP request", false);
+          return;
+        }
+      }
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      return;
+    }
+    Route(parser_->release());
+  }
+
+  void Route(http::request<http::string_body> request) {
+    const auto target = ParseTarget(Sv(request.target()));
+    if (beast::websocket::is_upgrade(request)) {
+      if (target.path == "/v1/events") {
+        Upgrade(std::move(request), target);
+      } else {
+        SendError(http::status::not_found, "not_found", "WebSocket endpoint is /v1/events", false);
+      }
+      return;
+    }
+    keep_alive_ = request.keep_alive();
+    if (request.method() != http::verb::get && request.method() != http::verb::head) {
+      SendError(http::status::method_not_allowed, "method_not_allowed", "only GET is served",
+                keep_alive_);
+      return;
+    }
+    if (target.path == "/healthz") {
+      Send(http::status::ok, "application/json", R"({"status":"ok"})");
+    } else if (target.path == "/readyz") {
+      const bool ready = !context_->draining.load() && context_->kafka_ready && context_->kafka_ready();
+      Send(ready ? http::status::ok : http::status::service_unavailable, "application/json",
+           ready ? R"({"status":"ready"})"
+                 : (context_->draining.load() ? R"({"status":"draining"})"
+                                              : R"({"status":"starting"})"));
+    } else if (target.path == "/metrics") {
+      Send(http::status::ok, "text/plain; version=0.0.4", context_->registry.RenderPrometheus());
+    } else if (target.path == "/v1/events") {
+      SendError(http::status::upgrade_required, "upgrade_required",
+                "connect with a WebSocket client (Upgrade: websocket)", keep_alive_);
+    } else if (const auto asset = FindWebAsset(target.path, context_->config.web_dir)) {
+      Send(http::status::ok, asset->content_type, asset->body);
+    } else {
+      SendError(http::status::not_found, "not_found", "no such page", keep_alive_);
+    }
+  }
+
+  bool OriginAllowed(std::string_view origin) const {
+    if (origin.empty()) return true;  // not a browser: the token decides
+    const auto& allowed = context_->config.allowed_origins;
+    return std::any_of(allowed.begin(), allowed.end(),
+                       [&](const std::string& a) { return a == "*" || a == origin; });
+  }
+
+  void Upgrade(http::request<http::string_body> request, const ParsedTarget& target) {
+    const std::string redacted = RedactTarget(Sv(request.target()));
+    if (context_->draining.load()) {
+      SendError(http::status::service_unavailable, "draining",
+                "this replica is shutting down; reconnect (any replica serves any user)", false);
+      return;
+    }
+    if (!OriginAllowed(Sv(request[http::field::origin]))) {
+      context_->metrics.rejected_forbidden.Inc();
+      log::Info("upgrade rejected: origin not allowed",
+                {{"origin", std::string(Sv(request[http::field::origin]))}, {"target", redacted}});
+      SendError(http::status::forbidden, "origin_not_allowed",
+                "this Origin is not in AGENTWIRE_ALLOWED_ORIGINS", false);
+      return;
+    }
+    const auto token = ExtractToken(Sv(request[http::field::authorization]), Sv(request.target()));
+    const auto auth = context_->verifier.Verify(token);
+    if (!auth.ok) {
+      context_->metrics.rejected_unauthorized.Inc();
+      log::Info("upgrade rejected: unauthorized",
+                {{"error", auth.error_code}, {"target", redacted}});
+      SendError(http::status::unauthorized, auth.error_code, auth.message, false);
+      return;
+    }
+    const std::string& user = auth.user_id;
+    const auto& identity = context_->identity;
+    const int partition = producers::PartitionForKey(user, identity.partition_count);
+
+    StartPosition start;
+    if (target.Has("cursor") && !target.Param("cursor").empty()) {
+      const std::string text = target.Param("cursor");
+      if (text == "earliest") {
+        start.kind = StartPosition::Kind::kEarliest;
+      } else {
+        const auto cursor = DecodeCursor(text);
+        if (!cursor) {
+          context_->metrics.rejected_bad_request.Inc();
+          SendError(http::status::bad_request, "bad_cursor",
+                    "cursor is not a cursor this service issued; reconnect without one (or "
+                    "with cursor=earliest)",
+                    false);
+          return;
+        }
+        if (cursor->topic_hash != identity.topic_hash || cursor->epoch != identity.epoch ||
+            cursor->partition_count != static_cast<uint32_t>(identity.partition_count)) {
+          start.reset = true;  // another topic, epoch or partition layout: history unavailable
+        } else if (cursor->partition != static_cast<uint32_t>(partition)) {
+          context_->metrics.rejected_bad_request.Inc();
+          SendError(http::status::bad_request, "bad_cursor",
+                    "cursor belongs to another user's stream", false);
+          return;
+        } else {
+          start.kind = StartPosition::Kind::kCursor;
+          start.next_offset = cursor->next_offset;
+        }
+      }
+    }
+    if (!context_->AcquireConnection(user)) {
+      context_->metrics.rejected_too_many.Inc();
+      SendError(http::status::too_many_requests, "too_many_connections",
+                fmt::format("at most {} connections per user", context_->config.max_connections_per_user),
+                false);
+      return;
+    }
+    SessionFilters filters{target.Param("thread_id"), target.Param("run_id")};
+    const uint64_t id = g_next_session_id.fetch_add(1);
+    log::Debug("websocket upgrade", {{"session", id}, {"user", user}, {"partition", partition}});
+    auto session = std::make_shared<Session>(stream_.release_socket(), context_, user, partition,
+                                             start, std::move(filters), id);
+    context_->AddSession(session);
+    session->Run(std::move(request));
+  }
+
+  void Send(http::status status, std::string_view content_type, std::string body) {
+    auto response = std::make_shared<http::response<http::string_body>>(status, 11);
+    response->set(http::field::server, "agentwire-gateway");
+    response->set(http::field::content_type, beast::string_view(content_type.data(), content_type.size()));
+    response->set(http::field::cache_control, "no-store");
+    response->keep_alive(keep_alive_);
+    response->body() = std::move(body);
+    response->prepare_payload();
+    http::async_write(stream_, *response,
+                      [self = shared_from_this(), response](beast::error_code ec, std::size_t) {
+                        if (ec) return;
+                        if (response->keep_alive()) {
+                          self->Read();
+                        } else {
+                          beast::error_code ignored;
+                          self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        }
+                      });
+  }
+
+  void SendError(http::status status, std::string_view code, std::string_view message,
+                 bool keep_alive) {
+    keep_alive_ = keep_alive;
+    Send(status, "application/json", ErrorBody(code, message));
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<GatewayContext> context_;
+  bool keep_alive_ = false;
+};
+
+}  // namespace
+
+std::string ParsedTarget::Param(std::string_view name) const {
+  for (const auto& [key, value] : params) {
+    if (key == name) return value;
+  }
+  return {};
+}
+
+bool ParsedTarget::Has(std::string_view name) const {
+  return std::any_of(params.begin(), params.end(),
+                     [&](const auto& kv) { return kv.first == name; });
+}
+
+ParsedTarget ParseTarget(std::string_view target) {
+  ParsedTarget parsed;
+  const auto question = target.find('?');
+  parsed.path = PercentDecode(target.substr(0, question));
+  if (question == std::string_view::npos) return parsed;
+  std::string_view query = target.substr(question + 1);
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    auto key = PercentDecode(pair.substr(0, eq));
+    auto value = eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
+    if (!key.empty() && !parsed.Has(key)) parsed.params.emplace_back(std::move(key), std::move(value));
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return parsed;
+}
+
+HttpListener::HttpListener(asio::io_context& ioc, std::shared_ptr<GatewayContext> context)
+    : ioc_(ioc), acceptor_(asio::make_strand(ioc)), context_(std::move(context)) {}
+
+void HttpListener::Open(const std::string& address, uint16_t port) {
+  beast::error_code ec;
+  const auto ip = asio::ip::make_address(address, ec);
+  if (ec) {
+    throw ConfigError(fmt::format("--listen / AGENTWIRE_LISTEN '{}': not an IP address", address));
+  }
+  const tcp::endpoint endpoint(ip, port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw ConfigError(fmt::format("cannot listen on {}:{}: {}. Hint: pick another --port / PORT",
+                                  address, port, ec.message()));
+  }
+  port_ = acceptor_.local_endpoint().port();
+}
+
+void HttpListener::Start() { Accept(); }
+
+void HttpListener::Stop() {
+  asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
+    beast::error_code ignored;
+    self->acceptor_.close(ignored);
+  });
+}
+
+void HttpListener::Accept() {
+  acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](
+                                                       beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
+      log::Warn("accept failed", {{"error", ec.message()}});
+    } else {
+      socket.set_option(tcp::no_delay(true), ec);
+      std::make_shared<HttpConnection>(std::move(socket), self->context_)->Start();
+    }
+    self->Accept();
+  });
+}
+
+}  // namespace agentwire::gateway

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "gateway_context.hpp"
+
+namespace agentwire::gateway {
+
+/// Accepts TCP connections and serves HTTP on them: /healthz, /readyz, /metrics, the demo
+/// page and its assets, and the /v1/events WebSocket upgrade (auth, Origin, cursor and
+/// connection-cap checks happen here, before the upgrade).
+class HttpListener final : public std::enable_shared_from_this<HttpListener> {
+ public:
+  HttpListener(boost::asio::io_context& ioc, std::shared_ptr<GatewayContext> context);
+
+  /// Binds and listens. Throws ConfigError when the address is unusable or the port taken.
+  void Open(const std::string& address, uint16_t port);
+  void Start();
+  /// Stops accepting new connections (drain).
+  void Stop();
+  uint16_t Port() const { return port_; }
+
+ private:
+  void Accept();
+
+  boost::asio::io_context& ioc_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::shared_ptr<GatewayContext> context_;
+  uint16_t port_ = 0;
+};
+
+/// Splits "/v1/events?a=1&b=x%20y" into the path and percent-decoded parameters (first
+/// occurrence wins). Exposed for tests.
+struct ParsedTarget {
+  std::string path;
+  std::vector<std::pair<std::string, std::string>> params;
+  std::string Param(std::string_view name) const;
+  bool Has(std::string_view name) const;
+};
+ParsedTarget ParseTarget(std::string_view target);
+
+}  // namespace agentwire::gateway

@@ -1,0 +1,257 @@
+#include "kafka_tail.hpp"
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "agentwire/core/cursor.hpp"
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/logging.hpp"
+#include "frames.hpp"
+
+namespace agentwire::gateway {
+namespace {
+
+constexpr int kMetadataTimeoutMs = 10'000;
+
+kafka::TopicPartitionListPtr OnePartition(const std::string& topic, int partition, int64_t offset) {
+  kafka::TopicPartitionListPtr list(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), partition)->offset = offset;
+  return list;
+}
+
+}  // namespace
+
+kafka::Properties TailConsumerProperties(const kafka::Properties& base,
+                                         std::chrono::milliseconds fetch_wait) {
+  kafka::Properties properties{
+      // The embedded Kafka holds an empty fetch for the whole wait even when data arrives,
+      // so this bounds delivery latency; on real Kafka it only costs a few more requests.
+      {"fetch.wait.max.ms", std::to_string(fetch_wait.count())},
+      {"fetch.error.backoff.ms", "50"},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"enable.partition.eof", "false"},
+      // Never jump silently: an out-of-range read becomes an error we turn into `reset`.
+      {"auto.offset.reset", "error"},
+      {"client.id", "agentwire-gateway"},
+  };
+  for (const auto& [key, value] : base) properties[key] = value;
+  return properties;
+}
+
+LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t offset,
+                         int64_t timestamp_ms, std::string_view value) {
+  v1::AgentEvent event;
+  if (!event.ParseFromArray(value.data(), static_cast<int>(value.size())) ||
+      event.user_id().empty()) {
+    return nullptr;
+  }
+  auto entry = std::make_shared<LogEntry>();
+  entry->offset = offset;
+  entry->timestamp_ms = timestamp_ms;
+  const auto cursor = EncodeCursor({identity.epoch, identity.topic_hash,
+                                    static_cast<uint32_t>(identity.partition_count),
+                                    static_cast<uint32_t>(partition), offset + 1});
+  entry->frame = std::make_shared<const std::string>(EventFrame(cursor, event));
+  entry->user_id = std::move(*event.mutable_user_id());
+  entry->thread_id = std::move(*event.mutable_thread_id());
+  entry->run_id = std::move(*event.mutable_run_id());
+  return entry;
+}
+
+KafkaTailer::KafkaTailer(kafka::Properties properties, TopicIdentity identity, PartitionHub& hub,
+                         metrics::Registry& metrics)
+    : properties_(std::move(properties)),
+      identity_(std::move(identity)),
+      hub_(hub),
+      consumed_(metrics.GetCounter("agentwire_gateway_kafka_messages_total",
+                                   "Messages read from the topic")),
+      undecodable_(metrics.GetCounter("agentwire_gateway_undecodable_total",
+                                      "Messages skipped because they are not AgentEvents")),
+      lag_(metrics.GetGauge("agentwire_gateway_consumer_lag",
+                            "Messages between the high watermark and the tailer, all partitions")) {}
+
+KafkaTailer::~KafkaTailer() { Stop(); }
+
+void KafkaTailer::Start() {
+  consumer_ = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties_));
+  kafka::TopicPartitionListPtr assignment(
+      rd_kafka_topic_partition_list_new(identity_.partition_count));
+  start_offsets_.assign(static_cast<size_t>(identity_.partition_count), 0);
+  for (int p = 0; p < identity_.partition_count; ++p) {
+    int64_t low = 0;
+    int64_t high = 0;
+    const auto err = rd_kafka_query_watermark_offsets(consumer_.get(), identity_.topic.c_str(), p,
+                                                      &low, &high, kMetadataTimeoutMs);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      throw KafkaError(fmt::format("watermarks of {} [{}]: {}. Hint: check --brokers",
+                                   identity_.topic, p, kafka::ErrorText(err)),
+                       true);
+    }
+    start_offsets_[static_cast<size_t>(p)] = high;
+    hub_.SetStartOffset(p, high);
+    rd_kafka_topic_partition_list_add(assignment.get(), identity_.topic.c_str(), p)->offset = high;
+  }
+  const auto err = rd_kafka_assign(consumer_.get(), assignment.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    throw KafkaError(fmt::format("assign {}: {}", identity_.topic, kafka::ErrorText(err)), true);
+  }
+  log::Info("tailing topic", {{"topic", identity_.topic},
+                              {"partitions", identity_.partition_count}});
+  thread_ = std::thread([this] { Run(); });
+}
+
+void KafkaTailer::Stop() {
+  stop_.store(true);
+  if (thread_.joinable()) thread_.join();
+  if (consumer_) {
+    rd_kafka_assign(consumer_.get(), nullptr);
+    consumer_.reset();
+  }
+}
+
+void KafkaTailer::UpdateLag() {
+  int64_t total = 0;
+  bool known = true;
+  for (int p = 0; p < identity_.partition_count; ++p) {
+    int64_t low = 0;
+    int64_t high = 0;
+    // Cached from fetch responses: no request, no blocking.
+    if (rd_kafka_get_watermark_offsets(consumer_.get(), identity_.topic.c_str(), p, &low, &high) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        high < 0) {
+      known = false;
+      continue;
+    }
+    const int64_t next = hub_.DispatchedEnd(p);
+    total += std::max<int64_t>(0, high - next);
+  }
+  lag_.Set(static_cast<double>(total));
+  // Started at the end, so "caught up" is reached as soon as every partition answered a
+  // fetch; a replica that falls far behind reports not-ready until it recovers.
+  ready_.store(known ? total < 10'000 : ready_.load());
+}
+
+void KafkaTailer::Run() {
+  auto next_lag_check = std::chrono::steady_clock::now();
+  bool first_round = true;
+  while (!stop_.load()) {
+    kafka::MessagePtr message(rd_kafka_consumer_poll(consumer_.get(), 100));
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_lag_check) {
+      UpdateLag();
+      if (first_round) {
+        // Assignment done and the first fetches under way: serving can start. Offsets are
+        // fixed at assignment, so nothing published after Start() can be missed.
+        ready_.store(true);
+        first_round = false;
+      }
+      next_lag_check = now + std::chrono::milliseconds(500);
+    }
+    if (!message) continue;
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
+      log::Warn("kafka consume error",
+                {{"topic", identity_.topic}, {"partition", message->partition},
+                 {"error", kafka::ErrorText(message->err)}});
+      continue;
+    }
+    consumed_.Inc();
+    const int partition = message->partition;
+    rd_kafka_timestamp_type_t type;
+    const int64_t timestamp = rd_kafka_message_timestamp(message.get(), &type);
+    auto entry = MakeLogEntry(identity_, partition, message->offset, timestamp,
+                              {static_cast<const char*>(message->payload), message->len});
+    if (!entry) {
+      undecodable_.Inc();
+      log::Warn("skipping a message that is not an AgentEvent",
+                {{"topic", identity_.topic}, {"partition", partition}, {"offset", message->offset}});
+      hub_.Skip(partition, message->offset);
+      continue;
+    }
+    hub_.Dispatch(partition, std::move(entry));
+  }
+}
+
+HistoryReader::HistoryReader(kafka::Properties properties, TopicIdentity identity)
+    : properties_(std::move(properties)), identity_(std::move(identity)) {}
+
+HistoryReader::Watermarks HistoryReader::QueryWatermarks(int partition) const {
+  auto properties = properties_;
+  properties["client.id"] = "agentwire-gateway-history";
+  auto client = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties));
+  Watermarks marks;
+  if (rd_kafka_query_watermark_offsets(client.get(), identity_.topic.c_str(), partition,
+                                       &marks.low, &marks.high,
+                                       kMetadataTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return {};
+  }
+  return marks;
+}
+
+HistoryReader::Result HistoryReader::Read(int partition, int64_t from, int64_t to,
+                                          const std::string& user_id) const {
+  Result result;
+  auto properties = properties_;
+  properties["client.id"] = "agentwire-gateway-history";
+  auto consumer = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties));
+
+  int64_t low = 0;
+  int64_t high = 0;
+  auto err = rd_kafka_query_watermark_offsets(consumer.get(), identity_.topic.c_str(), partition,
+                                              &low, &high, kMetadataTimeoutMs);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    result.error = kafka::ErrorText(err);
+    return result;
+  }
+  if (from < low || from > high) {
+    result.outcome = Outcome::kOutOfRange;
+    return result;
+  }
+  to = std::min(to, high);
+  if (from >= to) {
+    result.outcome = Outcome::kOk;
+    return result;
+  }
+  const auto assignment = OnePartition(identity_.topic, partition, from);
+  err = rd_kafka_assign(consumer.get(), assignment.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    result.error = kafka::ErrorText(err);
+    return result;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  int64_t next = from;
+  while (next < to) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      result.error = fmt::format("timed out reading {} [{}] at offset {}", identity_.topic,
+                                 partition, next);
+      rd_kafka_assign(consumer.get(), nullptr);
+      return result;
+    }
+    kafka::MessagePtr message(rd_kafka_consumer_poll(consumer.get(), 100));
+    if (!message) continue;
+    if (message->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+        message->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      // Retention removed the range while we were reading.
+      result.outcome = Outcome::kOutOfRange;
+      rd_kafka_assign(consumer.get(), nullptr);
+      return result;
+    }
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    next = message->offset + 1;
+    if (message->offset >= to) break;
+    const std::string_view key(static_cast<const char*>(message->key), message->key_len);
+    if (key != user_id) continue;
+    rd_kafka_timestamp_type_t type;
+    const int64_t timestamp = rd_kafka_message_timestamp(message.get(), &type);
+    auto entry = MakeLogEntry(identity_, partition, message->offset, timestamp,
+                              {static_cast<const char*>(message->payload), message->len});
+    if (entry && entry->user_id == user_id) result.entries.push_back(std::move(entry));
+  }
+  rd_kafka_assign(consumer.get(), nullptr);
+  result.outcome = Outcome::kOk;
+  return result;
+}
+
+}  // namespace agentwire::gateway

@@ -1,0 +1,83 @@
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace agentwire::gateway {
+
+/// One event as the gateway keeps it: where it is in the log, whom it is for, and its
+/// frame, encoded once and shared by every session (and the cache) that sends it.
+struct LogEntry {
+  int64_t offset = 0;
+  int64_t timestamp_ms = 0;  // Kafka message time (producer CreateTime)
+  std::string user_id;
+  std::string thread_id;
+  std::string run_id;
+  std::shared_ptr<const std::string> frame;
+
+  size_t Bytes() const { return sizeof(LogEntry) + user_id.size() + thread_id.size() + run_id.size() + frame->size(); }
+};
+using LogEntryPtr = std::shared_ptr<const LogEntry>;
+
+/// What the hub calls for a registered session. Called on the tailer thread: must only
+/// hand the entry over (e.g. post to the session's strand) and return.
+class LiveListener {
+ public:
+  virtual ~LiveListener() = default;
+  virtual void OnLive(const LogEntryPtr& entry) = 0;
+};
+
+/// Per-partition state shared by the Kafka tailer (writer) and sessions (readers): the
+/// recent-log cache, the next offset the tailer will dispatch, and which sessions of which
+/// users listen. Registration and the cache snapshot happen under the same lock as
+/// dispatch, which is what makes the catch-up -> live hand-off gapless. Thread-safe.
+class PartitionHub final {
+ public:
+  PartitionHub(int partition_count, size_t cache_bytes_total);
+
+  int PartitionCount() const { return static_cast<int>(partitions_.size()); }
+
+  /// Where the tailer starts reading a partition (before any Dispatch).
+  void SetStartOffset(int partition, int64_t offset);
+
+  /// Tailer thread: appends to the cache and hands the entry to the user's listeners.
+  void Dispatch(int partition, LogEntryPtr entry);
+  /// Tailer thread: an offset with nothing to deliver (undecodable message, control record).
+  void Skip(int partition, int64_t offset);
+
+  struct Attachment {
+    int64_t dispatched_end = 0;  // every offset >= this reaches the listener live
+    bool from_cache = false;     // `cached` holds every entry of the user in [from, end)
+    std::vector<LogEntryPtr> cached;
+  };
+  /// Registers `listener` for `user_id` and, when `from_offset` >= 0, snapshots the user's
+  /// cached entries from there. from_cache is false when the cache no longer covers
+  /// `from_offset` (the caller reads Kafka up to dispatched_end instead).
+  Attachment Attach(int partition, const std::string& user_id,
+                    const std::shared_ptr<LiveListener>& listener, int64_t from_offset);
+  void Detach(int partition, const std::string& user_id, const LiveListener* listener);
+
+  int64_t DispatchedEnd(int partition) const;
+  size_t CachedBytes() const;
+  size_t ListenerCount(const std::string& user_id, int partition) const;
+
+ private:
+  struct Partition {
+    mutable std::mutex mutex;
+    int64_t dispatched_end = -1;  // -1 until the tailer's start offset is known
+    int64_t covered_from = -1;    // the cache holds every entry in [covered_from, dispatched_end)
+    std::deque<LogEntryPtr> cache;
+    size_t cache_bytes = 0;
+    std::map<std::string, std::vector<std::weak_ptr<LiveListener>>> listeners;
+  };
+
+  std::vector<std::unique_ptr<Partition>> partitions_;
+  size_t cache_bytes_per_partition_;
+};
+
+}  // namespace agentwire::gateway
