@@ -270,7 +270,9 @@ export class AgentwireClient {
     this.#onError = o.onError || ((error) => console.error('agentwire:', error));
     this.#webSocket = o.WebSocketImpl || globalThis.WebSocket;
     if (!this.#webSocket) throw new TypeError('AgentwireClient: no WebSocket; pass WebSocketImpl');
-    this.#fetch = o.fetchImpl === undefined ? globalThis.fetch : o.fetchImpl;
+    // Bound: browsers throw "Illegal invocation" for fetch called on another object.
+    const fetchImpl = o.fetchImpl === undefined ? globalThis.fetch : o.fetchImpl;
+    this.#fetch = typeof fetchImpl === 'function' ? fetchImpl.bind(globalThis) : null;
     this.#baseDelayMs = o.baseDelayMs ?? 250;
     this.#maxDelayMs = o.maxDelayMs ?? 10000;
     this.#stableAfterMs = o.stableAfterMs ?? 5000;

@@ -1,0 +1,187 @@
+// Interop (issue 5): a Node.js client on the npm `ws` package, driving the real agentwire
+// processes: a broker, two gateway replicas, events published by `agentwire emit`. The client
+// disconnects mid-stream from one replica and resumes with its last cursor on the other; it
+// must see every one of its user's events exactly once, in order, and exactly what a raw
+// reader of the same stream sees and what was emitted.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import WebSocket from 'ws';
+
+import { AgentwireClient, ClientState, MemoryStorage } from '../../gateway/web/agentwire-client.js';
+import { emit, mintToken, runEvents, startBroker, startGateway, tempDir } from './support/agentwire.mjs';
+import { waitFor } from './support/wait.mjs';
+
+let broker;
+const gateways = [];
+
+before(async () => {
+  broker = await startBroker(await tempDir('ws'));
+  gateways.push(await startGateway(broker.bootstrap));
+  gateways.push(await startGateway(broker.bootstrap));
+});
+
+after(async () => {
+  for (const gateway of gateways) await gateway.kill();
+  if (broker) await broker.kill();
+});
+
+// Every frame of one connection, read with the `ws` API directly (token in the Authorization
+// header, as a worker or server would send it), until `ready` plus `expectEvents` events.
+function readRaw(wsUrl, token, { cursor = '', expectEvents = 0 } = {}) {
+  return new Promise((resolve, reject) => {
+    const url = new URL(wsUrl);
+    if (cursor) url.searchParams.set('cursor', cursor);
+    const socket = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
+    const frames = [];
+    const timer = setTimeout(() => {
+      socket.terminate();
+      reject(new Error(`raw read timed out with ${frames.length} frames`));
+    }, 60000);
+    socket.on('message', (data, isBinary) => {
+      assert.equal(isBinary, false, 'frames are text');
+      frames.push(JSON.parse(data.toString()));
+      const ready = frames.some((frame) => frame.type === 'ready');
+      const events = frames.filter((frame) => frame.type === 'event').length;
+      if (ready && events >= expectEvents) {
+        clearTimeout(timer);
+        socket.close();
+        resolve(frames);
+      }
+    });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+test('a ws client resumes on another replica with its cursor: every event once, in order', async (t) => {
+  const [first, second] = gateways;
+  const aliceToken = await mintToken('alice');
+  const alice = [
+    ...runEvents({ user: 'alice', threadId: 't-1', runId: 'ws-r1', prefix: 'ws-a1', count: 40 }),
+    ...runEvents({ user: 'alice', threadId: 't-2', runId: 'ws-r2', prefix: 'ws-a2', count: 40 }),
+  ];
+  const bob = runEvents({ user: 'bob', threadId: 't-1', runId: 'ws-rb', prefix: 'ws-b', count: 40 });
+  // Interleave the users the way workers publish: alice's order is kept, bob's in between.
+  const stream = alice.flatMap((event, i) => (i < bob.length ? [event, bob[i]] : [event]));
+
+  const storage = new MemoryStorage();
+  const received = [];
+  const makeClient = (wsUrl) => {
+    const client = new AgentwireClient({
+      url: wsUrl,
+      token: aliceToken,
+      WebSocketImpl: WebSocket,
+      storage,
+      storageKey: 'alice',
+      startFrom: 'live',
+      onEvent: (event, info) => received.push({ event, info, via: wsUrl }),
+      onError: (error) => received.push({ error }),
+    });
+    t.after(() => client.close());
+    return client;
+  };
+
+  const onFirst = makeClient(first.wsUrl);
+  onFirst.connect();
+  await waitFor('live on the first replica', () => onFirst.state === ClientState.LIVE);
+
+  // Publish slowly so the client is mid-stream when it leaves the first replica.
+  const publishing = emit(broker.bootstrap, stream, { pauseEvery: 4, pauseMs: 40 });
+  await waitFor('a third of the events', () => received.length >= 25, { timeoutMs: 60000 });
+  onFirst.close();
+  const cursorAtDisconnect = onFirst.cursor;
+  assert.ok(cursorAtDisconnect, 'the client kept a cursor');
+  const countAtDisconnect = received.length;
+
+  const onSecond = makeClient(second.wsUrl);
+  onSecond.connect();
+  await publishing;
+  await waitFor(`all ${alice.length} of alice's events`, () => received.length >= alice.length, { timeoutMs: 60000 });
+  // Anything extra (a duplicate, a late replay) would show up now.
+  await new Promise((r) => setTimeout(r, 500));
+
+  assert.ok(received.every((entry) => !entry.error), JSON.stringify(received.filter((e) => e.error)));
+  const ids = received.map((entry) => entry.event.event_id);
+  assert.ok(countAtDisconnect < alice.length, 'the disconnect happened mid-stream');
+  assert.ok(received.slice(countAtDisconnect).every((entry) => entry.via === second.wsUrl));
+  assert.deepEqual(ids, alice.map((event) => event.event_id), 'every event once, in publish order');
+  assert.equal(new Set(ids).size, ids.length, 'no duplicate');
+  assert.ok(received.every((entry) => entry.event.user_id === 'alice'), "no other user's event");
+  assert.equal(onSecond.counts.duplicates, 0);
+
+  // A raw reader of the whole stream (cursor=earliest) on either replica sees the same events,
+  // with the fields `agentwire emit` was given, unchanged.
+  const raw = await readRaw(second.wsUrl, aliceToken, { cursor: 'earliest', expectEvents: alice.length });
+  const rawEvents = raw.filter((frame) => frame.type === 'event');
+  assert.deepEqual(rawEvents.map((frame) => frame.event.event_id), ids);
+  assert.equal(raw.filter((frame) => frame.type === 'ready').length, 1);
+  const ready = raw.find((frame) => frame.type === 'ready');
+  assert.equal(ready.replayed, alice.length);
+  assert.match(ready.cursor, /^[A-Za-z0-9_-]+$/, 'cursors are base64url');
+  for (const [i, frame] of rawEvents.entries()) {
+    const sent = alice[i];
+    const got = frame.event;
+    assert.match(frame.cursor, /^[A-Za-z0-9_-]+$/);
+    for (const field of ['type', 'user_id', 'thread_id', 'run_id', 'run_seq', 'agent_name']) {
+      assert.equal(got[field], sent[field], `${sent.event_id}.${field}`);
+    }
+    for (const [key, value] of Object.entries(sent[sent.type])) {
+      assert.equal(got[sent.type][key], value, `${sent.event_id}.${sent.type}.${key}`);
+    }
+    assert.match(got.emitted_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/, 'RFC 3339 UTC');
+  }
+
+  // Resuming on the first replica from the cursor the client had when it left gives exactly
+  // the events after it: any replica accepts any replica's cursor.
+  const rest = await readRaw(first.wsUrl, aliceToken, {
+    cursor: cursorAtDisconnect,
+    expectEvents: alice.length - countAtDisconnect,
+  });
+  assert.deepEqual(
+    rest.filter((frame) => frame.type === 'event').map((frame) => frame.event.event_id),
+    ids.slice(countAtDisconnect),
+  );
+});
+
+test('the upgrade refuses a bad token (401) and a malformed cursor (400) with a JSON reason', async () => {
+  const [gateway] = gateways;
+  const status = (url, headers = {}) =>
+    new Promise((resolve) => {
+      const socket = new WebSocket(url, { headers });
+      socket.on('unexpected-response', (request, response) => {
+        let body = '';
+        response.on('data', (chunk) => {
+          body += chunk;
+        });
+        response.on('end', () => resolve({ status: response.statusCode, body: JSON.parse(body || '{}') }));
+      });
+      socket.on('open', () => {
+        socket.close();
+        resolve({ status: 101 });
+      });
+      socket.on('error', () => {});
+    });
+  const noToken = await status(gateway.wsUrl);
+  assert.equal(noToken.status, 401);
+  assert.ok(noToken.body.error && noToken.body.message, JSON.stringify(noToken.body));
+  const forged = await status(`${gateway.wsUrl}?access_token=${(await mintToken('alice')).slice(0, -2)}xx`);
+  assert.equal(forged.status, 401);
+  const token = await mintToken('alice');
+  const badCursor = await status(`${gateway.wsUrl}?cursor=not*a*cursor`, { Authorization: `Bearer ${token}` });
+  assert.equal(badCursor.status, 400);
+  assert.ok(badCursor.body.error);
+
+  // And the JS client turns a 401 into the `unauthorized` state without retrying.
+  const client = new AgentwireClient({
+    url: gateway.wsUrl,
+    token: 'not-a-token',
+    WebSocketImpl: WebSocket,
+    storage: new MemoryStorage(),
+  });
+  client.connect();
+  await waitFor('unauthorized', () => client.state === ClientState.UNAUTHORIZED);
+  client.close();
+});
