@@ -35,6 +35,9 @@ kafka::Properties TailConsumerProperties(const kafka::Properties& base,
       // Never jump silently: an out-of-range read becomes an error we turn into `reset`.
       {"auto.offset.reset", "error"},
       {"client.id", "agentwire-gateway"},
+      // librdkafka 2.0 refuses assign() without a group.id. The group is never joined
+      // (no subscribe) and nothing is committed: a replica owns no offsets.
+      {"group.id", "agentwire-gateway-unjoined"},
   };
   for (const auto& [key, value] : base) properties[key] = value;
   return properties;
