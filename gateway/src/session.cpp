@@ -240,20 +240,24 @@ void Session::WriteNext() {
       ready_pending_ = false;
       catchup_.clear();
       next_offset_ = catchup_end_;
-      next = {std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)), 0,
-              false};
       phase_ = Phase::kLive;
-      // Live events that arrived meanwhile, minus what the catch-up already covered.
+      StartWrite({std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)),
+                  0, false});
+      // Live events that arrived meanwhile, minus what the catch-up already covered. They
+      // queue behind the ready frame (the write in flight).
       auto buffered = std::move(live_buffer_);
       live_buffer_.clear();
       live_buffer_bytes_ = 0;
       for (const auto& entry : buffered) HandleLive(entry);
-      if (phase_ != Phase::kLive) return;  // the buffer itself overflowed
+      return;
     }
   }
-  if (!next.frame) return;
+  if (next.frame) StartWrite(std::move(next));
+}
+
+void Session::StartWrite(Queued item) {
   writing_ = true;
-  in_flight_ = std::move(next);
+  in_flight_ = std::move(item);
   ws_.async_write(asio::buffer(*in_flight_.frame),
                   beast::bind_front_handler(&Session::OnWrite, shared_from_this()));
 }

@@ -101,6 +101,7 @@ class Session final : public LiveListener, public std::enable_shared_from_this<S
     bool is_event = false;     // counts as a delivered event
   };
   void Enqueue(Queued item);
+  void StartWrite(Queued item);
   std::deque<Queued> queue_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;

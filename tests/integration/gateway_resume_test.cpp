@@ -127,9 +127,10 @@ TEST(GatewayResume, FromKafkaWithCacheDisabled) {
   EXPECT_EQ(audit.duplicated, 0U);
   EXPECT_EQ(audit.reordered, 0U);
   const auto metrics = HttpGet(harness.Port(), "/metrics").body;
-  const auto at = metrics.find(R"(agentwire_gateway_resumes_total{source="kafka"} )");
+  const std::string series = R"(agentwire_gateway_resumes_total{source="kafka"} )";
+  const auto at = metrics.find(series);
   ASSERT_NE(at, std::string::npos);
-  EXPECT_GT(std::stoi(metrics.substr(at + 49)), 0);
+  EXPECT_GT(std::stoi(metrics.substr(at + series.size())), 0);
 }
 
 TEST(GatewayResume, ResumesFromAReplicaThatStartedLater) {

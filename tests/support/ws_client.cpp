@@ -41,6 +41,38 @@ struct WsClient::State {
   }
 };
 
+namespace {
+
+WsClient::HandshakeResult RawUpgrade(const WsClient::Options& options) {
+  WsClient::HandshakeResult result;
+  asio::io_context ioc;
+  tcp::socket socket(ioc);
+  beast::error_code ec;
+  socket.connect({asio::ip::make_address(options.host), options.port}, ec);
+  if (ec) return result;
+  http::request<http::empty_body> request(http::verb::get, options.target, 11);
+  request.set(http::field::host, options.host + ":" + std::to_string(options.port));
+  request.set(http::field::upgrade, "websocket");
+  request.set(http::field::connection, "Upgrade");
+  request.set(http::field::sec_websocket_key, "dGhlIHNhbXBsZSBub25jZQ==");
+  request.set(http::field::sec_websocket_version, "13");
+  if (!options.bearer.empty()) request.set(http::field::authorization, "Bearer " + options.bearer);
+  if (!options.origin.empty()) request.set(http::field::origin, options.origin);
+  http::write(socket, request, ec);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.skip(false);
+  http::read_header(socket, buffer, parser, ec);
+  result.status = static_cast<int>(parser.get().result_int());
+  if (!ec && result.status != 101) {
+    http::read(socket, buffer, parser, ec);
+    result.body = parser.get().body();
+  }
+  return result;
+}
+
+}  // namespace
+
 WsClient::WsClient() : state_(std::make_unique<State>()) {}
 
 WsClient::~WsClient() {
@@ -70,6 +102,9 @@ WsClient::HandshakeResult WsClient::Connect(const Options& options) {
   result.status = static_cast<int>(response.result_int());
   result.body = response.body();
   if (ec) {
+    // Beast does not hand back a refused handshake's response: ask again as plain HTTP to
+    // learn the status and JSON body the server answers with.
+    result = RawUpgrade(options);
     result.error = ec.message();
     state_->closed = true;
     return result;
