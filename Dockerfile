@@ -16,13 +16,14 @@ RUN cmake --preset release -DAGENTWIRE_BUILD_TESTS=OFF \
  && /agentwire --version
 
 FROM debian:12-slim AS runtime
-# Only the shared libraries the binary links (librdkafka, protobuf, Boost.System, spdlog, fmt,
-# libjwt, OpenSSL, libpqxx, libpq), CA certificates for TLS to Kafka and PostgreSQL, and curl
-# for container health checks.
+# Only the shared libraries the binary links (librdkafka, protobuf, spdlog, fmt, libjwt, OpenSSL,
+# libpqxx and its libpq), CA certificates for TLS to Kafka and PostgreSQL, and curl for
+# container health checks. tests/infra/validate_compose.py checks this list against the
+# libraries a freshly built binary needs.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      librdkafka1 libprotobuf32 libboost-system1.74.0 libspdlog1.10 libfmt9 libjwt0 libssl3 \
-      libpqxx-6.4 libpq5 ca-certificates curl \
+      librdkafka1 libprotobuf32 libspdlog1.10 libfmt9 libjwt0 libssl3 libpqxx-6.4 libpq5 \
+      ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 agentwire \
  && useradd --system --uid 10001 --gid agentwire --no-create-home --home-dir /nonexistent \
