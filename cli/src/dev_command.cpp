@@ -1,6 +1,6 @@
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -71,7 +71,8 @@ CommandAction RegisterDevCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--partitions", options->partitions, "Partitions of the event topic")
       ->capture_default_str();
-  cmd->add_option("--topic", options->topic, "Event topic")->envname("AGENTWIRE_TOPIC")
+  cmd->add_option("--topic", options->topic, "Event topic")
+      ->envname("AGENTWIRE_TOPIC")
       ->capture_default_str();
   cmd->add_option("--bootstrap-file", options->bootstrap_file,
                   "Write the embedded Kafka's bootstrap servers to this file");
@@ -106,7 +107,8 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     kafka.topic = options->topic;
     gateway::Gateway gateway(options->gateway.Build(kafka));
     gateway.Start();
-    const std::string host = options->gateway.listen == "0.0.0.0" ? "127.0.0.1" : options->gateway.listen;
+    const std::string host =
+        options->gateway.listen == "0.0.0.0" ? "127.0.0.1" : options->gateway.listen;
     const std::string base = fmt::format("http://{}:{}", host, gateway.Port());
     AnnounceGateway(options->gateway.listen, gateway.Port(), options->gateway.port_file);
 
@@ -118,8 +120,9 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     if (!auth.hs256_secret.empty()) {
       for (int i = 1; i <= std::min(sim.users, 3); ++i) {
         const auto user = fmt::format("{}{:04}", sim.user_prefix, i);
-        banner += fmt::format("           {}/?token={}\n", base,
-                              gateway::MintHs256Token(auth.hs256_secret, user, std::chrono::hours(24)));
+        banner +=
+            fmt::format("           {}/?token={}\n", base,
+                        gateway::MintHs256Token(auth.hs256_secret, user, std::chrono::hours(24)));
       }
     }
     banner += "  stop:    Ctrl-C\n\n";
@@ -137,8 +140,8 @@ CommandAction RegisterDevCommand(CLI::App& app) {
       }
     });
     PrintingSink printing(publisher, std::cout);
-    producers::EventSink& sink = options->print_events ? static_cast<producers::EventSink&>(printing)
-                                                       : publisher;
+    producers::EventSink& sink =
+        options->print_events ? static_cast<producers::EventSink&>(printing) : publisher;
     const auto stats = producers::RunSimulation(sink, sim, stop.get_token());
     stop.request_stop();
     signal_watcher.join();

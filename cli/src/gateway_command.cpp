@@ -1,6 +1,6 @@
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -29,13 +29,16 @@ std::vector<std::string> SplitList(const std::string& text) {
 }
 
 void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
-  cmd.add_option("--listen", o.listen, "Listen address")->envname("AGENTWIRE_LISTEN")
+  cmd.add_option("--listen", o.listen, "Listen address")
+      ->envname("AGENTWIRE_LISTEN")
       ->capture_default_str();
-  cmd.add_option("--port", o.port, "Listen port (0 = any free port)")->envname("PORT")
+  cmd.add_option("--port", o.port, "Listen port (0 = any free port)")
+      ->envname("PORT")
       ->capture_default_str();
   cmd.add_option("--port-file", o.port_file, "Write the bound port to this file once listening");
   cmd.add_option("--threads", o.config.io_threads, "I/O threads (0 = one per core)")
-      ->envname("AGENTWIRE_THREADS")->capture_default_str();
+      ->envname("AGENTWIRE_THREADS")
+      ->capture_default_str();
   cmd.add_option("--jwt-secret", o.config.auth.hs256_secret, "HS256 secret (>= 32 bytes)")
       ->envname("AGENTWIRE_JWT_SECRET");
   cmd.add_option("--jwks-file", o.config.auth.jwks_file, "RS256/ES256 public keys (JWKS JSON)")
@@ -46,26 +49,35 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
       ->envname("AGENTWIRE_JWT_AUDIENCE");
   cmd.add_option("--allowed-origins", o.allowed_origins,
                  "Comma-separated browser Origins allowed to connect (* = any)")
-      ->envname("AGENTWIRE_ALLOWED_ORIGINS")->capture_default_str();
+      ->envname("AGENTWIRE_ALLOWED_ORIGINS")
+      ->capture_default_str();
   cmd.add_option("--topic-epoch", o.config.topic_epoch,
                  "Bump when the topic is recreated: older cursors get `reset`")
-      ->envname("AGENTWIRE_TOPIC_EPOCH")->capture_default_str();
+      ->envname("AGENTWIRE_TOPIC_EPOCH")
+      ->capture_default_str();
   cmd.add_option("--cache-bytes", o.config.cache_bytes, "Recent-log cache size (0 = off)")
-      ->envname("AGENTWIRE_CACHE_BYTES")->capture_default_str();
+      ->envname("AGENTWIRE_CACHE_BYTES")
+      ->capture_default_str();
   cmd.add_option("--fetch-wait-ms", o.fetch_wait_ms, "Kafka fetch wait of the tailer")
       ->capture_default_str();
   cmd.add_option("--max-frame-bytes", o.config.max_inbound_frame_bytes,
-                 "Largest inbound client frame (larger: close 1009)")->capture_default_str();
+                 "Largest inbound client frame (larger: close 1009)")
+      ->capture_default_str();
   cmd.add_option("--send-queue-frames", o.config.send_queue_max_frames,
-                 "Per-session send queue cap in frames (overflow: close 1013)")->capture_default_str();
+                 "Per-session send queue cap in frames (overflow: close 1013)")
+      ->capture_default_str();
   cmd.add_option("--send-queue-bytes", o.config.send_queue_max_bytes,
-                 "Per-session send queue cap in bytes (overflow: close 1013)")->capture_default_str();
+                 "Per-session send queue cap in bytes (overflow: close 1013)")
+      ->capture_default_str();
   cmd.add_option("--max-connections-per-user", o.config.max_connections_per_user,
-                 "More connections for one user get HTTP 429")->capture_default_str();
-  cmd.add_option("--idle-timeout", o.idle_timeout, "Close connections silent this long (pings at half)")
+                 "More connections for one user get HTTP 429")
+      ->capture_default_str();
+  cmd.add_option("--idle-timeout", o.idle_timeout,
+                 "Close connections silent this long (pings at half)")
       ->capture_default_str();
   cmd.add_option("--drain-grace", o.drain_grace, "SIGTERM: time to close sessions with 1012")
-      ->envname("AGENTWIRE_DRAIN_GRACE")->capture_default_str();
+      ->envname("AGENTWIRE_DRAIN_GRACE")
+      ->capture_default_str();
   cmd.add_option("--web-dir", o.config.web_dir,
                  "Serve the demo page from this directory instead of the built-in copy");
 }
@@ -75,11 +87,13 @@ gateway::GatewayConfig GatewayOptions::Build(const KafkaOptions& kafka) {
   config.client_properties = kafka.ClientProperties();
   config.topic = kafka.topic;
   config.listen_address = listen;
-  if (port < 0 || port > 65535) throw ConfigError(fmt::format("--port / PORT {}: expected 0-65535", port));
+  if (port < 0 || port > 65535)
+    throw ConfigError(fmt::format("--port / PORT {}: expected 0-65535", port));
   config.port = static_cast<uint16_t>(port);
   config.allowed_origins = SplitList(allowed_origins);
   config.fetch_wait = std::chrono::milliseconds(fetch_wait_ms);
-  config.idle_timeout = std::chrono::duration_cast<std::chrono::seconds>(ParseDuration(idle_timeout, "--idle-timeout"));
+  config.idle_timeout = std::chrono::duration_cast<std::chrono::seconds>(
+      ParseDuration(idle_timeout, "--idle-timeout"));
   config.drain_grace = ParseDuration(drain_grace, "--drain-grace / AGENTWIRE_DRAIN_GRACE");
   config.Validate();
   return config;

@@ -1,6 +1,7 @@
 #include "frames.hpp"
 
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "agentwire/schemas/event_json.hpp"

@@ -1,8 +1,8 @@
 #include "agentwire/gateway/gateway.hpp"
 
-#include <boost/asio/io_context.hpp>
 #include <fmt/format.h>
 
+#include <boost/asio/io_context.hpp>
 #include <thread>
 
 #include "agentwire/core/cursor.hpp"
@@ -20,7 +20,8 @@ void GatewayConfig::Validate() const {
   if (client_properties.count("bootstrap.servers") == 0) {
     throw ConfigError("--brokers / AGENTWIRE_BROKERS is not set");
   }
-  if (io_threads < 0 || io_threads > 256) throw ConfigError("--threads: expected 0-256 (0 = cores)");
+  if (io_threads < 0 || io_threads > 256)
+    throw ConfigError("--threads: expected 0-256 (0 = cores)");
   if (max_inbound_frame_bytes < 125) throw ConfigError("--max-frame-bytes: at least 125");
   if (send_queue_max_frames == 0 || send_queue_max_bytes == 0) {
     throw ConfigError("--send-queue-frames / --send-queue-bytes: must be positive");
@@ -32,7 +33,8 @@ void GatewayConfig::Validate() const {
   }
   if (auth.hs256_secret.empty() && auth.jwks_file.empty()) {
     throw ConfigError(
-        "no token keys: set AGENTWIRE_JWT_SECRET (--jwt-secret) or AGENTWIRE_JWKS_FILE (--jwks-file)");
+        "no token keys: set AGENTWIRE_JWT_SECRET (--jwt-secret) or AGENTWIRE_JWKS_FILE "
+        "(--jwks-file)");
   }
 }
 
@@ -49,7 +51,8 @@ class Gateway::Impl {
     identity.topic = config_.topic;
     identity.epoch = config_.topic_epoch;
     identity.topic_hash = TopicHash(config_.topic);
-    identity.partition_count = kafka::PartitionCount(probe.get(), config_.topic, std::chrono::seconds(10));
+    identity.partition_count =
+        kafka::PartitionCount(probe.get(), config_.topic, std::chrono::seconds(10));
     probe.reset();
 
     context_ = std::make_shared<GatewayContext>(config_, identity, registry_);
@@ -67,10 +70,12 @@ class Gateway::Impl {
                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     work_.emplace(ioc_.get_executor());
     for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { ioc_.run(); });
-    log::Info("gateway listening",
-              {{"address", config_.listen_address}, {"port", static_cast<uint32_t>(listener_->Port())},
-               {"topic", config_.topic}, {"partitions", identity.partition_count},
-               {"threads", threads}, {"auth", context_->verifier.Describe()}});
+    log::Info("gateway listening", {{"address", config_.listen_address},
+                                    {"port", static_cast<uint32_t>(listener_->Port())},
+                                    {"topic", config_.topic},
+                                    {"partitions", identity.partition_count},
+                                    {"threads", threads},
+                                    {"auth", context_->verifier.Describe()}});
   }
 
   uint16_t Port() const { return listener_ ? listener_->Port() : 0; }
@@ -84,7 +89,8 @@ class Gateway::Impl {
     log::Info("draining", {{"count", static_cast<uint64_t>(sessions.size())},
                            {"grace_ms", static_cast<int64_t>(config_.drain_grace.count())}});
     for (auto& session : sessions) {
-      session->Close(boost::beast::websocket::close_code::service_restart, "server draining; reconnect");
+      session->Close(boost::beast::websocket::close_code::service_restart,
+                     "server draining; reconnect");
     }
     sessions.clear();
     const auto deadline = std::chrono::steady_clock::now() + config_.drain_grace;

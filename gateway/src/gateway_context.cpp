@@ -4,8 +4,8 @@ namespace agentwire::gateway {
 
 GatewayMetrics::GatewayMetrics(metrics::Registry& r)
     : connections(r.GetGauge("agentwire_gateway_connections", "Open WebSocket sessions")),
-      connections_total(r.GetCounter("agentwire_gateway_connections_total",
-                                     "WebSocket sessions accepted")),
+      connections_total(
+          r.GetCounter("agentwire_gateway_connections_total", "WebSocket sessions accepted")),
       events_delivered(r.GetCounter("agentwire_gateway_events_delivered_total",
                                     "Event frames written to clients (catch-up and live)")),
       resumes_cache(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",

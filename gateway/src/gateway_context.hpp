@@ -1,8 +1,7 @@
 #pragma once
 
-#include <boost/asio/thread_pool.hpp>
-
 #include <atomic>
+#include <boost/asio/thread_pool.hpp>
 #include <map>
 #include <memory>
 #include <mutex>

@@ -1,13 +1,13 @@
 #include "http_server.hpp"
 
-#include <boost/asio/strand.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
@@ -42,7 +42,8 @@ std::string PercentDecode(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && HexValue(text[i + 1]) >= 0 && HexValue(text[i + 2]) >= 0) {
+    if (text[i] == '%' && i + 2 < text.size() && HexValue(text[i + 1]) >= 0 &&
+        HexValue(text[i + 2]) >= 0) {
       out.push_back(static_cast<char>(HexValue(text[i + 1]) * 16 + HexValue(text[i + 2])));
       i += 2;
     } else if (text[i] == '+') {
@@ -109,7 +110,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     if (target.path == "/healthz") {
       Send(http::status::ok, "application/json", R"({"status":"ok"})");
     } else if (target.path == "/readyz") {
-      const bool ready = !context_->draining.load() && context_->kafka_ready && context_->kafka_ready();
+      const bool ready =
+          !context_->draining.load() && context_->kafka_ready && context_->kafka_ready();
       Send(ready ? http::status::ok : http::status::service_unavailable, "application/json",
            ready ? R"({"status":"ready"})"
                  : (context_->draining.load() ? R"({"status":"draining"})"
@@ -192,9 +194,10 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     }
     if (!context_->AcquireConnection(user)) {
       context_->metrics.rejected_too_many.Inc();
-      SendError(http::status::too_many_requests, "too_many_connections",
-                fmt::format("at most {} connections per user", context_->config.max_connections_per_user),
-                false);
+      SendError(
+          http::status::too_many_requests, "too_many_connections",
+          fmt::format("at most {} connections per user", context_->config.max_connections_per_user),
+          false);
       return;
     }
     SessionFilters filters{target.Param("thread_id"), target.Param("run_id")};
@@ -209,7 +212,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   void Send(http::status status, std::string_view content_type, std::string body) {
     auto response = std::make_shared<http::response<http::string_body>>(status, 11);
     response->set(http::field::server, "agentwire-gateway");
-    response->set(http::field::content_type, beast::string_view(content_type.data(), content_type.size()));
+    response->set(http::field::content_type,
+                  beast::string_view(content_type.data(), content_type.size()));
     response->set(http::field::cache_control, "no-store");
     response->keep_alive(keep_alive_);
     response->body() = std::move(body);
@@ -265,7 +269,8 @@ ParsedTarget ParseTarget(std::string_view target) {
     const auto eq = pair.find('=');
     auto key = PercentDecode(pair.substr(0, eq));
     auto value = eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
-    if (!key.empty() && !parsed.Has(key)) parsed.params.emplace_back(std::move(key), std::move(value));
+    if (!key.empty() && !parsed.Has(key))
+      parsed.params.emplace_back(std::move(key), std::move(value));
     if (amp == std::string_view::npos) break;
     query.remove_prefix(amp + 1);
   }
@@ -303,8 +308,8 @@ void HttpListener::Stop() {
 }
 
 void HttpListener::Accept() {
-  acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](
-                                                       beast::error_code ec, tcp::socket socket) {
+  acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](beast::error_code ec,
+                                                                              tcp::socket socket) {
     if (ec) {
       if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
       log::Warn("accept failed", {{"error", ec.message()}});

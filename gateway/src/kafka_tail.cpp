@@ -73,7 +73,8 @@ KafkaTailer::KafkaTailer(kafka::Properties properties, TopicIdentity identity, P
       undecodable_(metrics.GetCounter("agentwire_gateway_undecodable_total",
                                       "Messages skipped because they are not AgentEvents")),
       lag_(metrics.GetGauge("agentwire_gateway_consumer_lag",
-                            "Messages between the high watermark and the tailer, all partitions")) {}
+                            "Messages between the high watermark and the tailer, all partitions")) {
+}
 
 KafkaTailer::~KafkaTailer() { Stop(); }
 
@@ -100,8 +101,8 @@ void KafkaTailer::Start() {
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     throw KafkaError(fmt::format("assign {}: {}", identity_.topic, kafka::ErrorText(err)), true);
   }
-  log::Info("tailing topic", {{"topic", identity_.topic},
-                              {"partitions", identity_.partition_count}});
+  log::Info("tailing topic",
+            {{"topic", identity_.topic}, {"partitions", identity_.partition_count}});
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -155,9 +156,9 @@ void KafkaTailer::Run() {
     if (!message) continue;
     if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
-      log::Warn("kafka consume error",
-                {{"topic", identity_.topic}, {"partition", message->partition},
-                 {"error", kafka::ErrorText(message->err)}});
+      log::Warn("kafka consume error", {{"topic", identity_.topic},
+                                        {"partition", message->partition},
+                                        {"error", kafka::ErrorText(message->err)}});
       continue;
     }
     consumed_.Inc();
@@ -168,8 +169,9 @@ void KafkaTailer::Run() {
                               {static_cast<const char*>(message->payload), message->len});
     if (!entry) {
       undecodable_.Inc();
-      log::Warn("skipping a message that is not an AgentEvent",
-                {{"topic", identity_.topic}, {"partition", partition}, {"offset", message->offset}});
+      log::Warn(
+          "skipping a message that is not an AgentEvent",
+          {{"topic", identity_.topic}, {"partition", partition}, {"offset", message->offset}});
       hub_.Skip(partition, message->offset);
       continue;
     }
@@ -185,8 +187,8 @@ HistoryReader::Watermarks HistoryReader::QueryWatermarks(int partition) const {
   properties["client.id"] = "agentwire-gateway-history";
   auto client = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties));
   Watermarks marks;
-  if (rd_kafka_query_watermark_offsets(client.get(), identity_.topic.c_str(), partition,
-                                       &marks.low, &marks.high,
+  if (rd_kafka_query_watermark_offsets(client.get(), identity_.topic.c_str(), partition, &marks.low,
+                                       &marks.high,
                                        kMetadataTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return {};
   }
@@ -227,8 +229,8 @@ HistoryReader::Result HistoryReader::Read(int partition, int64_t from, int64_t t
   int64_t next = from;
   while (next < to) {
     if (std::chrono::steady_clock::now() > deadline) {
-      result.error = fmt::format("timed out reading {} [{}] at offset {}", identity_.topic,
-                                 partition, next);
+      result.error =
+          fmt::format("timed out reading {} [{}] at offset {}", identity_.topic, partition, next);
       rd_kafka_assign(consumer.get(), nullptr);
       return result;
     }

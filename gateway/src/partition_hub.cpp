@@ -5,7 +5,8 @@
 namespace agentwire::gateway {
 
 PartitionHub::PartitionHub(int partition_count, size_t cache_bytes_total)
-    : cache_bytes_per_partition_(cache_bytes_total / static_cast<size_t>(std::max(1, partition_count))) {
+    : cache_bytes_per_partition_(cache_bytes_total /
+                                 static_cast<size_t>(std::max(1, partition_count))) {
   partitions_.reserve(static_cast<size_t>(partition_count));
   for (int i = 0; i < partition_count; ++i) partitions_.push_back(std::make_unique<Partition>());
 }

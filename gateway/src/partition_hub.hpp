@@ -20,7 +20,9 @@ struct LogEntry {
   std::string run_id;
   std::shared_ptr<const std::string> frame;
 
-  size_t Bytes() const { return sizeof(LogEntry) + user_id.size() + thread_id.size() + run_id.size() + frame->size(); }
+  size_t Bytes() const {
+    return sizeof(LogEntry) + user_id.size() + thread_id.size() + run_id.size() + frame->size();
+  }
 };
 using LogEntryPtr = std::shared_ptr<const LogEntry>;
 

@@ -2,7 +2,6 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
-
 #include <chrono>
 
 #include "agentwire/core/cursor.hpp"
@@ -142,7 +141,8 @@ void Session::BeginCatchUp() {
     int64_t read_from = from;
     if (earliest) read_from = std::max<int64_t>(history.QueryWatermarks(self->partition_).low, 0);
     auto result = history.Read(self->partition_, read_from, end, self->user_id_);
-    asio::dispatch(self->ws_.get_executor(), [self, result = std::move(result), read_from, end]() mutable {
+    asio::dispatch(self->ws_.get_executor(), [self, result = std::move(result), read_from,
+                                              end]() mutable {
       if (self->phase_ != Phase::kCatchingUp) return;
       if (result.outcome == HistoryReader::Outcome::kOk) {
         self->FinishCatchUp(std::move(result.entries), end);
@@ -154,8 +154,8 @@ void Session::BeginCatchUp() {
         return;
       }
       // Kafka unreachable: let the client retry later with the same cursor.
-      log::Warn("resume from kafka failed", {{"session", self->id_}, {"user", self->user_id_},
-                                            {"error", result.error}});
+      log::Warn("resume from kafka failed",
+                {{"session", self->id_}, {"user", self->user_id_}, {"error", result.error}});
       self->StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
     });
   });
@@ -241,8 +241,9 @@ void Session::WriteNext() {
       catchup_.clear();
       next_offset_ = catchup_end_;
       phase_ = Phase::kLive;
-      StartWrite({std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)),
-                  0, false});
+      StartWrite(
+          {std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)), 0,
+           false});
       // Live events that arrived meanwhile, minus what the catch-up already covered. They
       // queue behind the ready frame (the write in flight).
       auto buffered = std::move(live_buffer_);
@@ -265,7 +266,8 @@ void Session::StartWrite(Queued item) {
 void Session::OnWrite(beast::error_code ec, std::size_t /*bytes*/) {
   writing_ = false;
   if (ec) {
-    if (!IsNormalEnd(ec)) log::Debug("websocket write failed", {{"session", id_}, {"error", ec.message()}});
+    if (!IsNormalEnd(ec))
+      log::Debug("websocket write failed", {{"session", id_}, {"error", ec.message()}});
     phase_ = Phase::kClosed;
     return;
   }
@@ -289,7 +291,8 @@ void Session::OnRead(beast::error_code ec, std::size_t /*bytes*/) {
       log::Debug("websocket read ended", {{"session", id_}, {"error", ec.message()}});
     }
     if (ec == websocket::error::message_too_big) {
-      log::Info("inbound frame over the limit; closed with 1009", {{"session", id_}, {"user", user_id_}});
+      log::Info("inbound frame over the limit; closed with 1009",
+                {{"session", id_}, {"user", user_id_}});
     }
     phase_ = Phase::kClosed;
     close_timer_.cancel();
@@ -302,9 +305,10 @@ void Session::OnRead(beast::error_code ec, std::size_t /*bytes*/) {
 }
 
 void Session::Close(websocket::close_code code, std::string reason) {
-  asio::dispatch(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
-    self->StartClose(code, std::move(reason));
-  });
+  asio::dispatch(ws_.get_executor(),
+                 [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
+                   self->StartClose(code, std::move(reason));
+                 });
 }
 
 void Session::StartClose(websocket::close_code code, std::string reason) {
@@ -327,7 +331,8 @@ void Session::StartClose(websocket::close_code code, std::string reason) {
   close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (!ec && self->phase_ != Phase::kClosed) {
       beast::error_code ignored;
-      beast::get_lowest_layer(self->ws_).socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+      beast::get_lowest_layer(self->ws_).socket().shutdown(asio::ip::tcp::socket::shutdown_both,
+                                                           ignored);
       beast::get_lowest_layer(self->ws_).close();
     }
   });

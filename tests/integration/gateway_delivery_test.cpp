@@ -35,7 +35,8 @@ size_t CountEvents(const std::vector<Frame>& frames) {
 TEST_F(GatewayDeliveryTest, LifecycleArrivesInOrderAsContractJson) {
   WsClient client;
   ASSERT_EQ(client.Connect(harness_->ClientOptions("lifecycle-user")).status, 101);
-  auto first = ReadUntil(client, [](const auto& f) { return !f.empty(); }, 10s);
+  auto first = ReadUntil(
+      client, [](const auto& f) { return !f.empty(); }, 10s);
   ASSERT_EQ(first.size(), 1U);
   EXPECT_EQ(first[0].type, "ready");
   EXPECT_EQ(first[0].replayed, 0U);
@@ -48,7 +49,8 @@ TEST_F(GatewayDeliveryTest, LifecycleArrivesInOrderAsContractJson) {
     return config;
   }());
   {
-    producers::RunEmitter run(publisher, {"lifecycle-user", "t-9", "r-42", "researcher", "trace-1", {}});
+    producers::RunEmitter run(publisher,
+                              {"lifecycle-user", "t-9", "r-42", "researcher", "trace-1", {}});
     run.Started("find flights", "model-x");
     run.Thinking("checking dates");
     run.ToolExecuting("web_search", R"({"q":"flights"})", "call-1");
@@ -57,7 +59,8 @@ TEST_F(GatewayDeliveryTest, LifecycleArrivesInOrderAsContractJson) {
     run.Completed("Here are your flights", 1500);
   }
   {
-    producers::RunEmitter failing(publisher, {"lifecycle-user", "t-9", "r-43", "researcher", "", {}});
+    producers::RunEmitter failing(publisher,
+                                  {"lifecycle-user", "t-9", "r-43", "researcher", "", {}});
     failing.Started("broken request");
     failing.ToolExecuting("sql_query", "SELECT 1", "call-1");
     failing.ToolCompleted("sql_query", "", 20, "permission denied", "call-1");
@@ -65,11 +68,12 @@ TEST_F(GatewayDeliveryTest, LifecycleArrivesInOrderAsContractJson) {
   }
   ASSERT_EQ(publisher.Flush(30s), 0U);
 
-  auto frames = ReadUntil(client, [](const auto& f) { return CountEvents(f) >= 10; }, 20s);
+  auto frames = ReadUntil(
+      client, [](const auto& f) { return CountEvents(f) >= 10; }, 20s);
   ASSERT_EQ(CountEvents(frames), 10U);
   const std::vector<std::string> expected_types = {
-      "agent_started", "agent_thinking", "tool_executing", "tool_completed", "message_delta",
-      "agent_completed", "agent_started", "tool_executing", "tool_completed", "agent_failed"};
+      "agent_started",   "agent_thinking", "tool_executing", "tool_completed", "message_delta",
+      "agent_completed", "agent_started",  "tool_executing", "tool_completed", "agent_failed"};
   for (size_t i = 0; i < frames.size(); ++i) {
     const auto& json = frames[i].json;
     ASSERT_EQ(frames[i].type, "event");
@@ -107,7 +111,8 @@ TEST_F(GatewayDeliveryTest, HundredUsersTwoSessionsEachReceiveOnlyTheirOwn) {
     }
   }
   for (auto& client : clients) {
-    auto ready = ReadUntil(*client, [](const auto& f) { return !f.empty(); }, 10s);
+    auto ready = ReadUntil(
+        *client, [](const auto& f) { return !f.empty(); }, 10s);
     ASSERT_EQ(ready.size(), 1U);
     ASSERT_EQ(ready[0].type, "ready");
   }
@@ -123,9 +128,11 @@ TEST_F(GatewayDeliveryTest, HundredUsersTwoSessionsEachReceiveOnlyTheirOwn) {
   size_t leaks = 0, lost = 0, duplicated = 0, reordered = 0;
   for (size_t i = 0; i < clients.size(); ++i) {
     const std::string user = "iso-" + std::to_string(i / 2);
-    auto frames = ReadUntil(*clients[i], [](const auto& f) { return CountEvents(f) >= kEventsPerUser; }, 30s);
+    auto frames = ReadUntil(
+        *clients[i], [](const auto& f) { return CountEvents(f) >= kEventsPerUser; }, 30s);
     // Anything extra that is already in flight would be a leak or a duplicate.
-    auto extra = ReadUntil(*clients[i], [](const auto&) { return false; }, 10ms);
+    auto extra = ReadUntil(
+        *clients[i], [](const auto&) { return false; }, 10ms);
     frames.insert(frames.end(), extra.begin(), extra.end());
     std::vector<std::string> received;
     for (const auto& frame : frames) {
@@ -150,17 +157,29 @@ TEST_F(GatewayDeliveryTest, ThreadAndRunFiltersNarrowTheStream) {
   WsClient by_thread;
   ASSERT_EQ(by_run.Connect(harness_->ClientOptions("filter-user", "run_id=r-b")).status, 101);
   ASSERT_EQ(by_thread.Connect(harness_->ClientOptions("filter-user", "thread_id=t-x")).status, 101);
-  ASSERT_EQ(ReadUntil(by_run, [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
-  ASSERT_EQ(ReadUntil(by_thread, [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
+  ASSERT_EQ(ReadUntil(
+                by_run, [](const auto& f) { return !f.empty(); }, 10s)
+                .size(),
+            1U);
+  ASSERT_EQ(ReadUntil(
+                by_thread, [](const auto& f) { return !f.empty(); }, 10s)
+                .size(),
+            1U);
   for (uint32_t seq = 1; seq <= 5; ++seq) {
     harness_->Publish("filter-user", "r-a", seq, "t-x");
     harness_->Publish("filter-user", "r-b", seq, "t-y");
   }
   harness_->Flush();
-  auto runs = ReadUntil(by_run, [](const auto& f) { return CountEvents(f) >= 5; }, 20s);
-  auto threads = ReadUntil(by_thread, [](const auto& f) { return CountEvents(f) >= 5; }, 20s);
-  runs.erase(std::remove_if(runs.begin(), runs.end(), [](const Frame& f) { return f.type != "event"; }), runs.end());
-  threads.erase(std::remove_if(threads.begin(), threads.end(), [](const Frame& f) { return f.type != "event"; }), threads.end());
+  auto runs = ReadUntil(
+      by_run, [](const auto& f) { return CountEvents(f) >= 5; }, 20s);
+  auto threads = ReadUntil(
+      by_thread, [](const auto& f) { return CountEvents(f) >= 5; }, 20s);
+  runs.erase(
+      std::remove_if(runs.begin(), runs.end(), [](const Frame& f) { return f.type != "event"; }),
+      runs.end());
+  threads.erase(std::remove_if(threads.begin(), threads.end(),
+                               [](const Frame& f) { return f.type != "event"; }),
+                threads.end());
   ASSERT_EQ(runs.size(), 5U);
   ASSERT_EQ(threads.size(), 5U);
   for (const auto& f : runs) EXPECT_EQ(f.run_id, "r-b");
@@ -173,7 +192,8 @@ TEST_F(GatewayDeliveryTest, OpsEndpointsAnswer) {
   const auto metrics = HttpGet(harness_->Port(), "/metrics");
   EXPECT_EQ(metrics.status, 200);
   EXPECT_NE(metrics.body.find("agentwire_gateway_connections"), std::string::npos);
-  EXPECT_NE(metrics.body.find("agentwire_gateway_delivery_latency_seconds_bucket"), std::string::npos);
+  EXPECT_NE(metrics.body.find("agentwire_gateway_delivery_latency_seconds_bucket"),
+            std::string::npos);
   const auto page = HttpGet(harness_->Port(), "/");
   EXPECT_EQ(page.status, 200);
   EXPECT_NE(page.body.find("<html"), std::string::npos);

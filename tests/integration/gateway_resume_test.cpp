@@ -143,7 +143,8 @@ TEST(GatewayResume, ResumesFromAReplicaThatStartedLater) {
   harness.StartGateway();
   WsClient client;
   ASSERT_EQ(client.Connect(harness.ClientOptions("late-user", "cursor=earliest")).status, 101);
-  auto frames = ReadUntil(client, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
+  auto frames = ReadUntil(
+      client, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
   ASSERT_FALSE(frames.empty());
   EXPECT_EQ(frames.back().type, "ready");
   EXPECT_EQ(frames.back().replayed, 50U);
@@ -158,7 +159,8 @@ TEST(GatewayResume, ResumesFromAReplicaThatStartedLater) {
   harness.StartGateway([](gateway::GatewayConfig& config) { config.cache_bytes = 0; });
   WsClient resumed;
   ASSERT_EQ(resumed.Connect(harness.ClientOptions("late-user", "cursor=" + middle)).status, 101);
-  auto rest = ReadUntil(resumed, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
+  auto rest = ReadUntil(
+      resumed, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
   ASSERT_FALSE(rest.empty());
   EXPECT_EQ(rest.back().replayed, 25U);
   std::vector<std::string> second_half;
@@ -173,7 +175,8 @@ TEST(GatewayResume, ReadyCursorIsAResumePointEvenWithNothingSent) {
   harness.StartGateway();
   WsClient first;
   ASSERT_EQ(first.Connect(harness.ClientOptions("quiet-user")).status, 101);
-  auto ready = ReadUntil(first, [](const auto& f) { return !f.empty(); }, 10s);
+  auto ready = ReadUntil(
+      first, [](const auto& f) { return !f.empty(); }, 10s);
   ASSERT_EQ(ready.size(), 1U);
   first.Abort();
   // Events published after the ready frame, while disconnected, all arrive on resume.
@@ -182,8 +185,10 @@ TEST(GatewayResume, ReadyCursorIsAResumePointEvenWithNothingSent) {
   harness.Flush();
   std::this_thread::sleep_for(200ms);
   WsClient second;
-  ASSERT_EQ(second.Connect(harness.ClientOptions("quiet-user", "cursor=" + ready[0].cursor)).status, 101);
-  auto frames = ReadUntil(second, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 20s);
+  ASSERT_EQ(second.Connect(harness.ClientOptions("quiet-user", "cursor=" + ready[0].cursor)).status,
+            101);
+  auto frames = ReadUntil(
+      second, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 20s);
   std::vector<std::string> received;
   for (const auto& f : frames) {
     if (f.type == "event") received.push_back(f.event_id);
@@ -196,11 +201,12 @@ TEST(GatewayResume, CursorOfAnotherTopicGetsReset) {
   GatewayHarness harness(12);
   harness.StartGateway();
   const int partition = producers::PartitionForKey("reset-user", 12);
-  const auto foreign = EncodeCursor({1, TopicHash("some.other.topic"), 12,
-                                     static_cast<uint32_t>(partition), 5});
+  const auto foreign =
+      EncodeCursor({1, TopicHash("some.other.topic"), 12, static_cast<uint32_t>(partition), 5});
   WsClient client;
   ASSERT_EQ(client.Connect(harness.ClientOptions("reset-user", "cursor=" + foreign)).status, 101);
-  auto frames = ReadUntil(client, [](const auto& f) { return f.size() >= 2; }, 10s);
+  auto frames = ReadUntil(
+      client, [](const auto& f) { return f.size() >= 2; }, 10s);
   ASSERT_EQ(frames.size(), 2U);
   EXPECT_EQ(frames[0].type, "reset");
   EXPECT_EQ(frames[0].json["reason"], "history_unavailable");
@@ -208,7 +214,8 @@ TEST(GatewayResume, CursorOfAnotherTopicGetsReset) {
   // And the stream goes on live after the reset.
   const auto id = harness.Publish("reset-user", "r", 1);
   harness.Flush();
-  auto live = ReadUntil(client, [](const auto& f) { return !f.empty(); }, 10s);
+  auto live = ReadUntil(
+      client, [](const auto& f) { return !f.empty(); }, 10s);
   ASSERT_EQ(live.size(), 1U);
   EXPECT_EQ(live[0].event_id, id);
 }
@@ -222,7 +229,8 @@ TEST(GatewayResume, CursorOlderThanTheRetainedLogGetsReset) {
   producers::EventPublisher publisher([&] {
     producers::PublisherConfig config;
     config.client_properties = {{"bootstrap.servers", harness.Kafka().BootstrapServers()},
-                                {"compression.type", "none"}, {"linger.ms", "0"}};
+                                {"compression.type", "none"},
+                                {"linger.ms", "0"}};
     config.topic = harness.Topic();
     return config;
   }());
@@ -239,7 +247,8 @@ TEST(GatewayResume, CursorOlderThanTheRetainedLogGetsReset) {
   const auto stale = EncodeCursor({1, TopicHash(harness.Topic()), 1, 0, 0});
   WsClient client;
   ASSERT_EQ(client.Connect(harness.ClientOptions("old-user", "cursor=" + stale)).status, 101);
-  auto frames = ReadUntil(client, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
+  auto frames = ReadUntil(
+      client, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
   ASSERT_GE(frames.size(), 2U);
   EXPECT_EQ(frames[0].type, "reset");
   EXPECT_EQ(frames.back().type, "ready");
@@ -256,8 +265,8 @@ TEST(GatewayResume, MalformedCursorIsRejectedBeforeTheUpgrade) {
   }
   // A cursor of another user's partition cannot widen what a client receives.
   const int mine = producers::PartitionForKey("alice", 12);
-  const auto other = EncodeCursor({1, TopicHash(harness.Topic()), 12,
-                                   static_cast<uint32_t>((mine + 1) % 12), 0});
+  const auto other =
+      EncodeCursor({1, TopicHash(harness.Topic()), 12, static_cast<uint32_t>((mine + 1) % 12), 0});
   WsClient client;
   EXPECT_EQ(client.Connect(harness.ClientOptions("alice", "cursor=" + other)).status, 400);
 }

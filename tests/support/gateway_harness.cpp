@@ -100,7 +100,8 @@ void GatewayHarness::Flush() {
   if (publisher_->Flush(std::chrono::seconds(30)) != 0) throw std::runtime_error("flush timed out");
 }
 
-std::vector<Frame> ReadUntil(WsClient& client, const std::function<bool(const std::vector<Frame>&)>& done,
+std::vector<Frame> ReadUntil(WsClient& client,
+                             const std::function<bool(const std::vector<Frame>&)>& done,
                              std::chrono::milliseconds timeout) {
   std::vector<Frame> frames;
   const auto deadline = std::chrono::steady_clock::now() + timeout;

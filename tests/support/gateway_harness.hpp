@@ -2,11 +2,10 @@
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/gateway/gateway.hpp"
@@ -34,7 +33,8 @@ std::optional<Frame> ParseFrame(const std::string& text);
 /// the gateway with real WebSocket clients over TCP.
 class GatewayHarness final {
  public:
-  explicit GatewayHarness(int partitions = 12, int brokers = 1, std::string topic = "agent.lifecycle.v1");
+  explicit GatewayHarness(int partitions = 12, int brokers = 1,
+                          std::string topic = "agent.lifecycle.v1");
   ~GatewayHarness();
 
   /// Starts (or restarts) the replica with `tweak` applied to the default config.
@@ -68,7 +68,8 @@ class GatewayHarness final {
 };
 
 /// Reads frames until `predicate` holds for the collected list or `timeout` passes.
-std::vector<Frame> ReadUntil(WsClient& client, const std::function<bool(const std::vector<Frame>&)>& done,
+std::vector<Frame> ReadUntil(WsClient& client,
+                             const std::function<bool(const std::vector<Frame>&)>& done,
                              std::chrono::milliseconds timeout);
 
 }  // namespace agentwire::testing

@@ -97,8 +97,8 @@ WsClient::HandshakeResult WsClient::Connect(const Options& options) {
     if (!options.origin.empty()) req.set(http::field::origin, options.origin);
   }));
   websocket::response_type response;
-  state_->ws.handshake(response, options.host + ":" + std::to_string(options.port),
-                       options.target, ec);
+  state_->ws.handshake(response, options.host + ":" + std::to_string(options.port), options.target,
+                       ec);
   result.status = static_cast<int>(response.result_int());
   result.body = response.body();
   if (ec) {

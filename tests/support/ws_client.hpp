@@ -18,8 +18,8 @@ class WsClient final {
     std::string host = "127.0.0.1";
     uint16_t port = 0;
     std::string target = "/v1/events";
-    std::string bearer;  // Authorization: Bearer <bearer> when non-empty
-    std::string origin;  // Origin header when non-empty
+    std::string bearer;            // Authorization: Bearer <bearer> when non-empty
+    std::string origin;            // Origin header when non-empty
     int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0 (slow-client tests)
   };
   struct HandshakeResult {

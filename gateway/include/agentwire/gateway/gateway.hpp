@@ -36,8 +36,8 @@ struct GatewayConfig {
   size_t max_inbound_frame_bytes = 64 * 1024;  // larger client frames: close 1009
   size_t send_queue_max_frames = 8192;         // per session; overflow: close 1013
   size_t send_queue_max_bytes = 8u << 20;
-  int max_connections_per_user = 32;           // more: HTTP 429 before the upgrade
-  std::chrono::seconds idle_timeout{60};       // pings at half of it; no pong: closed
+  int max_connections_per_user = 32;      // more: HTTP 429 before the upgrade
+  std::chrono::seconds idle_timeout{60};  // pings at half of it; no pong: closed
   std::chrono::milliseconds drain_grace{10'000};
 
   /// Serve the demo page from this directory instead of the copy built into the binary.
