@@ -19,7 +19,8 @@
  * - on a `reset` frame (cursor older than the retained log) forgets the cursor and the ids,
  *   calls `onReset` so the application clears its view, and reconnects with `cursor=earliest`;
  * - stops on HTTP 401 (state `unauthorized`) and 403 (state `closed`); a 400 caused by a
- *   stored cursor is treated like a reset.
+ *   stored cursor is treated like a reset; a close with 1000 or 1009 from the gateway ends
+ *   the subscription (state `closed`), every other close or network error means reconnect.
  *
  * @module agentwire-client
  */
@@ -477,6 +478,9 @@ export class AgentwireClient {
   }
 
   #handleFrame(socket, connection, data) {
+    // After a reset this connection goes on live, but the client starts over from the earliest
+    // event on a new one: anything more here would come before the history and out of order.
+    if (connection.resetting) return;
     let frame;
     try {
       frame = JSON.parse(typeof data === 'string' ? data : new TextDecoder().decode(data));
@@ -537,6 +541,12 @@ export class AgentwireClient {
       return;
     }
     if (connection.opened) {
+      if (info.code === 1000 || info.code === 1009) {
+        // The gateway ended the stream on purpose (1009: this client sent an oversized frame):
+        // per the protocol, reconnecting would not help.
+        this.#stop(ClientState.CLOSED, info);
+        return;
+      }
       if (Date.now() - connection.openedAt >= this.#stableAfterMs) this.#attempt = 0;
       this.#scheduleReconnect(info);
       return;

@@ -126,6 +126,12 @@ class RunCard {
     this.node.dataset.status = status;
     this.badge.className = `badge badge-${status}`;
     this.badge.textContent = text || status;
+    // A run that ended leaves no tool running: say the result never came.
+    for (const open of this.tools.values()) {
+      open.block.classList.replace('tool-running', 'tool-unfinished');
+      open.status.textContent = 'no result';
+    }
+    this.tools.clear();
   }
 
   render(event) {

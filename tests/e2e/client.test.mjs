@@ -212,6 +212,17 @@ describe('AgentwireClient against a stand-in gateway', () => {
     client.close();
   });
 
+  test('a normal close (1000) from the gateway ends the subscription', async (t) => {
+    const { client } = makeClient(t, gateway, { startFrom: 'live' });
+    client.connect();
+    await waitFor('live', () => client.state === ClientState.LIVE);
+    const upgrades = gateway.upgrades.length;
+    gateway.closeAll(1000, 'bye');
+    await waitFor('closed', () => client.state === ClientState.CLOSED);
+    await sleep(300);
+    assert.equal(gateway.upgrades.length, upgrades, 'no reconnect');
+  });
+
   test('keeps retrying while the gateway is down and resumes when it is back', async (t) => {
     const { client, seen } = makeClient(t, gateway, { startFrom: 'live' });
     client.connect();

@@ -185,3 +185,47 @@ test('the upgrade refuses a bad token (401) and a malformed cursor (400) with a 
   await waitFor('unauthorized', () => client.state === ClientState.UNAUTHORIZED);
   client.close();
 });
+
+test('a cursor from another topic epoch gets reset; the client replays from the earliest event', async (t) => {
+  // A replica of a recreated topic (epoch 2) cannot honour the epoch-1 cursors clients hold.
+  const recreated = await startGateway(broker.bootstrap, 0, ['--topic-epoch', '2']);
+  gateways.push(recreated);
+  const token = await mintToken('carol');
+  const carol = runEvents({ user: 'carol', threadId: 't-c', runId: 'ws-rc', prefix: 'ws-c', count: 10 });
+  await emit(broker.bootstrap, carol);
+
+  const storage = new MemoryStorage();
+  const received = [];
+  const resets = [];
+  const makeClient = (wsUrl) => {
+    const client = new AgentwireClient({
+      url: wsUrl,
+      token,
+      WebSocketImpl: WebSocket,
+      storage,
+      storageKey: 'carol',
+      startFrom: 'earliest',
+      onEvent: (event) => received.push(event.event_id),
+      onReset: (info) => {
+        resets.push(info.reason);
+        received.length = 0;  // what an app does: drop its view
+      },
+    });
+    t.after(() => client.close());
+    return client;
+  };
+  const old = makeClient(gateways[0].wsUrl);
+  old.connect();
+  await waitFor('carol on the epoch-1 replica', () => received.length === carol.length);
+  old.close();
+
+  const fresh = makeClient(recreated.wsUrl);
+  fresh.connect();
+  await waitFor('reset', () => resets.length === 1);
+  assert.deepEqual(resets, ['history_unavailable']);
+  await waitFor('carol replayed after the reset', () => fresh.state === ClientState.LIVE && received.length === carol.length);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(received, carol.map((event) => event.event_id));
+  assert.equal(fresh.counts.resets, 1);
+  assert.notEqual(storage.getItem('carol'), old.cursor, 'an epoch-2 cursor replaced the old one');
+});

@@ -143,11 +143,12 @@ export class FakeGateway {
     ws.on('close', () => this.sessions.delete(session));
     ws.on('error', () => {});
     const tooOld = this.resetCursors && verdict.query.cursor && verdict.query.cursor !== 'earliest';
-    if (tooOld || verdict.from < this.retainedFrom || verdict.from > this.log.length) {
-      ws.send(JSON.stringify({ type: 'reset', reason: 'history_unavailable' }));
-      return;
-    }
     let replayed = 0;
+    if (tooOld || verdict.from < this.retainedFrom || verdict.from > this.log.length) {
+      // Like the real gateway: reset, then the connection goes on live.
+      ws.send(JSON.stringify({ type: 'reset', reason: 'history_unavailable' }));
+      verdict.from = this.log.length;
+    }
     for (let position = verdict.from; position < this.log.length; position++) {
       replayed += this.#send(session, position);
     }
