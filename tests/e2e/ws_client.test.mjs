@@ -69,6 +69,8 @@ test('a ws client resumes on another replica with its cursor: every event once, 
 
   const storage = new MemoryStorage();
   const received = [];
+  const kLeaveAfter = 25;
+  let onFirst = null;
   const makeClient = (wsUrl) => {
     const client = new AgentwireClient({
       url: wsUrl,
@@ -77,21 +79,25 @@ test('a ws client resumes on another replica with its cursor: every event once, 
       storage,
       storageKey: 'alice',
       startFrom: 'live',
-      onEvent: (event, info) => received.push({ event, info, via: wsUrl }),
+      onEvent: (event, info) => {
+        received.push({ event, info, via: wsUrl });
+        // Leave the first replica in the middle of the stream, at a known point.
+        if (received.length === kLeaveAfter) onFirst.close();
+      },
       onError: (error) => received.push({ error }),
     });
     t.after(() => client.close());
     return client;
   };
 
-  const onFirst = makeClient(first.wsUrl);
+  onFirst = makeClient(first.wsUrl);
   onFirst.connect();
   await waitFor('live on the first replica', () => onFirst.state === ClientState.LIVE);
 
   // Publish slowly so the client is mid-stream when it leaves the first replica.
   const publishing = emit(broker.bootstrap, stream, { pauseEvery: 4, pauseMs: 40 });
-  await waitFor('a third of the events', () => received.length >= 25, { timeoutMs: 60000 });
-  onFirst.close();
+  await waitFor('the first replica left', () => onFirst.state === ClientState.CLOSED, { timeoutMs: 60000 });
+  assert.equal(received.length, kLeaveAfter);
   const cursorAtDisconnect = onFirst.cursor;
   assert.ok(cursorAtDisconnect, 'the client kept a cursor');
   const countAtDisconnect = received.length;
