@@ -119,6 +119,19 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     } else if (target.path == "/metrics") {
       Send(http::status::ok, "text/plain; version=0.0.4", context_->registry.RenderPrometheus());
     } else if (target.path == "/v1/events") {
+      // Browsers cannot read why a WebSocket handshake failed, so the reference client
+      // probes with a plain GET: the same Origin and token checks, then 426.
+      if (!OriginAllowed(Sv(request[http::field::origin]))) {
+        SendError(http::status::forbidden, "origin_not_allowed",
+                  "this Origin is not in AGENTWIRE_ALLOWED_ORIGINS", keep_alive_);
+        return;
+      }
+      const auto auth = context_->verifier.Verify(
+          ExtractToken(Sv(request[http::field::authorization]), Sv(request.target())));
+      if (!auth.ok) {
+        SendError(http::status::unauthorized, auth.error_code, auth.message, keep_alive_);
+        return;
+      }
       SendError(http::status::upgrade_required, "upgrade_required",
                 "connect with a WebSocket client (Upgrade: websocket)", keep_alive_);
     } else if (const auto asset = FindWebAsset(target.path, context_->config.web_dir)) {

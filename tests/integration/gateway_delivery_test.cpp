@@ -198,7 +198,9 @@ TEST_F(GatewayDeliveryTest, OpsEndpointsAnswer) {
   EXPECT_EQ(page.status, 200);
   EXPECT_NE(page.body.find("<html"), std::string::npos);
   EXPECT_EQ(HttpGet(harness_->Port(), "/../etc/passwd").status, 404);
-  const auto plain = HttpGet(harness_->Port(), "/v1/events");
+  EXPECT_EQ(HttpGet(harness_->Port(), "/v1/events").status, 401);
+  const auto plain =
+      HttpGet(harness_->Port(), "/v1/events", "Bearer " + harness_->Token("probe-user"));
   EXPECT_EQ(plain.status, 426);
   EXPECT_NE(plain.body.find("\"error\""), std::string::npos);
 }
