@@ -28,6 +28,8 @@ int RunCli(int argc, char** argv) {
   add(&RegisterDevCommand);
   add(&RegisterGatewayCommand);
   add(&RegisterTokenCommand);
+  add(&RegisterArchiveCommand);
+  add(&RegisterAnalyticsCommand);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,54 @@
+#include <CLI/CLI.hpp>
+
+#include <memory>
+
+#include "agentwire/consumers/archive.hpp"
+#include "agentwire/consumers/service.hpp"
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/metrics.hpp"
+#include "agentwire/core/options.hpp"
+#include "agentwire/core/signals.hpp"
+#include "commands.hpp"
+
+namespace agentwire::cli {
+
+CommandAction RegisterArchiveCommand(CLI::App& app) {
+  struct Options {
+    KafkaOptions kafka;
+    LogOptions log;
+    consumers::ServiceOptions service;
+  };
+  auto options = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand(
+      "archive",
+      "Archive every event into PostgreSQL agent_events exactly once (rows and offsets in one "
+      "transaction); undecodable messages go to dead_letters and <topic>.dlq. Runs until "
+      "SIGINT/SIGTERM.");
+  AddKafkaOptions(*cmd, options->kafka);
+  consumers::AddServiceOptions(*cmd, options->service, "agentwire-archive",
+                               "AGENTWIRE_ARCHIVE_GROUP");
+  AddLogOptions(*cmd, options->log);
+
+  return [options]() {
+    options->log.Apply();
+    options->kafka.Validate();
+    options->service.Validate();
+    consumers::ArchiveConfig config;
+    config.client_properties = options->kafka.ClientProperties();
+    config.topic = options->kafka.topic;
+    config.dead_letter_topic = options->kafka.DeadLetterTopic();
+    config.group_id = options->service.group;
+    config.dsn = options->service.dsn;
+    config.batch_size = options->service.batch_size;
+    config.batch_time = options->service.BatchTime();
+
+    BlockTerminationSignals();  // before librdkafka and libpq start threads
+    consumers::PrepareDatabase(options->service);
+    metrics::Registry registry;
+    consumers::Archive archive(config, registry);
+    return consumers::RunService(options->service, registry, [&archive] { return archive.Ready(); },
+                                 [&archive](std::stop_token stop) { archive.Run(stop); });
+  };
+}
+
+}  // namespace agentwire::cli

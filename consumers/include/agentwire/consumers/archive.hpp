@@ -1,0 +1,55 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <stop_token>
+#include <string>
+
+#include "agentwire/core/kafka_config.hpp"
+
+namespace agentwire::metrics {
+class Registry;
+}
+
+namespace agentwire::consumers {
+
+struct ArchiveConfig {
+  kafka::Properties client_properties;  // bootstrap.servers and --kafka extras
+  std::string topic = "agent.lifecycle.v1";
+  std::string dead_letter_topic = "agent.lifecycle.v1.dlq";
+  std::string group_id = "agentwire-archive";
+  std::string dsn;
+  size_t batch_size = 5000;
+  std::chrono::milliseconds batch_time{200};
+};
+
+/// Why a message cannot be archived, or empty when it is a valid AgentEvent whose key is its
+/// user_id. Exposed for tests and for the DLQ documentation.
+std::string DeadLetterReason(const void* key, size_t key_size, const void* value,
+                             size_t value_size);
+
+/// `agentwire archive`: copies every message of the topic into agent_events exactly once (the
+/// batch's rows and the partitions' next offsets in one PostgreSQL transaction, fenced against
+/// stale owners). Undecodable messages become dead_letters rows and are produced to the DLQ
+/// topic with the reason in the `agentwire-dlq-reason` header; the consumer goes on.
+/// PostgreSQL down: consumption pauses, reconnects back off, nothing is skipped.
+class Archive final {
+ public:
+  /// Throws ConfigError for bad Kafka properties.
+  Archive(ArchiveConfig config, metrics::Registry& registry);
+  ~Archive();
+  Archive(const Archive&) = delete;
+  Archive& operator=(const Archive&) = delete;
+
+  /// Consumes until `stop`, then writes the batch in hand and leaves the group.
+  void Run(std::stop_token stop);
+  /// PostgreSQL reachable and subscribed (for /readyz). Thread-safe.
+  bool Ready() const noexcept;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace agentwire::consumers

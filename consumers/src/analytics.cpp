@@ -1,0 +1,447 @@
+#include "agentwire/consumers/analytics.hpp"
+
+#include <agentwire/v1/events.pb.h>
+#include <fmt/format.h>
+
+#include <pqxx/pqxx>
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <set>
+
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/logging.hpp"
+#include "agentwire/core/metrics.hpp"
+#include "agentwire/schemas/event_json.hpp"
+#include "pg_batch_consumer.hpp"
+
+namespace agentwire::consumers {
+namespace {
+
+using Micros = int64_t;  // microseconds since the Unix epoch
+
+std::optional<Micros> EventTime(const v1::AgentEvent& event) {
+  if (!event.has_emitted_at()) return std::nullopt;
+  return event.emitted_at().seconds() * 1'000'000 + event.emitted_at().nanos() / 1000;
+}
+
+std::optional<std::string> TimeText(std::optional<Micros> micros) {
+  if (!micros) return std::nullopt;
+  Micros seconds = *micros / 1'000'000;
+  Micros rest = *micros % 1'000'000;
+  if (rest < 0) {
+    rest += 1'000'000;
+    --seconds;
+  }
+  return internal::TimestampText(seconds, static_cast<int32_t>(rest * 1000));
+}
+
+std::optional<Micros> Earliest(std::optional<Micros> a, std::optional<Micros> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return std::min(*a, *b);
+}
+
+std::optional<Micros> Latest(std::optional<Micros> a, std::optional<Micros> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return std::max(*a, *b);
+}
+
+/// What one batch says about one run; merged into agent_runs by kUpsertRun.
+struct RunDelta {
+  std::string user_id;
+  std::string thread_id;
+  std::string agent_name;
+  std::optional<Micros> started_at;
+  std::optional<Micros> first_thought_at;
+  std::optional<Micros> last_event_at;
+  int64_t last_seq = 0;
+  // The terminal event with the highest run_seq in this batch, if any.
+  std::optional<int64_t> terminal_seq;
+  std::string status = "running";
+  std::optional<Micros> ended_at;
+  std::optional<std::string> error_code;
+  std::optional<std::string> error_message;
+};
+
+// Every SET is a merge that is idempotent and order-insensitive for a given set of events.
+constexpr const char* kUpsertRun = R"sql(
+INSERT INTO agent_runs AS r (run_id, user_id, thread_id, agent_name, started_at, first_thought_at,
+                             ended_at, status, terminal_seq, error_code, error_message, last_seq,
+                             last_event_at)
+VALUES ($1, $2, $3, $4, $5::timestamptz, $6::timestamptz, $7::timestamptz, $8, $9, $10, $11, $12,
+        $13::timestamptz)
+ON CONFLICT (run_id) DO UPDATE SET
+  thread_id = COALESCE(NULLIF(r.thread_id, ''), EXCLUDED.thread_id),
+  agent_name = COALESCE(NULLIF(r.agent_name, ''), EXCLUDED.agent_name),
+  started_at = LEAST(r.started_at, EXCLUDED.started_at),
+  first_thought_at = LEAST(r.first_thought_at, EXCLUDED.first_thought_at),
+  status = CASE
+    WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1) THEN EXCLUDED.status
+    WHEN r.status = 'abandoned' AND EXCLUDED.last_event_at > r.last_event_at THEN 'running'
+    ELSE r.status END,
+  ended_at = CASE WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1)
+                  THEN EXCLUDED.ended_at ELSE r.ended_at END,
+  error_code = CASE WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1)
+                    THEN EXCLUDED.error_code ELSE r.error_code END,
+  error_message = CASE WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1)
+                       THEN EXCLUDED.error_message ELSE r.error_message END,
+  terminal_seq = GREATEST(r.terminal_seq, EXCLUDED.terminal_seq),
+  last_seq = GREATEST(r.last_seq, EXCLUDED.last_seq),
+  last_event_at = GREATEST(r.last_event_at, EXCLUDED.last_event_at),
+  updated_at = now()
+)sql";
+
+constexpr const char* kToolStarted = R"sql(
+INSERT INTO tool_calls AS t (run_id, call_key, tool_call_id, tool_name, user_id, start_seq,
+                             started_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz)
+ON CONFLICT (run_id, call_key) DO UPDATE SET
+  tool_call_id = COALESCE(t.tool_call_id, EXCLUDED.tool_call_id),
+  tool_name = COALESCE(NULLIF(t.tool_name, ''), EXCLUDED.tool_name),
+  start_seq = LEAST(t.start_seq, EXCLUDED.start_seq),
+  started_at = LEAST(t.started_at, EXCLUDED.started_at),
+  duration_ms = COALESCE(t.duration_ms,
+      (extract(epoch FROM (t.ended_at - LEAST(t.started_at, EXCLUDED.started_at))) * 1000)::bigint)
+)sql";
+
+constexpr const char* kToolCompleted = R"sql(
+INSERT INTO tool_calls AS t (run_id, call_key, tool_call_id, tool_name, user_id, completed_seq,
+                             ended_at, duration_ms, ok, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10)
+ON CONFLICT (run_id, call_key) DO UPDATE SET
+  tool_call_id = COALESCE(t.tool_call_id, EXCLUDED.tool_call_id),
+  tool_name = COALESCE(NULLIF(t.tool_name, ''), EXCLUDED.tool_name),
+  completed_seq = EXCLUDED.completed_seq,
+  ended_at = EXCLUDED.ended_at,
+  duration_ms = COALESCE(EXCLUDED.duration_ms,
+      (extract(epoch FROM (EXCLUDED.ended_at - t.started_at)) * 1000)::bigint),
+  ok = EXCLUDED.ok,
+  error = EXCLUDED.error
+)sql";
+
+// A completion without tool_call_id pairs with the call it was paired with before (a replay), or
+// else the earliest open call of the same tool that started before it.
+constexpr const char* kFindOpenCall = R"sql(
+SELECT call_key FROM tool_calls
+WHERE run_id = $1 AND tool_call_id IS NULL AND tool_name = $2
+  AND (completed_seq = $3 OR (completed_seq IS NULL AND start_seq < $3))
+ORDER BY (completed_seq IS NOT DISTINCT FROM $3) DESC, start_seq
+LIMIT 1
+)sql";
+
+constexpr const char* kRecountTools = R"sql(
+UPDATE agent_runs r SET tool_count = c.n, tool_errors = c.e
+FROM (SELECT run_id, count(*)::int AS n, (count(*) FILTER (WHERE ok = false))::int AS e
+      FROM tool_calls WHERE run_id = ANY($1::text[]) GROUP BY run_id) c
+WHERE r.run_id = c.run_id AND (r.tool_count, r.tool_errors) IS DISTINCT FROM (c.n, c.e)
+)sql";
+
+constexpr const char* kAbandon = R"sql(
+UPDATE agent_runs SET status = 'abandoned', updated_at = now()
+WHERE status = 'running'
+  AND last_event_at < $1::timestamptz - make_interval(secs => $2::double precision / 1000)
+)sql";
+
+std::string TextArray(const std::set<std::string>& values) {
+  std::string out = "{";
+  for (const auto& value : values) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (const char c : value) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+}  // namespace
+
+class Analytics::Impl final : public internal::BatchWriter {
+ public:
+  Impl(AnalyticsConfig config, metrics::Registry& registry)
+      : config_(std::move(config)),
+        events_(registry.GetCounter("agentwire_analytics_events_total",
+                                    "Events applied to agent_runs / tool_calls")),
+        skipped_(registry.GetCounter("agentwire_analytics_skipped_total",
+                                     "Messages skipped as undecodable (the archive DLQs them)")),
+        abandoned_(registry.GetCounter("agentwire_analytics_abandoned_total",
+                                       "Runs marked abandoned")),
+        consumer_(MakeConsumerConfig(config_, registry), *this) {}
+
+  void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
+  bool Ready() const noexcept { return consumer_.Ready(); }
+
+  void OnConnect(pqxx::connection& connection) override {
+    connection.prepare("upsert_run", kUpsertRun);
+    connection.prepare("tool_started", kToolStarted);
+    connection.prepare("tool_completed", kToolCompleted);
+    connection.prepare("find_open_call", kFindOpenCall);
+    connection.prepare("recount_tools", kRecountTools);
+    connection.prepare("abandon", kAbandon);
+    // After a restart the newest event already applied still counts for abandonment.
+    pqxx::nontransaction tx(connection);
+    const auto row = tx.exec(
+        "SELECT (extract(epoch FROM max(last_event_at)) * 1000000)::bigint FROM agent_runs");
+    if (!row[0][0].is_null()) watermark_ = Latest(watermark_, row[0][0].as<int64_t>());
+  }
+
+  void Write(pqxx::transaction_base& tx,
+             const std::vector<const rd_kafka_message_t*>& messages) override {
+    std::map<std::string, RunDelta> runs;
+    size_t applied = 0;
+    size_t skipped = 0;
+    v1::AgentEvent event;
+    for (const auto* message : messages) {
+      event.Clear();
+      if (message->payload == nullptr ||
+          !event.ParseFromArray(message->payload, static_cast<int>(message->len)) ||
+          schemas::Validate(event).has_value()) {
+        ++skipped;
+        continue;
+      }
+      const auto time = EventTime(event);
+      watermark_ = Latest(watermark_, time);
+      const int64_t seq = event.run_seq();
+      auto& run = runs[event.run_id()];
+      if (run.user_id.empty()) run.user_id = event.user_id();
+      if (run.thread_id.empty()) run.thread_id = event.thread_id();
+      if (run.agent_name.empty()) run.agent_name = event.agent_name();
+      run.started_at = Earliest(run.started_at, time);
+      run.last_event_at = Latest(run.last_event_at, time);
+      run.last_seq = std::max(run.last_seq, seq);
+      switch (event.body_case()) {
+        case v1::AgentEvent::kAgentThinking:
+          run.first_thought_at = Earliest(run.first_thought_at, time);
+          break;
+        case v1::AgentEvent::kToolExecuting:
+          ToolStarted(tx, event, time);
+          break;
+        case v1::AgentEvent::kToolCompleted:
+          ToolCompleted(tx, event, time);
+          break;
+        case v1::AgentEvent::kAgentCompleted:
+        case v1::AgentEvent::kAgentFailed:
+          if (!run.terminal_seq || seq > *run.terminal_seq) {
+            run.terminal_seq = seq;
+            run.ended_at = time;
+            if (event.has_agent_failed()) {
+              run.status = "failed";
+              run.error_code = event.agent_failed().error_code();
+              run.error_message = event.agent_failed().message();
+            } else {
+              run.status = "completed";
+              run.error_code.reset();
+              run.error_message.reset();
+            }
+          }
+          break;
+        default:
+          break;
+      }
+      ++applied;
+    }
+    std::set<std::string> touched;
+    for (const auto& [run_id, run] : runs) {
+      tx.exec_prepared("upsert_run", run_id, run.user_id, run.thread_id, run.agent_name,
+                       TimeText(run.started_at), TimeText(run.first_thought_at),
+                       TimeText(run.ended_at), run.status, run.terminal_seq, run.error_code,
+                       run.error_message, run.last_seq, TimeText(run.last_event_at));
+      touched.insert(run_id);
+    }
+    if (!touched.empty()) tx.exec_prepared("recount_tools", TextArray(touched));
+    size_t abandoned = 0;
+    if (watermark_) {
+      abandoned = static_cast<size_t>(
+          tx.exec_prepared("abandon", TimeText(watermark_),
+                           static_cast<double>(config_.abandon_after.count()))
+              .affected_rows());
+    }
+    pending_applied_ += applied;
+    pending_skipped_ += skipped;
+    pending_abandoned_ += abandoned;
+  }
+
+  void WriteRejected(pqxx::transaction_base&, const rd_kafka_message_t* message,
+                     const std::string& reason) override {
+    ++pending_skipped_;
+    log::Warn("analytics skipped a message PostgreSQL refused",
+              {{"topic", config_.topic}, {"partition", message->partition},
+               {"offset", message->offset}, {"error", reason}});
+  }
+
+  void AfterCommit() override {
+    events_.Inc(pending_applied_);
+    skipped_.Inc(pending_skipped_);
+    abandoned_.Inc(pending_abandoned_);
+    AfterAbort();
+  }
+
+  void AfterAbort() override {
+    pending_applied_ = 0;
+    pending_skipped_ = 0;
+    pending_abandoned_ = 0;
+  }
+
+ private:
+  static internal::BatchConsumerConfig MakeConsumerConfig(const AnalyticsConfig& config,
+                                                          metrics::Registry& registry) {
+    internal::BatchConsumerConfig c;
+    c.client_properties = config.client_properties;
+    c.topic = config.topic;
+    c.group_id = config.group_id;
+    c.dsn = config.dsn;
+    c.batch_size = config.batch_size;
+    c.batch_time = config.batch_time;
+    c.registry = &registry;
+    c.metric_prefix = "agentwire_analytics";
+    return c;
+  }
+
+  static void ToolStarted(pqxx::transaction_base& tx, const v1::AgentEvent& event,
+                          std::optional<Micros> time) {
+    const auto& tool = event.tool_executing();
+    const bool has_id = !tool.tool_call_id().empty();
+    const std::string key = has_id ? tool.tool_call_id() : fmt::format("seq:{}", event.run_seq());
+    tx.exec_prepared("tool_started", event.run_id(), key,
+                     has_id ? std::optional<std::string>(tool.tool_call_id()) : std::nullopt,
+                     tool.tool_name(), event.user_id(), static_cast<int64_t>(event.run_seq()),
+                     TimeText(time));
+  }
+
+  static void ToolCompleted(pqxx::transaction_base& tx, const v1::AgentEvent& event,
+                            std::optional<Micros> time) {
+    const auto& tool = event.tool_completed();
+    const bool has_id = !tool.tool_call_id().empty();
+    const auto seq = static_cast<int64_t>(event.run_seq());
+    std::string key;
+    if (has_id) {
+      key = tool.tool_call_id();
+    } else {
+      const auto found = tx.exec_prepared("find_open_call", event.run_id(), tool.tool_name(), seq);
+      key = found.empty() ? fmt::format("seq:{}", seq) : found[0][0].as<std::string>();
+    }
+    const std::optional<int64_t> duration =
+        tool.duration_ms() > 0 ? std::optional<int64_t>(tool.duration_ms()) : std::nullopt;
+    const std::optional<std::string> error =
+        tool.error().empty() ? std::nullopt : std::optional<std::string>(tool.error());
+    tx.exec_prepared("tool_completed", event.run_id(), key,
+                     has_id ? std::optional<std::string>(tool.tool_call_id()) : std::nullopt,
+                     tool.tool_name(), event.user_id(), seq, TimeText(time), duration,
+                     tool.error().empty(), error);
+  }
+
+  AnalyticsConfig config_;
+  metrics::Counter& events_;
+  metrics::Counter& skipped_;
+  metrics::Counter& abandoned_;
+  internal::PgBatchConsumer consumer_;
+  std::optional<Micros> watermark_;
+  size_t pending_applied_ = 0;
+  size_t pending_skipped_ = 0;
+  size_t pending_abandoned_ = 0;
+};
+
+Analytics::Analytics(AnalyticsConfig config, metrics::Registry& registry)
+    : impl_(std::make_unique<Impl>(std::move(config), registry)) {}
+Analytics::~Analytics() = default;
+void Analytics::Run(std::stop_token stop) { impl_->Run(std::move(stop)); }
+bool Analytics::Ready() const noexcept { return impl_->Ready(); }
+
+namespace {
+
+/// Prints `rows` under `headers` with columns padded to their widest cell.
+void PrintTable(std::ostream& out, const std::string& title,
+                const std::vector<std::string>& headers,
+                const std::vector<std::vector<std::string>>& rows) {
+  out << title << '\n';
+  std::vector<size_t> widths(headers.size());
+  for (size_t i = 0; i < headers.size(); ++i) widths[i] = headers[i].size();
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    out << "  ";
+    for (size_t i = 0; i < cells.size(); ++i) {
+      // First column left-aligned (names), numbers right-aligned.
+      out << (i == 0 ? fmt::format("{:<{}}", cells[i], widths[i])
+                     : fmt::format("  {:>{}}", cells[i], widths[i]));
+    }
+    out << '\n';
+  };
+  line(headers);
+  std::vector<std::string> rule;
+  for (const size_t w : widths) rule.emplace_back(w, '-');
+  line(rule);
+  if (rows.empty()) out << "  (none)\n";
+  for (const auto& row : rows) line(row);
+  out << '\n';
+}
+
+std::vector<std::vector<std::string>> Rows(pqxx::transaction_base& tx, const std::string& sql) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& row : tx.exec(sql)) {
+    std::vector<std::string> cells;
+    for (const auto& field : row) cells.push_back(field.is_null() ? "-" : field.c_str());
+    rows.push_back(std::move(cells));
+  }
+  return rows;
+}
+
+}  // namespace
+
+void PrintReport(const std::string& dsn, std::ostream& out) {
+  try {
+    pqxx::connection connection(dsn);
+    pqxx::read_transaction tx(connection);
+    const auto total = tx.exec("SELECT count(*) FROM agent_runs")[0][0].as<int64_t>();
+    out << fmt::format("agentwire analytics report: {} runs\n\n", total);
+    PrintTable(out, "Runs by status", {"status", "runs", "share"},
+               Rows(tx,
+                    "SELECT status, count(*), round(100.0 * count(*) / sum(count(*)) OVER (), 1)"
+                    " || '%' FROM agent_runs GROUP BY status ORDER BY count(*) DESC, status"));
+    PrintTable(out, "Run duration (ended runs) and time to first thought (ms)",
+               {"measure", "runs", "p50", "p95", "max"},
+               Rows(tx,
+                    "SELECT 'duration', count(duration_ms),"
+                    " round(percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms))::bigint,"
+                    " round(percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms))::bigint,"
+                    " max(duration_ms) FROM agent_runs WHERE duration_ms IS NOT NULL"
+                    " UNION ALL "
+                    "SELECT 'first thought', count(time_to_first_thought_ms),"
+                    " round(percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_first_thought_ms))"
+                    "::bigint,"
+                    " round(percentile_cont(0.95) WITHIN GROUP (ORDER BY "
+                    "time_to_first_thought_ms))::bigint,"
+                    " max(time_to_first_thought_ms) FROM agent_runs"
+                    " WHERE time_to_first_thought_ms IS NOT NULL"));
+    PrintTable(out, "Slowest tools by p95 (ms)", {"tool", "calls", "errors", "p50", "p95"},
+               Rows(tx,
+                    "SELECT tool_name, count(*), count(*) FILTER (WHERE ok = false),"
+                    " round(percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms))::bigint,"
+                    " round(percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms))::bigint"
+                    " FROM tool_calls GROUP BY tool_name"
+                    " ORDER BY 5 DESC NULLS LAST, tool_name LIMIT 10"));
+    PrintTable(out, "Top failure reasons", {"error_code", "runs", "example message"},
+               Rows(tx,
+                    "SELECT COALESCE(NULLIF(error_code, ''), '(none)'), count(*),"
+                    " left(min(error_message), 60) FROM agent_runs WHERE status = 'failed'"
+                    " GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"));
+  } catch (const pqxx::broken_connection& e) {
+    throw ConfigError(fmt::format("--pg / AGENTWIRE_PG_DSN: cannot connect to PostgreSQL: {}",
+                                  e.what()));
+  } catch (const pqxx::sql_error& e) {
+    throw ConfigError(fmt::format(
+        "analytics report: {} (was the schema migrated? run agentwire analytics --migrate)",
+        e.what()));
+  }
+}
+
+}  // namespace agentwire::consumers

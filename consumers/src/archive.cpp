@@ -1,0 +1,281 @@
+#include "agentwire/consumers/archive.hpp"
+
+#include <agentwire/v1/events.pb.h>
+#include <fmt/format.h>
+
+#include <pqxx/pqxx>
+
+#include <atomic>
+#include <tuple>
+
+#include "agentwire/core/logging.hpp"
+#include "agentwire/core/metrics.hpp"
+#include "agentwire/schemas/event_json.hpp"
+#include "pg_batch_consumer.hpp"
+
+namespace agentwire::consumers {
+namespace {
+
+constexpr const char* kReasonHeader = "agentwire-dlq-reason";
+constexpr const char* kSourceHeader = "agentwire-dlq-source";
+constexpr auto kDeadLetterFlushTimeout = std::chrono::seconds(10);
+
+const std::vector<std::string> kEventColumns = {
+    "topic",  "partition", "offset",     "event_id",   "user_id", "thread_id", "run_id",
+    "run_seq", "type",     "emitted_at", "agent_name", "payload", "raw"};
+
+bool HasNul(const std::string& text) { return text.find('\0') != std::string::npos; }
+
+/// Decodes `value` into `event`; returns why it cannot be archived, or "" when it can.
+std::string Decode(const void* key, size_t key_size, const void* value, size_t value_size,
+                   v1::AgentEvent& event, std::string* json) {
+  if (value == nullptr || value_size == 0) return "empty message value";
+  if (!event.ParseFromArray(value, static_cast<int>(value_size))) {
+    return "not a serialized agentwire.v1.AgentEvent (protobuf parse failed)";
+  }
+  if (const auto invalid = schemas::Validate(event)) return invalid->message;
+  if (event.event_id().empty()) return "missing event_id";
+  const std::string_view key_text(static_cast<const char*>(key), key == nullptr ? 0 : key_size);
+  if (key_text != event.user_id()) {
+    return fmt::format("key '{:.64}' is not the event's user_id '{:.64}'", key_text,
+                       event.user_id());
+  }
+  std::string payload = schemas::ToJson(event);
+  // PostgreSQL text and jsonb cannot hold U+0000; the JSON form escapes it as \u0000.
+  if (HasNul(event.event_id()) || HasNul(event.user_id()) ||
+      payload.find("\\u0000") != std::string::npos) {
+    return "text contains a NUL character (PostgreSQL cannot store it)";
+  }
+  if (json != nullptr) *json = std::move(payload);
+  return "";
+}
+
+void OnDeadLetterDelivery(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
+  if (message->err) {
+    static_cast<metrics::Counter*>(opaque)->Inc();
+    log::Error("dead letter not delivered to the DLQ topic (it is still in dead_letters)",
+               {{"topic", rd_kafka_topic_name(message->rkt)},
+                {"error", kafka::ErrorText(message->err)}});
+  }
+}
+
+}  // namespace
+
+std::string DeadLetterReason(const void* key, size_t key_size, const void* value,
+                             size_t value_size) {
+  v1::AgentEvent event;
+  return Decode(key, key_size, value, value_size, event, nullptr);
+}
+
+class Archive::Impl final : public internal::BatchWriter {
+ public:
+  Impl(ArchiveConfig config, metrics::Registry& registry)
+      : config_(std::move(config)),
+        archived_(registry.GetCounter("agentwire_archive_events_total",
+                                      "Events inserted into agent_events")),
+        duplicates_(registry.GetCounter(
+            "agentwire_archive_duplicates_total",
+            "Events already in agent_events (same event_id stored twice upstream)")),
+        dead_letters_(registry.GetCounter("agentwire_archive_dead_letters_total",
+                                          "Messages written to dead_letters and the DLQ topic")),
+        dlq_failures_(registry.GetCounter("agentwire_archive_dlq_delivery_failures_total",
+                                          "Dead letters the DLQ topic did not acknowledge")),
+        consumer_(MakeConsumerConfig(config_, registry), *this) {
+    kafka::Properties properties = config_.client_properties;
+    properties["enable.idempotence"] = "true";
+    properties["acks"] = "all";
+    properties["linger.ms"] = "5";
+    properties["message.timeout.ms"] = "10000";
+    auto conf = kafka::MakeConf(properties);
+    rd_kafka_conf_set_dr_msg_cb(conf.get(), OnDeadLetterDelivery);
+    rd_kafka_conf_set_opaque(conf.get(), &dlq_failures_);
+    producer_ = kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
+  }
+
+  ~Impl() override {
+    if (producer_) rd_kafka_flush(producer_.get(), 10'000);
+  }
+
+  void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
+  bool Ready() const noexcept { return consumer_.Ready(); }
+
+  void OnConnect(pqxx::connection& connection) override {
+    pqxx::nontransaction tx(connection);
+    // COPY cannot skip conflicts, so rows land in a per-connection staging table first and move
+    // with INSERT ... ON CONFLICT DO NOTHING (event_id stored twice upstream is archived once).
+    tx.exec(
+        "CREATE TEMP TABLE IF NOT EXISTS agent_events_stage"
+        " (LIKE agent_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS");
+    stage_dirty_ = false;
+  }
+
+  void Write(pqxx::transaction_base& tx,
+             const std::vector<const rd_kafka_message_t*>& messages) override {
+    if (stage_dirty_) tx.exec("TRUNCATE agent_events_stage");
+    std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead;
+    size_t rows = 0;
+    {
+      pqxx::stream_to stream(tx, "agent_events_stage", kEventColumns);
+      stage_dirty_ = true;
+      v1::AgentEvent event;
+      std::string json;
+      for (const auto* message : messages) {
+        event.Clear();
+        std::string reason =
+            Decode(message->key, message->key_len, message->payload, message->len, event, &json);
+        if (!reason.empty()) {
+          dead.emplace_back(message, std::move(reason));
+          continue;
+        }
+        std::optional<std::string> emitted_at;
+        if (event.has_emitted_at()) {
+          emitted_at = internal::TimestampText(event.emitted_at().seconds(),
+                                               event.emitted_at().nanos());
+        }
+        stream << std::make_tuple(config_.topic, message->partition, message->offset,
+                                  event.event_id(), event.user_id(), event.thread_id(),
+                                  event.run_id(), static_cast<int64_t>(event.run_seq()),
+                                  std::string(schemas::EventType(event)), emitted_at,
+                                  event.agent_name(), json,
+                                  internal::ByteaHex(message->payload, message->len));
+        ++rows;
+      }
+      stream.complete();
+    }
+    size_t inserted = 0;
+    if (rows > 0) {
+      const auto result = tx.exec(
+          "INSERT INTO agent_events (topic, partition, \"offset\", event_id, user_id, thread_id,"
+          " run_id, run_seq, type, emitted_at, agent_name, payload, raw)"
+          " SELECT topic, partition, \"offset\", event_id, user_id, thread_id, run_id, run_seq,"
+          " type, emitted_at, agent_name, payload, raw FROM agent_events_stage"
+          " ON CONFLICT DO NOTHING");
+      inserted = static_cast<size_t>(result.affected_rows());
+    }
+    for (const auto& [message, reason] : dead) InsertDeadLetter(tx, message, reason);
+    // Staged only once everything above succeeded (a failed Write stages nothing).
+    pending_archived_ += inserted;
+    pending_duplicates_ += rows - inserted;
+    for (auto& [message, reason] : dead) pending_dead_.emplace_back(message, std::move(reason));
+  }
+
+  void WriteRejected(pqxx::transaction_base& tx, const rd_kafka_message_t* message,
+                     const std::string& reason) override {
+    InsertDeadLetter(tx, message, reason);
+    pending_dead_.emplace_back(message, reason);
+  }
+
+  void BeforeCommit() override {
+    // The DLQ copy is produced before the PostgreSQL commit and waited for: a crash in between
+    // produces it again after the restart (at-least-once), never zero times.
+    if (pending_dead_.empty()) return;
+    for (const auto& [message, reason] : pending_dead_) ProduceDeadLetter(message, reason);
+    if (rd_kafka_flush(producer_.get(), static_cast<int>(std::chrono::milliseconds(
+                                            kDeadLetterFlushTimeout).count())) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      log::Error("DLQ topic did not acknowledge in time; dead_letters keeps the messages",
+                 {{"topic", config_.dead_letter_topic}});
+    }
+  }
+
+  void AfterCommit() override {
+    archived_.Inc(pending_archived_);
+    duplicates_.Inc(pending_duplicates_);
+    dead_letters_.Inc(pending_dead_.size());
+    for (const auto& [message, reason] : pending_dead_) {
+      log::Warn("dead letter", {{"topic", config_.topic},
+                                {"partition", message->partition},
+                                {"offset", message->offset},
+                                {"error", reason}});
+    }
+    Reset();
+  }
+
+  void AfterAbort() override { Reset(); }
+
+ private:
+  static internal::BatchConsumerConfig MakeConsumerConfig(const ArchiveConfig& config,
+                                                          metrics::Registry& registry) {
+    internal::BatchConsumerConfig c;
+    c.client_properties = config.client_properties;
+    c.topic = config.topic;
+    c.group_id = config.group_id;
+    c.dsn = config.dsn;
+    c.batch_size = config.batch_size;
+    c.batch_time = config.batch_time;
+    c.registry = &registry;
+    c.metric_prefix = "agentwire_archive";
+    return c;
+  }
+
+  void Reset() {
+    pending_archived_ = 0;
+    pending_duplicates_ = 0;
+    pending_dead_.clear();
+    stage_dirty_ = false;  // ON COMMIT DELETE ROWS / rollback emptied it
+  }
+
+  void InsertDeadLetter(pqxx::transaction_base& tx, const rd_kafka_message_t* message,
+                        const std::string& reason) {
+    std::optional<std::string> key;
+    if (message->key != nullptr) key = internal::ByteaHex(message->key, message->key_len);
+    std::optional<std::string> raw;
+    if (message->payload != nullptr) raw = internal::ByteaHex(message->payload, message->len);
+    tx.exec_params(
+        "INSERT INTO dead_letters (topic, partition, \"offset\", group_id, reason, key, raw)"
+        " VALUES ($1, $2, $3, $4, $5, $6::bytea, $7::bytea) ON CONFLICT DO NOTHING",
+        config_.topic, message->partition, message->offset, config_.group_id, reason, key, raw);
+  }
+
+  void ProduceDeadLetter(const rd_kafka_message_t* message, const std::string& reason) {
+    rd_kafka_headers_t* original = nullptr;
+    rd_kafka_headers_t* headers = nullptr;
+    // rd_kafka_message_headers keeps ownership; the copy is handed to producev.
+    if (rd_kafka_message_headers(message, &original) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      headers = rd_kafka_headers_copy(original);
+    } else {
+      headers = rd_kafka_headers_new(2);
+    }
+    const std::string source =
+        fmt::format("{}/{}/{}", config_.topic, message->partition, message->offset);
+    rd_kafka_header_add(headers, kReasonHeader, -1, reason.data(),
+                        static_cast<ssize_t>(reason.size()));
+    rd_kafka_header_add(headers, kSourceHeader, -1, source.data(),
+                        static_cast<ssize_t>(source.size()));
+    const size_t key_size = message->key == nullptr ? 0 : message->key_len;
+    const size_t value_size = message->payload == nullptr ? 0 : message->len;
+    const rd_kafka_resp_err_t err = rd_kafka_producev(
+        producer_.get(), RD_KAFKA_V_TOPIC(config_.dead_letter_topic.c_str()),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(message->key, key_size),
+        RD_KAFKA_V_VALUE(message->payload, value_size),
+        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
+    if (err) {
+      rd_kafka_headers_destroy(headers);
+      dlq_failures_.Inc();
+      log::Error("cannot produce to the DLQ topic (dead_letters keeps the message)",
+                 {{"topic", config_.dead_letter_topic}, {"error", kafka::ErrorText(err)}});
+    }
+    rd_kafka_poll(producer_.get(), 0);
+  }
+
+  ArchiveConfig config_;
+  metrics::Counter& archived_;
+  metrics::Counter& duplicates_;
+  metrics::Counter& dead_letters_;
+  metrics::Counter& dlq_failures_;
+  kafka::HandlePtr producer_;
+  internal::PgBatchConsumer consumer_;
+  bool stage_dirty_ = false;
+  size_t pending_archived_ = 0;
+  size_t pending_duplicates_ = 0;
+  std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
+};
+
+Archive::Archive(ArchiveConfig config, metrics::Registry& registry)
+    : impl_(std::make_unique<Impl>(std::move(config), registry)) {}
+Archive::~Archive() = default;
+void Archive::Run(std::stop_token stop) { impl_->Run(std::move(stop)); }
+bool Archive::Ready() const noexcept { return impl_->Ready(); }
+
+}  // namespace agentwire::consumers

@@ -1,0 +1,138 @@
+#pragma once
+
+// The exactly-once machinery archive and analytics share: a Kafka consumer group whose
+// positions live in PostgreSQL (consumer_offsets), written in the same transaction as the rows
+// they produce. Private to agentwire_consumers.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_handles.hpp"
+#include "agentwire/core/metrics.hpp"
+
+namespace agentwire::consumers::internal {
+
+struct BatchConsumerConfig {
+  kafka::Properties client_properties;  // bootstrap.servers and --kafka extras (extras win)
+  std::string topic;
+  std::string group_id;
+  std::string dsn;
+  size_t batch_size = 5000;
+  std::chrono::milliseconds batch_time{200};
+  std::chrono::milliseconds min_backoff{100};
+  std::chrono::milliseconds max_backoff{5000};
+  metrics::Registry* registry = nullptr;  // required
+  std::string metric_prefix;              // e.g. "agentwire_archive"
+};
+
+/// What a consumer does with a batch, inside the transaction that also moves its offsets.
+/// Called on the consumer's thread only.
+class BatchWriter {
+ public:
+  virtual ~BatchWriter() = default;
+  /// Once per new PostgreSQL connection (temp tables, prepared statements).
+  virtual void OnConnect(pqxx::connection& connection) = 0;
+  /// Writes whatever `messages` mean. For each partition they are the contiguous run of
+  /// messages after the stored position, ascending. Throws pqxx errors; a pqxx::sql_error that
+  /// is not a connection loss makes the consumer retry the batch one message at a time.
+  virtual void Write(pqxx::transaction_base& tx,
+                     const std::vector<const rd_kafka_message_t*>& messages) = 0;
+  /// One message PostgreSQL refused on its own (found while retrying one at a time): record it
+  /// (e.g. as a dead letter) inside `tx`, or skip it.
+  virtual void WriteRejected(pqxx::transaction_base& tx, const rd_kafka_message_t* message,
+                             const std::string& reason) = 0;
+  /// Just before COMMIT (e.g. wait for DLQ deliveries, so the DLQ topic is at-least-once).
+  virtual void BeforeCommit() {}
+  /// The transaction committed / was abandoned: publish or drop what Write staged.
+  virtual void AfterCommit() {}
+  virtual void AfterAbort() {}
+};
+
+/// Consumer group on one topic whose positions are stored in PostgreSQL.
+///
+/// Exactly-once: each batch's rows and the partitions' next offsets are committed in one
+/// transaction. Inside it, per partition, a transaction-scoped advisory lock serializes writers
+/// and the stored next_offset must equal the position this consumer started the batch from (a
+/// compare-and-set fence); a partition that fails the check (another owner moved it) is left out
+/// and re-seeked to the stored offset. On assignment, partitions start at the stored offsets.
+/// PostgreSQL down: the batch is dropped, every partition paused, reconnects back off
+/// exponentially, then partitions are re-seeked to the stored offsets and resumed. Kafka offsets
+/// are committed after the PostgreSQL commit, for tooling only.
+///
+/// Not thread-safe except Ready(): Run() owns everything.
+class PgBatchConsumer final {
+ public:
+  PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer);
+  ~PgBatchConsumer();
+  PgBatchConsumer(const PgBatchConsumer&) = delete;
+  PgBatchConsumer& operator=(const PgBatchConsumer&) = delete;
+
+  /// Consumes until `stop`; then writes the current batch (when PostgreSQL is up), leaves the
+  /// group and returns. Throws ConfigError for bad Kafka settings.
+  void Run(std::stop_token stop);
+
+  /// PostgreSQL reachable and the consumer subscribed. Thread-safe.
+  bool Ready() const noexcept { return ready_.load(std::memory_order_relaxed); }
+
+  /// Called by the rebalance callback (a free function).
+  void OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
+                   rd_kafka_topic_partition_list_t* partitions);
+
+ private:
+  struct PartitionState {
+    std::optional<int64_t> stored;  // next_offset PostgreSQL holds (nullopt: no row yet)
+    bool needs_position = true;     // paused until seeked to `stored`
+  };
+
+  void Flush();
+  enum class Outcome { kCommitted, kDataError, kConnectionLost };
+  Outcome WriteBatch(bool one_by_one, std::string& error);
+  void MarkPostgresDown(const std::string& error);
+  void Recover();
+  bool Connect();
+  std::map<int32_t, int64_t> LoadStoredOffsets(pqxx::transaction_base& tx);
+  void Pause(const std::vector<int32_t>& partitions);
+  void UpdateLag();
+
+  BatchConsumerConfig config_;
+  BatchWriter& writer_;
+  kafka::HandlePtr consumer_;
+  std::unique_ptr<pqxx::connection> connection_;
+  std::map<int32_t, PartitionState> partitions_;  // assigned partitions
+  std::vector<kafka::MessagePtr> batch_;
+  std::chrono::steady_clock::time_point batch_deadline_{};
+  bool postgres_down_ = false;
+  std::chrono::milliseconds backoff_{};
+  std::chrono::steady_clock::time_point next_attempt_{};
+  int32_t lock_key_ = 0;  // advisory lock namespace for (group, topic)
+  std::atomic<bool> ready_{false};
+
+  metrics::Counter& messages_;
+  metrics::Counter& batches_;
+  metrics::Histogram& batch_seconds_;
+  metrics::Counter& pg_errors_;
+  metrics::Counter& fenced_;
+  metrics::Gauge& lag_;
+  metrics::Gauge& assigned_;
+};
+
+/// libpq connection errors (server gone, connection cut, commit outcome unknown).
+bool IsConnectionError(const std::exception& error);
+
+/// "\\x0a1b..." (bytea hex input form).
+std::string ByteaHex(const void* data, size_t size);
+
+/// RFC 3339 UTC with microseconds for a protobuf Timestamp given as seconds and nanos.
+std::string TimestampText(int64_t seconds, int32_t nanos);
+
+}  // namespace agentwire::consumers::internal
