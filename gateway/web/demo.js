@@ -3,7 +3,8 @@
 // only ever reaches the page through textContent, never as HTML.
 //
 // Page query: token=<jwt> (moved to sessionStorage and removed from the address bar),
-// from=earliest|live (where a first visit starts; default earliest), thread_id=, run_id=.
+// from=earliest|live (default earliest: every retained event of the user; live: from now on,
+// and after a reload from where the page left off), thread_id=, run_id=.
 import { AgentwireClient, ClientState, tokenSubject } from './agentwire-client.js';
 
 const kTokenKey = 'agentwire:demo:token';
@@ -372,17 +373,17 @@ function main() {
     user.hidden = !name;
     timeline.empty.hidden = false;
 
+    const startFrom = params.get('from') === 'live' ? 'live' : 'earliest';
     client = new AgentwireClient({
       token,
       threadId: params.get('thread_id') || '',
       runId: params.get('run_id') || '',
-      startFrom: params.get('from') === 'live' ? 'live' : 'earliest',
+      startFrom,
       onEvent: (event) => {
         timeline.add(event);
         updateCounter();
       },
       onReady: ({ replayed }) => {
-        showNotice('');
         connection.node.title = `caught up: ${replayed} event${replayed === 1 ? '' : 's'} replayed`;
       },
       onReset: () => {
@@ -393,6 +394,7 @@ function main() {
         connection.show(state, info);
         updateCounter();
         if (state === ClientState.UNAUTHORIZED) {
+          sessionSet(kTokenKey, '');  // a reload must not try it again
           askForToken(info.message ? `The gateway rejected the token: ${info.message}` :
             'The gateway rejected the token (expired, or signed with another secret).');
         } else if (state === ClientState.CLOSED && info.status) {
@@ -400,6 +402,10 @@ function main() {
         }
       },
     });
+    // The view is built from the stream alone, so a freshly loaded page that replays history
+    // starts from the earliest event rather than from the cursor of its previous life (which
+    // would show only what came after it). With from=live, the stored cursor is resumed.
+    if (startFrom === 'earliest') client.forgetCursor();
     window.agentwireDemo = { client, timeline };
     client.connect();
   };

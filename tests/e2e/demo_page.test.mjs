@@ -134,6 +134,17 @@ test('the demo page shows a run live, survives a gateway restart, and shows each
     assert.ok(counts.connections >= 2, `reconnected (${counts.connections} connections)`);
     assert.equal(counts.duplicates, 0);
     assert.deepEqual(problems, []);
+
+    // A reload keeps the token (sessionStorage) and rebuilds the same view from the log.
+    await page.reload();
+    await waitFor('the same events after a reload', async () => {
+      const { items, state } = await readPage(page);
+      return state === 'live' && items.length >= alice.length;
+    }, { timeoutMs: 60000, intervalMs: 200 });
+    await new Promise((r) => setTimeout(r, 300));
+    const reloaded = await readPage(page);
+    assert.deepEqual(reloaded.items.map((item) => item.id).sort(), [...ids].sort());
+    assert.deepEqual(problems, []);
     await page.screenshot({ path: path.join(dir, 'demo_page.png'), fullPage: true });
   } catch (error) {
     const file = path.join(dir, 'demo_page-failure.png');
