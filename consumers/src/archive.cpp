@@ -21,7 +21,7 @@ constexpr const char* kSourceHeader = "agentwire-dlq-source";
 constexpr auto kDeadLetterFlushTimeout = std::chrono::seconds(10);
 
 const std::vector<std::string> kEventColumns = {
-    "topic",  "partition", "offset",     "event_id",   "user_id", "thread_id", "run_id",
+    "topic",  "partition", "\"offset\"", "event_id",   "user_id", "thread_id", "run_id",
     "run_seq", "type",     "emitted_at", "agent_name", "payload", "raw"};
 
 bool HasNul(const std::string& text) { return text.find('\0') != std::string::npos; }

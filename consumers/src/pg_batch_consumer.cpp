@@ -61,6 +61,16 @@ bool IsConnectionError(const std::exception& error) {
          }();
 }
 
+bool IsDataError(const std::exception& error) {
+  const auto* sql = dynamic_cast<const pqxx::sql_error*>(&error);
+  if (sql == nullptr || IsConnectionError(error)) return false;
+  // 22 data exception, 23 integrity constraint violation, 54 program limit exceeded: the data
+  // of some message is at fault. Anything else (a missing column, a syntax error, permissions)
+  // is the deployment's fault and must never turn good events into dead letters.
+  const std::string state = sql->sqlstate();
+  return state.rfind("22", 0) == 0 || state.rfind("23", 0) == 0 || state.rfind("54", 0) == 0;
+}
+
 std::string ByteaHex(const void* data, size_t size) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -422,7 +432,7 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
             writer_.Write(one, {message});
             one.commit();
           } catch (const pqxx::sql_error& e) {
-            if (IsConnectionError(e)) throw;
+            if (!IsDataError(e)) throw;
             log::Warn("PostgreSQL refused one message",
                       {{"topic", config_.topic}, {"partition", message->partition},
                        {"offset", message->offset}, {"error", e.what()}});
@@ -451,8 +461,7 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
   } catch (const std::exception& e) {
     writer_.AfterAbort();
     error = e.what();
-    const bool data_error = dynamic_cast<const pqxx::sql_error*>(&e) != nullptr &&
-                            !IsConnectionError(e) && !one_by_one;
+    const bool data_error = IsDataError(e) && !one_by_one;
     return data_error ? Outcome::kDataError : Outcome::kConnectionLost;
   }
   writer_.AfterCommit();

@@ -129,6 +129,9 @@ class PgBatchConsumer final {
 /// libpq connection errors (server gone, connection cut, commit outcome unknown).
 bool IsConnectionError(const std::exception& error);
 
+/// SQLSTATE classes 22, 23, 54: one message's data is at fault (retry one at a time).
+bool IsDataError(const std::exception& error);
+
 /// "\\x0a1b..." (bytea hex input form).
 std::string ByteaHex(const void* data, size_t size);
 

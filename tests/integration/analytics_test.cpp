@@ -1,0 +1,241 @@
+// `agentwire analytics` over a scripted set of runs (completed, failed, abandoned, still running;
+// tools ok / failed, with and without tool_call_id) gives exactly the expected agent_runs and
+// tool_calls rows; replaying the whole topic again (the group's stored offsets reset) changes
+// nothing; `agentwire analytics report` shows the counts. Embedded Kafka + a real PostgreSQL.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <regex>
+#include <thread>
+
+#include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/producers/event_publisher.hpp"
+#include "support/postgres_fixture.hpp"
+#include "support/subprocess.hpp"
+#include "support/test_paths.hpp"
+
+namespace agentwire {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::SharedPostgres;
+using testing::Subprocess;
+
+constexpr const char* kTopic = "agent.lifecycle.v1";
+constexpr int64_t kT0 = 1'790'000'000;  // seconds; every event time is relative to it
+
+class Script {
+ public:
+  explicit Script(producers::EventPublisher& publisher) : publisher_(publisher) {}
+
+  /// Adds the next event of `run` (run_seq counts per run) at kT0 + `at_ms`.
+  v1::AgentEvent& Event(const std::string& user, const std::string& run, int64_t at_ms) {
+    auto& event = events_.emplace_back();
+    event.set_event_id("ev-" + std::to_string(events_.size()));
+    event.set_user_id(user);
+    event.set_thread_id("thread-" + user);
+    event.set_run_id(run);
+    event.set_run_seq(++seq_[run]);
+    event.set_agent_name("researcher");
+    event.mutable_emitted_at()->set_seconds(kT0 + at_ms / 1000);
+    event.mutable_emitted_at()->set_nanos(static_cast<int32_t>(at_ms % 1000) * 1'000'000);
+    return event;
+  }
+  void Started(const std::string& u, const std::string& r, int64_t at) {
+    Event(u, r, at).mutable_agent_started()->set_input("question");
+  }
+  void Thinking(const std::string& u, const std::string& r, int64_t at) {
+    Event(u, r, at).mutable_agent_thinking()->set_text("hmm");
+  }
+  void ToolExecuting(const std::string& u, const std::string& r, int64_t at,
+                     const std::string& tool, const std::string& id = {}) {
+    auto* body = Event(u, r, at).mutable_tool_executing();
+    body->set_tool_name(tool);
+    body->set_tool_call_id(id);
+  }
+  void ToolCompleted(const std::string& u, const std::string& r, int64_t at,
+                     const std::string& tool, uint32_t duration_ms, const std::string& error = {},
+                     const std::string& id = {}) {
+    auto* body = Event(u, r, at).mutable_tool_completed();
+    body->set_tool_name(tool);
+    body->set_duration_ms(duration_ms);
+    body->set_error(error);
+    body->set_tool_call_id(id);
+  }
+  void Completed(const std::string& u, const std::string& r, int64_t at) {
+    Event(u, r, at).mutable_agent_completed()->set_result("answer");
+  }
+  void Failed(const std::string& u, const std::string& r, int64_t at, const std::string& code,
+              const std::string& message) {
+    auto* body = Event(u, r, at).mutable_agent_failed();
+    body->set_error_code(code);
+    body->set_message(message);
+  }
+
+  size_t Publish() {
+    for (const auto& event : events_) {
+      EXPECT_EQ(publisher_.Publish(event, {}, seconds(10)), producers::PublishStatus::kAccepted);
+    }
+    EXPECT_EQ(publisher_.Flush(seconds(30)), 0u);
+    return events_.size();
+  }
+
+ private:
+  producers::EventPublisher& publisher_;
+  std::vector<v1::AgentEvent> events_;
+  std::map<std::string, uint32_t> seq_;
+};
+
+class AnalyticsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kafka_ = std::make_unique<kafka::EmbeddedKafka>(1);
+    kafka_->CreateTopic({kTopic, 6});
+    kafka_->CreateTopic({std::string(kTopic) + ".dlq", 2});
+    dsn_ = SharedPostgres().CreateDatabase("analytics");
+  }
+
+  /// Runs analytics until the stored offsets cover `events`, then stops it with SIGTERM.
+  void RunAnalyticsUntilCaughtUp(int64_t events) {
+    Subprocess analytics({testing::AgentwireBinary(), "analytics", "--brokers",
+                          kafka_->BootstrapServers(), "--pg", dsn_, "--migrate",
+                          "--abandon-after", "15m", "--batch-size", "7", "--batch-ms", "20",
+                          "--metrics-port", "0", "--kafka", "session.timeout.ms=6000", "--kafka",
+                          "heartbeat.interval.ms=1000", "--kafka", "fetch.wait.max.ms=10"});
+    const auto deadline = std::chrono::steady_clock::now() + seconds(60);
+    while (true) {
+      int64_t stored = 0;
+      try {
+        stored = SharedPostgres().QueryInt(
+            dsn_, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"
+                  " WHERE group_id = 'agentwire-analytics'");
+      } catch (const std::exception&) {
+      }
+      if (stored >= events) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << analytics.Describe();
+      ASSERT_TRUE(analytics.Running()) << analytics.Describe();
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    analytics.Signal(SIGTERM);
+    EXPECT_EQ(analytics.Wait(seconds(30)), 0) << analytics.Describe();
+  }
+
+  std::string Runs() const {
+    return SharedPostgres().Query(
+        dsn_,
+        "SELECT run_id, user_id, thread_id, status, COALESCE(duration_ms::text, '-'),"
+        " COALESCE(time_to_first_thought_ms::text, '-'), tool_count, tool_errors,"
+        " COALESCE(error_code, '-'), last_seq FROM agent_runs ORDER BY run_id");
+  }
+  std::string Tools() const {
+    return SharedPostgres().Query(
+        dsn_,
+        "SELECT run_id, call_key, tool_name, COALESCE(duration_ms::text, '-'),"
+        " COALESCE(ok::text, '-'), COALESCE(error, '-') FROM tool_calls ORDER BY run_id, call_key");
+  }
+  /// Every column but updated_at, for the replay comparison.
+  std::string Everything() const {
+    return SharedPostgres().Query(
+               dsn_,
+               "SELECT run_id, user_id, thread_id, agent_name, started_at, first_thought_at,"
+               " ended_at, status, terminal_seq, duration_ms, time_to_first_thought_ms,"
+               " tool_count, tool_errors, error_code, error_message, last_seq, last_event_at"
+               " FROM agent_runs ORDER BY run_id") +
+           "\n" + SharedPostgres().Query(dsn_, "SELECT * FROM tool_calls ORDER BY run_id, call_key");
+  }
+
+  std::unique_ptr<kafka::EmbeddedKafka> kafka_;
+  std::string dsn_;
+};
+
+TEST_F(AnalyticsTest, ScriptedRunsGiveExactRowsAndReplayChangesNothing) {
+  producers::PublisherConfig config;
+  config.client_properties = {{"bootstrap.servers", kafka_->BootstrapServers()}};
+  config.topic = kTopic;
+  producers::EventPublisher publisher(config);
+  Script s(publisher);
+  constexpr int64_t kMinute = 60'000;
+  // Completed, one tool with an id.
+  s.Started("alice", "run-ok", 0);
+  s.Thinking("alice", "run-ok", 1500);
+  s.ToolExecuting("alice", "run-ok", 2000, "web_search", "c1");
+  s.ToolCompleted("alice", "run-ok", 2500, "web_search", 500, "", "c1");
+  s.Completed("alice", "run-ok", 5000);
+  // Failed after a tool error; no tool_call_id, no reported duration (timestamps give it).
+  s.Started("bob", "run-fail", 10'000);
+  s.ToolExecuting("bob", "run-fail", 11'000, "sql");
+  s.ToolCompleted("bob", "run-fail", 13'000, "sql", 0, "timeout");
+  s.Failed("bob", "run-fail", 14'000, "tool_error", "sql timed out");
+  // Never finished: abandoned once an event 15+ minutes newer has been seen.
+  s.Started("carol", "run-abandoned", 20'000);
+  s.Thinking("carol", "run-abandoned", 21'000);
+  s.ToolExecuting("carol", "run-abandoned", 22'000, "browser", "c9");
+  // Two calls of the same tool without ids, one failing.
+  s.Started("dave", "run-two", 30'000);
+  s.ToolExecuting("dave", "run-two", 31'000, "search");
+  s.ToolCompleted("dave", "run-two", 31'300, "search", 300);
+  s.ToolExecuting("dave", "run-two", 32'000, "search");
+  s.ToolCompleted("dave", "run-two", 32'100, "search", 100, "upstream 503");
+  s.Thinking("dave", "run-two", 33'000);
+  s.Completed("dave", "run-two", 40'000);
+  // Still running: its newest event is only ~10 minutes older than the newest seen.
+  s.Started("frank", "run-recent", 10 * kMinute);
+  s.Thinking("frank", "run-recent", 10 * kMinute + 1000);
+  // The newest events: they move "now" to T0 + 20 min.
+  s.Started("erin", "run-late", 20 * kMinute);
+  s.Completed("erin", "run-late", 20 * kMinute + 2000);
+  const auto events = static_cast<int64_t>(s.Publish());
+
+  RunAnalyticsUntilCaughtUp(events);
+
+  // run_id user thread status duration ttft tools errors error_code last_seq
+  const std::string expected_runs =
+      "run-abandoned\tcarol\tthread-carol\tabandoned\t-\t1000\t1\t0\t-\t3\n"
+      "run-fail\tbob\tthread-bob\tfailed\t4000\t-\t1\t1\ttool_error\t4\n"
+      "run-late\terin\tthread-erin\tcompleted\t2000\t-\t0\t0\t-\t2\n"
+      "run-ok\talice\tthread-alice\tcompleted\t5000\t1500\t1\t0\t-\t5\n"
+      "run-recent\tfrank\tthread-frank\trunning\t-\t1000\t0\t0\t-\t2\n"
+      "run-two\tdave\tthread-dave\tcompleted\t10000\t3000\t2\t1\t-\t7";
+  EXPECT_EQ(Runs(), expected_runs);
+  // run_id call_key tool duration ok error
+  const std::string expected_tools =
+      "run-abandoned\tc9\tbrowser\t-\t-\t-\n"
+      "run-fail\tseq:2\tsql\t2000\tfalse\ttimeout\n"
+      "run-ok\tc1\tweb_search\t500\ttrue\t-\n"
+      "run-two\tseq:2\tsearch\t300\ttrue\t-\n"
+      "run-two\tseq:4\tsearch\t100\tfalse\tupstream 503";
+  EXPECT_EQ(Tools(), expected_tools);
+
+  // Replay the whole topic: forget the stored offsets and run again.
+  const std::string before = Everything();
+  SharedPostgres().Query(dsn_, "DELETE FROM consumer_offsets WHERE group_id = 'agentwire-analytics'");
+  RunAnalyticsUntilCaughtUp(events);
+  EXPECT_EQ(Everything(), before) << "a replay changed agent_runs / tool_calls";
+
+  const auto report = testing::Run(
+      {testing::AgentwireBinary(), "analytics", "report", "--pg", dsn_}, seconds(30));
+  ASSERT_EQ(report.exit_code, 0) << report.stderr_text;
+  const std::string& text = report.stdout_text;
+  EXPECT_NE(text.find("6 runs"), std::string::npos) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(completed\s+3\b)"))) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(failed\s+1\b)"))) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(abandoned\s+1\b)"))) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(running\s+1\b)"))) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(tool_error\s+1\b)"))) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(search\s+2\s+1\b)"))) << text;
+  std::cerr << text;
+}
+
+TEST_F(AnalyticsTest, MissingDsnIsAConfigError) {
+  const auto result = testing::Run({testing::AgentwireBinary(), "analytics", "--brokers",
+                                    kafka_->BootstrapServers()},
+                                   {.unset_env = {"AGENTWIRE_PG_DSN"}}, seconds(30));
+  EXPECT_EQ(result.exit_code, 2) << result.stderr_text;
+  EXPECT_NE(result.stderr_text.find("AGENTWIRE_PG_DSN"), std::string::npos) << result.stderr_text;
+}
+
+}  // namespace
+}  // namespace agentwire

@@ -1,0 +1,229 @@
+// Poison messages (random bytes, truncated protobuf, missing user_id, a key that is not the
+// user_id, an empty value) produced with a raw producer between good events: each lands in
+// dead_letters with its reason and raw bytes, and in <topic>.dlq with the reason header and the
+// original key; every good event is still archived and the archive keeps running.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <map>
+#include <random>
+#include <thread>
+
+#include <agentwire/v1/events.pb.h>
+
+#include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/core/kafka_config.hpp"
+#include "support/postgres_fixture.hpp"
+#include "support/subprocess.hpp"
+#include "support/test_paths.hpp"
+
+namespace agentwire {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::SharedPostgres;
+using testing::Subprocess;
+
+constexpr const char* kTopic = "agent.lifecycle.v1";
+constexpr const char* kDlqTopic = "agent.lifecycle.v1.dlq";
+constexpr int kPartitions = 4;
+
+struct Poison {
+  std::string key;
+  std::string value;
+  std::string reason_contains;  // expected in the reason
+};
+
+v1::AgentEvent GoodEvent(int i) {
+  v1::AgentEvent event;
+  event.set_event_id("good-" + std::to_string(i));
+  event.set_user_id("user-" + std::to_string(i % 7));
+  event.set_run_id("run-" + std::to_string(i % 7));
+  event.set_run_seq(static_cast<uint32_t>(i / 7 + 1));
+  event.mutable_emitted_at()->set_seconds(1'790'000'000 + i);
+  event.mutable_tool_executing()->set_tool_name("web_search");
+  return event;
+}
+
+void Produce(rd_kafka_t* producer, const std::string& key, const std::string& value) {
+  rd_kafka_resp_err_t err;
+  do {
+    err = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(kTopic),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_KEY(key.data(), key.size()),
+                            RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                            RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(producer, 10);
+  } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
+  ASSERT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+struct DlqMessage {
+  std::string key;
+  std::string value;
+  std::string reason;
+};
+
+std::vector<DlqMessage> ReadDlq(const std::string& brokers, size_t expected) {
+  auto consumer = kafka::MakeClient(
+      RD_KAFKA_CONSUMER,
+      kafka::MakeConf({{"bootstrap.servers", brokers}, {"group.id", "dlq-reader"},
+                       {"enable.auto.commit", "false"}, {"fetch.wait.max.ms", "10"}}));
+  kafka::TopicPartitionListPtr partitions(rd_kafka_topic_partition_list_new(kPartitions));
+  for (int p = 0; p < kPartitions; ++p) {
+    rd_kafka_topic_partition_list_add(partitions.get(), kDlqTopic, p)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  }
+  rd_kafka_assign(consumer.get(), partitions.get());
+  std::vector<DlqMessage> messages;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(30);
+  while (messages.size() < expected && std::chrono::steady_clock::now() < deadline) {
+    kafka::MessagePtr message(rd_kafka_consumer_poll(consumer.get(), 100));
+    if (!message || message->err) continue;
+    DlqMessage m;
+    if (message->key != nullptr) m.key.assign(static_cast<const char*>(message->key), message->key_len);
+    if (message->payload != nullptr) {
+      m.value.assign(static_cast<const char*>(message->payload), message->len);
+    }
+    rd_kafka_headers_t* headers = nullptr;
+    const void* reason = nullptr;
+    size_t size = 0;
+    if (rd_kafka_message_headers(message.get(), &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(headers, "agentwire-dlq-reason", &reason, &size) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+      m.reason.assign(static_cast<const char*>(reason), size);
+    }
+    messages.push_back(std::move(m));
+  }
+  rd_kafka_consumer_close(consumer.get());
+  return messages;
+}
+
+TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsStillArchived) {
+  kafka::EmbeddedKafka kafka(1);
+  kafka.CreateTopic({kTopic, kPartitions});
+  kafka.CreateTopic({kDlqTopic, kPartitions});
+  auto& pg = SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("dead_letters");
+
+  std::mt19937 random(12345);
+  std::vector<Poison> poison;
+  {
+    // Random bytes that protobuf refuses (checked: a few random strings happen to parse).
+    for (int n = 0; n < 3;) {
+      std::string bytes(40, '\0');
+      for (auto& c : bytes) c = static_cast<char>(random() & 0xff);
+      v1::AgentEvent probe;
+      if (probe.ParseFromString(bytes)) continue;
+      poison.push_back({"user-r" + std::to_string(n), bytes, "protobuf"});
+      ++n;
+    }
+    // Truncated where the cut falls inside a field (a cut between fields would still parse).
+    const std::string whole = GoodEvent(999).SerializeAsString();
+    size_t cut = whole.size() / 2;
+    for (v1::AgentEvent probe; probe.ParseFromString(whole.substr(0, cut));) --cut;
+    poison.push_back({"user-6", whole.substr(0, cut), "protobuf"});
+    auto no_user = GoodEvent(1000);
+    no_user.clear_user_id();
+    poison.push_back({"user-x", no_user.SerializeAsString(), "user_id"});
+    auto no_body = GoodEvent(1001);
+    no_body.clear_body();
+    poison.push_back({"user-3", no_body.SerializeAsString(), "type"});
+    poison.push_back({"someone-else", GoodEvent(1002).SerializeAsString(), "key"});
+    poison.push_back({"user-1", "", "empty"});
+  }
+
+  constexpr int kGood = 2000;
+  {
+    auto producer = kafka::MakeClient(
+        RD_KAFKA_PRODUCER, kafka::MakeConf({{"bootstrap.servers", kafka.BootstrapServers()},
+                                            {"enable.idempotence", "true"},
+                                            {"partitioner", "murmur2_random"}}));
+    size_t next_poison = 0;
+    for (int i = 0; i < kGood; ++i) {
+      const auto event = GoodEvent(i);
+      Produce(producer.get(), event.user_id(), event.SerializeAsString());
+      if (i % 200 == 100 && next_poison < poison.size()) {
+        Produce(producer.get(), poison[next_poison].key, poison[next_poison].value);
+        ++next_poison;
+      }
+    }
+    while (next_poison < poison.size()) {
+      Produce(producer.get(), poison[next_poison].key, poison[next_poison].value);
+      ++next_poison;
+    }
+    ASSERT_EQ(rd_kafka_flush(producer.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  const int64_t total = kGood + static_cast<int64_t>(poison.size());
+
+  Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers",
+                      kafka.BootstrapServers(), "--pg", dsn, "--migrate", "--batch-size", "300",
+                      "--batch-ms", "50", "--metrics-port", "0", "--kafka",
+                      "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000",
+                      "--kafka", "fetch.wait.max.ms=10"});
+  const auto deadline = std::chrono::steady_clock::now() + seconds(90);
+  while (true) {
+    int64_t stored = 0;
+    try {
+      stored = pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
+    } catch (const std::exception&) {
+    }
+    if (stored >= total) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << archive.Describe();
+    ASSERT_TRUE(archive.Running()) << archive.Describe();
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  archive.Signal(SIGTERM);
+  EXPECT_EQ(archive.Wait(seconds(30)), 0) << archive.Describe();
+
+  // Every good event archived once.
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kGood);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kGood);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events WHERE event_id NOT LIKE 'good-%'"),
+            0);
+
+  // Every poison message in dead_letters with its reason, key and exact bytes.
+  const auto rows = pg.QueryRows(
+      dsn,
+      "SELECT convert_from(COALESCE(key, ''), 'SQL_ASCII'), reason, encode(COALESCE(raw, ''), "
+      "'hex') FROM dead_letters ORDER BY partition, \"offset\"");
+  ASSERT_EQ(rows.size(), poison.size()) << archive.Describe();
+  auto hex = [](const std::string& bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (const unsigned char c : bytes) {
+      out += digits[c >> 4];
+      out += digits[c & 0xf];
+    }
+    return out;
+  };
+  for (const auto& p : poison) {
+    bool found = false;
+    for (const auto& row : rows) {
+      if (row[2] != hex(p.value) || row[0] != p.key) continue;
+      found = true;
+      EXPECT_NE(row[1].find(p.reason_contains), std::string::npos)
+          << "reason '" << row[1] << "' for key " << p.key;
+    }
+    EXPECT_TRUE(found) << "poison with key " << p.key << " not in dead_letters";
+  }
+
+  // And in the DLQ topic with the reason header and the original key.
+  const auto dlq = ReadDlq(kafka.BootstrapServers(), poison.size());
+  ASSERT_EQ(dlq.size(), poison.size());
+  for (const auto& p : poison) {
+    bool found = false;
+    for (const auto& m : dlq) {
+      if (m.key != p.key || m.value != p.value) continue;
+      found = true;
+      EXPECT_NE(m.reason.find(p.reason_contains), std::string::npos) << m.reason;
+    }
+    EXPECT_TRUE(found) << "poison with key " << p.key << " not in " << kDlqTopic;
+  }
+}
+
+}  // namespace
+}  // namespace agentwire
