@@ -1,0 +1,377 @@
+#include <google/protobuf/util/message_differencer.h>
+#include <google/protobuf/util/time_util.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agentwire/schemas/event_json.hpp"
+
+namespace agentwire::schemas {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+using google::protobuf::util::TimeUtil;
+
+// Every envelope field set, with values that would expose a swapped or dropped field.
+v1::AgentEvent Envelope() {
+  v1::AgentEvent event;
+  event.set_event_id("01JD0000000000000000000001");
+  event.set_user_id("alice");
+  event.set_thread_id("t-9");
+  event.set_run_id("r-42");
+  event.set_run_seq(5);
+  *event.mutable_emitted_at() = TimeUtil::MillisecondsToTimestamp(1795341600123);  // 2026-11-22
+  event.set_agent_name("researcher");
+  event.set_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
+  (*event.mutable_attributes())["tenant"] = "acme";
+  (*event.mutable_attributes())["model"] = "gpt-x";
+  return event;
+}
+
+// One event per body type, every body field set.
+std::vector<v1::AgentEvent> OneEventPerType() {
+  std::vector<v1::AgentEvent> events;
+  {
+    auto e = Envelope();
+    e.mutable_agent_started()->set_input("Summarize the tickets");
+    e.mutable_agent_started()->set_model("gpt-sim-1");
+    events.push_back(e);
+  }
+  {
+    auto e = Envelope();
+    e.mutable_agent_thinking()->set_text("Looking it up. \"quoted\" and\nnewline, ünïcödé");
+    events.push_back(e);
+  }
+  {
+    auto e = Envelope();
+    auto* body = e.mutable_tool_executing();
+    body->set_tool_name("web_search");
+    body->set_input(R"({"query":"agent events"})");
+    body->set_tool_call_id("call-1");
+    events.push_back(e);
+  }
+  {
+    auto e = Envelope();
+    auto* body = e.mutable_tool_completed();
+    body->set_tool_name("web_search");
+    body->set_output("3 results");
+    body->set_error("partial: one source timed out");
+    body->set_duration_ms(4'000'000'000U);  // above INT32_MAX: must stay a JSON number
+    body->set_tool_call_id("call-1");
+    events.push_back(e);
+  }
+  {
+    auto e = Envelope();
+    e.mutable_agent_completed()->set_result("Here is what I found.");
+    e.mutable_agent_completed()->set_duration_ms(812);
+    events.push_back(e);
+  }
+  {
+    auto e = Envelope();
+    e.mutable_agent_failed()->set_error_code("tool_error");
+    e.mutable_agent_failed()->set_message("the tool kept failing");
+    events.push_back(e);
+  }
+  {
+    auto e = Envelope();
+    e.mutable_message_delta()->set_text("part 1 ");
+    events.push_back(e);
+  }
+  return events;
+}
+
+TEST(EventJson, TestCoversEveryKnownType) {
+  std::vector<std::string> covered;
+  for (const auto& e : OneEventPerType()) covered.emplace_back(EventType(e));
+  std::vector<std::string> known(KnownEventTypes().begin(), KnownEventTypes().end());
+  EXPECT_EQ(covered, known) << "a new body type needs a round-trip case here";
+}
+
+TEST(EventJson, RoundTripsEveryTypeWithEveryField) {
+  for (const auto& original : OneEventPerType()) {
+    const std::string json = ToJson(original);
+    v1::AgentEvent parsed;
+    const auto error = FromJson(json, parsed);
+    ASSERT_FALSE(error) << EventType(original) << ": " << error->message << "\n" << json;
+    std::string difference;
+    MessageDifferencer differencer;
+    differencer.ReportDifferencesToString(&difference);
+    EXPECT_TRUE(differencer.Compare(original, parsed)) << json << "\n" << difference;
+    // And back again: the same JSON document (map key order is not part of the contract).
+    EXPECT_EQ(nlohmann::json::parse(ToJson(parsed)), nlohmann::json::parse(json));
+  }
+}
+
+TEST(EventJson, JsonShapeUsesSnakeCaseTypeAndNumbers) {
+  for (const auto& event : OneEventPerType()) {
+    const std::string json = ToJson(event);
+    const auto object = nlohmann::json::parse(json);
+    const std::string type(EventType(event));
+    SCOPED_TRACE(json);
+    ASSERT_TRUE(object.contains("type"));
+    EXPECT_EQ(object["type"], type);
+    EXPECT_EQ(json.rfind(R"({"type":)", 0), 0U) << "\"type\" comes first";
+    ASSERT_TRUE(object.contains(type));
+    EXPECT_TRUE(object[type].is_object());
+    for (const auto& other : KnownEventTypes()) {
+      if (other != type) {
+        EXPECT_FALSE(object.contains(std::string(other)));
+      }
+    }
+    for (const char* name : {"event_id", "user_id", "thread_id", "run_id", "run_seq",
+                             "emitted_at", "agent_name", "trace_id", "attributes"}) {
+      EXPECT_TRUE(object.contains(name)) << name;
+    }
+    EXPECT_FALSE(object.contains("userId"));
+    EXPECT_FALSE(object.contains("runSeq"));
+    EXPECT_TRUE(object["run_seq"].is_number_integer());
+    EXPECT_EQ(object["run_seq"], 5);
+    EXPECT_EQ(object["attributes"], (nlohmann::json{{"tenant", "acme"}, {"model", "gpt-x"}}));
+    EXPECT_EQ(object["emitted_at"], "2026-11-22T10:00:00.123Z");
+    if (type == "tool_completed") {
+      EXPECT_TRUE(object[type]["duration_ms"].is_number_integer());
+      EXPECT_EQ(object[type]["duration_ms"], 4'000'000'000U);
+      EXPECT_TRUE(object[type].contains("tool_call_id"));
+      EXPECT_FALSE(object[type].contains("toolCallId"));
+    }
+    if (type == "agent_completed") {
+      EXPECT_TRUE(object[type]["duration_ms"].is_number_integer());
+      EXPECT_EQ(object[type]["duration_ms"], 812);
+    }
+  }
+}
+
+TEST(EventJson, EmittedAtIsRfc3339Utc) {
+  v1::AgentEvent event = OneEventPerType().front();
+  FillDefaults(event);
+  const std::regex rfc3339_utc(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z)");
+  const auto object = nlohmann::json::parse(ToJson(event));
+  EXPECT_TRUE(std::regex_match(object["emitted_at"].get<std::string>(), rfc3339_utc))
+      << object["emitted_at"];
+
+  // A fresh timestamp too (not only the fixed one above).
+  v1::AgentEvent fresh;
+  fresh.set_user_id("u");
+  fresh.set_run_id("r");
+  fresh.mutable_agent_thinking();
+  FillDefaults(fresh);
+  const auto fresh_object = nlohmann::json::parse(ToJson(fresh));
+  EXPECT_TRUE(std::regex_match(fresh_object["emitted_at"].get<std::string>(), rfc3339_utc))
+      << fresh_object["emitted_at"];
+}
+
+TEST(EventJson, ParsesTimestampsWithOffsetsAsUtc) {
+  v1::AgentEvent event;
+  ASSERT_FALSE(FromJson(R"({"type":"agent_thinking","user_id":"u","run_id":"r",
+                            "emitted_at":"2026-11-22T11:00:00.123+01:00"})",
+                        event));
+  EXPECT_EQ(TimeUtil::TimestampToMilliseconds(event.emitted_at()), 1795341600123);
+}
+
+TEST(EventJson, AcceptsTypeWithoutBodyAndBodyWithoutType) {
+  v1::AgentEvent event;
+  auto error = FromJson(R"({"type":"agent_started","user_id":"u","run_id":"r"})", event);
+  ASSERT_FALSE(error) << error->message;
+  EXPECT_TRUE(event.has_agent_started());
+
+  error = FromJson(R"({"user_id":"u","run_id":"r","agent_thinking":{"text":"hm"}})", event);
+  ASSERT_FALSE(error) << error->message;
+  EXPECT_TRUE(event.has_agent_thinking());
+  EXPECT_EQ(event.agent_thinking().text(), "hm");
+  EXPECT_EQ(EventType(event), "agent_thinking");
+}
+
+struct BadJsonCase {
+  const char* name;
+  const char* json;
+  const char* message_part;  // the reason the user needs to see
+};
+
+class EventJsonErrors : public ::testing::TestWithParam<BadJsonCase> {};
+
+TEST_P(EventJsonErrors, GivesAClearMessage) {
+  const auto& c = GetParam();
+  v1::AgentEvent event;
+  const auto error = FromJson(c.json, event);
+  ASSERT_TRUE(error) << c.json << " was accepted";
+  EXPECT_NE(error->message.find(c.message_part), std::string::npos)
+      << "message: '" << error->message << "' lacks '" << c.message_part << "'";
+  EXPECT_LT(error->message.size(), 300U) << "one short line: " << error->message;
+  EXPECT_EQ(error->message.find('\n'), std::string::npos) << error->message;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, EventJsonErrors,
+    ::testing::Values(
+        BadJsonCase{"InvalidJson", R"({"type":"agent_thinking","user_id":)", "invalid JSON"},
+        BadJsonCase{"Garbage", "not json at all", "invalid JSON"},
+        BadJsonCase{"NotAnObjectArray", R"([{"type":"agent_thinking"}])", "JSON object"},
+        BadJsonCase{"NotAnObjectString", R"("agent_thinking")", "JSON object"},
+        BadJsonCase{"UnknownType", R"({"type":"agent_dreaming","user_id":"u","run_id":"r"})",
+                    "unknown type 'agent_dreaming'"},
+        BadJsonCase{"TypeNotString", R"({"type":7,"user_id":"u","run_id":"r"})",
+                    "\"type\" must be a string"},
+        BadJsonCase{"TypeBodyMismatch",
+                    R"({"type":"agent_started","user_id":"u","run_id":"r","agent_thinking":{}})",
+                    "does not match"},
+        BadJsonCase{"TwoBodies",
+                    R"({"user_id":"u","run_id":"r","agent_thinking":{},"agent_started":{}})",
+                    "two bodies"},
+        BadJsonCase{"UnknownField",
+                    R"({"type":"agent_thinking","user_id":"u","run_id":"r","colour":"red"})",
+                    "colour"},
+        BadJsonCase{"UnknownBodyField",
+                    R"({"type":"agent_thinking","user_id":"u","run_id":"r",
+                        "agent_thinking":{"txt":"typo"}})",
+                    "txt"},
+        BadJsonCase{"WrongValueTypeRunSeq",
+                    R"({"type":"agent_thinking","user_id":"u","run_id":"r","run_seq":"five"})",
+                    "run_seq"},
+        BadJsonCase{"WrongValueTypeUserId",
+                    R"({"type":"agent_thinking","user_id":{"id":1},"run_id":"r"})", "user_id"},
+        BadJsonCase{"NegativeRunSeq",
+                    R"({"type":"agent_thinking","user_id":"u","run_id":"r","run_seq":-1})",
+                    "run_seq"},
+        BadJsonCase{"BadTimestamp",
+                    R"({"type":"agent_thinking","user_id":"u","run_id":"r","emitted_at":"yesterday"})",
+                    "emitted_at"},
+        BadJsonCase{"MissingType", R"({"user_id":"u","run_id":"r"})", "missing \"type\""}),
+    [](const ::testing::TestParamInfo<BadJsonCase>& info) { return info.param.name; });
+
+TEST(EventJson, MissingTypeListsTheKnownTypes) {
+  v1::AgentEvent event;
+  const auto error = FromJson(R"({"user_id":"u","run_id":"r"})", event);
+  ASSERT_TRUE(error);
+  for (const auto type : KnownEventTypes()) {
+    EXPECT_NE(error->message.find(type), std::string::npos) << error->message;
+  }
+}
+
+TEST(EventJsonValidate, AcceptsACompleteEvent) {
+  for (const auto& event : OneEventPerType()) EXPECT_FALSE(Validate(event));
+}
+
+TEST(EventJsonValidate, RequiresUserRunAndBody) {
+  auto event = OneEventPerType().front();
+  event.clear_user_id();
+  auto error = Validate(event);
+  ASSERT_TRUE(error);
+  EXPECT_NE(error->message.find("user_id"), std::string::npos) << error->message;
+
+  event = OneEventPerType().front();
+  event.clear_run_id();
+  error = Validate(event);
+  ASSERT_TRUE(error);
+  EXPECT_NE(error->message.find("run_id"), std::string::npos) << error->message;
+
+  event = OneEventPerType().front();
+  event.clear_body();
+  error = Validate(event);
+  ASSERT_TRUE(error);
+  EXPECT_NE(error->message.find("type"), std::string::npos) << error->message;
+}
+
+TEST(EventJson, TypeAndTerminal) {
+  v1::AgentEvent event;
+  EXPECT_EQ(EventType(event), "");
+  EXPECT_FALSE(IsTerminal(event));
+  for (const auto& e : OneEventPerType()) {
+    const auto type = EventType(e);
+    EXPECT_EQ(IsTerminal(e), type == "agent_completed" || type == "agent_failed") << type;
+  }
+}
+
+TEST(EventJsonDefaults, FillsOnlyWhatIsMissing) {
+  v1::AgentEvent event;
+  event.set_user_id("u");
+  event.set_run_id("r");
+  event.mutable_agent_thinking();
+  const auto before = TimeUtil::GetCurrentTime();
+  FillDefaults(event);
+  const auto after = TimeUtil::GetCurrentTime();
+  EXPECT_EQ(event.event_id().size(), 26U);
+  ASSERT_TRUE(event.has_emitted_at());
+  EXPECT_GE(event.emitted_at(), before);
+  EXPECT_LE(event.emitted_at(), after);
+
+  auto preset = Envelope();
+  preset.mutable_agent_thinking();
+  const auto copy = preset;
+  FillDefaults(preset);
+  EXPECT_TRUE(MessageDifferencer::Equals(preset, copy)) << "existing values are kept";
+}
+
+constexpr std::string_view kCrockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+uint64_t DecodeTimePart(const std::string& id) {
+  uint64_t millis = 0;
+  for (size_t i = 0; i < 10; ++i) millis = millis * 32 + kCrockford.find(id[i]);
+  return millis;
+}
+
+TEST(EventId, Is26CharactersOfCrockfordBase32) {
+  for (int i = 0; i < 1000; ++i) {
+    const auto id = NewEventId();
+    ASSERT_EQ(id.size(), 26U) << id;
+    for (const char c : id) {
+      ASSERT_NE(kCrockford.find(c), std::string_view::npos) << id;
+    }
+    // The first character carries only 3 of the 48 time bits: a ULID never starts above 7.
+    ASSERT_LE(id[0], '7') << id;
+  }
+}
+
+TEST(EventId, UniqueOver100k) {
+  std::vector<std::string> ids;
+  ids.reserve(100'000);
+  for (int i = 0; i < 100'000; ++i) ids.push_back(NewEventId());
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end()) << "duplicate event id";
+}
+
+TEST(EventId, UniqueAcrossThreads) {
+  // Each thread has its own generator: seeds must differ, or threads would repeat ids.
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 25'000;
+  std::vector<std::vector<std::string>> per_thread(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&per_thread, t] {
+      for (int i = 0; i < kPerThread; ++i) per_thread[static_cast<size_t>(t)].push_back(NewEventId());
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  std::set<std::string> all;
+  for (const auto& ids : per_thread) all.insert(ids.begin(), ids.end());
+  EXPECT_EQ(all.size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
+TEST(EventId, SortsByCreationTime) {
+  const auto now_ms = [] {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  };
+  const uint64_t before = now_ms();
+  std::string previous = NewEventId();
+  const uint64_t after = now_ms();
+  EXPECT_GE(DecodeTimePart(previous), before);
+  EXPECT_LE(DecodeTimePart(previous), after);
+  for (int i = 0; i < 20; ++i) {
+    // Ids from different milliseconds sort by time, whatever their random part.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const std::string next = NewEventId();
+    EXPECT_LT(previous, next);
+    previous = next;
+  }
+}
+
+}  // namespace
+}  // namespace agentwire::schemas
