@@ -28,6 +28,7 @@ int RunCli(int argc, char** argv) {
   add(&RegisterDevCommand);
   add(&RegisterGatewayCommand);
   add(&RegisterTokenCommand);
+  add(&RegisterReplayCommand);
   add(&RegisterArchiveCommand);
   add(&RegisterAnalyticsCommand);
 

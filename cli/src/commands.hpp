@@ -17,6 +17,7 @@ CommandAction RegisterEmitCommand(CLI::App& app);
 CommandAction RegisterDevCommand(CLI::App& app);
 CommandAction RegisterGatewayCommand(CLI::App& app);
 CommandAction RegisterTokenCommand(CLI::App& app);
+CommandAction RegisterReplayCommand(CLI::App& app);
 CommandAction RegisterArchiveCommand(CLI::App& app);
 CommandAction RegisterAnalyticsCommand(CLI::App& app);
 

@@ -1,0 +1,559 @@
+#include "agentwire/consumers/replay.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <condition_variable>
+#include <ostream>
+#include <queue>
+#include <sstream>
+#include <thread>
+
+#include "agentwire/core/errors.hpp"
+#include "agentwire/producers/murmur2.hpp"
+#include "agentwire/schemas/event_json.hpp"
+#include "replay_internal.hpp"
+
+namespace agentwire::consumers {
+namespace {
+
+// Days since 1970-01-01 of a proleptic Gregorian date.
+int64_t DaysFromCivil(int64_t year, unsigned month, unsigned day) {
+  year -= month <= 2 ? 1 : 0;
+  const int64_t era = (year >= 0 ? year : year - 399) / 400;
+  const auto yoe = static_cast<unsigned>(year - era * 400);
+  const unsigned doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+bool IsLeap(int64_t year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
+
+unsigned DaysInMonth(int64_t year, unsigned month) {
+  static constexpr unsigned kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return month == 2 && IsLeap(year) ? 29 : kDays[month - 1];
+}
+
+// Reads exactly `width` digits at `pos`.
+bool ReadDigits(std::string_view text, size_t& pos, size_t width, int64_t& value) {
+  if (pos + width > text.size()) return false;
+  value = 0;
+  for (size_t i = 0; i < width; ++i) {
+    const char c = text[pos + i];
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + (c - '0');
+  }
+  pos += width;
+  return true;
+}
+
+bool Expect(std::string_view text, size_t& pos, char c) {
+  if (pos >= text.size() || text[pos] != c) return false;
+  ++pos;
+  return true;
+}
+
+// RFC 3339 date-time (a date alone means its midnight UTC). nullopt when malformed.
+std::optional<TimePoint> ParseRfc3339(std::string_view text) {
+  size_t pos = 0;
+  int64_t year = 0;
+  int64_t month = 0;
+  int64_t day = 0;
+  if (!ReadDigits(text, pos, 4, year) || !Expect(text, pos, '-') ||
+      !ReadDigits(text, pos, 2, month) || !Expect(text, pos, '-') ||
+      !ReadDigits(text, pos, 2, day)) {
+    return std::nullopt;
+  }
+  if (month < 1 || month > 12 || day < 1 ||
+      day > DaysInMonth(year, static_cast<unsigned>(month))) {
+    return std::nullopt;
+  }
+  int64_t seconds_of_day = 0;
+  int64_t nanos = 0;
+  int64_t offset_seconds = 0;
+  if (pos < text.size()) {
+    const char t = text[pos];
+    if (t != 'T' && t != 't' && t != ' ') return std::nullopt;
+    ++pos;
+    int64_t hour = 0;
+    int64_t minute = 0;
+    int64_t second = 0;
+    if (!ReadDigits(text, pos, 2, hour) || !Expect(text, pos, ':') ||
+        !ReadDigits(text, pos, 2, minute) || !Expect(text, pos, ':') ||
+        !ReadDigits(text, pos, 2, second)) {
+      return std::nullopt;
+    }
+    if (hour > 23 || minute > 59 || second > 60) return std::nullopt;
+    seconds_of_day = hour * 3600 + minute * 60 + std::min<int64_t>(second, 59);
+    if (pos < text.size() && text[pos] == '.') {
+      ++pos;
+      size_t digits = 0;
+      while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) {
+        if (digits < 9) nanos = nanos * 10 + (text[pos] - '0');
+        ++digits;
+        ++pos;
+      }
+      if (digits == 0) return std::nullopt;
+      for (size_t i = digits; i < 9; ++i) nanos *= 10;
+    }
+    if (pos >= text.size()) return std::nullopt;  // RFC 3339 requires a zone
+    const char zone = text[pos++];
+    if (zone == 'Z' || zone == 'z') {
+      offset_seconds = 0;
+    } else if (zone == '+' || zone == '-') {
+      int64_t oh = 0;
+      int64_t om = 0;
+      if (!ReadDigits(text, pos, 2, oh) || !Expect(text, pos, ':') ||
+          !ReadDigits(text, pos, 2, om) || oh > 23 || om > 59) {
+        return std::nullopt;
+      }
+      offset_seconds = (oh * 3600 + om * 60) * (zone == '+' ? 1 : -1);
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (pos != text.size()) return std::nullopt;
+  const int64_t seconds = DaysFromCivil(year, static_cast<unsigned>(month),
+                                        static_cast<unsigned>(day)) * 86400 +
+                          seconds_of_day - offset_seconds;
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+      std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
+}
+
+// "90s", "15m", "2h", "7d", "1.5h": an age.
+std::optional<std::chrono::nanoseconds> ParseAge(std::string_view text) {
+  if (text.size() < 2) return std::nullopt;
+  const char unit = text.back();
+  double per_unit = 0;
+  switch (unit) {
+    case 's': per_unit = 1e9; break;
+    case 'm': per_unit = 60e9; break;
+    case 'h': per_unit = 3600e9; break;
+    case 'd': per_unit = 86400e9; break;
+    case 'w': per_unit = 7 * 86400e9; break;
+    default: return std::nullopt;
+  }
+  const std::string number(text.substr(0, text.size() - 1));
+  if (number.empty() || !std::isdigit(static_cast<unsigned char>(number.front()))) {
+    return std::nullopt;
+  }
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(number, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != number.size() || value < 0 || value > 1e6) return std::nullopt;
+  return std::chrono::nanoseconds(static_cast<int64_t>(value * per_unit));
+}
+
+std::string KnownTypesText() {
+  std::string out;
+  for (const auto type : schemas::KnownEventTypes()) {
+    if (!out.empty()) out += ", ";
+    out += type;
+  }
+  return out;
+}
+
+std::string Thousands(uint64_t value) {
+  std::string digits = std::to_string(value);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+// Draws the bar (terminal) or a line every few seconds (logs) while a replay runs.
+class ProgressReporter final {
+ public:
+  ProgressReporter(const replay::Progress& progress, replay::Console& console, bool lines)
+      : progress_(progress), console_(console), lines_(lines) {
+    if (console_.BarMode() || lines_) thread_ = std::thread([this] { Loop(); });
+  }
+  ~ProgressReporter() { Stop(); }
+  ProgressReporter(const ProgressReporter&) = delete;
+  ProgressReporter& operator=(const ProgressReporter&) = delete;
+
+  void Stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    console_.ClearBar();
+  }
+
+ private:
+  void Loop() {
+    const auto start = std::chrono::steady_clock::now();
+    const auto period = console_.BarMode() ? std::chrono::milliseconds(200)
+                                           : std::chrono::milliseconds(5000);
+    std::unique_lock lock(mutex_);
+    while (!cv_.wait_for(lock, period, [this] { return stopping_; })) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const uint64_t scanned = progress_.scanned.load();
+      const uint64_t matched = progress_.matched.load();
+      const uint64_t expected = progress_.expected.load();
+      const auto rate = static_cast<uint64_t>(seconds > 0 ? scanned / seconds : 0);
+      std::string text;
+      if (console_.BarMode() && expected > 0) {
+        constexpr int kWidth = 30;
+        const double done = std::min(1.0, static_cast<double>(scanned) / expected);
+        const int filled = static_cast<int>(done * kWidth);
+        text = fmt::format("[{}{}] {:3.0f}%  ", std::string(filled, '#'),
+                           std::string(kWidth - filled, '.'), done * 100);
+      }
+      text += fmt::format("{} scanned, {} matched, {}/s", Thousands(scanned), Thousands(matched),
+                          Thousands(rate));
+      lock.unlock();
+      if (console_.BarMode()) {
+        console_.Bar(text);
+      } else {
+        console_.Line("replay: " + text);
+      }
+      lock.lock();
+    }
+  }
+
+  const replay::Progress& progress_;
+  replay::Console& console_;
+  bool lines_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+TimePoint ParseTimeArgument(std::string_view text, std::string_view flag, TimePoint now) {
+  if (text == "now") return now;
+  if (auto absolute = ParseRfc3339(text)) return *absolute;
+  if (auto age = ParseAge(text)) {
+    return now - std::chrono::duration_cast<TimePoint::duration>(*age);
+  }
+  throw ConfigError(fmt::format(
+      "{} '{}': expected an RFC 3339 time like 2026-11-22T10:00:00Z (or with an offset, "
+      "+01:00), 'now', or an age like 15m, 2h, 7d",
+      flag, text));
+}
+
+std::string FormatTimeMillis(TimePoint time) {
+  const int64_t millis = replay::ToMillis(time);
+  int64_t days = millis / 86'400'000;
+  int64_t rest = millis % 86'400'000;
+  if (rest < 0) {
+    rest += 86'400'000;
+    --days;
+  }
+  // Inverse of DaysFromCivil.
+  days += 719468;
+  const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(days - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned day = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned month = mp < 10 ? mp + 3 : mp - 9;
+  const int64_t year = static_cast<int64_t>(yoe) + era * 400 + (month <= 2 ? 1 : 0);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", year, month, day,
+                     rest / 3'600'000, (rest / 60'000) % 60, (rest / 1000) % 60, rest % 1000);
+}
+
+void ValidateReplayConfig(const ReplayConfig& config) {
+  const auto& s = config.selection;
+  if (s.since && s.until && *s.since >= *s.until) {
+    throw ConfigError(fmt::format("--since {} is not before --until {}: nothing can match",
+                                  FormatTimeMillis(*s.since), FormatTimeMillis(*s.until)));
+  }
+  const auto& known = schemas::KnownEventTypes();
+  for (const auto& type : s.types) {
+    if (std::find(known.begin(), known.end(), type) == known.end()) {
+      throw ConfigError(
+          fmt::format("--type '{}': unknown event type (expected one of: {})", type,
+                      KnownTypesText()));
+    }
+  }
+  kafka::ValidateTopicName(config.topic, "--topic / AGENTWIRE_TOPIC");
+  if (config.source == ReplaySource::kPostgres && config.pg_dsn.empty()) {
+    throw ConfigError(
+        "--source postgres needs a connection string: --pg DSN or AGENTWIRE_PG_DSN");
+  }
+  if (config.source == ReplaySource::kKafka &&
+      config.client_properties.count("bootstrap.servers") == 0) {
+    throw ConfigError("--brokers / AGENTWIRE_BROKERS is not set");
+  }
+  if (config.follow && config.source == ReplaySource::kPostgres) {
+    throw ConfigError("--follow tails Kafka: it cannot be combined with --source postgres");
+  }
+  if (config.follow && s.until) {
+    throw ConfigError("--follow keeps reading new events: it cannot be combined with --until");
+  }
+  if (config.partition_count < 0) {
+    throw ConfigError("--partition-count must be positive (0 = ask Kafka)");
+  }
+  if (s.from_cursor) {
+    const auto& cursor = *s.from_cursor;
+    if (cursor.topic_hash != TopicHash(config.topic)) {
+      throw ConfigError(fmt::format(
+          "--from-cursor belongs to another topic (its topic hash is {:08x}, --topic {} has "
+          "{:08x}): pass the --topic the cursor's gateway serves",
+          cursor.topic_hash, config.topic, TopicHash(config.topic)));
+    }
+    if (cursor.epoch != config.topic_epoch) {
+      throw ConfigError(fmt::format(
+          "--from-cursor is from topic epoch {}, not {} (--topic-epoch / AGENTWIRE_TOPIC_EPOCH): "
+          "the topic was recreated since, so its offsets mean nothing now",
+          cursor.epoch, config.topic_epoch));
+    }
+  }
+  if (!config.republish_to.empty()) {
+    kafka::ValidateTopicName(config.republish_to, "--republish-to");
+    if (config.republish_to == config.topic && !config.allow_same_topic) {
+      throw ConfigError(fmt::format(
+          "--republish-to {} is the source topic: that would duplicate every selected event "
+          "for every consumer; pass --allow-same-topic if that is really what you want",
+          config.topic));
+    }
+    if (config.republish_rate < 0) {
+      throw ConfigError("--rate must be >= 0 events/s (0 = unlimited)");
+    }
+    if (config.client_properties.count("bootstrap.servers") == 0) {
+      throw ConfigError("--republish-to needs --brokers / AGENTWIRE_BROKERS");
+    }
+  }
+}
+
+namespace replay {
+
+int64_t EmittedAtNanos(const v1::AgentEvent& event) {
+  if (!event.has_emitted_at()) return 0;
+  return event.emitted_at().seconds() * 1'000'000'000 + event.emitted_at().nanos();
+}
+
+int64_t ToNanos(TimePoint time) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
+}
+
+int64_t ToMillis(TimePoint time) {
+  return std::chrono::floor<std::chrono::milliseconds>(time.time_since_epoch()).count();
+}
+
+EventFilter::EventFilter(const ReplaySelection& selection) : selection_(selection) {
+  if (selection.since) since_ns_ = ToNanos(*selection.since);
+  if (selection.until) until_ns_ = ToNanos(*selection.until);
+}
+
+bool EventFilter::Matches(const v1::AgentEvent& event) const {
+  if (!selection_.user_id.empty() && event.user_id() != selection_.user_id) return false;
+  if (!selection_.run_id.empty() && event.run_id() != selection_.run_id) return false;
+  if (!selection_.thread_id.empty() && event.thread_id() != selection_.thread_id) return false;
+  if (!selection_.types.empty()) {
+    const auto type = schemas::EventType(event);
+    if (std::find(selection_.types.begin(), selection_.types.end(), type) ==
+        selection_.types.end()) {
+      return false;
+    }
+  }
+  if (since_ns_ || until_ns_) {
+    const int64_t at = EmittedAtNanos(event);
+    if (since_ns_ && at < *since_ns_) return false;
+    if (until_ns_ && at >= *until_ns_) return false;
+  }
+  return true;
+}
+
+void Console::Line(std::string_view text) {
+  std::lock_guard lock(mutex_);
+  if (bar_shown_) out_ << "\r\033[K";
+  bar_shown_ = false;
+  out_ << text << '\n';
+  out_.flush();
+}
+
+void Console::Bar(std::string_view text) {
+  if (!bar_) return;
+  std::lock_guard lock(mutex_);
+  out_ << "\r\033[K" << text;
+  out_.flush();
+  bar_shown_ = true;
+}
+
+void Console::ClearBar() {
+  std::lock_guard lock(mutex_);
+  if (!bar_shown_) return;
+  out_ << "\r\033[K";
+  out_.flush();
+  bar_shown_ = false;
+}
+
+bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
+                     const RecordSink& sink, std::stop_token stop) {
+  struct Lane {
+    PartitionReader* reader;
+    std::deque<Record> buffer;
+    bool exhausted = false;
+  };
+  std::vector<Lane> lanes;
+  lanes.reserve(readers.size());
+  for (auto& reader : readers) lanes.push_back({reader.get(), {}, false});
+
+  // Blocks until the lane has a head or is known to be exhausted.
+  auto refill = [&stop](Lane& lane) {
+    while (lane.buffer.empty() && !lane.exhausted && !stop.stop_requested()) {
+      lane.exhausted = !lane.reader->Fill(lane.buffer, stop);
+    }
+    return !lane.buffer.empty();
+  };
+  // Min-heap on the head's (emitted_at, partition).
+  struct Head {
+    int64_t emitted_ns;
+    int32_t partition;
+    size_t lane;
+    bool operator>(const Head& other) const {
+      return emitted_ns != other.emitted_ns ? emitted_ns > other.emitted_ns
+                                            : partition > other.partition;
+    }
+  };
+  auto head_of = [&lanes](size_t index) {
+    const Record& record = lanes[index].buffer.front();
+    return Head{EmittedAtNanos(record.event), record.partition, index};
+  };
+  std::priority_queue<Head, std::vector<Head>, std::greater<>> heap;
+  for (size_t i = 0; i < lanes.size(); ++i) {
+    if (refill(lanes[i])) heap.push(head_of(i));
+  }
+  while (!heap.empty()) {
+    if (stop.stop_requested()) return false;
+    const size_t index = heap.top().lane;
+    heap.pop();
+    Lane& lane = lanes[index];
+    Record record = std::move(lane.buffer.front());
+    lane.buffer.pop_front();
+    if (!sink(record)) return false;
+    if (refill(lane)) heap.push(head_of(index));
+  }
+  return !stop.stop_requested();
+}
+
+void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count) {
+  const auto& cursor = config.selection.from_cursor;
+  if (!cursor || partition_count <= 0) return;
+  if (static_cast<int32_t>(cursor->partition_count) != partition_count) {
+    throw ConfigError(fmt::format(
+        "--from-cursor was issued when {} had {} partitions; it has {} now, so users may have "
+        "moved to other partitions: select with --user and --since instead",
+        config.topic, cursor->partition_count, partition_count));
+  }
+  const auto& user = config.selection.user_id;
+  if (!user.empty()) {
+    const int32_t partition = producers::PartitionForKey(user, partition_count);
+    if (static_cast<int32_t>(cursor->partition) != partition) {
+      throw ConfigError(fmt::format(
+          "--from-cursor points into partition {}, but user '{}' lives in partition {}: the "
+          "cursor belongs to another user",
+          cursor->partition, user, partition));
+    }
+  }
+}
+
+}  // namespace replay
+
+ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostream& progress_out,
+                      std::stop_token stop) {
+  ValidateReplayConfig(config);
+  const auto started = std::chrono::steady_clock::now();
+  replay::Progress progress;
+  replay::Console console(progress_out, config.progress == ReplayProgress::kBar);
+
+  auto source = config.source == ReplaySource::kKafka
+                    ? replay::MakeKafkaSource(config, progress, console)
+                    : replay::MakePostgresSource(config, progress, console);
+  source->Open();
+  std::unique_ptr<replay::Republisher> republisher;
+  if (!config.republish_to.empty()) republisher = std::make_unique<replay::Republisher>(config);
+
+  auto writer = config.format == ReplayFormat::kJsonl
+                    ? replay::MakeJsonlWriter(out, config, source->PartitionCount())
+                    : replay::MakeTableWriter(out, config);
+  const bool gaps = config.gap_report || config.format == ReplayFormat::kTable;
+  replay::GapTracker tracker;
+
+  ReplayStats stats;
+  const uint64_t limit = config.selection.limit;
+  bool republish_stopped = false;
+  const replay::RecordSink sink = [&](replay::Record& record) {
+    progress.matched.fetch_add(1, std::memory_order_relaxed);
+    if (limit != 0 && stats.emitted >= limit) return false;
+    ++stats.emitted;
+    writer->Write(record);
+    if (gaps) tracker.Add(record.event);
+    if (republisher && !republisher->Send(record, stop)) {
+      republish_stopped = true;
+      return false;
+    }
+    return limit == 0 || stats.emitted < limit;
+  };
+
+  {
+    ProgressReporter reporter(progress, console,
+                              config.progress == ReplayProgress::kLines);
+    (void)source->Run(sink, stop);
+    reporter.Stop();
+  }
+  writer->Finish();
+  if (gaps) {
+    const auto& s = config.selection;
+    const bool partial = !s.types.empty() || s.limit != 0 || s.since.has_value() ||
+                         s.until.has_value() || s.from_cursor.has_value();
+    // The table's report follows the table on stdout; jsonl keeps stdout to events only.
+    if (config.format == ReplayFormat::kTable) {
+      tracker.Report(out, partial);
+      out.flush();
+    } else {
+      std::ostringstream report;
+      tracker.Report(report, partial);
+      std::string text = report.str();
+      if (!text.empty() && text.back() == '\n') text.pop_back();
+      console.Line(text);
+    }
+    stats.runs = tracker.Runs();
+    stats.runs_with_holes = tracker.RunsWithHoles();
+    stats.runs_without_terminal = tracker.RunsWithoutTerminal();
+  }
+  if (republisher) {
+    republisher->Finish(std::chrono::seconds(60));
+    stats.republished = republisher->Delivered();
+    stats.republish_failed = republisher->Failed();
+  }
+
+  stats.scanned = progress.scanned.load();
+  stats.matched = progress.matched.load();
+  stats.undecodable = progress.undecodable.load();
+  stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::string summary = fmt::format(
+      "replay: {} scanned, {} matched, {} written in {:.2f} s ({} events/s scanned)",
+      stats.scanned, stats.matched, stats.emitted, stats.seconds,
+      static_cast<uint64_t>(stats.seconds > 0 ? stats.scanned / stats.seconds : 0));
+  if (stats.undecodable > 0) {
+    summary += fmt::format("; {} undecodable messages skipped", stats.undecodable);
+  }
+  if (republisher) {
+    summary += fmt::format("; republished {} to {}, {} failed", stats.republished,
+                           config.republish_to, stats.republish_failed);
+  }
+  if (republish_stopped || stop.stop_requested()) summary += " (interrupted)";
+  console.Line(summary);
+  return stats;
+}
+
+}  // namespace agentwire::consumers

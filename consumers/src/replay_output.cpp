@@ -1,0 +1,326 @@
+// Output of `agentwire replay`: JSON lines, the human table, and the gap report.
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <ostream>
+
+#include "agentwire/core/cursor.hpp"
+#include "agentwire/schemas/event_json.hpp"
+#include "replay_internal.hpp"
+
+namespace agentwire::consumers::replay {
+namespace {
+
+constexpr size_t kFlushBytes = 1 << 16;
+
+TimePoint FromNanos(int64_t nanos) {
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(nanos)));
+}
+
+std::string EmittedAtText(const v1::AgentEvent& event) {
+  if (!event.has_emitted_at()) return "-";
+  return FormatTimeMillis(FromNanos(EmittedAtNanos(event)));
+}
+
+// "2026-11-22T10:00:00" is the same for every event of a second: formatted once per second.
+class MillisFormatter final {
+ public:
+  void Append(int64_t millis, std::string& out) {
+    const int64_t second = millis >= 0 ? millis / 1000 : (millis - 999) / 1000;
+    if (second != cached_second_ || prefix_.empty()) {
+      cached_second_ = second;
+      prefix_ = FormatTimeMillis(FromNanos(second * 1'000'000'000));
+      prefix_.resize(prefix_.size() - 5);  // drop ".000Z"
+    }
+    out += prefix_;
+    const auto ms = static_cast<int>(millis - second * 1000);
+    const char tail[6] = {'.', static_cast<char>('0' + ms / 100), static_cast<char>('0' + ms / 10 % 10),
+                          static_cast<char>('0' + ms % 10), 'Z', '"'};
+    out.append(tail, 6);
+  }
+
+ private:
+  int64_t cached_second_ = 0;
+  std::string prefix_;
+};
+
+class JsonlWriter final : public EventWriter {
+ public:
+  JsonlWriter(std::ostream& out, const ReplayConfig& config, int32_t partition_count)
+      : out_(out), flush_each_(config.follow) {
+    prefix_ = "{\"topic\":\"";
+    (void)AppendJsonEscaped(config.topic, prefix_);
+    prefix_ += "\",\"partition\":";
+    cursor_.epoch = config.topic_epoch;
+    cursor_.topic_hash = TopicHash(config.topic);
+    cursor_.partition_count = static_cast<uint32_t>(std::max(partition_count, 0));
+    buffer_.reserve(kFlushBytes * 2);
+  }
+  ~JsonlWriter() override { Flush(); }
+
+  void Write(const Record& record) override {
+    auto it = std::back_inserter(buffer_);
+    buffer_ += prefix_;
+    fmt::format_to(it, "{},\"offset\":{},\"timestamp\":", record.partition, record.offset);
+    if (record.timestamp_ms >= 0) {
+      buffer_.push_back('"');
+      millis_.Append(record.timestamp_ms, buffer_);
+    } else {
+      buffer_ += "null";
+    }
+    buffer_ += ",\"cursor\":";
+    if (cursor_.partition_count > static_cast<uint32_t>(record.partition)) {
+      cursor_.partition = static_cast<uint32_t>(record.partition);
+      cursor_.next_offset = record.offset + 1;  // resumes after this event
+      buffer_.push_back('"');
+      buffer_ += EncodeCursor(cursor_);
+      buffer_.push_back('"');
+    } else {
+      buffer_ += "null";
+    }
+    buffer_ += ",\"event\":";
+    AppendEventJson(record.event, buffer_);
+    buffer_ += "}\n";
+    if (flush_each_ || buffer_.size() >= kFlushBytes) Flush();
+  }
+
+  void Finish() override { Flush(); }
+
+ private:
+  void Flush() {
+    if (buffer_.empty()) return;
+    out_.write(buffer_.data(), static_cast<std::streamsize>(buffer_.size()));
+    out_.flush();
+    buffer_.clear();
+  }
+
+  std::ostream& out_;
+  bool flush_each_;
+  std::string prefix_;
+  Cursor cursor_;
+  MillisFormatter millis_;
+  std::string buffer_;
+};
+
+// Control characters become spaces, and the text is cut at `limit` code points.
+std::string OneLine(std::string_view text, size_t limit = 80) {
+  std::string out;
+  size_t points = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const bool continuation = (c & 0xC0) == 0x80;
+    if (!continuation) {
+      if (points == limit) {
+        out += "...";
+        return out;
+      }
+      ++points;
+    }
+    out.push_back(c < 0x20 || c == 0x7F ? ' ' : static_cast<char>(c));
+  }
+  return out;
+}
+
+std::string Summary(const v1::AgentEvent& event) {
+  switch (event.body_case()) {
+    case v1::AgentEvent::kAgentStarted: {
+      const auto& b = event.agent_started();
+      return OneLine(b.model().empty() ? b.input() : fmt::format("[{}] {}", b.model(), b.input()));
+    }
+    case v1::AgentEvent::kAgentThinking:
+      return OneLine(event.agent_thinking().text());
+    case v1::AgentEvent::kToolExecuting: {
+      const auto& b = event.tool_executing();
+      return OneLine(fmt::format("{}({})", b.tool_name(), b.input()));
+    }
+    case v1::AgentEvent::kToolCompleted: {
+      const auto& b = event.tool_completed();
+      return b.error().empty()
+                 ? OneLine(fmt::format("{} ok {}ms: {}", b.tool_name(), b.duration_ms(), b.output()))
+                 : OneLine(fmt::format("{} ERROR {}ms: {}", b.tool_name(), b.duration_ms(), b.error()));
+    }
+    case v1::AgentEvent::kAgentCompleted: {
+      const auto& b = event.agent_completed();
+      return OneLine(fmt::format("done in {}ms: {}", b.duration_ms(), b.result()));
+    }
+    case v1::AgentEvent::kAgentFailed: {
+      const auto& b = event.agent_failed();
+      return OneLine(fmt::format("{}: {}", b.error_code(), b.message()));
+    }
+    case v1::AgentEvent::kMessageDelta:
+      return OneLine(event.message_delta().text());
+    default:
+      return "(no body)";
+  }
+}
+
+class TableWriter final : public EventWriter {
+ public:
+  TableWriter(std::ostream& out, const ReplayConfig& config)
+      : out_(out), streaming_(config.follow) {
+    if (streaming_) WriteColumns();
+  }
+
+  void Write(const Record& record) override {
+    const auto& event = record.event;
+    std::string line = fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n", EmittedAtText(event),
+                                   event.user_id(), event.run_id(), event.run_seq(),
+                                   schemas::EventType(event), Summary(event));
+    if (streaming_) {
+      if (event.run_id() != last_run_) {
+        out_ << '\n' << Header(event, 0);
+        last_run_ = event.run_id();
+      }
+      out_ << line;
+      out_.flush();
+      return;
+    }
+    auto [it, inserted] = index_.try_emplace(event.run_id(), groups_.size());
+    if (inserted) groups_.push_back({event, 0, {}});
+    auto& group = groups_[it->second];
+    ++group.events;
+    group.lines += line;
+  }
+
+  void Finish() override {
+    if (streaming_) return;
+    if (groups_.empty()) {
+      out_ << "(no events matched the selection)\n";
+    } else {
+      WriteColumns();
+      for (const auto& group : groups_) {
+        out_ << '\n' << Header(group.first, group.events) << group.lines;
+      }
+    }
+    out_ << '\n';
+    out_.flush();
+  }
+
+ private:
+  struct Group {
+    v1::AgentEvent first;
+    uint64_t events;
+    std::string lines;
+  };
+
+  void WriteColumns() {
+    out_ << fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n", "TIME (UTC)", "USER", "RUN",
+                        "SEQ", "TYPE", "SUMMARY");
+  }
+
+  static std::string Header(const v1::AgentEvent& first, uint64_t events) {
+    std::string header = fmt::format("== run {}  user {}  thread {}  agent {}", first.run_id(),
+                                     first.user_id(), first.thread_id().empty() ? "-" : first.thread_id(),
+                                     first.agent_name().empty() ? "-" : first.agent_name());
+    if (events > 0) header += fmt::format("  ({} events)", events);
+    return header + '\n';
+  }
+
+  std::ostream& out_;
+  bool streaming_;
+  std::string last_run_;
+  std::map<std::string, size_t> index_;
+  std::vector<Group> groups_;
+};
+
+// "4, 7-9"
+std::string Ranges(const std::vector<std::pair<uint32_t, uint32_t>>& ranges) {
+  std::string out;
+  for (const auto& [from, to] : ranges) {
+    if (!out.empty()) out += ", ";
+    out += from == to ? std::to_string(from) : fmt::format("{}-{}", from, to);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<EventWriter> MakeJsonlWriter(std::ostream& out, const ReplayConfig& config,
+                                             int32_t partition_count) {
+  return std::make_unique<JsonlWriter>(out, config, partition_count);
+}
+
+std::unique_ptr<EventWriter> MakeTableWriter(std::ostream& out, const ReplayConfig& config) {
+  return std::make_unique<TableWriter>(out, config);
+}
+
+void GapTracker::Add(const v1::AgentEvent& event) {
+  auto [it, inserted] = runs_.try_emplace(event.run_id());
+  Run& run = it->second;
+  if (inserted) {
+    order_.push_back(event.run_id());
+    run.user_id = event.user_id();
+    run.thread_id = event.thread_id();
+  }
+  run.seqs.push_back(event.run_seq());
+  if (schemas::IsTerminal(event)) run.terminal = true;
+  if (event.run_seq() >= run.last_seq) {
+    run.last_seq = event.run_seq();
+    run.last_type = std::string(schemas::EventType(event));
+    run.last_emitted_ns = EmittedAtNanos(event);
+  }
+}
+
+void GapTracker::Report(std::ostream& out, bool selection_is_partial) {
+  runs_with_holes_ = 0;
+  runs_without_terminal_ = 0;
+  std::string details;
+  for (const auto& run_id : order_) {
+    Run& run = runs_[run_id];
+    std::sort(run.seqs.begin(), run.seqs.end());
+    std::vector<std::pair<uint32_t, uint32_t>> holes;
+    std::vector<std::pair<uint32_t, uint32_t>> duplicates;
+    // A run's first event is run_seq 1; a later start is a hole unless the selection may have
+    // cut the run's beginning off.
+    if (!selection_is_partial && !run.seqs.empty() && run.seqs.front() > 1) {
+      holes.emplace_back(1, run.seqs.front() - 1);
+    }
+    for (size_t i = 1; i < run.seqs.size(); ++i) {
+      const uint32_t previous = run.seqs[i - 1];
+      const uint32_t current = run.seqs[i];
+      if (current == previous) {
+        if (duplicates.empty() || duplicates.back().second != current) {
+          duplicates.emplace_back(current, current);
+        }
+      } else if (current > previous + 1) {
+        holes.emplace_back(previous + 1, current - 1);
+      }
+    }
+    std::vector<std::string> problems;
+    if (!holes.empty()) {
+      ++runs_with_holes_;
+      problems.push_back("missing run_seq " + Ranges(holes));
+    }
+    if (!run.terminal) {
+      ++runs_without_terminal_;
+      problems.push_back(fmt::format(
+          "no terminal event (last: run_seq {} {} at {})", run.last_seq, run.last_type,
+          run.last_emitted_ns == 0 ? std::string("-")
+                                   : FormatTimeMillis(TimePoint(
+                                         std::chrono::duration_cast<TimePoint::duration>(
+                                             std::chrono::nanoseconds(run.last_emitted_ns))))));
+    }
+    if (!duplicates.empty()) problems.push_back("duplicated run_seq " + Ranges(duplicates));
+    if (problems.empty()) continue;
+    details += fmt::format("  run {} (user {}, thread {}): ", run_id, run.user_id,
+                           run.thread_id.empty() ? "-" : run.thread_id);
+    for (size_t i = 0; i < problems.size(); ++i) {
+      details += (i == 0 ? "" : "; ") + problems[i];
+    }
+    details += '\n';
+  }
+  out << fmt::format(
+      "gap report: {} runs; {} with run_seq holes, {} without a terminal event "
+      "(agent_completed/agent_failed)\n",
+      order_.size(), runs_with_holes_, runs_without_terminal_);
+  out << details;
+  if (selection_is_partial) {
+    out << "  note: the selection (--since/--until/--from-cursor/--type/--limit) may cut runs; "
+           "events before or after it are not counted as missing at the start, but runs it "
+           "cuts short show up without a terminal event\n";
+  }
+}
+
+}  // namespace agentwire::consumers::replay

@@ -1,0 +1,89 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace agentwire::gateway {
+
+/// How the gateway checks the JWT on a WebSocket upgrade. At least one of `hs256_secret`
+/// and `jwks_file` must be set; each enables its own algorithms only.
+struct AuthConfig {
+  std::string hs256_secret;         // AGENTWIRE_JWT_SECRET: enables HS256 (>= 32 bytes)
+  std::string jwks_file;            // AGENTWIRE_JWKS_FILE: RS256 / ES256 public keys (JWKS JSON, by kid)
+  std::string issuer;               // AGENTWIRE_JWT_ISSUER: required iss when non-empty
+  std::string audience;             // AGENTWIRE_JWT_AUDIENCE: required aud (string or array) when non-empty
+  std::chrono::seconds leeway{30};  // clock skew allowed for exp / nbf / iat
+};
+
+/// The outcome of one verification. On failure `error_code` is a stable machine code for the
+/// 401 body ({"error": error_code, "message": message}):
+///   token_missing        no token in the request
+///   token_invalid        malformed (not three parts, bad base64url, bad JSON, bad claim types,
+///                        no exp, crit header, too long)
+///   token_algorithm      alg not accepted: "none", anything but HS256/RS256/ES256, HS256 without
+///                        a secret, RS256/ES256 without a JWKS key of that type, kid of another type
+///   token_unknown_key    kid names no JWKS key, or no kid while several keys could match
+///   token_signature      the signature does not verify
+///   token_expired        exp (plus leeway) has passed
+///   token_not_yet_valid  nbf or iat (minus leeway) lies in the future
+///   token_issuer         iss differs from the configured issuer
+///   token_audience       aud does not contain the configured audience
+///   token_no_subject     sub missing, not a string, empty, too long or with control characters
+/// `message` is human text for the same failure; it never contains the token.
+struct AuthResult {
+  bool ok = false;
+  std::string user_id;     // the token's sub (only when ok)
+  std::string error_code;  // empty when ok
+  std::string message;     // empty when ok
+};
+
+/// Verifies JWTs against a fixed set of keys.
+///
+/// The key is chosen from the header's alg and kid by the verifier itself, from the keys of
+/// the matching type only (HS256 -> the secret, RS256 -> JWKS RSA keys, ES256 -> JWKS P-256
+/// keys), before any signature check: a token can never make a public key act as an HMAC
+/// secret, and "none" is never accepted. Keys in the token header (jwk, jku, x5u) are ignored.
+///
+/// Immutable after construction, so Verify is thread-safe; copies share the loaded keys.
+class TokenVerifier final {
+ public:
+  /// Throws ConfigError (one line naming the variable and the fix) when neither a secret nor a
+  /// JWKS file is given, the secret is shorter than 32 bytes, or the JWKS file is unreadable,
+  /// not JSON, or holds a key that cannot be used (naming the key and why).
+  explicit TokenVerifier(AuthConfig config);
+  ~TokenVerifier();
+  TokenVerifier(const TokenVerifier&);
+  TokenVerifier& operator=(const TokenVerifier&);
+  TokenVerifier(TokenVerifier&&) noexcept;
+  TokenVerifier& operator=(TokenVerifier&&) noexcept;
+
+  AuthResult Verify(std::string_view token,
+                    std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
+
+  /// One line for the start-up log, e.g. "HS256; JWKS 2 keys (RS256 kid=a, ES256 kid=b);
+  /// iss=https://idp; aud=agentwire; leeway=30s". Never contains the secret.
+  std::string Describe() const;
+
+ private:
+  struct Keys;
+  std::shared_ptr<const Keys> keys_;
+};
+
+/// Dev/test only: HS256 token with sub=user, iat=now, exp=now+ttl, and iss/aud when non-empty.
+/// Throws ConfigError for an empty user, a secret shorter than 32 bytes or a ttl below 1 s.
+std::string MintHs256Token(std::string_view secret, std::string_view user, std::chrono::seconds ttl,
+                           std::string_view issuer = {}, std::string_view audience = {});
+
+/// Finds the token in an HTTP upgrade request: the "Authorization: Bearer <jwt>" header value
+/// (scheme case-insensitive) wins; otherwise the first access_token= query parameter of the
+/// request target, percent-decoded. Returns empty when neither is present.
+std::string ExtractToken(std::string_view authorization_header, std::string_view request_target);
+
+/// The request target for logs: the value of every secret-looking query parameter (access_token,
+/// token, id_token, jwt, *secret*, *password*, *key*, *auth*, ...) and every value shaped like a
+/// JWT is replaced by "REDACTED". Other parameters are kept as sent.
+std::string RedactTarget(std::string_view request_target);
+
+}  // namespace agentwire::gateway
