@@ -4,7 +4,10 @@
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -18,9 +21,12 @@ namespace agentwire::testing {
 namespace {
 
 kafka::HandlePtr MakePlainConsumer(const std::string& bootstrap) {
-  // No group.id: assign() works without one, and nothing is ever committed.
+  // librdkafka 2.0 wants a group.id even for assign(); a fresh one per reader, never
+  // joined (no subscribe) and never committed to, so readers cannot disturb each other.
+  static std::atomic<uint64_t> readers{0};
   auto conf = kafka::MakeConf({
       {"bootstrap.servers", bootstrap},
+      {"group.id", fmt::format("agentwire-test-reader-{}-{}", ::getpid(), readers.fetch_add(1))},
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
       {"enable.partition.eof", "false"},
@@ -79,11 +85,41 @@ std::vector<ConsumedRecord> ConsumeAll(const std::string& bootstrap, const std::
 
   std::vector<ConsumedRecord> records;
   records.reserve(expected);
-  while (records.size() < expected && std::chrono::steady_clock::now() < deadline) {
+  std::vector<int64_t> next_offset(static_cast<size_t>(partitions), 0);
+  // Filled once `expected` records arrived: where each partition ended at that moment.
+  std::vector<int64_t> end_offset;
+  const auto caught_up = [&] {
+    for (int p = 0; p < partitions; ++p) {
+      if (next_offset[p] < end_offset[p]) return false;
+    }
+    return true;
+  };
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (records.size() >= expected) {
+      if (end_offset.empty()) {
+        end_offset.resize(static_cast<size_t>(partitions), 0);
+        for (int p = 0; p < partitions; ++p) {
+          int64_t low = 0;
+          const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+              deadline - std::chrono::steady_clock::now());
+          if (rd_kafka_query_watermark_offsets(consumer.get(), topic.c_str(), p, &low,
+                                               &end_offset[p],
+                                               static_cast<int>(std::max<int64_t>(
+                                                   1, remaining.count()))) !=
+              RD_KAFKA_RESP_ERR_NO_ERROR) {
+            end_offset[p] = 0;  // unknown: do not wait for this partition
+          }
+        }
+      }
+      if (caught_up()) break;
+    }
     kafka::MessagePtr message(rd_kafka_consumer_poll(consumer.get(), 20));
     if (!message) continue;
     // Errors on the consumer's own queue (a broker going away) are transient here.
     if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    if (message->partition >= 0 && message->partition < partitions) {
+      next_offset[message->partition] = message->offset + 1;
+    }
     records.push_back(ToRecord(*message));
   }
   (void)rd_kafka_assign(consumer.get(), nullptr);
@@ -170,22 +206,28 @@ DeliveryAudit AuditDelivery(const PublishedByUser& published,
   return audit;
 }
 
-std::map<int32_t, int64_t> LowWatermarks(const std::string& bootstrap, const std::string& topic,
-                                         std::chrono::milliseconds timeout) {
+std::map<int32_t, PartitionWatermarks> Watermarks(const std::string& bootstrap,
+                                                  const std::string& topic,
+                                                  std::chrono::milliseconds timeout) {
   auto client = MakePlainConsumer(bootstrap);
   const int partitions = kafka::PartitionCount(client.get(), topic, timeout);
-  std::map<int32_t, int64_t> low;
+  std::map<int32_t, PartitionWatermarks> watermarks;
   for (int32_t p = 0; p < partitions; ++p) {
-    int64_t lo = -1;
-    int64_t hi = -1;
-    const auto err = rd_kafka_query_watermark_offsets(client.get(), topic.c_str(), p, &lo, &hi,
-                                                      static_cast<int>(timeout.count()));
+    auto& w = watermarks[p];
+    const auto err = rd_kafka_query_watermark_offsets(client.get(), topic.c_str(), p, &w.low,
+                                                      &w.high, static_cast<int>(timeout.count()));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       throw KafkaError(
           fmt::format("watermarks of {} [{}]: {}", topic, p, kafka::ErrorText(err)), true);
     }
-    low[p] = lo;
   }
+  return watermarks;
+}
+
+std::map<int32_t, int64_t> LowWatermarks(const std::string& bootstrap, const std::string& topic,
+                                         std::chrono::milliseconds timeout) {
+  std::map<int32_t, int64_t> low;
+  for (const auto& [partition, w] : Watermarks(bootstrap, topic, timeout)) low[partition] = w.low;
   return low;
 }
 

@@ -22,10 +22,12 @@ struct ConsumedRecord {
   std::map<std::string, std::string> headers;
 };
 
-/// Reads `topic` from the beginning of every partition (manual assignment, no consumer
-/// group, nothing committed) until `expected` records arrived or `timeout` passed, and
-/// returns what it got: per partition in offset order, partitions interleaved. Throws
-/// agentwire::KafkaError when the topic's metadata cannot be read.
+/// Reads `topic` from the beginning of every partition (manual assignment, nothing
+/// committed) until `expected` records arrived and every partition has been read up to
+/// its high watermark as of that moment (so duplicates beyond `expected` are seen too),
+/// or until `timeout` passed; returns what it got: per partition in offset order,
+/// partitions interleaved. Throws agentwire::KafkaError when the topic's metadata cannot
+/// be read.
 std::vector<ConsumedRecord> ConsumeAll(const std::string& bootstrap, const std::string& topic,
                                        size_t expected, std::chrono::milliseconds timeout);
 
@@ -56,6 +58,16 @@ struct DeliveryAudit {
 DeliveryAudit AuditDelivery(const PublishedByUser& published,
                             const std::vector<ConsumedRecord>& consumed,
                             int32_t partition_count);
+
+struct PartitionWatermarks {
+  int64_t low = -1;   // first retained offset
+  int64_t high = -1;  // next offset to be written
+};
+
+/// Low and high watermarks of every partition of `topic`. Throws agentwire::KafkaError.
+std::map<int32_t, PartitionWatermarks> Watermarks(const std::string& bootstrap,
+                                                  const std::string& topic,
+                                                  std::chrono::milliseconds timeout);
 
 /// The low watermark (first retained offset) of every partition of `topic`. The embedded
 /// Kafka silently drops a partition's oldest batches past ~5 MiB; a low watermark above 0

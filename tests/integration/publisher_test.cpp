@@ -1,0 +1,488 @@
+// EventPublisher against the embedded Kafka (3 brokers), with and without broker faults
+// while publishing. What users rely on: every accepted event is reported exactly once,
+// and a consumer reads each user's events once, in publish order, from the one partition
+// the Java client would also pick.
+
+#include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/core/logging.hpp"
+#include "agentwire/producers/event_publisher.hpp"
+#include "agentwire/producers/murmur2.hpp"
+#include "agentwire/schemas/event_json.hpp"
+#include "support/kafka_test_utils.hpp"
+
+namespace agentwire {
+namespace {
+
+using namespace std::chrono_literals;
+using producers::DeliveryReport;
+using producers::EventPublisher;
+using producers::PublishStatus;
+using testing::AuditDelivery;
+using testing::ConsumeAll;
+using testing::DeliveryAudit;
+using testing::LowWatermarks;
+using testing::PublishedByUser;
+
+constexpr const char* kTopic = "agent.lifecycle.v1";
+constexpr int kBrokers = 3;
+// 100,000 events of ~150 bytes over 32 partitions is ~0.5 MiB per partition: far below
+// the embedded Kafka's ~5 MiB cap, so nothing is dropped behind the consumer's back.
+constexpr int kPartitions = 32;
+constexpr int kProduceApiKey = 0;  // RD_KAFKAP_Produce
+
+std::string UserId(int user) { return fmt::format("user-{:04d}", user); }
+
+// Events interleaved across users (the way many concurrent runs publish), each user's
+// run_seq counting up: event i belongs to user i % users.
+std::vector<v1::AgentEvent> MakeEvents(int users, int total) {
+  std::vector<v1::AgentEvent> events;
+  events.reserve(static_cast<size_t>(total));
+  for (int i = 0; i < total; ++i) {
+    const int user = i % users;
+    const int seq = i / users + 1;
+    v1::AgentEvent event;
+    event.set_user_id(UserId(user));
+    event.set_thread_id(fmt::format("thread-{:04d}", user));
+    event.set_run_id(fmt::format("run-{:04d}", user));
+    event.set_run_seq(static_cast<uint32_t>(seq));
+    event.set_agent_name("researcher");
+    event.mutable_agent_thinking()->set_text(
+        fmt::format("step {} of user {}: checking the next source before answering", seq, user));
+    schemas::FillDefaults(event);
+    events.push_back(std::move(event));
+  }
+  return events;
+}
+
+PublishedByUser ByUser(const std::vector<v1::AgentEvent>& events) {
+  PublishedByUser published;
+  for (const auto& event : events) published[event.user_id()].push_back(event.event_id());
+  return published;
+}
+
+// Counts delivery reports from the publisher's poll thread.
+class ReportCounter final {
+ public:
+  producers::DeliveryCallback Callback() {
+    return [this](const DeliveryReport& report) {
+      if (report.ok) {
+        ok_.fetch_add(1);
+        {
+          std::lock_guard lock(mutex_);
+          where_[report.event_id] = {report.partition, report.offset};
+        }
+        if (report.partition != producers::PartitionForKey(report.user_id, kPartitions)) {
+          wrong_partition_.fetch_add(1);
+        }
+      } else {
+        failed_.fetch_add(1);
+        std::lock_guard lock(mutex_);
+        if (first_error_.empty()) first_error_ = report.error;
+      }
+    };
+  }
+  size_t Ok() const { return ok_.load(); }
+  size_t Failed() const { return failed_.load(); }
+  size_t WrongPartition() const { return wrong_partition_.load(); }
+  std::string FirstError() const {
+    std::lock_guard lock(mutex_);
+    return first_error_;
+  }
+  /// Where the delivery report said the event was stored; (-1, -1) when unknown.
+  std::pair<int32_t, int64_t> Where(const std::string& event_id) const {
+    std::lock_guard lock(mutex_);
+    const auto found = where_.find(event_id);
+    return found == where_.end() ? std::pair<int32_t, int64_t>{-1, -1} : found->second;
+  }
+
+ private:
+  std::atomic<size_t> ok_{0};
+  std::atomic<size_t> failed_{0};
+  std::atomic<size_t> wrong_partition_{0};
+  mutable std::mutex mutex_;
+  std::string first_error_;
+  std::map<std::string, std::pair<int32_t, int64_t>> where_;
+};
+
+class PublisherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kafka_ = std::make_unique<kafka::EmbeddedKafka>(kBrokers);
+    kafka_->CreateTopic({kTopic, kPartitions});
+  }
+
+  producers::PublisherConfig Config() const {
+    producers::PublisherConfig config;
+    config.client_properties = {{"bootstrap.servers", kafka_->BootstrapServers()},
+                                {"log_level", "3"}};
+    config.topic = kTopic;
+    // AGENTWIRE_TEST_KAFKA_DEBUG=eos,msg (librdkafka debug contexts) to see why a run failed.
+    if (const char* debug = std::getenv("AGENTWIRE_TEST_KAFKA_DEBUG")) {
+      log::Setup(log::Format::kText, "debug");
+      config.client_properties["debug"] = debug;
+    }
+    return config;
+  }
+
+  // Publishes `events` in `slices` equal parts, calling `between(i)` before slice i and
+  // pausing `pause` after each, so faults land while batches are in flight.
+  static void PublishInSlices(EventPublisher& publisher, const std::vector<v1::AgentEvent>& events,
+                              ReportCounter& counter, int slices,
+                              const std::function<void(int)>& between,
+                              std::chrono::milliseconds pause) {
+    const size_t per_slice = (events.size() + slices - 1) / slices;
+    for (int slice = 0; slice < slices; ++slice) {
+      if (between) between(slice);
+      const size_t end = std::min(events.size(), per_slice * (slice + 1));
+      for (size_t i = per_slice * slice; i < end; ++i) {
+        const auto status = publisher.Publish(events[i], counter.Callback(), 30s);
+        ASSERT_EQ(status, PublishStatus::kAccepted)
+            << "event " << i << ": " << producers::ToString(status);
+      }
+      std::this_thread::sleep_for(pause);
+    }
+  }
+
+  // Publishes, waits for every report, reads the topic back and audits it.
+  DeliveryAudit PublishAndAudit(const std::vector<v1::AgentEvent>& events, int slices,
+                                const std::function<void(int)>& between,
+                                std::chrono::milliseconds pause) {
+    ReportCounter counter;
+    {
+      EventPublisher publisher(Config());
+      PublishInSlices(publisher, events, counter, slices, between, pause);
+      EXPECT_EQ(publisher.Flush(60s), 0U) << "events still unreported after 60 s";
+      const auto stats = publisher.Stats();
+      EXPECT_EQ(stats.accepted, events.size());
+      EXPECT_EQ(stats.delivered, events.size());
+      EXPECT_EQ(stats.failed, 0U);
+      EXPECT_EQ(stats.producer_recreations, 0U);
+    }
+    EXPECT_EQ(counter.Ok(), events.size());
+    EXPECT_EQ(counter.Failed(), 0U) << "first error: " << counter.FirstError();
+    EXPECT_EQ(counter.WrongPartition(), 0U);
+
+    const auto records = ConsumeAll(kafka_->BootstrapServers(), kTopic, events.size(), 60s);
+    const auto audit = AuditDelivery(ByUser(events), records, kPartitions);
+    std::cout << "[ audit    ] " << audit.Summary() << "\n";
+    RecordProperty("duplicated", static_cast<int>(audit.duplicated));
+    if (audit.lost > 0) ExplainLoss(events, records, counter);
+    for (const auto& [partition, low] : LowWatermarks(kafka_->BootstrapServers(), kTopic, 10s)) {
+      EXPECT_EQ(low, 0) << "partition " << partition << " dropped data (5 MiB cap)";
+    }
+    return audit;
+  }
+
+  // Where the missing events should be, and whether the broker holds them: tells a
+  // reader problem (high watermark counts them) from a producer one.
+  void ExplainLoss(const std::vector<v1::AgentEvent>& events,
+                   const std::vector<testing::ConsumedRecord>& records,
+                   const ReportCounter& counter) {
+    std::map<int32_t, size_t> read;
+    for (const auto& record : records) ++read[record.partition];
+    std::map<std::string, size_t> seen;
+    v1::AgentEvent decoded;
+    for (const auto& record : records) {
+      if (decoded.ParseFromString(record.value)) ++seen[decoded.event_id()];
+    }
+    std::map<std::pair<int32_t, int64_t>, std::string> at;
+    for (const auto& record : records) {
+      if (decoded.ParseFromString(record.value)) {
+        at[{record.partition, record.offset}] = decoded.event_id();
+      }
+    }
+    std::map<int32_t, size_t> missing;
+    size_t shown = 0;
+    for (size_t i = 0; i < events.size(); ++i) {
+      const auto& event = events[i];
+      if (seen.count(event.event_id()) == 0) {
+        ++missing[producers::PartitionForKey(event.user_id(), kPartitions)];
+        const auto [partition, offset] = counter.Where(event.event_id());
+        const auto holder = at.find({partition, offset});
+        if (shown++ < 40) {
+          std::cout << fmt::format(
+              "[ loss     ] event #{} {} reported at {}/{}, which holds {}\n", i,
+              event.user_id(), partition, offset,
+              holder == at.end() ? std::string("nothing") : holder->second);
+        }
+      }
+    }
+    for (const auto& [partition, w] :
+         testing::Watermarks(kafka_->BootstrapServers(), kTopic, 10s)) {
+      if (missing.count(partition) == 0 && static_cast<int64_t>(read[partition]) == w.high) {
+        continue;
+      }
+      std::cout << fmt::format("[ loss     ] partition {}: low {} high {} read {} missing {}\n",
+                               partition, w.low, w.high, read[partition], missing[partition]);
+    }
+  }
+
+  // Leader changes on the embedded Kafka can store a batch whose response is then lost; its
+  // idempotence dedupe only works for transactional producers (DESIGN.md, "embedded Kafka"),
+  // so the retry is stored again. Real Kafka dedupes it. Nothing may be lost or reordered,
+  // and the duplicates are counted and reported (consumers dedupe by event_id).
+  static void ExpectNoLossInOrder(const DeliveryAudit& audit) {
+    EXPECT_EQ(audit.lost, 0U) << audit.Summary();
+    EXPECT_EQ(audit.reordered, 0U) << audit.Summary();
+    EXPECT_EQ(audit.users_in_multiple_partitions, 0U) << audit.Summary();
+    EXPECT_EQ(audit.wrong_partition, 0U) << audit.Summary();
+    ::testing::Test::RecordProperty("duplicated", static_cast<int>(audit.duplicated));
+    std::cout << "[ mock     ] duplicates from lost produce responses: " << audit.duplicated << "\n";
+  }
+
+  static void ExpectClean(const DeliveryAudit& audit, size_t expected) {
+    EXPECT_EQ(audit.consumed, expected) << audit.Summary();
+    EXPECT_EQ(audit.lost, 0U) << audit.Summary();
+    EXPECT_EQ(audit.duplicated, 0U) << audit.Summary();
+    EXPECT_EQ(audit.reordered, 0U) << audit.Summary();
+    EXPECT_EQ(audit.users_in_multiple_partitions, 0U) << audit.Summary();
+    EXPECT_EQ(audit.wrong_partition, 0U) << audit.Summary();
+    EXPECT_EQ(audit.unknown, 0U) << audit.Summary();
+  }
+
+  std::unique_ptr<kafka::EmbeddedKafka> kafka_;
+};
+
+constexpr int kUsers = 1'000;
+constexpr int kEvents = 100'000;
+constexpr int kSlices = 20;
+constexpr auto kPause = 60ms;  // 20 slices: the publish spans ~1.2 s
+
+TEST_F(PublisherTest, HundredThousandEventsArriveOnceInOrderInTheJavaPartition) {
+  const auto events = MakeEvents(kUsers, kEvents);
+  ReportCounter counter;
+  {
+    EventPublisher publisher(Config());
+    PublishInSlices(publisher, events, counter, 1, {}, 0ms);
+    ASSERT_EQ(publisher.Flush(60s), 0U);
+  }
+  ASSERT_EQ(counter.Ok(), events.size()) << "first error: " << counter.FirstError();
+  EXPECT_EQ(counter.WrongPartition(), 0U);
+
+  const auto records = ConsumeAll(kafka_->BootstrapServers(), kTopic, events.size(), 60s);
+  const auto audit = AuditDelivery(ByUser(events), records, kPartitions);
+  std::cout << "[ audit    ] " << audit.Summary() << "\n";
+  ExpectClean(audit, events.size());
+
+  // The wire shape other languages' consumers rely on: key = user_id, two headers.
+  size_t bad_shape = 0;
+  v1::AgentEvent decoded;
+  for (const auto& record : records) {
+    const bool ok = decoded.ParseFromString(record.value) && record.key == decoded.user_id() &&
+                    record.headers.count("content-type") == 1 &&
+                    record.headers.at("content-type") == "application/x-protobuf" &&
+                    record.headers.count("schema") == 1 &&
+                    record.headers.at("schema") == "agentwire.v1.AgentEvent" &&
+                    record.timestamp_ms > 0;
+    if (!ok) ++bad_shape;
+  }
+  EXPECT_EQ(bad_shape, 0U);
+
+  for (const auto& [partition, low] : LowWatermarks(kafka_->BootstrapServers(), kTopic, 10s)) {
+    EXPECT_EQ(low, 0) << "partition " << partition << " dropped data (5 MiB cap)";
+  }
+}
+
+TEST_F(PublisherTest, ProduceErrorsNotLeaderAndRequestTimedOut) {
+  // The broker answers these before appending anything, so a retry cannot duplicate.
+  const auto events = MakeEvents(kUsers, kEvents);
+  const auto audit = PublishAndAudit(
+      events, kSlices,
+      [this](int slice) {
+        if (slice == 3 || slice == 10) {
+          std::vector<rd_kafka_resp_err_t> errors;
+          for (int i = 0; i < 15; ++i) {
+            errors.push_back(RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+            errors.push_back(RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+          }
+          kafka_->PushRequestErrors(kProduceApiKey, errors);
+        }
+      },
+      kPause);
+  ExpectClean(audit, events.size());
+}
+
+TEST_F(PublisherTest, BrokerDownThenUp) {
+  const auto events = MakeEvents(kUsers, kEvents);
+  const auto audit = PublishAndAudit(
+      events, kSlices,
+      [this](int slice) {
+        if (slice == 4) kafka_->SetBrokerDown(2);
+        if (slice == 12) kafka_->SetBrokerUp(2);
+      },
+      kPause);
+  ExpectClean(audit, events.size());
+}
+
+TEST_F(PublisherTest, LeaderChange) {
+  const auto events = MakeEvents(kUsers, kEvents);
+  const auto audit = PublishAndAudit(
+      events, kSlices,
+      [this](int slice) {
+        if (slice == 5 || slice == 12) {
+          for (int p = 0; p < kPartitions; ++p) {
+            kafka_->SetPartitionLeader(kTopic, p, (p + slice) % kBrokers + 1);
+          }
+        }
+      },
+      kPause);
+  ExpectNoLossInOrder(audit);
+}
+
+TEST_F(PublisherTest, AddedBrokerLatency) {
+  const auto events = MakeEvents(kUsers, kEvents);
+  const auto audit = PublishAndAudit(
+      events, kSlices,
+      [this](int slice) {
+        if (slice == 3) {
+          for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 250);
+        }
+        if (slice == 14) {
+          for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 0);
+        }
+      },
+      kPause);
+  ExpectClean(audit, events.size());
+}
+
+TEST_F(PublisherTest, AllFaultsCombined) {
+  const auto events = MakeEvents(kUsers, kEvents);
+  const auto audit = PublishAndAudit(
+      events, kSlices,
+      [this](int slice) {
+        switch (slice) {
+          case 2:
+            for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 100);
+            break;
+          case 4:
+            kafka_->PushRequestErrors(
+                kProduceApiKey, {RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                 RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                 RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                 RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT});
+            break;
+          case 6:
+            for (int p = 0; p < kPartitions; ++p) {
+              kafka_->SetPartitionLeader(kTopic, p, (p + 1) % kBrokers + 1);
+            }
+            break;
+          case 8:
+            kafka_->SetBrokerDown(3);
+            break;
+          case 13:
+            kafka_->SetBrokerUp(3);
+            break;
+          case 15:
+            for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 0);
+            break;
+          default:
+            break;
+        }
+      },
+      kPause);
+  ExpectNoLossInOrder(audit);
+}
+
+TEST_F(PublisherTest, FatalErrorRecreatesTheProducerWithoutLosingEvents) {
+  constexpr int kCount = 20'000;
+  const auto events = MakeEvents(kUsers, kCount);
+  ReportCounter counter;
+  producers::PublisherStats stats;
+  {
+    EventPublisher publisher(Config());
+    PublishInSlices(
+        publisher, events, counter, 10,
+        [&publisher](int slice) {
+          if (slice == 5) publisher.InjectFatalErrorForTesting();
+        },
+        20ms);
+    ASSERT_EQ(publisher.Flush(60s), 0U);
+    stats = publisher.Stats();
+  }
+  EXPECT_EQ(stats.producer_recreations, 1U);
+  EXPECT_EQ(stats.delivered, static_cast<uint64_t>(kCount));
+  EXPECT_EQ(counter.Ok(), static_cast<size_t>(kCount));
+  EXPECT_EQ(counter.Failed(), 0U) << "first error: " << counter.FirstError();
+
+  const auto records = ConsumeAll(kafka_->BootstrapServers(), kTopic, kCount, 10s);
+  const auto audit = AuditDelivery(ByUser(events), records, kPartitions);
+  // Events in flight when the producer died may be stored twice (documented; consumers
+  // dedupe by event_id): the count is reported, not asserted.
+  std::cout << "[ audit    ] " << audit.Summary() << "\n";
+  RecordProperty("duplicated", static_cast<int>(audit.duplicated));
+  EXPECT_EQ(audit.lost, 0U) << audit.Summary();
+  EXPECT_EQ(audit.reordered, 0U) << audit.Summary();
+  EXPECT_EQ(audit.users_in_multiple_partitions, 0U) << audit.Summary();
+  EXPECT_EQ(audit.wrong_partition, 0U) << audit.Summary();
+  EXPECT_EQ(audit.unknown, 0U) << audit.Summary();
+}
+
+TEST_F(PublisherTest, BoundedQueueAnswersQueueFullWhileTheClusterIsDown) {
+  constexpr size_t kMaxPending = 100;
+  auto config = Config();
+  config.max_pending = kMaxPending;
+  const auto events = MakeEvents(10, 101);
+  const auto warmup = MakeEvents(10, 1);
+  ReportCounter counter;
+  std::vector<v1::AgentEvent> accepted;
+  {
+    EventPublisher publisher(config);
+    // Connected and with metadata first, as a long-running worker would be.
+    ASSERT_EQ(publisher.Publish(warmup[0], counter.Callback()), PublishStatus::kAccepted);
+    ASSERT_EQ(publisher.Flush(10s), 0U);
+    accepted.push_back(warmup[0]);
+
+    for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerDown(b);
+    for (size_t i = 0; i < kMaxPending; ++i) {
+      ASSERT_EQ(publisher.Publish(events[i], counter.Callback()), PublishStatus::kAccepted)
+          << "event " << i;
+      accepted.push_back(events[i]);
+    }
+    EXPECT_EQ(publisher.Pending(), kMaxPending);
+
+    const auto start = std::chrono::steady_clock::now();
+    const auto full = publisher.Publish(events[kMaxPending], counter.Callback());
+    const auto no_wait = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(full, PublishStatus::kQueueFull);
+    EXPECT_TRUE(producers::IsRetryable(full));
+    // "Quickly": it does not wait for the cluster (message timeouts are minutes).
+    EXPECT_LT(no_wait, 1s);
+    EXPECT_EQ(publisher.Publish(events[kMaxPending], counter.Callback(), 100ms),
+              PublishStatus::kQueueFull);
+    EXPECT_EQ(publisher.Stats().accepted, kMaxPending + 1);
+
+    for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerUp(b);
+    EXPECT_EQ(publisher.Flush(30s), 0U);
+    // Space again: the event refused above goes through now.
+    ASSERT_EQ(publisher.Publish(events[kMaxPending], counter.Callback()),
+              PublishStatus::kAccepted);
+    accepted.push_back(events[kMaxPending]);
+    EXPECT_EQ(publisher.Flush(30s), 0U);
+  }
+  EXPECT_EQ(counter.Ok(), accepted.size());
+  EXPECT_EQ(counter.Failed(), 0U) << "first error: " << counter.FirstError();
+
+  const auto records = ConsumeAll(kafka_->BootstrapServers(), kTopic, accepted.size(), 20s);
+  const auto audit = AuditDelivery(ByUser(accepted), records, kPartitions);
+  std::cout << "[ audit    ] " << audit.Summary() << "\n";
+  ExpectClean(audit, accepted.size());
+}
+
+}  // namespace
+}  // namespace agentwire
