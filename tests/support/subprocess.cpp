@@ -84,8 +84,8 @@ std::vector<char*> CStrings(std::vector<std::string>& strings) {
 
 std::string MakeTempDirectory(const std::string& prefix) {
   const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/" +
-                        prefix + "-XXXXXX";
+  std::string pattern =
+      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/" + prefix + "-XXXXXX";
   if (::mkdtemp(pattern.data()) == nullptr) {
     throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
   }
@@ -122,8 +122,10 @@ Subprocess::Subprocess(std::vector<std::string> argv, Options options) : argv_(s
     throw std::runtime_error("Subprocess: cannot open stdin " + stdin_path + ": " +
                              std::strerror(errno));
   }
-  const int stdout_fd = ::open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  const int stderr_fd = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int stdout_fd =
+      ::open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int stderr_fd =
+      ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   int error_pipe[2] = {-1, -1};
   if (stdout_fd < 0 || stderr_fd < 0 || ::pipe2(error_pipe, O_CLOEXEC) != 0) {
     const std::string reason = std::strerror(errno);

@@ -17,9 +17,10 @@ namespace agentwire::testing {
 /// or `stdin_file` is given.
 ///
 /// The child leads its own process group; Kill() and the destructor kill the whole group, so
-/// `sh -c "..."` leaves nothing behind. The child also gets SIGKILL when the thread that started it exits (PR_SET_PDEATHSIG), so a crashed
-/// or aborted test never leaves a broker running; start long-lived children from the test's main
-/// thread (or SetUpTestSuite), not from a short-lived std::thread.
+/// `sh -c "..."` leaves nothing behind. The child also gets SIGKILL when the thread that started it
+/// exits (PR_SET_PDEATHSIG), so a crashed or aborted test never leaves a broker running; start
+/// long-lived children from the test's main thread (or SetUpTestSuite), not from a short-lived
+/// std::thread.
 ///
 /// Not thread-safe: use one Subprocess from one thread at a time.
 class Subprocess final {
@@ -96,7 +97,8 @@ struct RunResult {
 };
 
 /// Starts `argv`, waits up to `timeout` for it to end (SIGKILL after that) and returns its
-/// output.
+/// output. Inside a TEST/TEST_F body gtest's Test::Run() hides this name: call it as
+/// agentwire::testing::Run(...).
 RunResult Run(std::vector<std::string> argv, Subprocess::Options options,
               std::chrono::milliseconds timeout);
 RunResult Run(std::vector<std::string> argv, std::chrono::milliseconds timeout);
