@@ -231,7 +231,8 @@ TEST(BrokerCliStandalone, BadFlagsExitTwoWithOneLine) {
     EXPECT_EQ(*result.exit_code, kExitConfig) << result.stderr_text;
     EXPECT_NE(result.stderr_text.find(c.mentions), std::string::npos) << result.stderr_text;
     EXPECT_EQ(std::count(result.stderr_text.begin(), result.stderr_text.end(), '\n'), 1)
-        << "one clear line:\n" << result.stderr_text;
+        << "one clear line:\n"
+        << result.stderr_text;
     EXPECT_EQ(result.stdout_text, "") << "no bootstrap list when nothing started";
   }
 }

@@ -1,10 +1,10 @@
-#include <CLI/CLI.hpp>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <initializer_list>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,9 +60,9 @@ TEST(KafkaOptions, RejectsBrokersWithoutPort) {
 
 TEST(KafkaOptions, RejectsBadTopicNames) {
   const std::string too_long(250, 'a');
-  for (const std::string& topic : {std::string(), std::string("has space"), std::string("a/b"),
-                                  std::string("ünï"), std::string("."), std::string(".."),
-                                  too_long}) {
+  for (const std::string& topic :
+       {std::string(), std::string("has space"), std::string("a/b"), std::string("ünï"),
+        std::string("."), std::string(".."), too_long}) {
     KafkaOptions options;
     options.topic = topic;
     const auto message = ConfigErrorOf([&] { options.Validate(); });
@@ -117,8 +117,8 @@ TEST(ParseTopicSpec, ParsesNameAndPartitions) {
 }
 
 TEST(ParseTopicSpec, RejectsBadSpecs) {
-  for (const char* text : {"bad:0", "bad:-1", "bad:x", "bad:", "bad:3x", ":3", "bad name:3",
-                           "bad:10001"}) {
+  for (const char* text :
+       {"bad:0", "bad:-1", "bad:x", "bad:", "bad:3x", ":3", "bad name:3", "bad:10001"}) {
     const auto message = ConfigErrorOf([&] { (void)kafka::ParseTopicSpec(text); });
     EXPECT_TRUE(Contains(message, "--topic")) << text << ": " << message;
   }
@@ -147,14 +147,12 @@ TEST(ParseProperties, RejectsEntriesWithoutKeyOrEquals) {
 }
 
 TEST(MakeConf, AcceptsKnownProperties) {
-  EXPECT_NO_THROW((void)kafka::MakeConf({{"bootstrap.servers", "127.0.0.1:1"},
-                                         {"linger.ms", "5"},
-                                         {"enable.idempotence", "true"}}));
+  EXPECT_NO_THROW((void)kafka::MakeConf(
+      {{"bootstrap.servers", "127.0.0.1:1"}, {"linger.ms", "5"}, {"enable.idempotence", "true"}}));
 }
 
 TEST(MakeConf, UnknownKeyNamesTheKey) {
-  const auto message =
-      ConfigErrorOf([] { (void)kafka::MakeConf({{"no.such.property", "1"}}); });
+  const auto message = ConfigErrorOf([] { (void)kafka::MakeConf({{"no.such.property", "1"}}); });
   EXPECT_TRUE(Contains(message, "no.such.property")) << message;
 }
 
@@ -194,19 +192,18 @@ TEST(LogRender, TextIsKeyValue) {
 }
 
 TEST(LogRender, JsonParsesWithFixedFieldNames) {
-  const std::string payload = log::Render(
-      log::Format::kJson, "event \"published\"\n",
-      {{"topic", "agent.lifecycle.v1"},
-       {"partition", int32_t{3}},
-       {"offset", int64_t{42}},
-       {"user", "alice"},
-       {"session", "s-1"},
-       {"run", "r-1"},
-       {"event_id", "01JD"},
-       {"error", "quote \" backslash \\ tab \t"},
-       {"count", uint64_t{7}},
-       {"ratio", 0.5},
-       {"ok", true}});
+  const std::string payload = log::Render(log::Format::kJson, "event \"published\"\n",
+                                          {{"topic", "agent.lifecycle.v1"},
+                                           {"partition", int32_t{3}},
+                                           {"offset", int64_t{42}},
+                                           {"user", "alice"},
+                                           {"session", "s-1"},
+                                           {"run", "r-1"},
+                                           {"event_id", "01JD"},
+                                           {"error", "quote \" backslash \\ tab \t"},
+                                           {"count", uint64_t{7}},
+                                           {"ratio", 0.5},
+                                           {"ok", true}});
   // Setup() wraps the payload as {"ts":...,"level":...,<payload>}.
   const std::string line = R"({"ts":"2026-11-22T10:00:00.123Z","level":"info",)" + payload + "}";
   nlohmann::json object;

@@ -1,17 +1,17 @@
+#include "agentwire/schemas/event_json.hpp"
+
 #include <google/protobuf/util/message_differencer.h>
 #include <google/protobuf/util/time_util.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "agentwire/schemas/event_json.hpp"
 
 namespace agentwire::schemas {
 namespace {
@@ -125,8 +125,8 @@ TEST(EventJson, JsonShapeUsesSnakeCaseTypeAndNumbers) {
         EXPECT_FALSE(object.contains(std::string(other)));
       }
     }
-    for (const char* name : {"event_id", "user_id", "thread_id", "run_id", "run_seq",
-                             "emitted_at", "agent_name", "trace_id", "attributes"}) {
+    for (const char* name : {"event_id", "user_id", "thread_id", "run_id", "run_seq", "emitted_at",
+                             "agent_name", "trace_id", "attributes"}) {
       EXPECT_TRUE(object.contains(name)) << name;
     }
     EXPECT_FALSE(object.contains("userId"));
@@ -239,9 +239,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadJsonCase{"NegativeRunSeq",
                     R"({"type":"agent_thinking","user_id":"u","run_id":"r","run_seq":-1})",
                     "run_seq"},
-        BadJsonCase{"BadTimestamp",
-                    R"({"type":"agent_thinking","user_id":"u","run_id":"r","emitted_at":"yesterday"})",
-                    "emitted_at"},
+        BadJsonCase{
+            "BadTimestamp",
+            R"({"type":"agent_thinking","user_id":"u","run_id":"r","emitted_at":"yesterday"})",
+            "emitted_at"},
         BadJsonCase{"MissingType", R"({"user_id":"u","run_id":"r"})", "missing \"type\""}),
     [](const ::testing::TestParamInfo<BadJsonCase>& info) { return info.param.name; });
 
@@ -344,7 +345,8 @@ TEST(EventId, UniqueAcrossThreads) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&per_thread, t] {
-      for (int i = 0; i < kPerThread; ++i) per_thread[static_cast<size_t>(t)].push_back(NewEventId());
+      for (int i = 0; i < kPerThread; ++i)
+        per_thread[static_cast<size_t>(t)].push_back(NewEventId());
     });
   }
   for (auto& thread : threads) thread.join();

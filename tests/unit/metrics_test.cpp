@@ -1,3 +1,5 @@
+#include "agentwire/core/metrics.hpp"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -6,8 +8,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "agentwire/core/metrics.hpp"
 
 namespace agentwire::metrics {
 namespace {
@@ -26,7 +26,8 @@ void ExpectValidExposition(const std::string& text) {
   ASSERT_FALSE(text.empty());
   EXPECT_EQ(text.back(), '\n') << "the exposition ends with a newline";
   const std::regex help(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .*)");
-  const std::regex type(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
+  const std::regex type(
+      R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
   const std::regex sample(
       R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*")"
       R"((,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*")*\})? )"
@@ -60,11 +61,13 @@ void ExpectValidExposition(const std::string& text) {
 
 TEST(Metrics, RendersCountersAndGaugesWithHelpAndType) {
   Registry registry;
-  registry.GetCounter("agentwire_events_published_total", "Events acknowledged by Kafka",
-                      {{"topic", "agent.lifecycle.v1"}})
+  registry
+      .GetCounter("agentwire_events_published_total", "Events acknowledged by Kafka",
+                  {{"topic", "agent.lifecycle.v1"}})
       .Inc(3);
-  registry.GetCounter("agentwire_events_published_total", "Events acknowledged by Kafka",
-                      {{"topic", "other"}})
+  registry
+      .GetCounter("agentwire_events_published_total", "Events acknowledged by Kafka",
+                  {{"topic", "other"}})
       .Inc();
   auto& sessions = registry.GetGauge("agentwire_sessions", "Open WebSocket sessions");
   sessions.Set(5);
@@ -82,8 +85,7 @@ TEST(Metrics, RendersCountersAndGaugesWithHelpAndType) {
       << text;
   EXPECT_NE(text.find("agentwire_events_published_total{topic=\"other\"} 1\n"), std::string::npos)
       << text;
-  EXPECT_NE(text.find("# TYPE agentwire_sessions gauge\nagentwire_sessions 3\n"),
-            std::string::npos)
+  EXPECT_NE(text.find("# TYPE agentwire_sessions gauge\nagentwire_sessions 3\n"), std::string::npos)
       << text;
   EXPECT_NE(text.find("agentwire_lag_ratio 0.25\n"), std::string::npos) << text;
 }

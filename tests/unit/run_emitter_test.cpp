@@ -1,3 +1,5 @@
+#include "agentwire/producers/run_emitter.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "agentwire/producers/event_sink.hpp"
-#include "agentwire/producers/run_emitter.hpp"
 #include "agentwire/producers/simulator.hpp"
 #include "agentwire/schemas/event_json.hpp"
 
@@ -209,10 +210,9 @@ TEST(RunEmitter, ForwardsDeliveryReports) {
   RecordingSink sink;
   std::vector<std::string> delivered;
   {
-    RunEmitter run(sink, Alice(), kNoWait,
-                   [&delivered](const DeliveryReport& report) {
-                     delivered.push_back(report.event_id);
-                   });
+    RunEmitter run(sink, Alice(), kNoWait, [&delivered](const DeliveryReport& report) {
+      delivered.push_back(report.event_id);
+    });
     run.Started("q");
     run.Completed("done");
   }
