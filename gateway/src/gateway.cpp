@@ -83,8 +83,10 @@ class Gateway::Impl {
   void Drain() {
     if (!context_ || drained_) return;
     drained_ = true;
+    // The listener stays open until the sessions are gone: while draining, /readyz must answer
+    // 503 (the contract; probes and load balancers read it) and new upgrades get a 503
+    // "draining" body, which a closed listening socket (connection refused) could not say.
     context_->draining.store(true);
-    listener_->Stop();
     auto sessions = context_->Sessions();
     log::Info("draining", {{"count", static_cast<uint64_t>(sessions.size())},
                            {"grace_ms", static_cast<int64_t>(config_.drain_grace.count())}});
@@ -98,6 +100,7 @@ class Gateway::Impl {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     log::Info("drained", {{"count", static_cast<uint64_t>(context_->SessionCount())}});
+    listener_->Stop();
     Stop();
   }
 
