@@ -99,7 +99,17 @@ Subprocess::Subprocess(std::vector<std::string> argv, Options options) : argv_(s
   directory_ = MakeTempDirectory("agentwire-subprocess");
   stdout_path_ = directory_ + "/stdout";
   stderr_path_ = directory_ + "/stderr";
+  try {
+    Start(options);
+  } catch (...) {
+    // The destructor does not run for a constructor that throws.
+    std::error_code ignored;
+    std::filesystem::remove_all(directory_, ignored);
+    throw;
+  }
+}
 
+void Subprocess::Start(const Options& options) {
   std::string stdin_path = "/dev/null";
   if (options.stdin_text) {
     stdin_path = directory_ + "/stdin";
@@ -184,7 +194,6 @@ Subprocess::Subprocess(std::vector<std::string> argv, Options options) : argv_(s
   ::close(error_pipe[0]);
   if (n == static_cast<ssize_t>(sizeof(child_errno))) {
     Wait(std::chrono::seconds(5));
-    std::filesystem::remove_all(directory_);
     throw std::runtime_error("Subprocess: cannot start " + program + ": " +
                              std::strerror(child_errno));
   }

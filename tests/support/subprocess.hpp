@@ -77,6 +77,7 @@ class Subprocess final {
   std::string Describe() const;
 
  private:
+  void Start(const Options& options);
   bool WaitForText(const std::string& path, const std::string& needle,
                    std::chrono::milliseconds timeout);
 
