@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/kafka_config.hpp"
 #include "agentwire/producers/murmur2.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "replay_internal.hpp"
@@ -442,6 +443,31 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
     if (refill(lane)) heap.push(head_of(index));
   }
   return !stop.stop_requested();
+}
+
+int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic,
+                                std::string_view flag, std::chrono::milliseconds timeout) {
+  const rd_kafka_metadata_t* raw = nullptr;
+  const auto err = rd_kafka_metadata(client, /*all_topics=*/1, nullptr, &raw,
+                                     static_cast<int>(timeout.count()));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    throw KafkaError(fmt::format("cluster metadata: {}. Hint: check --brokers / "
+                                 "AGENTWIRE_BROKERS and that the cluster is up",
+                                 kafka::ErrorText(err)),
+                     /*retryable=*/true);
+  }
+  kafka::MetadataPtr metadata(raw);
+  for (int i = 0; i < metadata->topic_cnt; ++i) {
+    const auto& t = metadata->topics[i];
+    if (topic != t.topic) continue;
+    if (t.err != RD_KAFKA_RESP_ERR_NO_ERROR || t.partition_cnt == 0) {
+      throw KafkaError(fmt::format("{} {}: {}", flag, topic, kafka::ErrorText(t.err)),
+                       /*retryable=*/true);
+    }
+    return t.partition_cnt;
+  }
+  throw ConfigError(fmt::format("{} {}: no such topic on the cluster ({})", flag, topic,
+                                metadata->orig_broker_name));
 }
 
 void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "agentwire/consumers/replay.hpp"
+#include "agentwire/core/kafka_handles.hpp"
 
 namespace agentwire::consumers::replay {
 
@@ -120,6 +121,14 @@ std::unique_ptr<Source> MakeKafkaSource(const ReplayConfig& config, Progress& pr
                                         Console& console);
 std::unique_ptr<Source> MakePostgresSource(const ReplayConfig& config, Progress& progress,
                                            Console& console);
+
+/// The partition count of `topic`, asking for the whole cluster's metadata rather than the
+/// topic's: a request naming a missing topic makes brokers with auto.create.topics.enable (and
+/// the embedded Kafka) create it, and a typo in --topic or --republish-to must not create
+/// topics. Throws ConfigError naming `flag` when the topic does not exist, KafkaError when the
+/// cluster does not answer.
+int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic,
+                                std::string_view flag, std::chrono::milliseconds timeout);
 
 /// Checks a --from-cursor against what the source knows about the topic: throws ConfigError
 /// when it was issued for another partition layout or belongs to another user's partition.

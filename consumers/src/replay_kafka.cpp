@@ -216,12 +216,8 @@ class KafkaSource final : public Source {
   void Open() override {
     client_ = kafka::MakeClient(RD_KAFKA_CONSUMER,
                                 kafka::MakeConf(ReaderProperties(config_, 64, false)));
-    try {
-      partition_count_ = kafka::PartitionCount(client_.get(), config_.topic, kMetadataTimeout);
-    } catch (const KafkaError& e) {
-      if (e.IsRetryable()) throw;
-      throw ConfigError(fmt::format("--topic {}: {}", config_.topic, e.what()));
-    }
+    partition_count_ =
+        ExistingTopicPartitions(client_.get(), config_.topic, "--topic", kMetadataTimeout);
     CheckCursorAgainstTopic(config_, partition_count_);
     // The prefetch limit depends on how many partitions are read: rebuild with the real count.
     PlanPartitions();

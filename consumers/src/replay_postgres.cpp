@@ -175,7 +175,8 @@ class PostgresSource final : public Source {
       properties["client.id"] = "agentwire-replay-metadata";
       auto client =
           kafka::MakeClient(RD_KAFKA_PRODUCER, kafka::MakeConf(properties));
-      return kafka::PartitionCount(client.get(), config_.topic, std::chrono::seconds(3));
+      return ExistingTopicPartitions(client.get(), config_.topic, "--topic",
+                                     std::chrono::seconds(3));
     } catch (const std::exception&) {
       return 0;
     }

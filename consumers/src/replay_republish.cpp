@@ -30,12 +30,8 @@ class Republisher::Impl {
     rd_kafka_conf_set_opaque(conf.get(), this);
     rd_kafka_conf_set_dr_msg_cb(conf.get(), &Impl::OnDelivery);
     producer_ = kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
-    try {
-      (void)kafka::PartitionCount(producer_.get(), topic_, std::chrono::seconds(10));
-    } catch (const KafkaError& e) {
-      if (e.IsRetryable()) throw;
-      throw ConfigError(fmt::format("--republish-to {}: {}", topic_, e.what()));
-    }
+    (void)ExistingTopicPartitions(producer_.get(), topic_, "--republish-to",
+                                  std::chrono::seconds(10));
     next_send_ = std::chrono::steady_clock::now();
   }
 
