@@ -5,7 +5,6 @@
 
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "agentwire/gateway/auth.hpp"
@@ -60,7 +59,8 @@ bool OpensStream(const WsClient::Options& options) {
   WsClient client;
   const auto handshake = client.Connect(options);
   if (handshake.status != 101) return false;
-  auto frames = ReadUntil(client, [](const auto& f) { return !f.empty(); }, 10s);
+  auto frames = ReadUntil(
+      client, [](const auto& f) { return !f.empty(); }, 10s);
   client.Close();
   return !frames.empty() && frames[0].type == "ready";
 }
@@ -120,9 +120,12 @@ TEST_F(GatewayAuthTest, BadTokensGet401WithJsonReasonBeforeTheUpgrade) {
        HandMadeHs256(hs256, TestClaims("alice", 600, kIssuer, kAudience),
                      "another-secret-of-sufficient-length-0123456789"),
        "token_signature"},
-      {"alg none", UnsignedToken({{"alg", "none"}, {"typ", "JWT"}}, TestClaims("alice", 600, kIssuer, kAudience)),
+      {"alg none",
+       UnsignedToken({{"alg", "none"}, {"typ", "JWT"}},
+                     TestClaims("alice", 600, kIssuer, kAudience)),
        "token_algorithm"},
-      {"alg None (case)", UnsignedToken({{"alg", "None"}}, TestClaims("alice", 600, kIssuer, kAudience)),
+      {"alg None (case)",
+       UnsignedToken({{"alg", "None"}}, TestClaims("alice", 600, kIssuer, kAudience)),
        "token_algorithm"},
       {"wrong aud", gateway::MintHs256Token(kTestJwtSecret, "alice", 1h, kIssuer, "someone-else"),
        "token_audience"},
@@ -162,7 +165,8 @@ TEST_F(GatewayAuthTest, PublicKeyUsedAsHmacSecretIsRefused) {
   const auto claims = TestClaims("alice");
 
   // The control: a real RS256 token of that key opens a stream.
-  EXPECT_TRUE(OpensStream(UpgradeOptions(port, rsa_->SignRs256({{"kid", "rsa-1"}}, claims), Via::kHeader)));
+  EXPECT_TRUE(
+      OpensStream(UpgradeOptions(port, rsa_->SignRs256({{"kid", "rsa-1"}}, claims), Via::kHeader)));
   EXPECT_TRUE(OpensStream(UpgradeOptions(port, rsa_->SignRs256({}, claims), Via::kQuery)));
 
   const std::vector<std::pair<std::string, std::string>> keys = {
@@ -171,8 +175,8 @@ TEST_F(GatewayAuthTest, PublicKeyUsedAsHmacSecretIsRefused) {
       {"public key JWK JSON without kid", rsa_->Jwk().dump()},
   };
   for (const auto& [what, key] : keys) {
-    for (const json& header : {json{{"alg", "HS256"}, {"typ", "JWT"}},
-                                json{{"alg", "HS256"}, {"kid", "rsa-1"}}}) {
+    for (const json& header :
+         {json{{"alg", "HS256"}, {"typ", "JWT"}}, json{{"alg", "HS256"}, {"kid", "rsa-1"}}}) {
       const auto token = HandMadeHs256(header, claims, key);
       WsClient client;
       ExpectRefused(client.Connect(UpgradeOptions(port, token, Via::kHeader)), 401,
@@ -195,14 +199,16 @@ TEST_F(GatewayAuthTest, TokenInHeaderOrQueryBothWork) {
     SCOPED_TRACE(via == Via::kHeader ? "header" : "query");
     WsClient client;
     ASSERT_EQ(client.Connect(UpgradeOptions(port, token, via)).status, 101);
-    auto ready = ReadUntil(client, [](const auto& f) { return !f.empty(); }, 10s);
+    auto ready = ReadUntil(
+        client, [](const auto& f) { return !f.empty(); }, 10s);
     ASSERT_EQ(ready.size(), 1U);
     EXPECT_EQ(ready[0].type, "ready");
     // The stream is the token's subject's: bob's event arrives, carol's does not.
     harness_->Publish("carol", "r", 1);
     const auto id = harness_->Publish("bob", "r", 1);
     harness_->Flush();
-    auto frames = ReadUntil(client, [](const auto& f) { return !f.empty(); }, 10s);
+    auto frames = ReadUntil(
+        client, [](const auto& f) { return !f.empty(); }, 10s);
     ASSERT_EQ(frames.size(), 1U);
     EXPECT_EQ(frames[0].event_id, id);
     EXPECT_EQ(frames[0].user_id, "bob");
@@ -237,7 +243,8 @@ TEST_F(GatewayAuthTest, OriginAllowlist) {
                 "token_invalid", "", "no origin, bad token");
   // An allowed Origin does not excuse a bad token.
   WsClient allowed_origin_no_token;
-  ExpectRefused(allowed_origin_no_token.Connect(UpgradeOptions(port, "", Via::kHeader, "https://chat.example")),
+  ExpectRefused(allowed_origin_no_token.Connect(
+                    UpgradeOptions(port, "", Via::kHeader, "https://chat.example")),
                 401, "token_missing", "", "allowed origin, no token");
 }
 
@@ -254,8 +261,9 @@ TEST(GatewayAuthLogs, TokensNeverAppearInLogs) {
   options.unset_env = {"AGENTWIRE_BROKERS", "AGENTWIRE_JWT_SECRET", "AGENTWIRE_LOG_FORMAT", "PORT"};
   Subprocess gateway_process(
       {AgentwireBinary(), "gateway", "--brokers", ReadFirstLine(bootstrap_file), "--port", "0",
-       "--port-file", port_file, "--jwt-secret", secret, "--allowed-origins", "https://chat.example",
-       "--log-format", "json", "--log-level", "debug", "--drain-grace", "2s"},
+       "--port-file", port_file, "--jwt-secret", secret, "--allowed-origins",
+       "https://chat.example", "--log-format", "json", "--log-level", "debug", "--drain-grace",
+       "2s"},
       options);
   ASSERT_TRUE(WaitForFile(port_file, 30s)) << gateway_process.Describe();
   const auto port = static_cast<uint16_t>(std::stoi(ReadFirstLine(port_file)));
@@ -271,7 +279,8 @@ TEST(GatewayAuthLogs, TokensNeverAppearInLogs) {
       UnsignedToken({{"alg", "none"}}, TestClaims("erin")),
       gateway::MintHs256Token(secret, "frank", 1h),
   };
-  auto upgrade = [&](const std::string& target, const std::string& bearer, const std::string& origin) {
+  auto upgrade = [&](const std::string& target, const std::string& bearer,
+                     const std::string& origin) {
     WsClient client;
     WsClient::Options options;
     options.port = port;
@@ -279,12 +288,16 @@ TEST(GatewayAuthLogs, TokensNeverAppearInLogs) {
     options.bearer = bearer;
     options.origin = origin;
     const auto result = client.Connect(options);
-    if (result.status == 101) ReadUntil(client, [](const auto& f) { return !f.empty(); }, 10s);
+    if (result.status == 101)
+      ReadUntil(
+          client, [](const auto& f) { return !f.empty(); }, 10s);
     return result.status;
   };
   // Accepted, with the token in the query (and extra parameters around it).
   EXPECT_EQ(upgrade("/v1/events?access_token=" + tokens[0], "", ""), 101);
-  EXPECT_EQ(upgrade("/v1/events?run_id=r1&access_token=" + tokens[0] + "&thread_id=t", "", "https://chat.example"), 101);
+  EXPECT_EQ(upgrade("/v1/events?run_id=r1&access_token=" + tokens[0] + "&thread_id=t", "",
+                    "https://chat.example"),
+            101);
   // Refused for the token itself, in the query and in the header.
   EXPECT_EQ(upgrade("/v1/events?access_token=" + tokens[1], "", ""), 401);
   EXPECT_EQ(upgrade("/v1/events?access_token=" + tokens[2], "", ""), 401);

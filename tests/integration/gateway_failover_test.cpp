@@ -116,7 +116,8 @@ struct ClientLog {
   /// Reads until `count` events in total, the connection closes, or `timeout`.
   void ReadEvents(WsClient& client, size_t count, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (events.size() < count && !client.Closed() && std::chrono::steady_clock::now() < deadline) {
+    while (events.size() < count && !client.Closed() &&
+           std::chrono::steady_clock::now() < deadline) {
       auto text = client.Read(200ms);
       if (!text) continue;
       if (auto frame = ParseFrame(*text)) Take(*frame);
@@ -154,24 +155,27 @@ class GatewayFailoverTest : public ::testing::Test {
     std::filesystem::remove(port_file);
     Replica replica;
     Subprocess::Options options;
-    options.unset_env = {"AGENTWIRE_BROKERS", "AGENTWIRE_JWT_SECRET", "PORT", "AGENTWIRE_DRAIN_GRACE"};
+    options.unset_env = {"AGENTWIRE_BROKERS", "AGENTWIRE_JWT_SECRET", "PORT",
+                         "AGENTWIRE_DRAIN_GRACE"};
     replica.process = std::make_unique<Subprocess>(
-        std::vector<std::string>{AgentwireBinary(), "gateway", "--brokers", bootstrap_, "--port", "0",
-                                 "--port-file", port_file, "--jwt-secret", kTestJwtSecret,
+        std::vector<std::string>{AgentwireBinary(), "gateway", "--brokers", bootstrap_, "--port",
+                                 "0", "--port-file", port_file, "--jwt-secret", kTestJwtSecret,
                                  "--threads", "2", "--drain-grace",
                                  std::to_string(kDrainGrace.count()) + "s"},
         options);
     EXPECT_TRUE(WaitForFile(port_file, 30s)) << replica.process->Describe();
     replica.port = static_cast<uint16_t>(std::stoi(ReadFirstLine(port_file)));
     const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (HttpGet(replica.port, "/readyz").status != 200 && std::chrono::steady_clock::now() < deadline) {
+    while (HttpGet(replica.port, "/readyz").status != 200 &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(50ms);
     }
     EXPECT_EQ(HttpGet(replica.port, "/readyz").status, 200) << replica.process->Describe();
     return replica;
   }
 
-  static WsClient::Options Options(uint16_t port, const std::string& user, const std::string& cursor) {
+  static WsClient::Options Options(uint16_t port, const std::string& user,
+                                   const std::string& cursor) {
     WsClient::Options options;
     options.port = port;
     options.target = "/v1/events?cursor=" + (cursor.empty() ? std::string("earliest") : cursor);

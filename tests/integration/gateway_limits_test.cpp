@@ -2,7 +2,10 @@
 // with 1013 (and loses nothing when it resumes), oversized inbound frames close with 1009,
 // garbage bytes only cost their own connection, the per-user cap answers 429, non-GET 405.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -11,15 +14,10 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <sys/socket.h>
-#include <sys/time.h>
-
-#include <atomic>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "support/gateway_harness.hpp"
 
@@ -92,13 +90,17 @@ TEST(GatewayLimits, StalledClientIsClosedWith1013OthersUnaffectedAndItResumesLos
 
   WsClient fast;
   ASSERT_EQ(fast.Connect(harness.ClientOptions(user)).status, 101);
-  ASSERT_EQ(ReadUntil(fast, [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
+  ASSERT_EQ(ReadUntil(
+                fast, [](const auto& f) { return !f.empty(); }, 10s)
+                .size(),
+            1U);
   // The stalled client: a tiny receive window, reads its `ready`, then never reads again.
   WsClient stalled;
   auto stalled_options = harness.ClientOptions(user);
   stalled_options.receive_buffer_bytes = 4096;
   ASSERT_EQ(stalled.Connect(stalled_options).status, 101);
-  auto stalled_ready = ReadUntil(stalled, [](const auto& f) { return !f.empty(); }, 10s);
+  auto stalled_ready = ReadUntil(
+      stalled, [](const auto& f) { return !f.empty(); }, 10s);
   ASSERT_EQ(stalled_ready.size(), 1U);
   ASSERT_EQ(stalled_ready[0].type, "ready");
 
@@ -134,7 +136,8 @@ TEST(GatewayLimits, StalledClientIsClosedWith1013OthersUnaffectedAndItResumesLos
   });
   std::vector<std::string> fast_received;
   std::thread fast_reader([&] {
-    auto frames = ReadUntil(fast, [&](const auto& f) { return f.size() >= static_cast<size_t>(kTotal); }, 60s);
+    auto frames = ReadUntil(
+        fast, [&](const auto& f) { return f.size() >= static_cast<size_t>(kTotal); }, 60s);
     for (const auto& f : frames) {
       if (f.type == "event") fast_received.push_back(f.event_id);
     }
@@ -144,7 +147,8 @@ TEST(GatewayLimits, StalledClientIsClosedWith1013OthersUnaffectedAndItResumesLos
   // the events, then the close frame with 1013.
   const std::string slow_series = "agentwire_gateway_slow_client_closes_total";
   const auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (MetricValue(harness.Port(), slow_series) < 1 && std::chrono::steady_clock::now() < deadline) {
+  while (MetricValue(harness.Port(), slow_series) < 1 &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(20ms);
   }
   EXPECT_GE(MetricValue(harness.Port(), slow_series), 1) << "the stalled client was never closed";
@@ -169,13 +173,15 @@ TEST(GatewayLimits, StalledClientIsClosedWith1013OthersUnaffectedAndItResumesLos
   publishing.join();
   fast_reader.join();
   ASSERT_EQ(published.size(), static_cast<size_t>(kTotal));
-  EXPECT_EQ(fast_received, published) << "the healthy client of the same user lost or reordered events";
+  EXPECT_EQ(fast_received, published)
+      << "the healthy client of the same user lost or reordered events";
   EXPECT_FALSE(fast.Closed());
 
   // The stalled client resumes with its last cursor: everything after it, exactly once.
   WsClient resumed;
   ASSERT_EQ(resumed.Connect(harness.ClientOptions(user, "cursor=" + cursor)).status, 101);
-  auto frames = ReadUntil(resumed, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
+  auto frames = ReadUntil(
+      resumed, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
   ASSERT_FALSE(frames.empty());
   EXPECT_EQ(frames.back().type, "ready");
   for (const auto& f : frames) {
@@ -189,7 +195,10 @@ TEST(GatewayLimits, OversizedInboundFrameClosesWith1009) {
   harness.StartGateway();  // default limit 64 KiB
   WsClient client;
   ASSERT_EQ(client.Connect(harness.ClientOptions("big-sender")).status, 101);
-  ASSERT_EQ(ReadUntil(client, [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
+  ASSERT_EQ(ReadUntil(
+                client, [](const auto& f) { return !f.empty(); }, 10s)
+                .size(),
+            1U);
   client.Send(std::string(60 * 1024, 'a'));  // under the limit: ignored, connection stays
   client.Send(std::string(100 * 1024, 'b'));
   const auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -198,10 +207,14 @@ TEST(GatewayLimits, OversizedInboundFrameClosesWith1009) {
   EXPECT_EQ(client.CloseCode(), 1009);
 
   // A smaller configured limit applies too.
-  harness.StartGateway([](gateway::GatewayConfig& config) { config.max_inbound_frame_bytes = 1024; });
+  harness.StartGateway(
+      [](gateway::GatewayConfig& config) { config.max_inbound_frame_bytes = 1024; });
   WsClient small;
   ASSERT_EQ(small.Connect(harness.ClientOptions("big-sender")).status, 101);
-  ASSERT_EQ(ReadUntil(small, [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
+  ASSERT_EQ(ReadUntil(
+                small, [](const auto& f) { return !f.empty(); }, 10s)
+                .size(),
+            1U);
   small.Send(std::string(2000, 'c'));
   const auto small_deadline = std::chrono::steady_clock::now() + 10s;
   while (!small.Closed() && std::chrono::steady_clock::now() < small_deadline) small.Read(1s);
@@ -216,7 +229,10 @@ TEST(GatewayLimits, GarbageBytesCloseOnlyTheirConnection) {
   // A live client that must not notice anything.
   WsClient bystander;
   ASSERT_EQ(bystander.Connect(harness.ClientOptions("bystander")).status, 101);
-  ASSERT_EQ(ReadUntil(bystander, [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
+  ASSERT_EQ(ReadUntil(
+                bystander, [](const auto& f) { return !f.empty(); }, 10s)
+                .size(),
+            1U);
 
   std::mt19937 rng(7);
   std::string garbage(8 * 1024, '\0');
@@ -235,10 +251,11 @@ TEST(GatewayLimits, GarbageBytesCloseOnlyTheirConnection) {
     // A valid upgrade followed by bytes that are not WebSocket frames (unmasked, reserved
     // opcodes): the protocol error closes this connection.
     RawSocket raw(port);
-    raw.Write("GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-              "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " +
-              harness.Token("garbler") + "\r\n\r\n");
+    raw.Write(
+        "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " +
+        harness.Token("garbler") + "\r\n\r\n");
     const auto head = raw.ReadUntil("\r\n\r\n");
     ASSERT_EQ(head.rfind("HTTP/1.1 101", 0), 0U) << head;
     raw.Write(garbage);
@@ -255,14 +272,19 @@ TEST(GatewayLimits, GarbageBytesCloseOnlyTheirConnection) {
   EXPECT_EQ(HttpGet(port, "/healthz").status, 200);
   WsClient fresh;
   ASSERT_EQ(fresh.Connect(harness.ClientOptions("fresh")).status, 101);
-  ASSERT_EQ(ReadUntil(fresh, [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
+  ASSERT_EQ(ReadUntil(
+                fresh, [](const auto& f) { return !f.empty(); }, 10s)
+                .size(),
+            1U);
   const auto fresh_id = harness.Publish("fresh", "r", 1);
   const auto bystander_id = harness.Publish("bystander", "r", 1);
   harness.Flush();
-  auto fresh_frames = ReadUntil(fresh, [](const auto& f) { return !f.empty(); }, 10s);
+  auto fresh_frames = ReadUntil(
+      fresh, [](const auto& f) { return !f.empty(); }, 10s);
   ASSERT_EQ(fresh_frames.size(), 1U);
   EXPECT_EQ(fresh_frames[0].event_id, fresh_id);
-  auto bystander_frames = ReadUntil(bystander, [](const auto& f) { return !f.empty(); }, 10s);
+  auto bystander_frames = ReadUntil(
+      bystander, [](const auto& f) { return !f.empty(); }, 10s);
   ASSERT_EQ(bystander_frames.size(), 1U);
   EXPECT_EQ(bystander_frames[0].event_id, bystander_id);
 }
@@ -274,7 +296,10 @@ TEST(GatewayLimits, PerUserConnectionCapAnswers429) {
   for (int i = 0; i < 2; ++i) {
     open.push_back(std::make_unique<WsClient>());
     ASSERT_EQ(open.back()->Connect(harness.ClientOptions("capped")).status, 101);
-    ASSERT_EQ(ReadUntil(*open.back(), [](const auto& f) { return !f.empty(); }, 10s).size(), 1U);
+    ASSERT_EQ(ReadUntil(
+                  *open.back(), [](const auto& f) { return !f.empty(); }, 10s)
+                  .size(),
+              1U);
   }
   WsClient third;
   const auto refused = third.Connect(harness.ClientOptions("capped"));

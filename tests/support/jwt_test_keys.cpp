@@ -76,8 +76,8 @@ std::string RsaTestKey::SignRs256(nlohmann::json header, const nlohmann::json& c
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   size_t size = 0;
   if (EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key_->pkey) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &size, reinterpret_cast<const unsigned char*>(input.data()),
-                     input.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &size,
+                     reinterpret_cast<const unsigned char*>(input.data()), input.size()) != 1) {
     throw std::runtime_error("RS256 signing failed");
   }
   std::string signature(size, '\0');

@@ -5,10 +5,9 @@
 // OpenSSL directly, independent of the gateway's verifier.
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 namespace agentwire::testing {
 
