@@ -140,15 +140,16 @@ class PublisherTest : public ::testing::Test {
     return config;
   }
 
-  // Publishes `events` in `slices` equal parts, calling `between(i)` before slice i and
-  // pausing `pause` after each, so faults land while batches are in flight.
+  using Between = std::function<void(int slice, EventPublisher& publisher)>;
+
+  // Publishes `events` in `slices` equal parts, calling `between(i, publisher)` before
+  // slice i and pausing `pause` after each, so faults land while batches are in flight.
   static void PublishInSlices(EventPublisher& publisher, const std::vector<v1::AgentEvent>& events,
-                              ReportCounter& counter, int slices,
-                              const std::function<void(int)>& between,
+                              ReportCounter& counter, int slices, const Between& between,
                               std::chrono::milliseconds pause) {
     const size_t per_slice = (events.size() + slices - 1) / slices;
     for (int slice = 0; slice < slices; ++slice) {
-      if (between) between(slice);
+      if (between) between(slice, publisher);
       const size_t end = std::min(events.size(), per_slice * (slice + 1));
       for (size_t i = per_slice * slice; i < end; ++i) {
         const auto status = publisher.Publish(events[i], counter.Callback(), 30s);
@@ -159,13 +160,22 @@ class PublisherTest : public ::testing::Test {
     }
   }
 
+  struct Outcome {
+    DeliveryAudit audit;
+    // Lost events whose delivery report was ok without an offset: librdkafka acked them
+    // implicitly because a later batch of the same partition succeeded.
+    size_t lost_implicitly_acked = 0;
+  };
+
   // Publishes, waits for every report, reads the topic back and audits it.
-  DeliveryAudit PublishAndAudit(const std::vector<v1::AgentEvent>& events, int slices,
-                                const std::function<void(int)>& between,
-                                std::chrono::milliseconds pause) {
+  Outcome PublishAndAudit(const std::vector<v1::AgentEvent>& events, int slices,
+                          const Between& between, std::chrono::milliseconds pause,
+                          const kafka::Properties& extra_properties = {}) {
     ReportCounter counter;
     {
-      EventPublisher publisher(Config());
+      auto config = Config();
+      for (const auto& [key, value] : extra_properties) config.client_properties[key] = value;
+      EventPublisher publisher(config);
       PublishInSlices(publisher, events, counter, slices, between, pause);
       EXPECT_EQ(publisher.Flush(60s), 0U) << "events still unreported after 60 s";
       const auto stats = publisher.Stats();
@@ -182,18 +192,21 @@ class PublisherTest : public ::testing::Test {
     const auto audit = AuditDelivery(ByUser(events), records, kPartitions);
     std::cout << "[ audit    ] " << audit.Summary() << "\n";
     RecordProperty("duplicated", static_cast<int>(audit.duplicated));
-    if (audit.lost > 0) ExplainLoss(events, records, counter);
+    Outcome outcome{audit, 0};
+    if (audit.lost > 0) outcome.lost_implicitly_acked = ExplainLoss(events, records, counter);
     for (const auto& [partition, low] : LowWatermarks(kafka_->BootstrapServers(), kTopic, 10s)) {
       EXPECT_EQ(low, 0) << "partition " << partition << " dropped data (5 MiB cap)";
     }
-    return audit;
+    return outcome;
   }
 
   // Where the missing events should be, and whether the broker holds them: tells a
-  // reader problem (high watermark counts them) from a producer one.
-  void ExplainLoss(const std::vector<v1::AgentEvent>& events,
-                   const std::vector<testing::ConsumedRecord>& records,
-                   const ReportCounter& counter) {
+  // reader problem (high watermark counts them) from a producer one. Returns how many of
+  // them were reported delivered without an offset (implicitly acked).
+  size_t ExplainLoss(const std::vector<v1::AgentEvent>& events,
+                     const std::vector<testing::ConsumedRecord>& records,
+                     const ReportCounter& counter) {
+    size_t implicitly_acked = 0;
     std::map<int32_t, size_t> read;
     for (const auto& record : records) ++read[record.partition];
     std::map<std::string, size_t> seen;
@@ -214,8 +227,9 @@ class PublisherTest : public ::testing::Test {
       if (seen.count(event.event_id()) == 0) {
         ++missing[producers::PartitionForKey(event.user_id(), kPartitions)];
         const auto [partition, offset] = counter.Where(event.event_id());
+        if (partition >= 0 && offset == RD_KAFKA_OFFSET_INVALID) ++implicitly_acked;
         const auto holder = at.find({partition, offset});
-        if (shown++ < 40) {
+        if (shown++ < 10) {
           std::cout << fmt::format(
               "[ loss     ] event #{} {} reported at {}/{}, which holds {}\n", i,
               event.user_id(), partition, offset,
@@ -231,19 +245,7 @@ class PublisherTest : public ::testing::Test {
       std::cout << fmt::format("[ loss     ] partition {}: low {} high {} read {} missing {}\n",
                                partition, w.low, w.high, read[partition], missing[partition]);
     }
-  }
-
-  // Leader changes on the embedded Kafka can store a batch whose response is then lost; its
-  // idempotence dedupe only works for transactional producers (DESIGN.md, "embedded Kafka"),
-  // so the retry is stored again. Real Kafka dedupes it. Nothing may be lost or reordered,
-  // and the duplicates are counted and reported (consumers dedupe by event_id).
-  static void ExpectNoLossInOrder(const DeliveryAudit& audit) {
-    EXPECT_EQ(audit.lost, 0U) << audit.Summary();
-    EXPECT_EQ(audit.reordered, 0U) << audit.Summary();
-    EXPECT_EQ(audit.users_in_multiple_partitions, 0U) << audit.Summary();
-    EXPECT_EQ(audit.wrong_partition, 0U) << audit.Summary();
-    ::testing::Test::RecordProperty("duplicated", static_cast<int>(audit.duplicated));
-    std::cout << "[ mock     ] duplicates from lost produce responses: " << audit.duplicated << "\n";
+    return implicitly_acked;
   }
 
   static void ExpectClean(const DeliveryAudit& audit, size_t expected) {
@@ -299,12 +301,22 @@ TEST_F(PublisherTest, HundredThousandEventsArriveOnceInOrderInTheJavaPartition) 
   }
 }
 
+void MoveAllLeaders(kafka::EmbeddedKafka& kafka, int shift) {
+  for (int p = 0; p < kPartitions; ++p) {
+    kafka.SetPartitionLeader(kTopic, p, (p + shift) % kBrokers + 1);
+  }
+}
+
+void SetAllRtt(kafka::EmbeddedKafka& kafka, int rtt_ms) {
+  for (int b = 1; b <= kBrokers; ++b) kafka.SetBrokerRtt(b, rtt_ms);
+}
+
 TEST_F(PublisherTest, ProduceErrorsNotLeaderAndRequestTimedOut) {
   // The broker answers these before appending anything, so a retry cannot duplicate.
   const auto events = MakeEvents(kUsers, kEvents);
-  const auto audit = PublishAndAudit(
+  const auto outcome = PublishAndAudit(
       events, kSlices,
-      [this](int slice) {
+      [this](int slice, EventPublisher&) {
         if (slice == 3 || slice == 10) {
           std::vector<rd_kafka_resp_err_t> errors;
           for (int i = 0; i < 15; ++i) {
@@ -315,60 +327,75 @@ TEST_F(PublisherTest, ProduceErrorsNotLeaderAndRequestTimedOut) {
         }
       },
       kPause);
-  ExpectClean(audit, events.size());
+  ExpectClean(outcome.audit, events.size());
 }
 
 TEST_F(PublisherTest, BrokerDownThenUp) {
+  // Requests to a down broker are refused before anything is stored.
   const auto events = MakeEvents(kUsers, kEvents);
-  const auto audit = PublishAndAudit(
+  const auto outcome = PublishAndAudit(
       events, kSlices,
-      [this](int slice) {
+      [this](int slice, EventPublisher&) {
         if (slice == 4) kafka_->SetBrokerDown(2);
         if (slice == 12) kafka_->SetBrokerUp(2);
       },
       kPause);
-  ExpectClean(audit, events.size());
+  ExpectClean(outcome.audit, events.size());
+}
+
+// The publisher follows its partitions to new leaders while it keeps publishing. On real
+// Kafka that is safe at any moment. The embedded Kafka lacks the broker-side sequence
+// checks that make it safe with batches in flight (see
+// LeaderChangeWithBatchesInFlightShowsTheMocksMissingSequenceChecks), so here each move
+// happens while nothing is in flight (a Flush before it) and the publisher learns the new
+// leaders from a metadata refresh (every 100 ms here, 5 min by default) before it sends
+// again. Even after a Flush, letting the first request hit the old leader is enough for
+// the mock to lose or reorder a batch in ~1 run of 5 on this machine.
+constexpr auto kLeaderRefreshWait = 500ms;
+kafka::Properties FastMetadataRefresh() { return {{"topic.metadata.refresh.interval.ms", "100"}}; }
+
+void MoveLeadersWhileIdle(kafka::EmbeddedKafka& kafka, EventPublisher& publisher, int shift) {
+  ASSERT_EQ(publisher.Flush(30s), 0U);
+  MoveAllLeaders(kafka, shift);
+  std::this_thread::sleep_for(kLeaderRefreshWait);
 }
 
 TEST_F(PublisherTest, LeaderChange) {
   const auto events = MakeEvents(kUsers, kEvents);
-  const auto audit = PublishAndAudit(
+  const auto outcome = PublishAndAudit(
       events, kSlices,
-      [this](int slice) {
-        if (slice == 5 || slice == 12) {
-          for (int p = 0; p < kPartitions; ++p) {
-            kafka_->SetPartitionLeader(kTopic, p, (p + slice) % kBrokers + 1);
-          }
-        }
+      [this](int slice, EventPublisher& publisher) {
+        if (slice == 5 || slice == 12) MoveLeadersWhileIdle(*kafka_, publisher, slice);
       },
-      kPause);
-  ExpectNoLossInOrder(audit);
+      kPause, FastMetadataRefresh());
+  ExpectClean(outcome.audit, events.size());
 }
 
 TEST_F(PublisherTest, AddedBrokerLatency) {
   const auto events = MakeEvents(kUsers, kEvents);
-  const auto audit = PublishAndAudit(
+  const auto outcome = PublishAndAudit(
       events, kSlices,
-      [this](int slice) {
-        if (slice == 3) {
-          for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 250);
-        }
-        if (slice == 14) {
-          for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 0);
-        }
+      [this](int slice, EventPublisher&) {
+        if (slice == 3) SetAllRtt(*kafka_, 250);
+        if (slice == 14) SetAllRtt(*kafka_, 0);
       },
       kPause);
-  ExpectClean(audit, events.size());
+  ExpectClean(outcome.audit, events.size());
 }
 
 TEST_F(PublisherTest, AllFaultsCombined) {
+  // Overlapping: latency with produce errors and a leader change, produce errors with a
+  // broker outage. Kept apart, because the embedded Kafka cannot keep the guarantee there
+  // (see the test below): a broker outage with delayed responses (a stored batch whose
+  // answer is lost is stored again; real Kafka dedupes it) and a leader change with
+  // batches in flight.
   const auto events = MakeEvents(kUsers, kEvents);
-  const auto audit = PublishAndAudit(
+  const auto outcome = PublishAndAudit(
       events, kSlices,
-      [this](int slice) {
+      [this](int slice, EventPublisher& publisher) {
         switch (slice) {
           case 2:
-            for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 100);
+            SetAllRtt(*kafka_, 100);
             break;
           case 4:
             kafka_->PushRequestErrors(
@@ -378,25 +405,68 @@ TEST_F(PublisherTest, AllFaultsCombined) {
                                  RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT});
             break;
           case 6:
-            for (int p = 0; p < kPartitions; ++p) {
-              kafka_->SetPartitionLeader(kTopic, p, (p + 1) % kBrokers + 1);
-            }
+            MoveLeadersWhileIdle(*kafka_, publisher, 1);
             break;
           case 8:
+            ASSERT_EQ(publisher.Flush(30s), 0U);
+            SetAllRtt(*kafka_, 0);
             kafka_->SetBrokerDown(3);
+            kafka_->PushRequestErrors(
+                kProduceApiKey, {RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                 RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION});
             break;
           case 13:
             kafka_->SetBrokerUp(3);
             break;
           case 15:
-            for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerRtt(b, 0);
+            SetAllRtt(*kafka_, 150);
+            break;
+          case 18:
+            SetAllRtt(*kafka_, 0);
             break;
           default:
             break;
         }
       },
+      kPause, FastMetadataRefresh());
+  ExpectClean(outcome.audit, events.size());
+}
+
+// The embedded Kafka (librdkafka 2.0.2's mock) checks producer sequence numbers only for
+// transactional producers. Real Kafka rejects a batch that skips ahead of the partition's
+// last stored sequence (OUT_OF_ORDER_SEQUENCE_NUMBER) and answers a re-sent stored batch
+// with DUPLICATE_SEQUENCE_NUMBER; librdkafka relies on both. Measured here (librdkafka
+// debug "eos,msg"): when a partition moves while one of its batches is being retried, the
+// new leader can receive the next batch first; the mock stores it, and librdkafka then
+// counts the skipped batch as "implicitly acked by subsequent batch success" (reported ok
+// with offset -1001) although it was never stored, or stores it later, out of order.
+//
+// So this test publishes with leader changes and a broker outage under delayed responses
+// while batches are in flight, prints the counts, and asserts what must hold even on the
+// mock: every event reported delivered, and every missing event is one of those implicit
+// acks (any other loss would be the publisher's).
+TEST_F(PublisherTest, LeaderChangeWithBatchesInFlightShowsTheMocksMissingSequenceChecks) {
+  const auto events = MakeEvents(kUsers, kEvents);
+  const auto outcome = PublishAndAudit(
+      events, kSlices,
+      [this](int slice, EventPublisher&) {
+        if (slice == 3 || slice == 7 || slice == 11) MoveAllLeaders(*kafka_, slice);
+        if (slice == 13) SetAllRtt(*kafka_, 150);
+        if (slice == 14) kafka_->SetBrokerDown(1);
+        if (slice == 16) kafka_->SetBrokerUp(1);
+        if (slice == 17) SetAllRtt(*kafka_, 0);
+      },
       kPause);
-  ExpectNoLossInOrder(audit);
+  const auto& audit = outcome.audit;
+  std::cout << fmt::format(
+      "[ mock     ] lost {} (of which implicitly acked {}), reordered {}, duplicated {}\n",
+      audit.lost, outcome.lost_implicitly_acked, audit.reordered, audit.duplicated);
+  RecordProperty("lost", static_cast<int>(audit.lost));
+  RecordProperty("reordered", static_cast<int>(audit.reordered));
+  EXPECT_EQ(audit.lost, outcome.lost_implicitly_acked) << audit.Summary();
+  EXPECT_EQ(audit.users_in_multiple_partitions, 0U) << audit.Summary();
+  EXPECT_EQ(audit.wrong_partition, 0U) << audit.Summary();
+  EXPECT_EQ(audit.unknown, 0U) << audit.Summary();
 }
 
 TEST_F(PublisherTest, FatalErrorRecreatesTheProducerWithoutLosingEvents) {
@@ -408,7 +478,7 @@ TEST_F(PublisherTest, FatalErrorRecreatesTheProducerWithoutLosingEvents) {
     EventPublisher publisher(Config());
     PublishInSlices(
         publisher, events, counter, 10,
-        [&publisher](int slice) {
+        [](int slice, EventPublisher& publisher) {
           if (slice == 5) publisher.InjectFatalErrorForTesting();
         },
         20ms);
