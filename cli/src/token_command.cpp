@@ -1,5 +1,4 @@
 #include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -39,8 +38,8 @@ CommandAction RegisterTokenCommand(CLI::App& app) {
     if (options->secret.empty()) {
       throw ConfigError("no secret: pass --secret or set AGENTWIRE_JWT_SECRET (the gateway's)");
     }
-    const auto ttl = std::chrono::duration_cast<std::chrono::seconds>(
-        ParseDuration(options->ttl, "--ttl"));
+    const auto ttl =
+        std::chrono::duration_cast<std::chrono::seconds>(ParseDuration(options->ttl, "--ttl"));
     // A year bounds the damage of a leaked dev token, and keeps exp far from overflow.
     if (ttl > std::chrono::hours(24 * 366)) throw ConfigError("--ttl: at most 8784h (a year)");
     std::cout << gateway::MintHs256Token(options->secret, options->user, ttl, options->issuer,

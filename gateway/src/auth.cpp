@@ -13,8 +13,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
-#include <nlohmann/json.hpp>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <vector>
@@ -34,7 +34,7 @@ namespace {
 
 constexpr size_t kMinSecretBytes = 32;
 // Far above any real token; bounds the work an unauthenticated request can cause.
-constexpr size_t kMaxTokenBytes = 16 * 1024;
+constexpr size_t kMaxTokenBytes = size_t{16} * 1024;
 // sub becomes the Kafka key and a log field: keep it short and printable.
 constexpr size_t kMaxSubjectBytes = 256;
 constexpr std::chrono::seconds kMaxLeeway{3600};
@@ -102,11 +102,11 @@ struct MdCtxDeleter {
 bool DigestVerifySha256(EVP_PKEY* key, std::string_view signing_input,
                         const unsigned char* signature, size_t signature_size) {
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
-  const bool ok =
-      ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) == 1 &&
-      EVP_DigestVerify(ctx.get(), signature, signature_size,
-                       reinterpret_cast<const unsigned char*>(signing_input.data()),
-                       signing_input.size()) == 1;
+  const bool ok = ctx &&
+                  EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) == 1 &&
+                  EVP_DigestVerify(ctx.get(), signature, signature_size,
+                                   reinterpret_cast<const unsigned char*>(signing_input.data()),
+                                   signing_input.size()) == 1;
   // Failed verifications leave entries in this thread's OpenSSL error queue.
   ERR_clear_error();
   return ok;
@@ -208,8 +208,8 @@ std::string PercentDecode(std::string_view text) {
 
 bool IsSecretName(std::string_view name) {
   const std::string lower = LowerCopy(PercentDecode(name));
-  for (const char* marker : {"token", "secret", "passw", "jwt", "auth", "key", "signature",
-                             "credential"}) {
+  for (const char* marker :
+       {"token", "secret", "passw", "jwt", "auth", "key", "signature", "credential"}) {
     if (lower.find(marker) != std::string::npos) return true;
   }
   return false;
@@ -340,15 +340,14 @@ AuthResult TokenVerifier::Verify(std::string_view token,
   }
 
   const size_t first_dot = token.find('.');
-  const size_t second_dot = first_dot == std::string_view::npos
-                                ? std::string_view::npos
-                                : token.find('.', first_dot + 1);
+  const size_t second_dot =
+      first_dot == std::string_view::npos ? std::string_view::npos : token.find('.', first_dot + 1);
   if (second_dot == std::string_view::npos ||
       token.find('.', second_dot + 1) != std::string_view::npos) {
     const auto dots = std::count(token.begin(), token.end(), '.');
     if (dots == 4) return Fail("token_invalid", "encrypted tokens (JWE) are not supported");
-    return Fail("token_invalid", fmt::format("malformed token: expected 3 dot-separated parts, got {}",
-                                             dots + 1));
+    return Fail("token_invalid",
+                fmt::format("malformed token: expected 3 dot-separated parts, got {}", dots + 1));
   }
   const std::string_view header_part = token.substr(0, first_dot);
   const std::string_view payload_part = token.substr(first_dot + 1, second_dot - first_dot - 1);
@@ -415,8 +414,7 @@ AuthResult TokenVerifier::Verify(std::string_view token,
         if (key.kid == kid) match = &key;
       }
       if (match == nullptr) {
-        return Fail("token_unknown_key",
-                    fmt::format("no JWKS key has kid \"{}\"", Printable(kid)));
+        return Fail("token_unknown_key", fmt::format("no JWKS key has kid \"{}\"", Printable(kid)));
       }
       if (match->type != wanted) {
         return Fail("token_algorithm",
@@ -457,8 +455,7 @@ AuthResult TokenVerifier::Verify(std::string_view token,
     return Fail("token_signature", fmt::format("the {} signature does not verify", AlgName(alg)));
   }
 
-  const double now_seconds =
-      std::chrono::duration<double>(now.time_since_epoch()).count();
+  const double now_seconds = std::chrono::duration<double>(now.time_since_epoch()).count();
   const auto leeway = static_cast<double>(config.leeway.count());
   std::optional<double> exp;
   std::optional<double> nbf;
@@ -540,7 +537,9 @@ std::string MintHs256Token(std::string_view secret, std::string_view user, std::
         "(e.g. openssl rand -hex 32)",
         secret.size(), kMinSecretBytes));
   }
-  if (ttl < std::chrono::seconds(1)) throw ConfigError("token: the ttl (--ttl) must be at least 1s");
+  if (ttl < std::chrono::seconds(1)) {
+    throw ConfigError("token: the ttl (--ttl) must be at least 1s");
+  }
 
   jwt_t* raw = nullptr;
   if (jwt_new(&raw) != 0 || raw == nullptr) throw std::bad_alloc();
@@ -557,10 +556,13 @@ std::string MintHs256Token(std::string_view secret, std::string_view user, std::
   if (rc == 0 && !issuer.empty()) rc = jwt_add_grant(jwt.get(), "iss", issuer_text.c_str());
   if (rc == 0 && !audience.empty()) rc = jwt_add_grant(jwt.get(), "aud", audience_text.c_str());
   if (rc == 0) {
-    rc = jwt_set_alg(jwt.get(), JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(secret.data()),
-                     static_cast<int>(secret.size()));
+    rc =
+        jwt_set_alg(jwt.get(), JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(secret.data()),
+                    static_cast<int>(secret.size()));
   }
-  if (rc != 0) throw std::runtime_error(fmt::format("libjwt: cannot build the token (errno {})", rc));
+  if (rc != 0) {
+    throw std::runtime_error(fmt::format("libjwt: cannot build the token (errno {})", rc));
+  }
   char* encoded = jwt_encode_str(jwt.get());
   if (encoded == nullptr) throw std::runtime_error("libjwt: cannot encode the token");
   std::string token(encoded);

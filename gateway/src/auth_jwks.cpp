@@ -27,7 +27,8 @@ constexpr std::array<int8_t, 256> MakeDecodeTable() {
   std::array<int8_t, 256> table{};
   for (auto& entry : table) entry = -1;
   const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  for (int i = 0; i < 64; ++i) table[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
+  for (int i = 0; i < 64; ++i)
+    table[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
   return table;
 }
 constexpr auto kDecodeTable = MakeDecodeTable();
@@ -124,7 +125,8 @@ PkeyPtr EcP256FromJwk(const nlohmann::json& jwk) {
   point += y;
   std::unique_ptr<OSSL_PARAM_BLD, ParamBldDeleter> bld(OSSL_PARAM_BLD_new());
   if (!bld ||
-      OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1 ||
+      OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) !=
+          1 ||
       OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
                                        point.size()) != 1) {
     throw KeyProblem{"OpenSSL cannot build the key: " + OpenSslError()};
@@ -143,7 +145,8 @@ std::string KeyLabel(size_t index, const nlohmann::json& jwk) {
   if (jwk.is_object()) {
     const auto kid = jwk.find("kid");
     if (kid != jwk.end() && kid->is_string()) {
-      return fmt::format("key #{} (kid \"{}\")", index, Printable(kid->get_ref<const std::string&>()));
+      return fmt::format("key #{} (kid \"{}\")", index,
+                         Printable(kid->get_ref<const std::string&>()));
     }
   }
   return fmt::format("key #{}", index);
@@ -250,7 +253,9 @@ JwksLoad ParseJwks(std::string_view text, std::string_view source) {
       key.kid = kid;
       if (kty == "RSA") {
         if (!alg.empty() && alg != "RS256") {
-          if (alg.starts_with("ES")) throw KeyProblem{fmt::format("RSA key with alg {}", Printable(alg))};
+          if (alg.starts_with("ES")) {
+            throw KeyProblem{fmt::format("RSA key with alg {}", Printable(alg))};
+          }
           load.skipped.push_back(fmt::format("{}: alg {} is not supported", label, Printable(alg)));
           continue;
         }
@@ -259,13 +264,14 @@ JwksLoad ParseJwks(std::string_view text, std::string_view source) {
       } else if (kty == "EC") {
         const std::string crv = OptionalString(jwk, "crv");
         if (crv.empty()) throw KeyProblem{"EC key without \"crv\""};
-        if (!alg.empty() && (alg.starts_with("RS") || alg.starts_with("PS") || alg.starts_with("HS"))) {
+        if (!alg.empty() &&
+            (alg.starts_with("RS") || alg.starts_with("PS") || alg.starts_with("HS"))) {
           throw KeyProblem{fmt::format("EC key with alg {}", Printable(alg))};
         }
         if (crv != "P-256" || (!alg.empty() && alg != "ES256")) {
-          load.skipped.push_back(fmt::format("{}: curve {} / alg {} is not supported (ES256 on P-256 is)",
-                                             label, Printable(crv),
-                                             alg.empty() ? "-" : Printable(alg)));
+          load.skipped.push_back(
+              fmt::format("{}: curve {} / alg {} is not supported (ES256 on P-256 is)", label,
+                          Printable(crv), alg.empty() ? "-" : Printable(alg)));
           continue;
         }
         key.type = KeyType::kEcP256;
@@ -282,7 +288,8 @@ JwksLoad ParseJwks(std::string_view text, std::string_view source) {
     }
   }
   if (load.keys.empty()) {
-    throw fail(fmt::format("no usable RS256 or ES256 (P-256) signing key among {} keys", keys.size()));
+    throw fail(
+        fmt::format("no usable RS256 or ES256 (P-256) signing key among {} keys", keys.size()));
   }
   return load;
 }

@@ -1,3 +1,5 @@
+#include "agentwire/gateway/auth.hpp"
+
 #include <gtest/gtest.h>
 #include <jwt.h>
 #include <openssl/bio.h>
@@ -23,7 +25,6 @@
 
 #include "agentwire/cli/app.hpp"
 #include "agentwire/core/errors.hpp"
-#include "agentwire/gateway/auth.hpp"
 
 namespace agentwire::gateway {
 namespace {
@@ -170,8 +171,9 @@ class AuthTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    jwks_ = {{"keys", {RsaJwk(rsa1_.get(), "rsa-1"), RsaJwk(rsa2_.get(), "rsa-2"),
-                       EcJwk(ec1_.get(), "ec-1")}}};
+    jwks_ = {
+        {"keys",
+         {RsaJwk(rsa1_.get(), "rsa-1"), RsaJwk(rsa2_.get(), "rsa-2"), EcJwk(ec1_.get(), "ec-1")}}};
     jwks_path_ = dir_.Write("jwks.json", jwks_.dump());
   }
 
@@ -228,23 +230,27 @@ TEST_F(AuthTest, ValidHs256) {
 
 TEST_F(AuthTest, ValidRs256SelectedByKid) {
   const TokenVerifier verifier(JwksConfig());
-  ExpectUser(verifier,
-             SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims("u1"), {{"kid", "rsa-1"}}),
-             "u1");
-  ExpectUser(verifier,
-             SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa2_.get()), Claims("u2"), {{"kid", "rsa-2"}}),
-             "u2");
+  ExpectUser(
+      verifier,
+      SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims("u1"), {{"kid", "rsa-1"}}),
+      "u1");
+  ExpectUser(
+      verifier,
+      SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa2_.get()), Claims("u2"), {{"kid", "rsa-2"}}),
+      "u2");
   // Signed by rsa-1 but naming rsa-2: the kid picks the key, so this must fail.
-  ExpectFailure(verifier,
-                SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims(), {{"kid", "rsa-2"}}),
-                "token_signature");
+  ExpectFailure(
+      verifier,
+      SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims(), {{"kid", "rsa-2"}}),
+      "token_signature");
 }
 
 TEST_F(AuthTest, ValidEs256WithAndWithoutKid) {
   const TokenVerifier verifier(JwksConfig());
-  ExpectUser(verifier,
-             SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims("carol"), {{"kid", "ec-1"}}),
-             "carol");
+  ExpectUser(
+      verifier,
+      SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims("carol"), {{"kid", "ec-1"}}),
+      "carol");
   // No kid and exactly one key of that type: that key is used.
   ExpectUser(verifier, SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims("dave")),
              "dave");
@@ -271,7 +277,8 @@ TEST_F(AuthTest, KidSelection) {
   AuthConfig config;
   config.jwks_file = dir_.Write("single.json", jwks_.dump());
   const TokenVerifier single(config);
-  ExpectUser(single, SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims("erin")), "erin");
+  ExpectUser(single, SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims("erin")),
+             "erin");
   ExpectFailure(single, SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims()),
                 "token_algorithm");
 }
@@ -280,9 +287,10 @@ TEST_F(AuthTest, AlgorithmAllowlist) {
   const TokenVerifier secret_only(SecretConfig());
   const TokenVerifier jwks_only(JwksConfig());
   // RS256/ES256 only with JWKS keys.
-  ExpectFailure(secret_only,
-                SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims(), {{"kid", "rsa-1"}}),
-                "token_algorithm");
+  ExpectFailure(
+      secret_only,
+      SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims(), {{"kid", "rsa-1"}}),
+      "token_algorithm");
   ExpectFailure(secret_only, SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims()),
                 "token_algorithm");
   // HS256 only with a secret.
@@ -290,11 +298,13 @@ TEST_F(AuthTest, AlgorithmAllowlist) {
   // Everything else, whatever the key.
   ExpectFailure(secret_only, SignWithLibjwt(JWT_ALG_HS512, kSecret, Claims()), "token_algorithm");
   ExpectFailure(secret_only, SignWithLibjwt(JWT_ALG_HS384, kSecret, Claims()), "token_algorithm");
-  ExpectFailure(jwks_only,
-                SignWithLibjwt(JWT_ALG_RS512, PrivatePem(rsa1_.get()), Claims(), {{"kid", "rsa-1"}}),
-                "token_algorithm");
+  ExpectFailure(
+      jwks_only,
+      SignWithLibjwt(JWT_ALG_RS512, PrivatePem(rsa1_.get()), Claims(), {{"kid", "rsa-1"}}),
+      "token_algorithm");
   // Algorithm names are case-sensitive (RFC 7515 4.1.1).
-  ExpectFailure(secret_only, HandMadeHs256({{"alg", "hs256"}}, Claims(), kSecret), "token_algorithm");
+  ExpectFailure(secret_only, HandMadeHs256({{"alg", "hs256"}}, Claims(), kSecret),
+                "token_algorithm");
   ExpectFailure(secret_only, HandMadeHs256({{"typ", "JWT"}}, Claims(), kSecret), "token_invalid");
   ExpectFailure(secret_only, HandMadeHs256({{"alg", 256}}, Claims(), kSecret), "token_invalid");
 }
@@ -338,10 +348,11 @@ TEST_F(AuthTest, AlgorithmConfusionWithPublicKeyAsHmacSecretRejected) {
   }
   // Keys embedded in the token header are never trusted.
   const std::string attacker_key(40, 'k');
-  ExpectFailure(verifier,
-                HandMadeHs256({{"alg", "HS256"}, {"jwk", {{"kty", "oct"}, {"k", Base64Url(attacker_key)}}}},
-                              Claims(), attacker_key),
-                "token_signature");
+  ExpectFailure(
+      verifier,
+      HandMadeHs256({{"alg", "HS256"}, {"jwk", {{"kty", "oct"}, {"k", Base64Url(attacker_key)}}}},
+                    Claims(), attacker_key),
+      "token_signature");
 }
 
 TEST_F(AuthTest, WrongSignatureRejected) {
@@ -415,7 +426,8 @@ TEST_F(AuthTest, SubjectRequired) {
     claims["sub"] = bad;
     ExpectFailure(verifier, SignWithLibjwt(JWT_ALG_HS256, kSecret, claims), "token_no_subject");
   }
-  ExpectUser(verifier, SignWithLibjwt(JWT_ALG_HS256, kSecret, Claims("auth0|5f7c8ec7c33c6c004bbafe82")),
+  ExpectUser(verifier,
+             SignWithLibjwt(JWT_ALG_HS256, kSecret, Claims("auth0|5f7c8ec7c33c6c004bbafe82")),
              "auth0|5f7c8ec7c33c6c004bbafe82");
   ExpectUser(verifier, SignWithLibjwt(JWT_ALG_HS256, kSecret, Claims("zoë@example.com")),
              "zoë@example.com");
@@ -480,8 +492,8 @@ TEST_F(AuthTest, MalformedTokensGetClearErrors) {
   ExpectFailure(verifier, std::string(20000, 'a') + "." + payload + "." + signature,
                 "token_invalid");
   // crit extensions we do not understand must be rejected (RFC 7515 4.1.11).
-  ExpectFailure(verifier, HandMadeHs256({{"alg", "HS256"}, {"crit", {"exp"}}, {"exp", 1}}, Claims(),
-                                        kSecret),
+  ExpectFailure(verifier,
+                HandMadeHs256({{"alg", "HS256"}, {"crit", {"exp"}}, {"exp", 1}}, Claims(), kSecret),
                 "token_invalid");
   // Garbage bytes of every kind never crash and never pass.
   std::string noise(600, '\0');
@@ -508,7 +520,8 @@ TEST_F(AuthTest, JwksConfigErrorsNameTheProblem) {
     const std::string message = error_for(jwks);
     EXPECT_NE(message.find("AGENTWIRE_JWKS_FILE"), std::string::npos) << message;
     for (const auto& fragment : fragments) {
-      EXPECT_NE(message.find(fragment), std::string::npos) << "'" << fragment << "' not in: " << message;
+      EXPECT_NE(message.find(fragment), std::string::npos)
+          << "'" << fragment << "' not in: " << message;
     }
   };
   json rsa = RsaJwk(rsa1_.get(), "k1");
@@ -564,15 +577,17 @@ TEST_F(AuthTest, JwksConfigErrorsNameTheProblem) {
   mixed.jwks_file = dir_.Write("mixed.json", json{{"keys", {enc, rs512, okp, ec}}}.dump());
   const TokenVerifier verifier(mixed);
   EXPECT_NE(verifier.Describe().find("3 skipped"), std::string::npos) << verifier.Describe();
-  ExpectUser(verifier, SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims("f"), {{"kid", "k2"}}),
+  ExpectUser(verifier,
+             SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims("f"), {{"kid", "k2"}}),
              "f");
   // Skipped keys are never selectable.
   ExpectFailure(verifier,
                 SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims(), {{"kid", "enc-1"}}),
                 "token_unknown_key");
-  ExpectFailure(verifier,
-                SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims(), {{"kid", "enc-1"}}),
-                "token_algorithm");
+  ExpectFailure(
+      verifier,
+      SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), Claims(), {{"kid", "enc-1"}}),
+      "token_algorithm");
 }
 
 TEST_F(AuthTest, SecretConfigErrors) {
@@ -599,7 +614,8 @@ TEST_F(AuthTest, VerifyIsThreadSafe) {
   const TokenVerifier verifier(config);
   const std::vector<std::pair<std::string, bool>> tokens = {
       {SignWithLibjwt(JWT_ALG_HS256, kSecret, Claims("t")), true},
-      {SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa2_.get()), Claims("t"), {{"kid", "rsa-2"}}), true},
+      {SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa2_.get()), Claims("t"), {{"kid", "rsa-2"}}),
+       true},
       {SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec1_.get()), Claims("t")), true},
       {SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec_other_.get()), Claims("t")), false}};
   std::atomic<int> wrong{0};
@@ -623,13 +639,15 @@ TEST_F(AuthTest, MintedTokensVerify) {
   config.issuer = "agentwire-dev";
   config.audience = "agentwire";
   const TokenVerifier verifier(config);
-  const std::string token = MintHs256Token(kSecret, "alice", seconds(3600), "agentwire-dev", "agentwire");
+  const std::string token =
+      MintHs256Token(kSecret, "alice", seconds(3600), "agentwire-dev", "agentwire");
   const auto result = verifier.Verify(token);
   EXPECT_TRUE(result.ok) << result.message;
   EXPECT_EQ(result.user_id, "alice");
   // Expired an hour after minting (plus leeway).
-  EXPECT_EQ(verifier.Verify(token, std::chrono::system_clock::now() + seconds(3600 + 31)).error_code,
-            "token_expired");
+  EXPECT_EQ(
+      verifier.Verify(token, std::chrono::system_clock::now() + seconds(3600 + 31)).error_code,
+      "token_expired");
   // Without iss/aud the strict verifier refuses it; a lenient one accepts.
   const std::string plain = MintHs256Token(kSecret, "bob", seconds(60));
   EXPECT_EQ(verifier.Verify(plain).error_code, "token_issuer");
@@ -712,7 +730,8 @@ TEST(RedactTarget, KeepsEverythingElse) {
 class TokenCommandTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (const char* name : {"AGENTWIRE_JWT_SECRET", "AGENTWIRE_JWT_ISSUER", "AGENTWIRE_JWT_AUDIENCE"}) {
+    for (const char* name :
+         {"AGENTWIRE_JWT_SECRET", "AGENTWIRE_JWT_ISSUER", "AGENTWIRE_JWT_AUDIENCE"}) {
       if (const char* value = std::getenv(name)) saved_.emplace_back(name, value);
       unsetenv(name);
     }
@@ -760,7 +779,8 @@ TEST_F(TokenCommandTest, PrintsAVerifiableToken) {
   const auto result = TokenVerifier(config).Verify(out);
   EXPECT_TRUE(result.ok) << result.message;
   EXPECT_EQ(result.user_id, "alice");
-  EXPECT_EQ(TokenVerifier(config).Verify(out, std::chrono::system_clock::now() + seconds(7200 + 60))
+  EXPECT_EQ(TokenVerifier(config)
+                .Verify(out, std::chrono::system_clock::now() + seconds(7200 + 60))
                 .error_code,
             "token_expired");
 
@@ -780,8 +800,10 @@ TEST_F(TokenCommandTest, MissingUserOrSecretIsAConfigError) {
   EXPECT_EQ(Run({"token", "--secret", kSecret}, out), kExitConfig);
   EXPECT_TRUE(out.empty());
   EXPECT_EQ(Run({"token", "--user", "alice", "--secret", "s3cr3t-value"}, out), kExitConfig);
-  EXPECT_EQ(errors_.find("s3cr3t-value"), std::string::npos) << "the secret was echoed: " << errors_;
-  EXPECT_EQ(Run({"token", "--user", "alice", "--secret", kSecret, "--ttl", "soon"}, out), kExitConfig);
+  EXPECT_EQ(errors_.find("s3cr3t-value"), std::string::npos)
+      << "the secret was echoed: " << errors_;
+  EXPECT_EQ(Run({"token", "--user", "alice", "--secret", kSecret, "--ttl", "soon"}, out),
+            kExitConfig);
   EXPECT_TRUE(out.empty());
 }
 

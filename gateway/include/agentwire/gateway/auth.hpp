@@ -10,11 +10,16 @@ namespace agentwire::gateway {
 /// How the gateway checks the JWT on a WebSocket upgrade. At least one of `hs256_secret`
 /// and `jwks_file` must be set; each enables its own algorithms only.
 struct AuthConfig {
-  std::string hs256_secret;         // AGENTWIRE_JWT_SECRET: enables HS256 (>= 32 bytes)
-  std::string jwks_file;            // AGENTWIRE_JWKS_FILE: RS256 / ES256 public keys (JWKS JSON, by kid)
-  std::string issuer;               // AGENTWIRE_JWT_ISSUER: required iss when non-empty
-  std::string audience;             // AGENTWIRE_JWT_AUDIENCE: required aud (string or array) when non-empty
-  std::chrono::seconds leeway{30};  // clock skew allowed for exp / nbf / iat
+  /// AGENTWIRE_JWT_SECRET: enables HS256; at least 32 bytes.
+  std::string hs256_secret;
+  /// AGENTWIRE_JWKS_FILE: enables RS256 / ES256 with the public keys of this JWKS file (by kid).
+  std::string jwks_file;
+  /// AGENTWIRE_JWT_ISSUER: when non-empty, iss must equal it.
+  std::string issuer;
+  /// AGENTWIRE_JWT_AUDIENCE: when non-empty, aud (a string or an array) must contain it.
+  std::string audience;
+  /// Clock skew allowed for exp / nbf / iat (0..3600 s).
+  std::chrono::seconds leeway{30};
 };
 
 /// The outcome of one verification. On failure `error_code` is a stable machine code for the
@@ -22,8 +27,9 @@ struct AuthConfig {
 ///   token_missing        no token in the request
 ///   token_invalid        malformed (not three parts, bad base64url, bad JSON, bad claim types,
 ///                        no exp, crit header, too long)
-///   token_algorithm      alg not accepted: "none", anything but HS256/RS256/ES256, HS256 without
-///                        a secret, RS256/ES256 without a JWKS key of that type, kid of another type
+///   token_algorithm      alg not accepted: "none", anything but HS256/RS256/ES256, HS256
+///                        without a secret, RS256/ES256 without a JWKS key of that type, or a
+///                        kid naming a key of another type
 ///   token_unknown_key    kid names no JWKS key, or no kid while several keys could match
 ///   token_signature      the signature does not verify
 ///   token_expired        exp (plus leeway) has passed
@@ -54,17 +60,18 @@ class TokenVerifier final {
   /// not JSON, or holds a key that cannot be used (naming the key and why).
   explicit TokenVerifier(AuthConfig config);
   ~TokenVerifier();
-  TokenVerifier(const TokenVerifier&);
-  TokenVerifier& operator=(const TokenVerifier&);
-  TokenVerifier(TokenVerifier&&) noexcept;
-  TokenVerifier& operator=(TokenVerifier&&) noexcept;
+  TokenVerifier(const TokenVerifier& other);
+  TokenVerifier& operator=(const TokenVerifier& other);
+  TokenVerifier(TokenVerifier&& other) noexcept;
+  TokenVerifier& operator=(TokenVerifier&& other) noexcept;
 
-  AuthResult Verify(std::string_view token,
-                    std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
+  [[nodiscard]] AuthResult Verify(
+      std::string_view token,
+      std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
 
   /// One line for the start-up log, e.g. "HS256; JWKS 2 keys (RS256 kid=a, ES256 kid=b);
   /// iss=https://idp; aud=agentwire; leeway=30s". Never contains the secret.
-  std::string Describe() const;
+  [[nodiscard]] std::string Describe() const;
 
  private:
   struct Keys;
@@ -73,17 +80,19 @@ class TokenVerifier final {
 
 /// Dev/test only: HS256 token with sub=user, iat=now, exp=now+ttl, and iss/aud when non-empty.
 /// Throws ConfigError for an empty user, a secret shorter than 32 bytes or a ttl below 1 s.
-std::string MintHs256Token(std::string_view secret, std::string_view user, std::chrono::seconds ttl,
-                           std::string_view issuer = {}, std::string_view audience = {});
+[[nodiscard]] std::string MintHs256Token(std::string_view secret, std::string_view user,
+                                         std::chrono::seconds ttl, std::string_view issuer = {},
+                                         std::string_view audience = {});
 
 /// Finds the token in an HTTP upgrade request: the "Authorization: Bearer <jwt>" header value
 /// (scheme case-insensitive) wins; otherwise the first access_token= query parameter of the
 /// request target, percent-decoded. Returns empty when neither is present.
-std::string ExtractToken(std::string_view authorization_header, std::string_view request_target);
+[[nodiscard]] std::string ExtractToken(std::string_view authorization_header,
+                                       std::string_view request_target);
 
 /// The request target for logs: the value of every secret-looking query parameter (access_token,
 /// token, id_token, jwt, *secret*, *password*, *key*, *auth*, ...) and every value shaped like a
 /// JWT is replaced by "REDACTED". Other parameters are kept as sent.
-std::string RedactTarget(std::string_view request_target);
+[[nodiscard]] std::string RedactTarget(std::string_view request_target);
 
 }  // namespace agentwire::gateway
