@@ -358,7 +358,7 @@ bool EventFilter::Matches(const v1::AgentEvent& event) const {
   if (!selection_.run_id.empty() && event.run_id() != selection_.run_id) return false;
   if (!selection_.thread_id.empty() && event.thread_id() != selection_.thread_id) return false;
   if (!selection_.types.empty()) {
-    const auto type = schemas::EventType(event);
+    const auto type = FastEventType(event);
     if (std::find(selection_.types.begin(), selection_.types.end(), type) ==
         selection_.types.end()) {
       return false;
@@ -400,7 +400,7 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
                      const RecordSink& sink, std::stop_token stop) {
   struct Lane {
     PartitionReader* reader;
-    std::deque<Record> buffer;
+    RecordBuffer buffer;
     bool exhausted = false;
   };
   std::vector<Lane> lanes;
@@ -409,10 +409,10 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
 
   // Blocks until the lane has a head or is known to be exhausted.
   auto refill = [&stop](Lane& lane) {
-    while (lane.buffer.empty() && !lane.exhausted && !stop.stop_requested()) {
+    while (lane.buffer.Empty() && !lane.exhausted && !stop.stop_requested()) {
       lane.exhausted = !lane.reader->Fill(lane.buffer, stop);
     }
-    return !lane.buffer.empty();
+    return !lane.buffer.Empty();
   };
   // Min-heap on the head's (emitted_at, partition).
   struct Head {
@@ -425,7 +425,7 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
     }
   };
   auto head_of = [&lanes](size_t index) {
-    const Record& record = lanes[index].buffer.front();
+    const Record& record = lanes[index].buffer.Front();
     return Head{EmittedAtNanos(record.event), record.partition, index};
   };
   std::priority_queue<Head, std::vector<Head>, std::greater<>> heap;
@@ -437,9 +437,10 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
     const size_t index = heap.top().lane;
     heap.pop();
     Lane& lane = lanes[index];
-    Record record = std::move(lane.buffer.front());
-    lane.buffer.pop_front();
-    if (!sink(record)) return false;
+    // The record stays in the lane's buffer (reused later); PopFront after the sink is done.
+    const bool more = sink(lane.buffer.Front());
+    lane.buffer.PopFront();
+    if (!more) return false;
     if (refill(lane)) heap.push(head_of(index));
   }
   return !stop.stop_requested();

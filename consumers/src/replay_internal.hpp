@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -87,6 +86,29 @@ class Console final {
 /// Called for each selected event in output order; returns false to stop the replay.
 using RecordSink = std::function<bool(Record&)>;
 
+/// A partition's buffered records, oldest first. The Record objects are reused from batch to
+/// batch (Append hands back a used one once the buffer has been drained), so decoding into
+/// them reuses the strings protobuf already allocated: no allocation per event.
+class RecordBuffer final {
+ public:
+  Record& Append() {
+    if (size_ == items_.size()) items_.emplace_back();
+    return items_[size_++];
+  }
+  /// Forgets the last Append (a record the filter rejected).
+  void DropLast() { --size_; }
+  bool Empty() const { return head_ == size_; }
+  Record& Front() { return items_[head_]; }
+  void PopFront() {
+    if (++head_ == size_) head_ = size_ = 0;
+  }
+
+ private:
+  std::vector<Record> items_;
+  size_t head_ = 0;
+  size_t size_ = 0;
+};
+
 /// One partition's selected events, in offset order.
 class PartitionReader {
  public:
@@ -94,7 +116,7 @@ class PartitionReader {
   virtual int32_t Partition() const = 0;
   /// Appends the next selected records to `out` (possibly none, e.g. when a whole batch was
   /// filtered out). Returns false once the partition has nothing more to give.
-  virtual bool Fill(std::deque<Record>& out, std::stop_token stop) = 0;
+  virtual bool Fill(RecordBuffer& out, std::stop_token stop) = 0;
 };
 
 /// The k-way merge both sources use: repeatedly emits the partition head with the smallest
@@ -134,10 +156,14 @@ int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic,
 /// when it was issued for another partition layout or belongs to another user's partition.
 void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count);
 
-/// Appends the event's JSON form, byte-for-byte what schemas::ToJson returns, without going
-/// through protobuf's reflection-based printer (about 20x faster; replay prints hundreds of
-/// thousands of events per second). Falls back to ToJson for anything unusual.
+/// Appends the event's JSON form, what schemas::ToJson returns, without going through
+/// protobuf's reflection-based printer (about 20x faster; replay prints hundreds of thousands
+/// of events per second). The bytes are ToJson's except that attributes are sorted by key
+/// (ToJson's order is the map's hash order). Falls back to ToJson for anything unusual.
 void AppendEventJson(const v1::AgentEvent& event, std::string& out);
+
+/// The event's type name (schemas::EventType) without reflection.
+std::string_view FastEventType(const v1::AgentEvent& event);
 
 /// Appends `text` as a JSON string body (no quotes) with protobuf's JSON escaping; false
 /// (and `out` partially written) when `text` is not valid UTF-8.

@@ -1,14 +1,15 @@
 // The event's JSON form for replay output, written directly instead of through protobuf's
 // JSON printer. schemas::ToJson goes through reflection, a binary round trip and a type
 // resolver (~40 us per event here), which alone would cap a replay near 25,000 events/s.
-// This writer reproduces ToJson's bytes exactly (field order, defaults, escaping, timestamp
-// precision; checked end to end by tests/integration/replay_test.cpp) and hands anything it
-// does not recognise back to ToJson.
+// This writer reproduces ToJson's bytes (field order, defaults, escaping, timestamp precision;
+// checked end to end by tests/integration/replay_test.cpp), except that attributes are sorted
+// by key, and hands anything it does not recognise back to ToJson.
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -93,29 +94,35 @@ constexpr std::array<const char*, 128> kAsciiEscapes = [] {
   return table;
 }();
 
-bool AsciiNeedsEscape(unsigned char c) {
-  return c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == 0x7F;
-}
+// Bytes copied as they are: printable ASCII other than '"', '\\', '<', '>'.
+constexpr std::array<bool, 256> kPlainByte = [] {
+  std::array<bool, 256> table{};
+  for (int c = 0x20; c < 0x7F; ++c) table[static_cast<size_t>(c)] = true;
+  table['"'] = false;
+  table['\\'] = false;
+  table['<'] = false;
+  table['>'] = false;
+  return table;
+}();
 
 void AppendQuoted(std::string_view key, std::string& out) {
   out.push_back('"');
   out.append(key);
-  out.push_back('"');
-  out.push_back(':');
+  out.append("\":", 2);
 }
 
-// "key":"escaped value"
-bool AppendStringField(std::string_view key, std::string_view value, std::string& out) {
-  AppendQuoted(key, out);
-  out.push_back('"');
+// `prefix` is everything up to the value's opening quote, e.g. ,"user_id":"
+bool AppendStringField(std::string_view prefix, std::string_view value, std::string& out) {
+  out.append(prefix);
   if (!AppendJsonEscaped(value, out)) return false;
   out.push_back('"');
   return true;
 }
 
-void AppendNumberField(std::string_view key, uint32_t value, std::string& out) {
-  AppendQuoted(key, out);
-  fmt::format_to(std::back_inserter(out), "{}", value);
+void AppendNumber(uint32_t value, std::string& out) {
+  char digits[16];
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  out.append(digits, static_cast<size_t>(end - digits));
 }
 
 // Days since 1970-01-01 to a civil date (proleptic Gregorian).
@@ -131,8 +138,42 @@ void CivilFromDays(int64_t days, int64_t& year, unsigned& month, unsigned& day) 
   year = static_cast<int64_t>(yoe) + era * 400 + (month <= 2 ? 1 : 0);
 }
 
-// Protobuf's Timestamp JSON: 0, 3, 6 or 9 fractional digits, whichever is exact.
+void AppendDateTime(int64_t seconds, std::string& out);
+
+void AppendDigits(uint32_t value, int width, std::string& out) {
+  char digits[9];
+  for (int i = width - 1; i >= 0; --i) {
+    digits[i] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  }
+  out.append(digits, static_cast<size_t>(width));
+}
+
+// Protobuf's Timestamp JSON: 0, 3, 6 or 9 fractional digits, whichever is exact. The date and
+// time of day are the same for every event of one second: formatted once per second.
 void AppendTimestamp(int64_t seconds, int32_t nanos, std::string& out) {
+  thread_local int64_t cached_seconds = 0;
+  thread_local std::string cached;
+  if (seconds != cached_seconds || cached.empty()) {
+    cached.clear();
+    cached_seconds = seconds;
+    AppendDateTime(seconds, cached);
+  }
+  out += cached;
+  if (nanos != 0) {
+    out.push_back('.');
+    if (nanos % 1'000'000 == 0) {
+      AppendDigits(static_cast<uint32_t>(nanos / 1'000'000), 3, out);
+    } else if (nanos % 1'000 == 0) {
+      AppendDigits(static_cast<uint32_t>(nanos / 1'000), 6, out);
+    } else {
+      AppendDigits(static_cast<uint32_t>(nanos), 9, out);
+    }
+  }
+  out.push_back('Z');
+}
+
+void AppendDateTime(int64_t seconds, std::string& out) {
   int64_t days = seconds / 86400;
   int64_t rest = seconds % 86400;
   if (rest < 0) {
@@ -146,16 +187,6 @@ void AppendTimestamp(int64_t seconds, int32_t nanos, std::string& out) {
   auto it = std::back_inserter(out);
   fmt::format_to(it, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", year, month, day, rest / 3600,
                  (rest / 60) % 60, rest % 60);
-  if (nanos != 0) {
-    if (nanos % 1'000'000 == 0) {
-      fmt::format_to(it, ".{:03}", nanos / 1'000'000);
-    } else if (nanos % 1'000 == 0) {
-      fmt::format_to(it, ".{:06}", nanos / 1'000);
-    } else {
-      fmt::format_to(it, ".{:09}", nanos);
-    }
-  }
-  out.push_back('Z');
 }
 
 bool AppendBody(const v1::AgentEvent& event, std::string& out) {
@@ -164,52 +195,45 @@ bool AppendBody(const v1::AgentEvent& event, std::string& out) {
   switch (event.body_case()) {
     case v1::AgentEvent::kAgentStarted: {
       const auto& b = event.agent_started();
-      ok = AppendStringField("input", b.input(), out);
-      out.push_back(',');
-      ok = ok && AppendStringField("model", b.model(), out);
+      ok = AppendStringField("\"input\":\"", b.input(), out);
+      ok = ok && AppendStringField(",\"model\":\"", b.model(), out);
       break;
     }
     case v1::AgentEvent::kAgentThinking:
-      ok = AppendStringField("text", event.agent_thinking().text(), out);
+      ok = AppendStringField("\"text\":\"", event.agent_thinking().text(), out);
       break;
     case v1::AgentEvent::kToolExecuting: {
       const auto& b = event.tool_executing();
-      ok = AppendStringField("tool_name", b.tool_name(), out);
-      out.push_back(',');
-      ok = ok && AppendStringField("input", b.input(), out);
-      out.push_back(',');
-      ok = ok && AppendStringField("tool_call_id", b.tool_call_id(), out);
+      ok = AppendStringField("\"tool_name\":\"", b.tool_name(), out);
+      ok = ok && AppendStringField(",\"input\":\"", b.input(), out);
+      ok = ok && AppendStringField(",\"tool_call_id\":\"", b.tool_call_id(), out);
       break;
     }
     case v1::AgentEvent::kToolCompleted: {
       const auto& b = event.tool_completed();
-      ok = AppendStringField("tool_name", b.tool_name(), out);
-      out.push_back(',');
-      ok = ok && AppendStringField("output", b.output(), out);
-      out.push_back(',');
-      ok = ok && AppendStringField("error", b.error(), out);
-      out.push_back(',');
-      AppendNumberField("duration_ms", b.duration_ms(), out);
-      out.push_back(',');
-      ok = ok && AppendStringField("tool_call_id", b.tool_call_id(), out);
+      ok = AppendStringField("\"tool_name\":\"", b.tool_name(), out);
+      ok = ok && AppendStringField(",\"output\":\"", b.output(), out);
+      ok = ok && AppendStringField(",\"error\":\"", b.error(), out);
+      out.append(",\"duration_ms\":");
+      AppendNumber(b.duration_ms(), out);
+      ok = ok && AppendStringField(",\"tool_call_id\":\"", b.tool_call_id(), out);
       break;
     }
     case v1::AgentEvent::kAgentCompleted: {
       const auto& b = event.agent_completed();
-      ok = AppendStringField("result", b.result(), out);
-      out.push_back(',');
-      AppendNumberField("duration_ms", b.duration_ms(), out);
+      ok = AppendStringField("\"result\":\"", b.result(), out);
+      out.append(",\"duration_ms\":");
+      AppendNumber(b.duration_ms(), out);
       break;
     }
     case v1::AgentEvent::kAgentFailed: {
       const auto& b = event.agent_failed();
-      ok = AppendStringField("error_code", b.error_code(), out);
-      out.push_back(',');
-      ok = ok && AppendStringField("message", b.message(), out);
+      ok = AppendStringField("\"error_code\":\"", b.error_code(), out);
+      ok = ok && AppendStringField(",\"message\":\"", b.message(), out);
       break;
     }
     case v1::AgentEvent::kMessageDelta:
-      ok = AppendStringField("text", event.message_delta().text(), out);
+      ok = AppendStringField("\"text\":\"", event.message_delta().text(), out);
       break;
     default:
       return false;
@@ -227,28 +251,26 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
       return false;
     }
   }
-  const auto type = schemas::EventType(event);
-  out.push_back('{');
+  const auto type = FastEventType(event);
+  bool ok = true;
   if (!type.empty()) {
-    AppendStringField("type", type, out);
-    out.push_back(',');
+    ok = AppendStringField("{\"type\":\"", type, out);
+    ok = ok && AppendStringField(",\"event_id\":\"", event.event_id(), out);
+  } else {
+    ok = AppendStringField("{\"event_id\":\"", event.event_id(), out);
   }
-  bool ok = AppendStringField("event_id", event.event_id(), out);
-  out.push_back(',');
-  ok = ok && AppendStringField("user_id", event.user_id(), out);
-  out.push_back(',');
-  ok = ok && AppendStringField("thread_id", event.thread_id(), out);
-  out.push_back(',');
-  ok = ok && AppendStringField("run_id", event.run_id(), out);
-  out.push_back(',');
-  AppendNumberField("run_seq", event.run_seq(), out);
-  out.push_back(',');
-  ok = ok && AppendStringField("agent_name", event.agent_name(), out);
-  out.push_back(',');
-  ok = ok && AppendStringField("trace_id", event.trace_id(), out);
+  ok = ok && AppendStringField(",\"user_id\":\"", event.user_id(), out);
+  ok = ok && AppendStringField(",\"thread_id\":\"", event.thread_id(), out);
+  ok = ok && AppendStringField(",\"run_id\":\"", event.run_id(), out);
+  out.append(",\"run_seq\":");
+  AppendNumber(event.run_seq(), out);
+  ok = ok && AppendStringField(",\"agent_name\":\"", event.agent_name(), out);
+  ok = ok && AppendStringField(",\"trace_id\":\"", event.trace_id(), out);
   out.append(",\"attributes\":{");
   if (!event.attributes().empty()) {
-    // Protobuf prints map entries sorted by key.
+    // Sorted by key, so the same event always prints the same bytes. (ToJson prints entries in
+    // the map's hash order, which can differ between two copies of one event; this is the
+    // one place where the output is not ToJson's bytes, only its value.)
     std::vector<std::pair<std::string_view, std::string_view>> entries;
     entries.reserve(event.attributes().size());
     for (const auto& [key, value] : event.attributes()) entries.emplace_back(key, value);
@@ -281,13 +303,29 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
 
 }  // namespace
 
+std::string_view FastEventType(const v1::AgentEvent& event) {
+  // Field number -> field name, from the descriptor: the same names schemas::EventType gives.
+  static const std::vector<std::string_view> names = [] {
+    std::vector<std::string_view> out;
+    const auto* oneof = v1::AgentEvent::descriptor()->FindOneofByName("body");
+    for (int i = 0; i < oneof->field_count(); ++i) {
+      const auto* field = oneof->field(i);
+      if (out.size() <= static_cast<size_t>(field->number())) out.resize(field->number() + 1);
+      out[field->number()] = field->name();
+    }
+    return out;
+  }();
+  const auto number = static_cast<size_t>(event.body_case());
+  return number < names.size() ? names[number] : std::string_view();
+}
+
 bool AppendJsonEscaped(std::string_view text, std::string& out) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const auto* end = p + text.size();
   while (p < end) {
     // Copy the longest run of plain ASCII in one go.
     const auto* run = p;
-    while (run < end && *run < 0x80 && !AsciiNeedsEscape(*run)) ++run;
+    while (run < end && kPlainByte[*run]) ++run;
     out.append(reinterpret_cast<const char*>(p), static_cast<size_t>(run - p));
     p = run;
     if (p == end) break;

@@ -133,14 +133,16 @@ class KafkaPartitionReader final : public PartitionReader {
     started_ = false;
   }
 
-  bool Fill(std::deque<Record>& out, std::stop_token /*stop*/) override {
+  bool Fill(RecordBuffer& out, std::stop_token /*stop*/) override {
     if (done_ || next_ >= end_) return false;
     Start();
     std::array<rd_kafka_message_t*, kBatch> messages{};
-    // Asking for no more than what is left returns as soon as the end is there, instead of
-    // waiting out the poll interval for messages that will never come.
+    // consume_batch waits until it has *all* it was asked for (or the timeout): take what is
+    // queued now, and only when nothing is, wait for one message. Waiting for a full batch
+    // would stall the merge on every partition whose next fetch is still on its way.
     const auto wanted = static_cast<size_t>(std::min<int64_t>(kBatch, end_ - next_));
-    const ssize_t count = rd_kafka_consume_batch(topic_, partition_, kPollMs, messages.data(), wanted);
+    ssize_t count = rd_kafka_consume_batch(topic_, partition_, 0, messages.data(), wanted);
+    if (count == 0) count = rd_kafka_consume_batch(topic_, partition_, kPollMs, messages.data(), 1);
     if (count < 0) {
       throw KafkaError(fmt::format("read {} partition {}: {}", rd_kafka_topic_name(topic_),
                                    partition_, kafka::ErrorText(rd_kafka_last_error())),
@@ -170,8 +172,7 @@ class KafkaPartitionReader final : public PartitionReader {
           continue;
         }
       }
-      Record& record = out.emplace_back();
-      if (!Decode(*message, filter_, keep_raw_, progress_, record)) out.pop_back();
+      if (!Decode(*message, filter_, keep_raw_, progress_, out.Append())) out.DropLast();
     }
     return !done_ && next_ < end_;
   }
@@ -417,6 +418,7 @@ class KafkaSource final : public Source {
     }
     const bool keep_raw = !config_.republish_to.empty();
     std::array<rd_kafka_message_t*, kBatch> messages{};
+    Record live;
     bool keep_going = true;
     while (keep_going && !stop.stop_requested()) {
       const ssize_t count =
@@ -425,8 +427,7 @@ class KafkaSource final : public Source {
         kafka::MessagePtr message(messages[static_cast<size_t>(i)]);
         if (!keep_going || message->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
         progress_.scanned.fetch_add(1, std::memory_order_relaxed);
-        Record record;
-        if (Decode(*message, filter_, keep_raw, progress_, record)) keep_going = sink(record);
+        if (Decode(*message, filter_, keep_raw, progress_, live)) keep_going = sink(live);
       }
     }
     for (const auto& reader : readers) {

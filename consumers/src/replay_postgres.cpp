@@ -46,21 +46,21 @@ class PostgresPartitionReader final : public PartitionReader {
 
   int32_t Partition() const override { return partition_; }
 
-  bool Fill(std::deque<Record>& out, std::stop_token /*stop*/) override {
+  bool Fill(RecordBuffer& out, std::stop_token /*stop*/) override {
     const pqxx::result rows =
         tx_.exec(fmt::format("FETCH {} FROM {}", kFetchRows, cursor_name_));
     for (const auto& row : rows) {
       progress_.scanned.fetch_add(1, std::memory_order_relaxed);
       const pqxx::binarystring raw(row[2]);
-      Record& record = out.emplace_back();
+      Record& record = out.Append();
       if (!record.event.ParseFromArray(raw.data(), static_cast<int>(raw.size())) ||
           record.event.user_id().empty()) {
         progress_.undecodable.fetch_add(1, std::memory_order_relaxed);
-        out.pop_back();
+        out.DropLast();
         continue;
       }
       if (!filter_.MatchesKey(record.event.user_id()) || !filter_.Matches(record.event)) {
-        out.pop_back();
+        out.DropLast();
         continue;
       }
       record.partition = row[0].as<int32_t>();
