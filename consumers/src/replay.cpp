@@ -541,13 +541,18 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
     const auto& s = config.selection;
     const bool partial = !s.types.empty() || s.limit != 0 || s.since.has_value() ||
                          s.until.has_value() || s.from_cursor.has_value();
+    std::ostringstream report;
+    if (s.types.empty()) {
+      tracker.Report(report, partial);
+    } else {
+      // Every run would look full of holes.
+      report << "gap report: skipped (--type keeps only some events of each run)\n";
+    }
     // The table's report follows the table on stdout; jsonl keeps stdout to events only.
     if (config.format == ReplayFormat::kTable) {
-      tracker.Report(out, partial);
+      out << report.str();
       out.flush();
     } else {
-      std::ostringstream report;
-      tracker.Report(report, partial);
       std::string text = report.str();
       if (!text.empty() && text.back() == '\n') text.pop_back();
       console.Line(text);

@@ -97,7 +97,9 @@ void Report(const std::string& name, const Measured& m) {
 int main(int argc, char** argv) {
   using namespace agentwire;
   int64_t events = 1'000'000;
-  int partitions = 64;
+  // 32 partitions keep 1M events under the embedded Kafka's ~5 MiB per partition, and give a
+  // user's partition ~31k messages: enough to time a --user replay beyond its start-up.
+  int partitions = 32;
   int users = 1000;
   int repeat = 2;
   for (int i = 1; i + 1 < argc; i += 2) {

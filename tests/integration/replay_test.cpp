@@ -618,6 +618,11 @@ TEST_F(ReplayTest, GapReportFindsTheHoleAndTheOpenRun) {
   EXPECT_EQ(headers, runs);
   EXPECT_EQ(event_lines, truth_->size());
 
+  // With --type every run would look full of holes: no report, and it says why.
+  const auto failures = Replay({"--type", "agent_failed", "--format", "table"});
+  ASSERT_EQ(failures.exit_code, 0) << failures.stderr_text;
+  EXPECT_NE(failures.stdout_text.find("gap report: skipped (--type"), std::string::npos);
+
   // jsonl keeps stdout to events; the report goes to stderr with --gaps.
   const auto jsonl = Replay({"--run", "run-hole", "--gaps"});
   ASSERT_EQ(jsonl.exit_code, 0) << jsonl.stderr_text;
