@@ -446,6 +446,59 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
   return !stop.stop_requested();
 }
 
+PipelinedSink::PipelinedSink(RecordSink output) : output_(std::move(output)) {
+  filling_.resize(kBatch);
+  draining_.resize(kBatch);
+  thread_ = std::thread([this] { Loop(); });
+}
+
+PipelinedSink::~PipelinedSink() { Finish(); }
+
+bool PipelinedSink::Push(Record& record) {
+  // Swap, not copy: the caller gets back a used Record whose allocations it will reuse.
+  std::swap(filling_[filled_], record);
+  if (++filled_ == kBatch) HandOver();
+  return !stopped_.load(std::memory_order_relaxed);
+}
+
+void PipelinedSink::HandOver() {
+  std::unique_lock lock(mutex_);
+  cv_.wait(lock, [this] { return !busy_; });
+  std::swap(filling_, draining_);
+  draining_count_ = filled_;
+  filled_ = 0;
+  busy_ = true;
+  cv_.notify_all();
+}
+
+void PipelinedSink::Finish() {
+  if (!thread_.joinable()) return;
+  if (filled_ > 0) HandOver();
+  {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return !busy_; });
+    closing_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void PipelinedSink::Loop() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    cv_.wait(lock, [this] { return busy_ || closing_; });
+    if (!busy_) return;
+    lock.unlock();
+    for (size_t i = 0; i < draining_count_; ++i) {
+      if (stopped_.load(std::memory_order_relaxed)) break;
+      if (!output_(draining_[i])) stopped_.store(true);
+    }
+    lock.lock();
+    busy_ = false;
+    cv_.notify_all();
+  }
+}
+
 int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic,
                                 std::string_view flag, std::chrono::milliseconds timeout) {
   const rd_kafka_metadata_t* raw = nullptr;
@@ -517,23 +570,37 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
   ReplayStats stats;
   const uint64_t limit = config.selection.limit;
   bool republish_stopped = false;
-  const replay::RecordSink sink = [&](replay::Record& record) {
-    progress.matched.fetch_add(1, std::memory_order_relaxed);
-    if (limit != 0 && stats.emitted >= limit) return false;
-    ++stats.emitted;
+  // Runs on the output thread (or inline with --follow): formatting, gap tracking, republish.
+  const replay::RecordSink output = [&](replay::Record& record) {
     writer->Write(record);
     if (gaps) tracker.Add(record.event);
     if (republisher && !republisher->Send(record, stop)) {
       republish_stopped = true;
       return false;
     }
-    return limit == 0 || stats.emitted < limit;
+    return true;
   };
-
   {
+    // With --follow every event is printed as soon as it is read; otherwise events go to the
+    // output thread in batches, so decoding and formatting use both cores.
+    std::unique_ptr<replay::PipelinedSink> pipeline;
+    if (!config.follow) pipeline = std::make_unique<replay::PipelinedSink>(output);
+    const replay::RecordSink sink = [&](replay::Record& record) {
+      progress.matched.fetch_add(1, std::memory_order_relaxed);
+      if (limit != 0 && stats.emitted >= limit) return false;
+      ++stats.emitted;
+      const bool more = pipeline ? pipeline->Push(record) : output(record);
+      return more && (limit == 0 || stats.emitted < limit);
+    };
     ProgressReporter reporter(progress, console,
                               config.progress == ReplayProgress::kLines);
-    (void)source->Run(sink, stop);
+    try {
+      (void)source->Run(sink, stop);
+    } catch (...) {
+      if (pipeline) pipeline->Finish();
+      throw;
+    }
+    if (pipeline) pipeline->Finish();
     reporter.Stop();
   }
   writer->Finish();

@@ -5,6 +5,7 @@
 #include <agentwire/v1/events.pb.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -107,6 +108,39 @@ class RecordBuffer final {
   std::vector<Record> items_;
   size_t head_ = 0;
   size_t size_ = 0;
+};
+
+/// Runs `output` on its own thread, fed in batches: the reading thread decodes and merges
+/// while this one formats and writes. Records are swapped in and out, never copied. Push and
+/// Finish are called from one thread; `output` runs on the sink's thread, in order.
+class PipelinedSink final {
+ public:
+  explicit PipelinedSink(RecordSink output);
+  ~PipelinedSink();
+  PipelinedSink(const PipelinedSink&) = delete;
+  PipelinedSink& operator=(const PipelinedSink&) = delete;
+
+  /// Takes the record (leaving a used one in its place). False once `output` refused one.
+  bool Push(Record& record);
+  /// Hands over what is left and waits until `output` has seen it.
+  void Finish();
+
+ private:
+  static constexpr size_t kBatch = 512;
+  void HandOver();
+  void Loop();
+
+  RecordSink output_;
+  std::vector<Record> filling_;   // the reading thread's
+  size_t filled_ = 0;
+  std::vector<Record> draining_;  // the output thread's while busy_
+  size_t draining_count_ = 0;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool busy_ = false;
+  bool closing_ = false;
+  std::atomic<bool> stopped_{false};
+  std::thread thread_;
 };
 
 /// One partition's selected events, in offset order.
