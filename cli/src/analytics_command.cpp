@@ -1,5 +1,4 @@
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <memory>
 
@@ -74,9 +73,9 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
     consumers::PrepareDatabase(options->service);
     metrics::Registry registry;
     consumers::Analytics analytics(config, registry);
-    return consumers::RunService(options->service, registry,
-                                 [&analytics] { return analytics.Ready(); },
-                                 [&analytics](std::stop_token stop) { analytics.Run(stop); });
+    return consumers::RunService(
+        options->service, registry, [&analytics] { return analytics.Ready(); },
+        [&analytics](std::stop_token stop) { analytics.Run(stop); });
   };
 }
 

@@ -1,7 +1,6 @@
 #include "agentwire/cli/app.hpp"
 
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <map>
 

@@ -1,5 +1,4 @@
 #include <CLI/CLI.hpp>
-
 #include <memory>
 
 #include "agentwire/consumers/archive.hpp"
@@ -46,8 +45,9 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
     consumers::PrepareDatabase(options->service);
     metrics::Registry registry;
     consumers::Archive archive(config, registry);
-    return consumers::RunService(options->service, registry, [&archive] { return archive.Ready(); },
-                                 [&archive](std::stop_token stop) { archive.Run(stop); });
+    return consumers::RunService(
+        options->service, registry, [&archive] { return archive.Ready(); },
+        [&archive](std::stop_token stop) { archive.Run(stop); });
   };
 }
 

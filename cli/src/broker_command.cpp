@@ -1,6 +1,6 @@
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -29,8 +29,8 @@ void WriteBootstrapFile(const std::string& path, const std::string& bootstrap) {
   std::filesystem::rename(temporary, path);
 }
 
-std::unique_ptr<kafka::EmbeddedKafka> StartEmbeddedKafka(int brokers,
-                                                          const std::vector<kafka::TopicSpec>& topics) {
+std::unique_ptr<kafka::EmbeddedKafka> StartEmbeddedKafka(
+    int brokers, const std::vector<kafka::TopicSpec>& topics) {
   auto cluster = std::make_unique<kafka::EmbeddedKafka>(brokers);
   for (const auto& topic : topics) cluster->CreateTopic(topic);
   log::Info("embedded kafka up", {{"bootstrap", cluster->BootstrapServers()},

@@ -9,8 +9,8 @@
 namespace agentwire::cli {
 
 /// Starts the embedded Kafka with `topics` created and logs its bootstrap list.
-std::unique_ptr<kafka::EmbeddedKafka> StartEmbeddedKafka(int brokers,
-                                                          const std::vector<kafka::TopicSpec>& topics);
+std::unique_ptr<kafka::EmbeddedKafka> StartEmbeddedKafka(
+    int brokers, const std::vector<kafka::TopicSpec>& topics);
 
 /// Writes `bootstrap` + newline to `path` atomically (no-op when path is empty).
 void WriteBootstrapFile(const std::string& path, const std::string& bootstrap);

@@ -1,6 +1,6 @@
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -59,15 +59,19 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
   AddKafkaOptions(*simulate, options->sim_kafka);
   AddLogOptions(*simulate, options->sim_log);
   auto& sim = options->simulator;
-  simulate->add_option("--users", sim.users, "Number of simulated users")->capture_default_str()
+  simulate->add_option("--users", sim.users, "Number of simulated users")
+      ->capture_default_str()
       ->check(CLI::Range(1, 10'000'000));
   simulate->add_option("--rate", sim.events_per_second, "Events per second in total (0 = unpaced)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   simulate->add_option("--duration", options->duration, "How long to run (0 = until SIGINT)")
       ->capture_default_str();
-  simulate->add_option("--max-events", sim.max_events, "Stop after this many events (0 = no limit)");
+  simulate->add_option("--max-events", sim.max_events,
+                       "Stop after this many events (0 = no limit)");
   simulate->add_option("--failure-ratio", sim.failure_ratio, "Share of runs that fail")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   simulate->add_option("--seed", sim.seed, "Random seed (0 = random)");
   simulate->add_option("--user-prefix", sim.user_prefix, "User id prefix")->capture_default_str();
 

@@ -1,7 +1,7 @@
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
 #include <stop_token>
@@ -58,8 +58,10 @@ consumers::ReplayConfig MakeConfig(const ReplayFlags& flags) {
     }
   }
   const auto now = std::chrono::system_clock::now();
-  if (!flags.since.empty()) selection.since = consumers::ParseTimeArgument(flags.since, "--since", now);
-  if (!flags.until.empty()) selection.until = consumers::ParseTimeArgument(flags.until, "--until", now);
+  if (!flags.since.empty())
+    selection.since = consumers::ParseTimeArgument(flags.since, "--since", now);
+  if (!flags.until.empty())
+    selection.until = consumers::ParseTimeArgument(flags.until, "--until", now);
   if (!flags.from_cursor.empty() && flags.from_cursor != "earliest") {
     selection.from_cursor = DecodeCursor(flags.from_cursor);
     if (!selection.from_cursor) {

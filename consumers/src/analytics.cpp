@@ -3,12 +3,11 @@
 #include <agentwire/v1/events.pb.h>
 #include <fmt/format.h>
 
-#include <pqxx/pqxx>
-
 #include <algorithm>
 #include <map>
 #include <optional>
 #include <ostream>
+#include <pqxx/pqxx>
 #include <set>
 
 #include "agentwire/core/errors.hpp"
@@ -170,8 +169,8 @@ class Analytics::Impl final : public internal::BatchWriter {
                                     "Events applied to agent_runs / tool_calls")),
         skipped_(registry.GetCounter("agentwire_analytics_skipped_total",
                                      "Messages skipped as undecodable (the archive DLQs them)")),
-        abandoned_(registry.GetCounter("agentwire_analytics_abandoned_total",
-                                       "Runs marked abandoned")),
+        abandoned_(
+            registry.GetCounter("agentwire_analytics_abandoned_total", "Runs marked abandoned")),
         consumer_(MakeConsumerConfig(config_, registry), *this) {}
 
   void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
@@ -257,10 +256,10 @@ class Analytics::Impl final : public internal::BatchWriter {
     if (!touched.empty()) tx.exec_prepared("recount_tools", TextArray(touched));
     size_t abandoned = 0;
     if (watermark_) {
-      abandoned = static_cast<size_t>(
-          tx.exec_prepared("abandon", TimeText(watermark_),
-                           static_cast<double>(config_.abandon_after.count()))
-              .affected_rows());
+      abandoned =
+          static_cast<size_t>(tx.exec_prepared("abandon", TimeText(watermark_),
+                                               static_cast<double>(config_.abandon_after.count()))
+                                  .affected_rows());
     }
     pending_applied_ += applied;
     pending_skipped_ += skipped;
@@ -270,9 +269,10 @@ class Analytics::Impl final : public internal::BatchWriter {
   void WriteRejected(pqxx::transaction_base&, const rd_kafka_message_t* message,
                      const std::string& reason) override {
     ++pending_skipped_;
-    log::Warn("analytics skipped a message PostgreSQL refused",
-              {{"topic", config_.topic}, {"partition", message->partition},
-               {"offset", message->offset}, {"error", reason}});
+    log::Warn("analytics skipped a message PostgreSQL refused", {{"topic", config_.topic},
+                                                                 {"partition", message->partition},
+                                                                 {"offset", message->offset},
+                                                                 {"error", reason}});
   }
 
   void AfterCommit() override {
@@ -435,8 +435,8 @@ void PrintReport(const std::string& dsn, std::ostream& out) {
                     " left(min(error_message), 60) FROM agent_runs WHERE status = 'failed'"
                     " GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"));
   } catch (const pqxx::broken_connection& e) {
-    throw ConfigError(fmt::format("--pg / AGENTWIRE_PG_DSN: cannot connect to PostgreSQL: {}",
-                                  e.what()));
+    throw ConfigError(
+        fmt::format("--pg / AGENTWIRE_PG_DSN: cannot connect to PostgreSQL: {}", e.what()));
   } catch (const pqxx::sql_error& e) {
     throw ConfigError(fmt::format(
         "analytics report: {} (was the schema migrated? run agentwire analytics --migrate)",

@@ -3,9 +3,8 @@
 #include <agentwire/v1/events.pb.h>
 #include <fmt/format.h>
 
-#include <pqxx/pqxx>
-
 #include <atomic>
+#include <pqxx/pqxx>
 #include <tuple>
 
 #include "agentwire/core/logging.hpp"
@@ -21,8 +20,8 @@ constexpr const char* kSourceHeader = "agentwire-dlq-source";
 constexpr auto kDeadLetterFlushTimeout = std::chrono::seconds(10);
 
 const std::vector<std::string> kEventColumns = {
-    "topic",  "partition", "\"offset\"", "event_id",   "user_id", "thread_id", "run_id",
-    "run_seq", "type",     "emitted_at", "agent_name", "payload", "raw"};
+    "topic",   "partition", "\"offset\"", "event_id",   "user_id", "thread_id", "run_id",
+    "run_seq", "type",      "emitted_at", "agent_name", "payload", "raw"};
 
 bool HasNul(const std::string& text) { return text.find('\0') != std::string::npos; }
 
@@ -53,9 +52,9 @@ std::string Decode(const void* key, size_t key_size, const void* value, size_t v
 void OnDeadLetterDelivery(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
   if (message->err) {
     static_cast<metrics::Counter*>(opaque)->Inc();
-    log::Error("dead letter not delivered to the DLQ topic (it is still in dead_letters)",
-               {{"topic", rd_kafka_topic_name(message->rkt)},
-                {"error", kafka::ErrorText(message->err)}});
+    log::Error(
+        "dead letter not delivered to the DLQ topic (it is still in dead_letters)",
+        {{"topic", rd_kafka_topic_name(message->rkt)}, {"error", kafka::ErrorText(message->err)}});
   }
 }
 
@@ -129,15 +128,14 @@ class Archive::Impl final : public internal::BatchWriter {
         }
         std::optional<std::string> emitted_at;
         if (event.has_emitted_at()) {
-          emitted_at = internal::TimestampText(event.emitted_at().seconds(),
-                                               event.emitted_at().nanos());
+          emitted_at =
+              internal::TimestampText(event.emitted_at().seconds(), event.emitted_at().nanos());
         }
-        stream << std::make_tuple(config_.topic, message->partition, message->offset,
-                                  event.event_id(), event.user_id(), event.thread_id(),
-                                  event.run_id(), static_cast<int64_t>(event.run_seq()),
-                                  std::string(schemas::EventType(event)), emitted_at,
-                                  event.agent_name(), json,
-                                  internal::ByteaHex(message->payload, message->len));
+        stream << std::make_tuple(
+            config_.topic, message->partition, message->offset, event.event_id(), event.user_id(),
+            event.thread_id(), event.run_id(), static_cast<int64_t>(event.run_seq()),
+            std::string(schemas::EventType(event)), emitted_at, event.agent_name(), json,
+            internal::ByteaHex(message->payload, message->len));
         ++rows;
       }
       stream.complete();
@@ -170,8 +168,9 @@ class Archive::Impl final : public internal::BatchWriter {
     // produces it again after the restart (at-least-once), never zero times.
     if (pending_dead_.empty()) return;
     for (const auto& [message, reason] : pending_dead_) ProduceDeadLetter(message, reason);
-    if (rd_kafka_flush(producer_.get(), static_cast<int>(std::chrono::milliseconds(
-                                            kDeadLetterFlushTimeout).count())) !=
+    if (rd_kafka_flush(
+            producer_.get(),
+            static_cast<int>(std::chrono::milliseconds(kDeadLetterFlushTimeout).count())) !=
         RD_KAFKA_RESP_ERR_NO_ERROR) {
       log::Error("DLQ topic did not acknowledge in time; dead_letters keeps the messages",
                  {{"topic", config_.dead_letter_topic}});
@@ -246,10 +245,9 @@ class Archive::Impl final : public internal::BatchWriter {
     const size_t value_size = message->payload == nullptr ? 0 : message->len;
     const rd_kafka_resp_err_t err = rd_kafka_producev(
         producer_.get(), RD_KAFKA_V_TOPIC(config_.dead_letter_topic.c_str()),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(message->key, key_size),
-        RD_KAFKA_V_VALUE(message->payload, value_size),
-        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(message->key, key_size),
+        RD_KAFKA_V_VALUE(message->payload, value_size), RD_KAFKA_V_HEADERS(headers),
+        RD_KAFKA_V_END);
     if (err) {
       rd_kafka_headers_destroy(headers);
       dlq_failures_.Inc();

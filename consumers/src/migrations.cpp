@@ -2,9 +2,8 @@
 
 #include <fmt/format.h>
 
-#include <pqxx/pqxx>
-
 #include <map>
+#include <pqxx/pqxx>
 
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/logging.hpp"
@@ -74,9 +73,10 @@ int ApplyMigrations(const std::string& dsn) {
     const int newest = EmbeddedMigrations().empty() ? 0 : EmbeddedMigrations().back().version;
     for (const auto& [version, name] : applied) {
       if (version > newest) {
-        log::Warn("the database has a migration this binary does not know (a newer release "
-                  "applied it)",
-                  {{"version", version}, {"name", name}});
+        log::Warn(
+            "the database has a migration this binary does not know (a newer release "
+            "applied it)",
+            {{"version", version}, {"name", name}});
       }
     }
     pqxx::nontransaction tx(connection);

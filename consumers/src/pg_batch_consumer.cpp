@@ -41,7 +41,8 @@ kafka::TopicPartitionListPtr PartitionList(const std::string& topic,
                                            const std::vector<int32_t>& partitions) {
   kafka::TopicPartitionListPtr list(
       rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
-  for (const int32_t p : partitions) rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p);
+  for (const int32_t p : partitions)
+    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p);
   return list;
 }
 
@@ -122,14 +123,10 @@ PgBatchConsumer::~PgBatchConsumer() = default;
 
 void PgBatchConsumer::Run(std::stop_token stop) {
   kafka::Properties properties = {
-      {"group.id", config_.group_id},
-      {"partition.assignment.strategy", "cooperative-sticky"},
-      {"enable.auto.commit", "false"},
-      {"enable.auto.offset.store", "false"},
-      {"auto.offset.reset", "earliest"},
-      {"enable.partition.eof", "false"},
-      {"fetch.wait.max.ms", "100"},
-      {"client.id", config_.metric_prefix},
+      {"group.id", config_.group_id},    {"partition.assignment.strategy", "cooperative-sticky"},
+      {"enable.auto.commit", "false"},   {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"}, {"enable.partition.eof", "false"},
+      {"fetch.wait.max.ms", "100"},      {"client.id", config_.metric_prefix},
   };
   for (const auto& [key, value] : config_.client_properties) properties[key] = value;
   auto conf = kafka::MakeConf(properties);
@@ -345,8 +342,8 @@ void PgBatchConsumer::Recover() {
   }
   // Resume first, then seek: the seek discards anything fetched from the old position.
   rd_kafka_resume_partitions(consumer_.get(), list.get());
-  if (rd_kafka_error_t* error = rd_kafka_seek_partitions(consumer_.get(), list.get(),
-                                                         kSeekTimeoutMs)) {
+  if (rd_kafka_error_t* error =
+          rd_kafka_seek_partitions(consumer_.get(), list.get(), kSeekTimeoutMs)) {
     log::Warn("seek failed; will retry", {{"error", rd_kafka_error_string(error)}});
     rd_kafka_error_destroy(error);
     Pause(waiting);
@@ -433,9 +430,10 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
             one.commit();
           } catch (const pqxx::sql_error& e) {
             if (!IsDataError(e)) throw;
-            log::Warn("PostgreSQL refused one message",
-                      {{"topic", config_.topic}, {"partition", message->partition},
-                       {"offset", message->offset}, {"error", e.what()}});
+            log::Warn("PostgreSQL refused one message", {{"topic", config_.topic},
+                                                         {"partition", message->partition},
+                                                         {"offset", message->offset},
+                                                         {"error", e.what()}});
             writer_.WriteRejected(tx, message, fmt::format("postgres rejected: {}", e.what()));
           }
         }
@@ -452,8 +450,8 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
           " WHERE o.next_offset < EXCLUDED.next_offset",
           config_.group_id, config_.topic, partition, next);
       if (updated.affected_rows() != 1) {
-        throw std::logic_error(fmt::format("offset of partition {} would move backwards to {}",
-                                           partition, next));
+        throw std::logic_error(
+            fmt::format("offset of partition {} would move backwards to {}", partition, next));
       }
     }
     writer_.BeforeCommit();

@@ -10,11 +10,10 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <pqxx/pqxx>
 #include <stop_token>
 #include <string>
 #include <vector>
-
-#include <pqxx/pqxx>
 
 #include "agentwire/core/kafka_config.hpp"
 #include "agentwire/core/kafka_handles.hpp"

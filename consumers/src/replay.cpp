@@ -67,8 +67,7 @@ std::optional<TimePoint> ParseRfc3339(std::string_view text) {
       !ReadDigits(text, pos, 2, day)) {
     return std::nullopt;
   }
-  if (month < 1 || month > 12 || day < 1 ||
-      day > DaysInMonth(year, static_cast<unsigned>(month))) {
+  if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, static_cast<unsigned>(month))) {
     return std::nullopt;
   }
   int64_t seconds_of_day = 0;
@@ -116,9 +115,9 @@ std::optional<TimePoint> ParseRfc3339(std::string_view text) {
     }
   }
   if (pos != text.size()) return std::nullopt;
-  const int64_t seconds = DaysFromCivil(year, static_cast<unsigned>(month),
-                                        static_cast<unsigned>(day)) * 86400 +
-                          seconds_of_day - offset_seconds;
+  const int64_t seconds =
+      DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day)) * 86400 +
+      seconds_of_day - offset_seconds;
   return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
       std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
 }
@@ -129,12 +128,23 @@ std::optional<std::chrono::nanoseconds> ParseAge(std::string_view text) {
   const char unit = text.back();
   double per_unit = 0;
   switch (unit) {
-    case 's': per_unit = 1e9; break;
-    case 'm': per_unit = 60e9; break;
-    case 'h': per_unit = 3600e9; break;
-    case 'd': per_unit = 86400e9; break;
-    case 'w': per_unit = 7 * 86400e9; break;
-    default: return std::nullopt;
+    case 's':
+      per_unit = 1e9;
+      break;
+    case 'm':
+      per_unit = 60e9;
+      break;
+    case 'h':
+      per_unit = 3600e9;
+      break;
+    case 'd':
+      per_unit = 86400e9;
+      break;
+    case 'w':
+      per_unit = 7 * 86400e9;
+      break;
+    default:
+      return std::nullopt;
   }
   const std::string number(text.substr(0, text.size() - 1));
   if (number.empty() || !std::isdigit(static_cast<unsigned char>(number.front()))) {
@@ -194,8 +204,8 @@ class ProgressReporter final {
  private:
   void Loop() {
     const auto start = std::chrono::steady_clock::now();
-    const auto period = console_.BarMode() ? std::chrono::milliseconds(200)
-                                           : std::chrono::milliseconds(5000);
+    const auto period =
+        console_.BarMode() ? std::chrono::milliseconds(200) : std::chrono::milliseconds(5000);
     std::unique_lock lock(mutex_);
     while (!cv_.wait_for(lock, period, [this] { return stopping_; })) {
       const double seconds =
@@ -278,15 +288,13 @@ void ValidateReplayConfig(const ReplayConfig& config) {
   const auto& known = schemas::KnownEventTypes();
   for (const auto& type : s.types) {
     if (std::find(known.begin(), known.end(), type) == known.end()) {
-      throw ConfigError(
-          fmt::format("--type '{}': unknown event type (expected one of: {})", type,
-                      KnownTypesText()));
+      throw ConfigError(fmt::format("--type '{}': unknown event type (expected one of: {})", type,
+                                    KnownTypesText()));
     }
   }
   kafka::ValidateTopicName(config.topic, "--topic / AGENTWIRE_TOPIC");
   if (config.source == ReplaySource::kPostgres && config.pg_dsn.empty()) {
-    throw ConfigError(
-        "--source postgres needs a connection string: --pg DSN or AGENTWIRE_PG_DSN");
+    throw ConfigError("--source postgres needs a connection string: --pg DSN or AGENTWIRE_PG_DSN");
   }
   if (config.source == ReplaySource::kKafka &&
       config.client_properties.count("bootstrap.servers") == 0) {
@@ -396,8 +404,8 @@ void Console::ClearBar() {
   bar_shown_ = false;
 }
 
-bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
-                     const RecordSink& sink, std::stop_token stop) {
+bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers, const RecordSink& sink,
+                     std::stop_token stop) {
   struct Lane {
     PartitionReader* reader;
     RecordBuffer buffer;
@@ -499,11 +507,11 @@ void PipelinedSink::Loop() {
   }
 }
 
-int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic,
-                                std::string_view flag, std::chrono::milliseconds timeout) {
+int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, std::string_view flag,
+                                std::chrono::milliseconds timeout) {
   const rd_kafka_metadata_t* raw = nullptr;
-  const auto err = rd_kafka_metadata(client, /*all_topics=*/1, nullptr, &raw,
-                                     static_cast<int>(timeout.count()));
+  const auto err =
+      rd_kafka_metadata(client, /*all_topics=*/1, nullptr, &raw, static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     throw KafkaError(fmt::format("cluster metadata: {}. Hint: check --brokers / "
                                  "AGENTWIRE_BROKERS and that the cluster is up",
@@ -592,8 +600,7 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
       const bool more = pipeline ? pipeline->Push(record) : output(record);
       return more && (limit == 0 || stats.emitted < limit);
     };
-    ProgressReporter reporter(progress, console,
-                              config.progress == ReplayProgress::kLines);
+    ProgressReporter reporter(progress, console, config.progress == ReplayProgress::kLines);
     try {
       (void)source->Run(sink, stop);
     } catch (...) {
@@ -637,12 +644,11 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
   stats.scanned = progress.scanned.load();
   stats.matched = progress.matched.load();
   stats.undecodable = progress.undecodable.load();
-  stats.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  std::string summary = fmt::format(
-      "replay: {} scanned, {} matched, {} written in {:.2f} s ({} events/s scanned)",
-      stats.scanned, stats.matched, stats.emitted, stats.seconds,
-      static_cast<uint64_t>(stats.seconds > 0 ? stats.scanned / stats.seconds : 0));
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::string summary =
+      fmt::format("replay: {} scanned, {} matched, {} written in {:.2f} s ({} events/s scanned)",
+                  stats.scanned, stats.matched, stats.emitted, stats.seconds,
+                  static_cast<uint64_t>(stats.seconds > 0 ? stats.scanned / stats.seconds : 0));
   if (stats.undecodable > 0) {
     summary += fmt::format("; {} undecodable messages skipped", stats.undecodable);
   }

@@ -12,10 +12,10 @@
 #include <mutex>
 #include <optional>
 #include <ostream>
-#include <unordered_map>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -131,7 +131,7 @@ class PipelinedSink final {
   void Loop();
 
   RecordSink output_;
-  std::vector<Record> filling_;   // the reading thread's
+  std::vector<Record> filling_;  // the reading thread's
   size_t filled_ = 0;
   std::vector<Record> draining_;  // the output thread's while busy_
   size_t draining_count_ = 0;
@@ -157,8 +157,8 @@ class PartitionReader {
 /// (emitted_at, partition). A partition's head is only compared once it is known, so nothing
 /// is skipped and each partition stays in offset order. Returns false when the sink or `stop`
 /// ended it early.
-bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers,
-                     const RecordSink& sink, std::stop_token stop);
+bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers, const RecordSink& sink,
+                     std::stop_token stop);
 
 /// A replay source: streams the selection into `sink` in output order.
 class Source {
@@ -183,8 +183,8 @@ std::unique_ptr<Source> MakePostgresSource(const ReplayConfig& config, Progress&
 /// the embedded Kafka) create it, and a typo in --topic or --republish-to must not create
 /// topics. Throws ConfigError naming `flag` when the topic does not exist, KafkaError when the
 /// cluster does not answer.
-int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic,
-                                std::string_view flag, std::chrono::milliseconds timeout);
+int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, std::string_view flag,
+                                std::chrono::milliseconds timeout);
 
 /// Checks a --from-cursor against what the source knows about the topic: throws ConfigError
 /// when it was issued for another partition layout or belongs to another user's partition.

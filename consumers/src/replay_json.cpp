@@ -41,8 +41,9 @@ bool SchemaIsKnown() {
         {v1::AgentFailed::descriptor(), 2},
         {v1::MessageDelta::descriptor(), 1},
     }};
-    return std::all_of(expected.begin(), expected.end(),
-                       [](const auto& entry) { return entry.first->field_count() == entry.second; });
+    return std::all_of(expected.begin(), expected.end(), [](const auto& entry) {
+      return entry.first->field_count() == entry.second;
+    });
   }();
   return known;
 }
@@ -66,8 +67,12 @@ bool NeedsEscape(uint32_t cp) {
 
 void AppendU16Escape(uint32_t unit, std::string& out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  const char escaped[6] = {'\\', 'u', kHex[(unit >> 12) & 0xF], kHex[(unit >> 8) & 0xF],
-                           kHex[(unit >> 4) & 0xF], kHex[unit & 0xF]};
+  const char escaped[6] = {'\\',
+                           'u',
+                           kHex[(unit >> 12) & 0xF],
+                           kHex[(unit >> 8) & 0xF],
+                           kHex[(unit >> 4) & 0xF],
+                           kHex[unit & 0xF]};
   out.append(escaped, 6);
 }
 

@@ -19,8 +19,8 @@
 namespace agentwire::consumers::replay {
 namespace {
 
-using TopicPtr =
-    std::unique_ptr<rd_kafka_topic_t, kafka::HandleDeleter<rd_kafka_topic_t, rd_kafka_topic_destroy>>;
+using TopicPtr = std::unique_ptr<rd_kafka_topic_t,
+                                 kafka::HandleDeleter<rd_kafka_topic_t, rd_kafka_topic_destroy>>;
 
 constexpr auto kMetadataTimeout = std::chrono::seconds(10);
 constexpr int kBatch = 500;
@@ -82,8 +82,9 @@ bool Decode(const rd_kafka_message_t& message, const EventFilter& filter, bool k
       for (size_t i = 0;
            rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
            ++i) {
-        record.headers.emplace_back(
-            name, value == nullptr ? std::string() : std::string(static_cast<const char*>(value), size));
+        record.headers.emplace_back(name, value == nullptr
+                                              ? std::string()
+                                              : std::string(static_cast<const char*>(value), size));
       }
     }
   }
@@ -101,8 +102,8 @@ struct PartitionPlan {
 class KafkaPartitionReader final : public PartitionReader {
  public:
   KafkaPartitionReader(rd_kafka_topic_t* topic, const PartitionPlan& plan,
-                       const EventFilter& filter, std::optional<int64_t> stop_at_ms,
-                       bool keep_raw, Progress& progress, Console& console)
+                       const EventFilter& filter, std::optional<int64_t> stop_at_ms, bool keep_raw,
+                       Progress& progress, Console& console)
       : topic_(topic),
         partition_(plan.partition),
         next_(plan.start),
@@ -215,16 +216,16 @@ class KafkaSource final : public Source {
   }
 
   void Open() override {
-    client_ = kafka::MakeClient(RD_KAFKA_CONSUMER,
-                                kafka::MakeConf(ReaderProperties(config_, 64, false)));
+    client_ =
+        kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(ReaderProperties(config_, 64, false)));
     partition_count_ =
         ExistingTopicPartitions(client_.get(), config_.topic, "--topic", kMetadataTimeout);
     CheckCursorAgainstTopic(config_, partition_count_);
     // The prefetch limit depends on how many partitions are read: rebuild with the real count.
     PlanPartitions();
     client_.reset();
-    client_ = kafka::MakeClient(
-        RD_KAFKA_CONSUMER, kafka::MakeConf(ReaderProperties(config_, plans_.size(), false)));
+    client_ = kafka::MakeClient(RD_KAFKA_CONSUMER,
+                                kafka::MakeConf(ReaderProperties(config_, plans_.size(), false)));
     topic_.reset(rd_kafka_topic_new(client_.get(), config_.topic.c_str(), nullptr));
     if (!topic_) {
       throw KafkaError(fmt::format("topic handle {}: {}", config_.topic,
@@ -291,7 +292,8 @@ class KafkaSource final : public Source {
           "replay: warning: the cursor's offset {} in {} partition {} is older than the retained "
           "log (oldest offset {}): {} events were deleted by retention; read them with --source "
           "postgres",
-          cursor.next_offset, config_.topic, plan.partition, plan.low, plan.low - cursor.next_offset));
+          cursor.next_offset, config_.topic, plan.partition, plan.low,
+          plan.low - cursor.next_offset));
       plan.start = plan.low;
     } else if (cursor.next_offset > plan.high) {
       console_.Line(fmt::format(
@@ -309,8 +311,8 @@ class KafkaSource final : public Source {
   void ApplySince(TimePoint since) {
     const int64_t target_ms = ToMillis(since) - config_.time_slack.count();
     std::vector<PartitionPlan*> unresolved;
-    kafka::TopicPartitionListPtr query(rd_kafka_topic_partition_list_new(
-        static_cast<int>(plans_.size())));
+    kafka::TopicPartitionListPtr query(
+        rd_kafka_topic_partition_list_new(static_cast<int>(plans_.size())));
     for (auto& plan : plans_) {
       if (plan.start >= plan.high) continue;
       rd_kafka_topic_partition_list_add(query.get(), config_.topic.c_str(), plan.partition)
@@ -383,7 +385,8 @@ class KafkaSource final : public Source {
     }
     for (auto& s : searches) s.plan->start = std::max(s.plan->start, s.lo);
     log::Debug("replay: start offsets found by timestamp search",
-               {{"topic", config_.topic}, {"count", static_cast<uint64_t>(searches.size())},
+               {{"topic", config_.topic},
+                {"count", static_cast<uint64_t>(searches.size())},
                 {"rounds", rounds}});
   }
 
@@ -421,8 +424,7 @@ class KafkaSource final : public Source {
     Record live;
     bool keep_going = true;
     while (keep_going && !stop.stop_requested()) {
-      const ssize_t count =
-          rd_kafka_consume_batch_queue(queue.get(), kPollMs, messages.data(), 64);
+      const ssize_t count = rd_kafka_consume_batch_queue(queue.get(), kPollMs, messages.data(), 64);
       for (ssize_t i = 0; i < std::max<ssize_t>(count, 0); ++i) {
         kafka::MessagePtr message(messages[static_cast<size_t>(i)]);
         if (!keep_going || message->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;

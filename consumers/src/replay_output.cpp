@@ -23,7 +23,8 @@ void AppendInteger(int64_t value, std::string& out) {
 }
 
 TimePoint FromNanos(int64_t nanos) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(nanos)));
+  return TimePoint(
+      std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(nanos)));
 }
 
 std::string EmittedAtText(const v1::AgentEvent& event) {
@@ -43,8 +44,12 @@ class MillisFormatter final {
     }
     out += prefix_;
     const auto ms = static_cast<int>(millis - second * 1000);
-    const char tail[6] = {'.', static_cast<char>('0' + ms / 100), static_cast<char>('0' + ms / 10 % 10),
-                          static_cast<char>('0' + ms % 10), 'Z', '"'};
+    const char tail[6] = {'.',
+                          static_cast<char>('0' + ms / 100),
+                          static_cast<char>('0' + ms / 10 % 10),
+                          static_cast<char>('0' + ms % 10),
+                          'Z',
+                          '"'};
     out.append(tail, 6);
   }
 
@@ -74,7 +79,8 @@ class CursorFormatter final {
     // Bytes 12..24: the partition count's low byte, the partition, the next offset.
     unsigned char tail[15] = {};
     tail[0] = static_cast<unsigned char>(cursor.partition_count & 0xFF);
-    for (int i = 0; i < 4; ++i) tail[1 + i] = static_cast<unsigned char>(cursor.partition >> (24 - 8 * i));
+    for (int i = 0; i < 4; ++i)
+      tail[1 + i] = static_cast<unsigned char>(cursor.partition >> (24 - 8 * i));
     const auto offset = static_cast<uint64_t>(cursor.next_offset);
     for (int i = 0; i < 8; ++i) tail[5 + i] = static_cast<unsigned char>(offset >> (56 - 8 * i));
     static constexpr char kAlphabet[] =
@@ -194,9 +200,10 @@ std::string Summary(const v1::AgentEvent& event) {
     }
     case v1::AgentEvent::kToolCompleted: {
       const auto& b = event.tool_completed();
-      return b.error().empty()
-                 ? OneLine(fmt::format("{} ok {}ms: {}", b.tool_name(), b.duration_ms(), b.output()))
-                 : OneLine(fmt::format("{} ERROR {}ms: {}", b.tool_name(), b.duration_ms(), b.error()));
+      return b.error().empty() ? OneLine(fmt::format("{} ok {}ms: {}", b.tool_name(),
+                                                     b.duration_ms(), b.output()))
+                               : OneLine(fmt::format("{} ERROR {}ms: {}", b.tool_name(),
+                                                     b.duration_ms(), b.error()));
     }
     case v1::AgentEvent::kAgentCompleted: {
       const auto& b = event.agent_completed();
@@ -222,9 +229,9 @@ class TableWriter final : public EventWriter {
 
   void Write(const Record& record) override {
     const auto& event = record.event;
-    std::string line = fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n", EmittedAtText(event),
-                                   event.user_id(), event.run_id(), event.run_seq(),
-                                   schemas::EventType(event), Summary(event));
+    std::string line = fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n",
+                                   EmittedAtText(event), event.user_id(), event.run_id(),
+                                   event.run_seq(), schemas::EventType(event), Summary(event));
     if (streaming_) {
       if (event.run_id() != last_run_) {
         out_ << '\n' << Header(event, 0);
@@ -268,9 +275,10 @@ class TableWriter final : public EventWriter {
   }
 
   static std::string Header(const v1::AgentEvent& first, uint64_t events) {
-    std::string header = fmt::format("== run {}  user {}  thread {}  agent {}", first.run_id(),
-                                     first.user_id(), first.thread_id().empty() ? "-" : first.thread_id(),
-                                     first.agent_name().empty() ? "-" : first.agent_name());
+    std::string header =
+        fmt::format("== run {}  user {}  thread {}  agent {}", first.run_id(), first.user_id(),
+                    first.thread_id().empty() ? "-" : first.thread_id(),
+                    first.agent_name().empty() ? "-" : first.agent_name());
     if (events > 0) header += fmt::format("  ({} events)", events);
     return header + '\n';
   }
@@ -354,10 +362,10 @@ void GapTracker::Report(std::ostream& out, bool selection_is_partial) {
       ++runs_without_terminal_;
       problems.push_back(fmt::format(
           "no terminal event (last: run_seq {} {} at {})", run.last_seq, run.last_type,
-          run.last_emitted_ns == 0 ? std::string("-")
-                                   : FormatTimeMillis(TimePoint(
-                                         std::chrono::duration_cast<TimePoint::duration>(
-                                             std::chrono::nanoseconds(run.last_emitted_ns))))));
+          run.last_emitted_ns == 0
+              ? std::string("-")
+              : FormatTimeMillis(TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+                    std::chrono::nanoseconds(run.last_emitted_ns))))));
     }
     if (!duplicates.empty()) problems.push_back("duplicated run_seq " + Ranges(duplicates));
     if (problems.empty()) continue;

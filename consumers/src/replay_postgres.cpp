@@ -7,6 +7,7 @@
 // "timestamp" is null in this source's JSON lines.)
 
 #include <fmt/format.h>
+
 #include <pqxx/pqxx>
 
 #include "agentwire/core/errors.hpp"
@@ -25,8 +26,8 @@ using ReadTransaction = pqxx::transaction<pqxx::repeatable_read, pqxx::read_only
 
 // SQL timestamptz literal with microseconds (PostgreSQL's precision).
 std::string SqlTime(int64_t nanos) {
-  const auto time = TimePoint(std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::nanoseconds(nanos)));
+  const auto time =
+      TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(nanos)));
   std::string text = FormatTimeMillis(time);  // "...SS.mmmZ"
   const int64_t micros_in_ms = ((nanos % 1'000'000) + 1'000'000) % 1'000'000 / 1000;
   text.insert(text.size() - 1, fmt::format("{:03}", micros_in_ms));
@@ -47,8 +48,7 @@ class PostgresPartitionReader final : public PartitionReader {
   int32_t Partition() const override { return partition_; }
 
   bool Fill(RecordBuffer& out, std::stop_token /*stop*/) override {
-    const pqxx::result rows =
-        tx_.exec(fmt::format("FETCH {} FROM {}", kFetchRows, cursor_name_));
+    const pqxx::result rows = tx_.exec(fmt::format("FETCH {} FROM {}", kFetchRows, cursor_name_));
     for (const auto& row : rows) {
       progress_.scanned.fetch_add(1, std::memory_order_relaxed);
       const pqxx::binarystring raw(row[2]);
@@ -155,12 +155,12 @@ class PostgresSource final : public Source {
     }
     // One microsecond of margin each side: PostgreSQL rounds nanoseconds away.
     if (s.since) {
-      where += fmt::format(" AND emitted_at >= '{}'::timestamptz",
-                           SqlTime(ToNanos(*s.since) - 1000));
+      where +=
+          fmt::format(" AND emitted_at >= '{}'::timestamptz", SqlTime(ToNanos(*s.since) - 1000));
     }
     if (s.until) {
-      where += fmt::format(" AND emitted_at <= '{}'::timestamptz",
-                           SqlTime(ToNanos(*s.until) + 1000));
+      where +=
+          fmt::format(" AND emitted_at <= '{}'::timestamptz", SqlTime(ToNanos(*s.until) + 1000));
     }
     if (s.from_cursor) where += fmt::format(" AND \"offset\" >= {}", s.from_cursor->next_offset);
     return fmt::format(
@@ -173,8 +173,7 @@ class PostgresSource final : public Source {
     try {
       kafka::Properties properties = config_.client_properties;
       properties["client.id"] = "agentwire-replay-metadata";
-      auto client =
-          kafka::MakeClient(RD_KAFKA_PRODUCER, kafka::MakeConf(properties));
+      auto client = kafka::MakeClient(RD_KAFKA_PRODUCER, kafka::MakeConf(properties));
       return ExistingTopicPartitions(client.get(), config_.topic, "--topic",
                                      std::chrono::seconds(3));
     } catch (const std::exception&) {

@@ -112,7 +112,8 @@ class Republisher::Impl {
   }
 
   // Runs inside rd_kafka_poll/flush on the replay thread.
-  static void OnDelivery(rd_kafka_t* /*producer*/, const rd_kafka_message_t* message, void* opaque) {
+  static void OnDelivery(rd_kafka_t* /*producer*/, const rd_kafka_message_t* message,
+                         void* opaque) {
     auto* self = static_cast<Impl*>(opaque);
     if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       ++self->delivered_;

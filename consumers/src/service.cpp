@@ -1,8 +1,8 @@
 #include "agentwire/consumers/service.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <thread>
 
@@ -33,10 +33,10 @@ void ServiceOptions::Validate() const {
 
 std::chrono::milliseconds ServiceOptions::BatchTime() const {
   // A plain number is milliseconds here (the flag is --batch-ms).
-  const bool plain = !batch_time.empty() &&
-                     batch_time.find_first_not_of("0123456789") == std::string::npos;
-  const auto value =
-      plain ? std::chrono::milliseconds(std::stoll(batch_time)) : ParseDuration(batch_time, "--batch-ms");
+  const bool plain =
+      !batch_time.empty() && batch_time.find_first_not_of("0123456789") == std::string::npos;
+  const auto value = plain ? std::chrono::milliseconds(std::stoll(batch_time))
+                           : ParseDuration(batch_time, "--batch-ms");
   if (value.count() < 1) throw ConfigError("--batch-ms: must be at least 1 ms");
   return value;
 }

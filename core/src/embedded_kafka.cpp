@@ -19,14 +19,14 @@ TopicSpec ParseTopicSpec(std::string_view text) {
   } else {
     spec.name = std::string(text.substr(0, colon));
     const auto digits = text.substr(colon + 1);
-    const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(),
-                                           spec.partitions);
+    const auto [ptr, ec] =
+        std::from_chars(digits.data(), digits.data() + digits.size(), spec.partitions);
     if (ec != std::errc() || ptr != digits.data() + digits.size() || spec.partitions < 1 ||
         spec.partitions > 10000) {
-      throw ConfigError(fmt::format(
-          "--topic '{}': expected NAME:PARTITIONS with 1-10000 partitions, e.g. "
-          "agent.lifecycle.v1:12",
-          text));
+      throw ConfigError(
+          fmt::format("--topic '{}': expected NAME:PARTITIONS with 1-10000 partitions, e.g. "
+                      "agent.lifecycle.v1:12",
+                      text));
     }
   }
   ValidateTopicName(spec.name, "--topic");
@@ -39,8 +39,8 @@ std::vector<TopicSpec> DefaultTopics(const std::string& topic, int partitions) {
 
 EmbeddedKafka::EmbeddedKafka(int broker_count) : broker_count_(broker_count) {
   if (broker_count < 1 || broker_count > 32) {
-    throw ConfigError(fmt::format("--brokers {}: the embedded Kafka runs 1-32 brokers",
-                                  broker_count));
+    throw ConfigError(
+        fmt::format("--brokers {}: the embedded Kafka runs 1-32 brokers", broker_count));
   }
   // The mock cluster needs a client handle to run in; this one never produces.
   auto conf = MakeConf({{"client.id", "agentwire-embedded-kafka"}, {"log_level", "3"}});

@@ -32,8 +32,8 @@ Properties ParseProperties(const std::vector<std::string>& entries) {
   for (const auto& entry : entries) {
     const auto eq = entry.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw ConfigError(fmt::format(
-          "--kafka '{}': expected key=value, e.g. --kafka linger.ms=5", entry));
+      throw ConfigError(
+          fmt::format("--kafka '{}': expected key=value, e.g. --kafka linger.ms=5", entry));
     }
     properties[entry.substr(0, eq)] = entry.substr(eq + 1);
   }
@@ -45,8 +45,8 @@ ConfPtr MakeConf(const Properties& properties) {
   rd_kafka_conf_set_log_cb(conf.get(), OnClientLog);
   std::array<char, 512> errstr{};
   for (const auto& [key, value] : properties) {
-    if (rd_kafka_conf_set(conf.get(), key.c_str(), value.c_str(), errstr.data(),
-                          errstr.size()) != RD_KAFKA_CONF_OK) {
+    if (rd_kafka_conf_set(conf.get(), key.c_str(), value.c_str(), errstr.data(), errstr.size()) !=
+        RD_KAFKA_CONF_OK) {
       throw ConfigError(fmt::format("kafka property {}={}: {}", key, value, errstr.data()));
     }
   }
@@ -70,11 +70,11 @@ std::string ErrorText(rd_kafka_resp_err_t err) {
 int PartitionCount(rd_kafka_t* client, const std::string& topic,
                    std::chrono::milliseconds timeout) {
   // A topic handle restricts the metadata request to this one topic.
-  std::unique_ptr<rd_kafka_topic_t, HandleDeleter<rd_kafka_topic_t, rd_kafka_topic_destroy>>
-      handle(rd_kafka_topic_new(client, topic.c_str(), nullptr));
+  std::unique_ptr<rd_kafka_topic_t, HandleDeleter<rd_kafka_topic_t, rd_kafka_topic_destroy>> handle(
+      rd_kafka_topic_new(client, topic.c_str(), nullptr));
   const rd_kafka_metadata_t* raw = nullptr;
-  const auto err = rd_kafka_metadata(client, 0, handle.get(), &raw,
-                                     static_cast<int>(timeout.count()));
+  const auto err =
+      rd_kafka_metadata(client, 0, handle.get(), &raw, static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     throw KafkaError(fmt::format("metadata for topic {}: {}. Hint: check --brokers / "
                                  "AGENTWIRE_BROKERS and that the cluster is up",

@@ -1,11 +1,11 @@
 #include "agentwire/core/logging.hpp"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <nlohmann/json.hpp>
 
 #include "agentwire/core/errors.hpp"
 
@@ -16,8 +16,8 @@ std::atomic<Format> g_format{Format::kText};
 
 std::string JsonString(std::string_view text) {
   // dump() escapes control characters and invalid UTF-8 is replaced, never thrown.
-  return nlohmann::json(std::string(text)).dump(-1, ' ', false,
-                                                 nlohmann::json::error_handler_t::replace);
+  return nlohmann::json(std::string(text))
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void Write(spdlog::level::level_enum level, std::string_view message, Fields fields) {
@@ -33,19 +33,19 @@ Field::Field(std::string_view k, double v) : key(k), value(fmt::format("{}", v))
 Format ParseFormat(std::string_view text) {
   if (text == "text") return Format::kText;
   if (text == "json") return Format::kJson;
-  throw ConfigError(fmt::format(
-      "--log-format / AGENTWIRE_LOG_FORMAT '{}': expected 'text' or 'json'", text));
+  throw ConfigError(
+      fmt::format("--log-format / AGENTWIRE_LOG_FORMAT '{}': expected 'text' or 'json'", text));
 }
 
 void Setup(Format format, std::string_view level) {
   const auto parsed = spdlog::level::from_str(std::string(level));
   if (parsed == spdlog::level::off && level != "off") {
-    throw ConfigError(fmt::format(
-        "--log-level '{}': expected trace, debug, info, warn, error or off", level));
+    throw ConfigError(
+        fmt::format("--log-level '{}': expected trace, debug, info, warn, error or off", level));
   }
   g_format.store(format);
-  auto logger = std::make_shared<spdlog::logger>(
-      "agentwire", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>("agentwire",
+                                                 std::make_shared<spdlog::sinks::stderr_sink_mt>());
   if (format == Format::kJson) {
     logger->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l",%v})",
                         spdlog::pattern_time_type::utc);
@@ -75,7 +75,8 @@ std::string Render(Format format, std::string_view message, Fields fields) {
     out += field.key;
     out += '=';
     const bool needs_quotes =
-        field.quoted && (field.value.empty() || field.value.find_first_of(" \"=") != std::string::npos);
+        field.quoted &&
+        (field.value.empty() || field.value.find_first_of(" \"=") != std::string::npos);
     out += needs_quotes ? JsonString(field.value) : field.value;
   }
   return out;
@@ -86,8 +87,6 @@ void Debug(std::string_view message, Fields fields) {
 }
 void Info(std::string_view message, Fields fields) { Write(spdlog::level::info, message, fields); }
 void Warn(std::string_view message, Fields fields) { Write(spdlog::level::warn, message, fields); }
-void Error(std::string_view message, Fields fields) {
-  Write(spdlog::level::err, message, fields);
-}
+void Error(std::string_view message, Fields fields) { Write(spdlog::level::err, message, fields); }
 
 }  // namespace agentwire::log

@@ -70,8 +70,7 @@ std::vector<double> LatencyBuckets() {
   return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 }
 
-Registry::Family& Registry::FamilyFor(const std::string& name, const std::string& help,
-                                      Type type) {
+Registry::Family& Registry::FamilyFor(const std::string& name, const std::string& help, Type type) {
   auto [it, inserted] = families_.try_emplace(name, Family{type, help, {}, {}, {}});
   if (!inserted && it->second.type != type) {
     throw std::logic_error("metric " + name + " registered with two types");
@@ -87,8 +86,7 @@ Counter& Registry::GetCounter(const std::string& name, const std::string& help,
   return *slot;
 }
 
-Gauge& Registry::GetGauge(const std::string& name, const std::string& help,
-                          const Labels& labels) {
+Gauge& Registry::GetGauge(const std::string& name, const std::string& help, const Labels& labels) {
   std::lock_guard lock(mutex_);
   auto& slot = FamilyFor(name, help, Type::kGauge).gauges[RenderLabels(labels)];
   if (!slot) slot = std::make_unique<Gauge>();

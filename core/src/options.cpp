@@ -1,7 +1,8 @@
 #include "agentwire/core/options.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 
 #include "agentwire/core/errors.hpp"
 
@@ -9,10 +10,10 @@ namespace agentwire {
 
 void KafkaOptions::Validate() const {
   if (brokers.empty() || brokers.find(':') == std::string::npos) {
-    throw ConfigError(fmt::format(
-        "--brokers / AGENTWIRE_BROKERS '{}': expected host:port[,host:port...], e.g. "
-        "127.0.0.1:9092 (agentwire broker prints its list)",
-        brokers));
+    throw ConfigError(
+        fmt::format("--brokers / AGENTWIRE_BROKERS '{}': expected host:port[,host:port...], e.g. "
+                    "127.0.0.1:9092 (agentwire broker prints its list)",
+                    brokers));
   }
   kafka::ValidateTopicName(topic, "--topic / AGENTWIRE_TOPIC");
   (void)kafka::ParseProperties(extra_properties);
@@ -48,8 +49,8 @@ std::chrono::milliseconds ParseDuration(std::string_view text, std::string_view 
   }
   if (used == 0 || millis_per_unit == 0 || number < 0) {
     throw ConfigError(fmt::format(
-        "{} '{}': expected a duration like 250ms, 10s, 15m, 2h (a plain number is seconds)",
-        what, text));
+        "{} '{}': expected a duration like 250ms, 10s, 15m, 2h (a plain number is seconds)", what,
+        text));
   }
   return std::chrono::milliseconds(static_cast<int64_t>(number * millis_per_unit));
 }

@@ -18,11 +18,12 @@ RunEmitter::~RunEmitter() {
   if (Finished()) return;
   // The run's owner forgot (or crashed before) the terminal event. Without this the
   // chat window would show a run that never ends.
-  const auto status = Failed("run_abandoned",
-                             "run abandoned: the agent stopped without completing or failing");
+  const auto status =
+      Failed("run_abandoned", "run abandoned: the agent stopped without completing or failing");
   if (status != PublishStatus::kAccepted) {
-    log::Error("could not publish the abandoned-run event",
-               {{"user", identity_.user_id}, {"run", identity_.run_id}, {"error", ToString(status)}});
+    log::Error(
+        "could not publish the abandoned-run event",
+        {{"user", identity_.user_id}, {"run", identity_.run_id}, {"error", ToString(status)}});
   }
 }
 

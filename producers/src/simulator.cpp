@@ -37,7 +37,9 @@ struct ActiveRun {
 class Simulation {
  public:
   Simulation(EventSink& sink, const SimulatorOptions& options)
-      : sink_(sink), options_(options), rng_(options.seed != 0 ? options.seed : std::random_device{}()) {
+      : sink_(sink),
+        options_(options),
+        rng_(options.seed != 0 ? options.seed : std::random_device{}()) {
     runs_.resize(static_cast<size_t>(std::max(1, options.users)));
   }
 
@@ -115,19 +117,18 @@ class Simulation {
       }
     }
     if (run.fails) {
-      run.steps.push_back([](RunEmitter& e) {
-        return e.Failed("tool_error", "the tool kept failing; giving up");
-      });
+      run.steps.push_back(
+          [](RunEmitter& e) { return e.Failed("tool_error", "the tool kept failing; giving up"); });
       return;
     }
     const int deltas = std::uniform_int_distribution<int>(0, 3)(rng_);
     for (int i = 0; i < deltas; ++i) {
-      run.steps.push_back([i](RunEmitter& e) { return e.MessageDelta(fmt::format("part {} ", i + 1)); });
+      run.steps.push_back(
+          [i](RunEmitter& e) { return e.MessageDelta(fmt::format("part {} ", i + 1)); });
     }
     const uint32_t duration = Millis(500, 30'000);
-    run.steps.push_back([duration](RunEmitter& e) {
-      return e.Completed("Here is what I found.", duration);
-    });
+    run.steps.push_back(
+        [duration](RunEmitter& e) { return e.Completed("Here is what I found.", duration); });
   }
 
   EventSink& sink_;
@@ -139,15 +140,15 @@ class Simulation {
 
 }  // namespace
 
-SimulatorStats RunSimulation(EventSink& sink, const SimulatorOptions& options,
-                             std::stop_token stop,
+SimulatorStats RunSimulation(EventSink& sink, const SimulatorOptions& options, std::stop_token stop,
                              const std::function<void(const SimulatorStats&)>& on_progress) {
   SimulatorStats stats;
   {
     Simulation simulation(sink, options);
     using Clock = std::chrono::steady_clock;
     const auto start = Clock::now();
-    const auto end = options.duration.count() > 0 ? start + options.duration : Clock::time_point::max();
+    const auto end =
+        options.duration.count() > 0 ? start + options.duration : Clock::time_point::max();
     const bool paced = options.events_per_second > 0;
     const auto interval = std::chrono::duration_cast<Clock::duration>(
         std::chrono::duration<double>(paced ? 1.0 / options.events_per_second : 0.0));

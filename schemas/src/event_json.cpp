@@ -3,9 +3,9 @@
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 namespace agentwire::schemas {
 namespace {
@@ -13,8 +13,7 @@ namespace {
 namespace pb = google::protobuf;
 
 const pb::OneofDescriptor& BodyOneof() {
-  static const pb::OneofDescriptor* oneof =
-      v1::AgentEvent::descriptor()->FindOneofByName("body");
+  static const pb::OneofDescriptor* oneof = v1::AgentEvent::descriptor()->FindOneofByName("body");
   return *oneof;
 }
 
@@ -30,8 +29,7 @@ std::string KnownTypesText() {
 }  // namespace
 
 std::string_view EventType(const v1::AgentEvent& event) {
-  const auto* field =
-      event.GetReflection()->GetOneofFieldDescriptor(event, &BodyOneof());
+  const auto* field = event.GetReflection()->GetOneofFieldDescriptor(event, &BodyOneof());
   if (field == nullptr) return {};
   return field->name();
 }
@@ -90,8 +88,8 @@ std::optional<JsonError> FromJson(std::string_view json, v1::AgentEvent& out) {
     object.erase(it);
     const auto& known = KnownEventTypes();
     if (std::find(known.begin(), known.end(), type) == known.end()) {
-      return JsonError{fmt::format("unknown type '{}' (expected one of: {})", type,
-                                   KnownTypesText())};
+      return JsonError{
+          fmt::format("unknown type '{}' (expected one of: {})", type, KnownTypesText())};
     }
   }
   std::string body_present;

@@ -5,14 +5,14 @@
 //
 //   archive_bench [--events N] [--partitions P] [--batch-size B]
 
-#include <csignal>
+#include <fmt/format.h>
+
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/producers/event_publisher.hpp"
@@ -113,9 +113,10 @@ int main(int argc, char** argv) {
   // The precise figure comes from the rows themselves: archived_at is each batch's
   // transaction start, so the span between the first and the last batch is pure archive time.
   const auto span = pg.QueryRows(
-      dsn, "SELECT extract(epoch FROM max(archived_at) - min(archived_at)),"
-           " count(*) FILTER (WHERE archived_at > (SELECT min(archived_at) FROM agent_events))"
-           " FROM agent_events");
+      dsn,
+      "SELECT extract(epoch FROM max(archived_at) - min(archived_at)),"
+      " count(*) FILTER (WHERE archived_at > (SELECT min(archived_at) FROM agent_events))"
+      " FROM agent_events");
   const double span_seconds = std::stod(span.at(0).at(0));
   const double span_rows = std::stod(span.at(0).at(1));
   std::cout << fmt::format(
@@ -129,7 +130,8 @@ int main(int argc, char** argv) {
       events, partitions, batch_size, total, events / total, steady,
       (events - first_rows) / steady);
   std::cout << fmt::format("agent_events size: {}\n",
-                           pg.Query(dsn, "SELECT pg_size_pretty(pg_total_relation_size("
-                                         "'agent_events'))"));
+                           pg.Query(dsn,
+                                    "SELECT pg_size_pretty(pg_total_relation_size("
+                                    "'agent_events'))"));
   return 0;
 }

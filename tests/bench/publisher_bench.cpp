@@ -9,12 +9,12 @@
 // rate of each. CPU seconds are reported too: on a shared 2-core machine they say more
 // than wall time when other work competes for the cores.
 
-#include <CLI/CLI.hpp>
-#include <sys/resource.h>
-#include <unistd.h>
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -59,9 +59,9 @@ constexpr std::string_view kMessageDelimiter = "<~agentwire-end-of-message~>";
 constexpr std::array<const char*, 5> kTools = {"web_search", "code_interpreter", "read_file",
                                                "sql_query", "calculator"};
 constexpr std::array<const char*, 24> kWords = {
-    "the",     "service", "returned", "rows",    "latency", "p99",     "ticket",  "customer",
+    "the",     "service", "returned", "rows",    "latency", "p99",     "ticket",   "customer",
     "payment", "retry",   "timeout",  "cache",   "region",  "deploy",  "rollback", "queue",
-    "invoice", "budget",  "quarter",  "summary", "error",   "warning", "build",   "result"};
+    "invoice", "budget",  "quarter",  "summary", "error",   "warning", "build",    "result"};
 
 // Deterministic, realistic tool_completed events: an envelope like the gateway sees, and
 // tool output text of 40-225 characters, so serialized values are ~200-400 bytes.
@@ -123,8 +123,8 @@ double CpuSeconds(int who) {
 }
 
 struct TopicCounts {
-  int64_t messages = 0;            // sum of high watermarks (the 5 MiB cap never lowers them)
-  int truncated = 0;               // partitions whose oldest batches the cap dropped
+  int64_t messages = 0;  // sum of high watermarks (the 5 MiB cap never lowers them)
+  int truncated = 0;     // partitions whose oldest batches the cap dropped
   std::vector<int64_t> per_partition;
 };
 
@@ -173,8 +173,8 @@ RunResult RunLibrary(const std::string& bootstrap, const std::string& topic,
   const auto done = Clock::now();
   const double cpu = CpuSeconds(RUSAGE_SELF) - cpu_start;
   if (left != 0 || failed.load() != 0 || ok.load() != events.size()) {
-    throw std::runtime_error(fmt::format("library run: {} ok, {} failed, {} unreported",
-                                         ok.load(), failed.load(), left));
+    throw std::runtime_error(fmt::format("library run: {} ok, {} failed, {} unreported", ok.load(),
+                                         failed.load(), left));
   }
   fmt::print("  library: Publish() loop {:.2f} s, all delivery reports after {:.2f} s\n",
              std::chrono::duration<double>(published - start).count(),
@@ -213,20 +213,13 @@ std::vector<std::string> KcatArgs(const Options& options, const std::string& boo
                                   const std::string& topic) {
   // The library's producer settings (DefaultProducerProperties + the queue size the
   // publisher derives from max_pending), so both sides pay for the same guarantees.
-  std::vector<std::string> args = {options.kcat,
-                                   "-P",
-                                   "-b",
-                                   bootstrap,
-                                   "-t",
-                                   topic,
-                                   "-K",
-                                   std::string(kKeyDelimiter),
-                                   "-D",
-                                   std::string(kMessageDelimiter),
-                                   "-H",
-                                   "content-type=application/x-protobuf",
-                                   "-H",
-                                   "schema=agentwire.v1.AgentEvent"};
+  std::vector<std::string> args = {options.kcat, "-P",
+                                   "-b",         bootstrap,
+                                   "-t",         topic,
+                                   "-K",         std::string(kKeyDelimiter),
+                                   "-D",         std::string(kMessageDelimiter),
+                                   "-H",         "content-type=application/x-protobuf",
+                                   "-H",         "schema=agentwire.v1.AgentEvent"};
   kafka::Properties properties = producers::DefaultProducerProperties();
   properties["client.id"] = "kcat-bench";
   properties["queue.buffering.max.messages"] =
@@ -249,8 +242,8 @@ RunResult RunKcat(const std::vector<std::string>& args, const std::string& input
   const auto code = kcat.Wait(600s);
   const auto done = Clock::now();
   if (code != 0) {
-    throw std::runtime_error(fmt::format("kcat failed (exit {}): {}", code.value_or(-999),
-                                         kcat.Describe()));
+    throw std::runtime_error(
+        fmt::format("kcat failed (exit {}): {}", code.value_or(-999), kcat.Describe()));
   }
   const double cpu = CpuSeconds(RUSAGE_SELF) + CpuSeconds(RUSAGE_CHILDREN) - cpu_start;
   return {std::chrono::duration<double>(done - start).count(), cpu, messages, bytes};
@@ -320,8 +313,8 @@ int Main(int argc, char** argv) {
     const auto library = RunLibrary(cluster.BootstrapServers(), library_topic, events, bytes);
     PrintRun("library", library);
     const auto library_counts = CountTopic(cluster.BootstrapServers(), library_topic);
-    fmt::print("  topic {} holds {} messages ({} partitions past the 5 MiB cap)\n",
-               library_topic, library_counts.messages, library_counts.truncated);
+    fmt::print("  topic {} holds {} messages ({} partitions past the 5 MiB cap)\n", library_topic,
+               library_counts.messages, library_counts.truncated);
     library_rates.push_back(library.EventsPerSecond());
     library_cpu.push_back(library.cpu_seconds);
     if (options.no_kcat) continue;
@@ -341,10 +334,11 @@ int Main(int argc, char** argv) {
     }
     PrintRun("kcat", kcat);
     const auto kcat_counts = CountTopic(cluster.BootstrapServers(), kcat_topic);
-    fmt::print("  topic {} holds {} messages ({} partitions past the 5 MiB cap); "
-               "same count per partition as the library's: {}\n",
-               kcat_topic, kcat_counts.messages, kcat_counts.truncated,
-               kcat_counts.per_partition == library_counts.per_partition ? "yes" : "NO");
+    fmt::print(
+        "  topic {} holds {} messages ({} partitions past the 5 MiB cap); "
+        "same count per partition as the library's: {}\n",
+        kcat_topic, kcat_counts.messages, kcat_counts.truncated,
+        kcat_counts.per_partition == library_counts.per_partition ? "yes" : "NO");
     if (static_cast<size_t>(kcat_counts.messages) != events.size() ||
         kcat_counts.per_partition != library_counts.per_partition) {
       fmt::print("ERROR: kcat did not publish the same messages; its rate is not comparable\n");
@@ -359,8 +353,8 @@ int Main(int argc, char** argv) {
     std::sort(values.begin(), values.end());
     return values[values.size() / 2];
   };
-  fmt::print("summary ({} round(s), medians): library {:.0f} events/s ({:.2f} CPU s)", options.rounds,
-             median(library_rates), median(library_cpu));
+  fmt::print("summary ({} round(s), medians): library {:.0f} events/s ({:.2f} CPU s)",
+             options.rounds, median(library_rates), median(library_cpu));
   if (!kcat_rates.empty()) {
     const double ratio = median(library_rates) / median(kcat_rates);
     fmt::print(", kcat {:.0f} events/s ({:.2f} CPU s)\n", median(kcat_rates), median(kcat_cpu));

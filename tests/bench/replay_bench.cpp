@@ -59,16 +59,15 @@ struct Measured {
 
 // Runs `agentwire replay <args> > /dev/null` through sh and reads its summary line.
 Measured RunReplay(const std::string& args) {
-  const std::string command =
-      fmt::format("exec '{}' replay {} --progress off > /dev/null",
-                  agentwire::testing::AgentwireBinary(), args);
+  const std::string command = fmt::format("exec '{}' replay {} --progress off > /dev/null",
+                                          agentwire::testing::AgentwireBinary(), args);
   const auto started = Clock::now();
   const auto result = agentwire::testing::Run({"/bin/sh", "-c", command}, std::chrono::minutes(10));
   Measured measured;
   measured.wall_seconds = Seconds(Clock::now() - started);
   if (result.exit_code != 0) {
-    std::cerr << "replay failed (exit " << result.exit_code.value_or(-999) << "): "
-              << result.stderr_text << '\n';
+    std::cerr << "replay failed (exit " << result.exit_code.value_or(-999)
+              << "): " << result.stderr_text << '\n';
     return measured;
   }
   static const std::regex summary(

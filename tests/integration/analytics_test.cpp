@@ -100,18 +100,35 @@ class AnalyticsTest : public ::testing::Test {
 
   /// Runs analytics until the stored offsets cover `events`, then stops it with SIGTERM.
   void RunAnalyticsUntilCaughtUp(int64_t events) {
-    Subprocess analytics({testing::AgentwireBinary(), "analytics", "--brokers",
-                          kafka_->BootstrapServers(), "--pg", dsn_, "--migrate",
-                          "--abandon-after", "15m", "--batch-size", "7", "--batch-ms", "20",
-                          "--metrics-port", "0", "--kafka", "session.timeout.ms=6000", "--kafka",
-                          "heartbeat.interval.ms=1000", "--kafka", "fetch.wait.max.ms=10"});
+    Subprocess analytics({testing::AgentwireBinary(),
+                          "analytics",
+                          "--brokers",
+                          kafka_->BootstrapServers(),
+                          "--pg",
+                          dsn_,
+                          "--migrate",
+                          "--abandon-after",
+                          "15m",
+                          "--batch-size",
+                          "7",
+                          "--batch-ms",
+                          "20",
+                          "--metrics-port",
+                          "0",
+                          "--kafka",
+                          "session.timeout.ms=6000",
+                          "--kafka",
+                          "heartbeat.interval.ms=1000",
+                          "--kafka",
+                          "fetch.wait.max.ms=10"});
     const auto deadline = std::chrono::steady_clock::now() + seconds(60);
     while (true) {
       int64_t stored = 0;
       try {
-        stored = SharedPostgres().QueryInt(
-            dsn_, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"
-                  " WHERE group_id = 'agentwire-analytics'");
+        stored =
+            SharedPostgres().QueryInt(dsn_,
+                                      "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"
+                                      " WHERE group_id = 'agentwire-analytics'");
       } catch (const std::exception&) {
       }
       if (stored >= events) break;
@@ -144,7 +161,8 @@ class AnalyticsTest : public ::testing::Test {
                " ended_at, status, terminal_seq, duration_ms, time_to_first_thought_ms,"
                " tool_count, tool_errors, error_code, error_message, last_seq, last_event_at"
                " FROM agent_runs ORDER BY run_id") +
-           "\n" + SharedPostgres().Query(dsn_, "SELECT * FROM tool_calls ORDER BY run_id, call_key");
+           "\n" +
+           SharedPostgres().Query(dsn_, "SELECT * FROM tool_calls ORDER BY run_id, call_key");
   }
 
   std::unique_ptr<kafka::EmbeddedKafka> kafka_;
@@ -211,12 +229,13 @@ TEST_F(AnalyticsTest, ScriptedRunsGiveExactRowsAndReplayChangesNothing) {
 
   // Replay the whole topic: forget the stored offsets and run again.
   const std::string before = Everything();
-  SharedPostgres().Query(dsn_, "DELETE FROM consumer_offsets WHERE group_id = 'agentwire-analytics'");
+  SharedPostgres().Query(dsn_,
+                         "DELETE FROM consumer_offsets WHERE group_id = 'agentwire-analytics'");
   RunAnalyticsUntilCaughtUp(events);
   EXPECT_EQ(Everything(), before) << "a replay changed agent_runs / tool_calls";
 
-  const auto report = testing::Run(
-      {testing::AgentwireBinary(), "analytics", "report", "--pg", dsn_}, seconds(30));
+  const auto report =
+      testing::Run({testing::AgentwireBinary(), "analytics", "report", "--pg", dsn_}, seconds(30));
   ASSERT_EQ(report.exit_code, 0) << report.stderr_text;
   const std::string& text = report.stdout_text;
   EXPECT_NE(text.find("6 runs"), std::string::npos) << text;
@@ -230,9 +249,9 @@ TEST_F(AnalyticsTest, ScriptedRunsGiveExactRowsAndReplayChangesNothing) {
 }
 
 TEST_F(AnalyticsTest, MissingDsnIsAConfigError) {
-  const auto result = testing::Run({testing::AgentwireBinary(), "analytics", "--brokers",
-                                    kafka_->BootstrapServers()},
-                                   {.unset_env = {"AGENTWIRE_PG_DSN"}}, seconds(30));
+  const auto result = testing::Run(
+      {testing::AgentwireBinary(), "analytics", "--brokers", kafka_->BootstrapServers()},
+      {.unset_env = {"AGENTWIRE_PG_DSN"}}, seconds(30));
   EXPECT_EQ(result.exit_code, 2) << result.stderr_text;
   EXPECT_NE(result.stderr_text.find("AGENTWIRE_PG_DSN"), std::string::npos) << result.stderr_text;
 }

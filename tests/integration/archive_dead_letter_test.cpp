@@ -3,6 +3,7 @@
 // dead_letters with its reason and raw bytes, and in <topic>.dlq with the reason header and the
 // original key; every good event is still archived and the archive keeps running.
 
+#include <agentwire/v1/events.pb.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -10,8 +11,6 @@
 #include <map>
 #include <random>
 #include <thread>
-
-#include <agentwire/v1/events.pb.h>
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/core/kafka_config.hpp"
@@ -51,11 +50,10 @@ v1::AgentEvent GoodEvent(int i) {
 void Produce(rd_kafka_t* producer, const std::string& key, const std::string& value) {
   rd_kafka_resp_err_t err;
   do {
-    err = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(kTopic),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_KEY(key.data(), key.size()),
-                            RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-                            RD_KAFKA_V_END);
+    err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC(kTopic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(key.data(), key.size()),
+        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(producer, 10);
   } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
   ASSERT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -68,10 +66,11 @@ struct DlqMessage {
 };
 
 std::vector<DlqMessage> ReadDlq(const std::string& brokers, size_t expected) {
-  auto consumer = kafka::MakeClient(
-      RD_KAFKA_CONSUMER,
-      kafka::MakeConf({{"bootstrap.servers", brokers}, {"group.id", "dlq-reader"},
-                       {"enable.auto.commit", "false"}, {"fetch.wait.max.ms", "10"}}));
+  auto consumer =
+      kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf({{"bootstrap.servers", brokers},
+                                                            {"group.id", "dlq-reader"},
+                                                            {"enable.auto.commit", "false"},
+                                                            {"fetch.wait.max.ms", "10"}}));
   kafka::TopicPartitionListPtr partitions(rd_kafka_topic_partition_list_new(kPartitions));
   for (int p = 0; p < kPartitions; ++p) {
     rd_kafka_topic_partition_list_add(partitions.get(), kDlqTopic, p)->offset =
@@ -84,7 +83,8 @@ std::vector<DlqMessage> ReadDlq(const std::string& brokers, size_t expected) {
     kafka::MessagePtr message(rd_kafka_consumer_poll(consumer.get(), 100));
     if (!message || message->err) continue;
     DlqMessage m;
-    if (message->key != nullptr) m.key.assign(static_cast<const char*>(message->key), message->key_len);
+    if (message->key != nullptr)
+      m.key.assign(static_cast<const char*>(message->key), message->key_len);
     if (message->payload != nullptr) {
       m.value.assign(static_cast<const char*>(message->payload), message->len);
     }
@@ -159,11 +159,10 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
   }
   const int64_t total = kGood + static_cast<int64_t>(poison.size());
 
-  Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers",
-                      kafka.BootstrapServers(), "--pg", dsn, "--migrate", "--batch-size", "300",
-                      "--batch-ms", "50", "--metrics-port", "0", "--kafka",
-                      "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000",
-                      "--kafka", "fetch.wait.max.ms=10"});
+  Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers", kafka.BootstrapServers(),
+                      "--pg", dsn, "--migrate", "--batch-size", "300", "--batch-ms", "50",
+                      "--metrics-port", "0", "--kafka", "session.timeout.ms=6000", "--kafka",
+                      "heartbeat.interval.ms=1000", "--kafka", "fetch.wait.max.ms=10"});
   const auto deadline = std::chrono::steady_clock::now() + seconds(90);
   while (true) {
     int64_t stored = 0;

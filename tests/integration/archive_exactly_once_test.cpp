@@ -89,10 +89,12 @@ class ArchiveExactlyOnceTest : public ::testing::Test {
     kafka_->CreateTopic({kTopic, kPartitions});
     kafka_->CreateTopic({std::string(kTopic) + ".dlq", 4});
     const auto started = std::chrono::steady_clock::now();
-    published_ = new std::vector<std::string>(PublishEvents(kafka_->BootstrapServers(), kEvents, 0));
+    published_ =
+        new std::vector<std::string>(PublishEvents(kafka_->BootstrapServers(), kEvents, 0));
     std::cerr << "published " << published_->size() << " events in "
               << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() -
-                                                          started).count()
+                                                          started)
+                     .count()
               << " ms\n";
     SharedPostgres();
   }
@@ -107,28 +109,41 @@ class ArchiveExactlyOnceTest : public ::testing::Test {
   }
 
   std::unique_ptr<Subprocess> StartArchive(const std::string& batch_size = "5000") {
-    std::vector<std::string> argv = {testing::AgentwireBinary(), "archive",
-                                     "--brokers", kafka_->BootstrapServers(),
-                                     "--topic", kTopic,
-                                     "--pg", dsn_,
+    std::vector<std::string> argv = {testing::AgentwireBinary(),
+                                     "archive",
+                                     "--brokers",
+                                     kafka_->BootstrapServers(),
+                                     "--topic",
+                                     kTopic,
+                                     "--pg",
+                                     dsn_,
                                      "--migrate",
-                                     "--batch-size", batch_size,
-                                     "--batch-ms", "100",
-                                     "--metrics-port", "0",
-                                     "--kafka", "session.timeout.ms=6000",
-                                     "--kafka", "heartbeat.interval.ms=1000",
-                                     "--kafka", "fetch.wait.max.ms=10"};
+                                     "--batch-size",
+                                     batch_size,
+                                     "--batch-ms",
+                                     "100",
+                                     "--metrics-port",
+                                     "0",
+                                     "--kafka",
+                                     "session.timeout.ms=6000",
+                                     "--kafka",
+                                     "heartbeat.interval.ms=1000",
+                                     "--kafka",
+                                     "fetch.wait.max.ms=10"};
     return std::make_unique<Subprocess>(argv);
   }
 
-  int64_t Rows() const { return SharedPostgres().QueryInt(dsn_, "SELECT count(*) FROM agent_events"); }
+  int64_t Rows() const {
+    return SharedPostgres().QueryInt(dsn_, "SELECT count(*) FROM agent_events");
+  }
 
   int64_t StoredTotal() const {
     // Before the first migration the table does not exist yet.
     try {
       return SharedPostgres().QueryInt(
-          dsn_, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = "
-                "'agentwire-archive'");
+          dsn_,
+          "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = "
+          "'agentwire-archive'");
     } catch (const std::exception&) {
       return 0;
     }

@@ -61,10 +61,26 @@ TEST(ArchivePgOutageTest, PostgresStoppedMidRunLosesAndDuplicatesNothing) {
   };
   publish(0, kEvents / 2);
 
-  Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers",
-                      kafka.BootstrapServers(), "--topic", kTopic, "--pg", dsn, "--migrate",
-                      "--batch-size", "2000", "--batch-ms", "50", "--metrics-port", "0", "--kafka",
-                      "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000", "--kafka",
+  Subprocess archive({testing::AgentwireBinary(),
+                      "archive",
+                      "--brokers",
+                      kafka.BootstrapServers(),
+                      "--topic",
+                      kTopic,
+                      "--pg",
+                      dsn,
+                      "--migrate",
+                      "--batch-size",
+                      "2000",
+                      "--batch-ms",
+                      "50",
+                      "--metrics-port",
+                      "0",
+                      "--kafka",
+                      "session.timeout.ms=6000",
+                      "--kafka",
+                      "heartbeat.interval.ms=1000",
+                      "--kafka",
                       "fetch.wait.max.ms=10"});
   const auto deadline = std::chrono::steady_clock::now() + seconds(60);
   while (QueryOr(dsn, "SELECT count(*) FROM agent_events", 0) < 10'000) {
@@ -104,11 +120,11 @@ TEST(ArchivePgOutageTest, PostgresStoppedMidRunLosesAndDuplicatesNothing) {
 
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kEvents);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kEvents);
-  EXPECT_EQ(pg.QueryInt(dsn,
-                        "SELECT count(*) FROM generate_series(0, " + std::to_string(kEvents - 1) +
-                            ") i WHERE NOT EXISTS (SELECT 1 FROM agent_events"
-                            " WHERE event_id = 'ev-' || i)"),
-            0)
+  EXPECT_EQ(
+      pg.QueryInt(dsn, "SELECT count(*) FROM generate_series(0, " + std::to_string(kEvents - 1) +
+                           ") i WHERE NOT EXISTS (SELECT 1 FROM agent_events"
+                           " WHERE event_id = 'ev-' || i)"),
+      0)
       << "events lost";
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 0);
   // Stored offsets equal each partition's row count (offsets 0..n-1, none twice).

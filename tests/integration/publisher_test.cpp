@@ -3,6 +3,7 @@
 // and a consumer reads each user's events once, in publish order, from the one partition
 // the Java client would also pick.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <librdkafka/rdkafka.h>
 
@@ -16,8 +17,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/core/logging.hpp"
@@ -241,10 +240,9 @@ class PublisherTest : public ::testing::Test {
         if (partition >= 0 && offset == RD_KAFKA_OFFSET_INVALID) ++implicitly_acked;
         const auto holder = at.find({partition, offset});
         if (shown++ < 10) {
-          std::cout << fmt::format(
-              "[ loss     ] event #{} {} reported at {}/{}, which holds {}\n", i,
-              event.user_id(), partition, offset,
-              holder == at.end() ? std::string("nothing") : holder->second);
+          std::cout << fmt::format("[ loss     ] event #{} {} reported at {}/{}, which holds {}\n",
+                                   i, event.user_id(), partition, offset,
+                                   holder == at.end() ? std::string("nothing") : holder->second);
         }
       }
     }
@@ -410,10 +408,9 @@ TEST_F(PublisherTest, AllFaultsCombined) {
             break;
           case 4:
             kafka_->PushRequestErrors(
-                kProduceApiKey, {RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                                 RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                 RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                                 RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT});
+                kProduceApiKey,
+                {RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                 RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT});
             break;
           case 6:
             MoveLeadersWhileIdle(*kafka_, publisher, 1);
@@ -422,9 +419,8 @@ TEST_F(PublisherTest, AllFaultsCombined) {
             ASSERT_EQ(publisher.Flush(30s), 0U);
             SetAllRtt(*kafka_, 0);
             kafka_->SetBrokerDown(3);
-            kafka_->PushRequestErrors(
-                kProduceApiKey, {RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                 RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION});
+            kafka_->PushRequestErrors(kProduceApiKey, {RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                                       RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION});
             break;
           case 13:
             kafka_->SetBrokerUp(3);
@@ -551,8 +547,7 @@ TEST_F(PublisherTest, BoundedQueueAnswersQueueFullWhileTheClusterIsDown) {
     for (int b = 1; b <= kBrokers; ++b) kafka_->SetBrokerUp(b);
     EXPECT_EQ(publisher.Flush(30s), 0U);
     // Space again: the event refused above goes through now.
-    ASSERT_EQ(publisher.Publish(events[kMaxPending], counter.Callback()),
-              PublishStatus::kAccepted);
+    ASSERT_EQ(publisher.Publish(events[kMaxPending], counter.Callback()), PublishStatus::kAccepted);
     accepted.push_back(events[kMaxPending]);
     EXPECT_EQ(publisher.Flush(30s), 0U);
   }

@@ -124,7 +124,8 @@ class ReplayPostgresTest : public ::testing::Test {
             if (step == 8 && phase == 1 && u == 5 && r == 0) continue;
             // Millisecond emitted_at (FillDefaults would stamp whole seconds).
             const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
-                Clock::now().time_since_epoch()).count();
+                                 Clock::now().time_since_epoch())
+                                 .count();
             event.mutable_emitted_at()->set_seconds(now / 1'000'000);
             event.mutable_emitted_at()->set_nanos(static_cast<int32_t>(now % 1'000'000) * 1000);
             schemas::FillDefaults(event);
@@ -165,7 +166,8 @@ class ReplayPostgresTest : public ::testing::Test {
     for (const auto& record : *records_) {
       v1::AgentEvent event;
       ASSERT_TRUE(event.ParseFromString(record.value));
-      const auto micros = event.emitted_at().seconds() * 1'000'000 + event.emitted_at().nanos() / 1000;
+      const auto micros =
+          event.emitted_at().seconds() * 1'000'000 + event.emitted_at().nanos() / 1000;
       if (!values.empty()) values += ",\n";
       values += fmt::format(
           "({}, {}, {}, {}, {}, {}, {}, {}, {}, to_timestamp({}::double precision / 1000000), {}, "
@@ -182,7 +184,7 @@ class ReplayPostgresTest : public ::testing::Test {
   }
 
   static RunResult Replay(std::vector<std::string> args) {
-    std::vector<std::string> argv = {AgentwireBinary(), "replay", "--brokers",
+    std::vector<std::string> argv = {AgentwireBinary(),          "replay",  "--brokers",
                                      kafka_->BootstrapServers(), "--topic", kTopic};
     argv.insert(argv.end(), args.begin(), args.end());
     Subprocess::Options options;
@@ -208,7 +210,8 @@ TEST_F(ReplayPostgresTest, SameOutputAsKafkaForEverySelector) {
   ASSERT_EQ(records_->size(), published_);
   const auto cursor_source = Replay({"--user", "pg-user-03"});
   ASSERT_EQ(cursor_source.exit_code, 0) << cursor_source.stderr_text;
-  const std::string first_line = cursor_source.stdout_text.substr(0, cursor_source.stdout_text.find('\n'));
+  const std::string first_line =
+      cursor_source.stdout_text.substr(0, cursor_source.stdout_text.find('\n'));
   const auto at = first_line.find("\"cursor\":\"") + 10;
   const std::string cursor = first_line.substr(at, first_line.find('"', at) - at);
 
@@ -261,8 +264,7 @@ TEST_F(ReplayPostgresTest, RepublishFromTheArchive) {
   for (const auto& record : *records_) {
     if (record.key == "pg-user-02") source.push_back(&record);
   }
-  std::sort(source.begin(), source.end(),
-            [](auto* a, auto* b) { return a->offset < b->offset; });
+  std::sort(source.begin(), source.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
   const auto copies = ConsumeAll(kafka_->BootstrapServers(), "replay.pg.copy", source.size(), 30s);
   ASSERT_EQ(copies.size(), source.size());
   // Nothing more than that: the target's partitions hold exactly these.
@@ -294,8 +296,9 @@ TEST_F(ReplayPostgresTest, ArchiveErrors) {
   EXPECT_NE(no_table.stderr_text.find("no agent_events table"), std::string::npos)
       << no_table.stderr_text;
   // Nothing listening: a failure (exit 1) that says what it tried.
-  const auto down = Replay({"--source", "postgres", "--pg",
-                            "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"});
+  const auto down =
+      Replay({"--source", "postgres", "--pg",
+              "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"});
   EXPECT_EQ(down.exit_code, 1) << down.stderr_text;
   EXPECT_NE(down.stderr_text.find("cannot connect to PostgreSQL"), std::string::npos)
       << down.stderr_text;

@@ -7,13 +7,13 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 
 #include <algorithm>
 #include <ctime>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <set>
@@ -146,9 +146,11 @@ class ReplayTest : public ::testing::Test {
           const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
               Clock::now().time_since_epoch());
           event.mutable_emitted_at()->set_seconds(now.count() / 1000);
-          event.mutable_emitted_at()->set_nanos(static_cast<int32_t>(now.count() % 1000) * 1'000'000);
+          event.mutable_emitted_at()->set_nanos(static_cast<int32_t>(now.count() % 1000) *
+                                                1'000'000);
           const auto status = publisher.Publish(
-              event, [&failed](const producers::DeliveryReport& report) {
+              event,
+              [&failed](const producers::DeliveryReport& report) {
                 if (!report.ok) failed.fetch_add(1);
               },
               5s);
@@ -190,7 +192,8 @@ class ReplayTest : public ::testing::Test {
       events.push_back(std::move(event));
     };
     add([&](v1::AgentEvent& e) {
-      e.mutable_agent_started()->set_input(fmt::format("question {} of {}", counter, base.user_id()));
+      e.mutable_agent_started()->set_input(
+          fmt::format("question {} of {}", counter, base.user_id()));
       e.mutable_agent_started()->set_model("m-1");
     });
     add([&](v1::AgentEvent& e) {
@@ -248,8 +251,8 @@ class ReplayTest : public ::testing::Test {
   }
 
   static RunResult Replay(std::vector<std::string> args, const std::string& topic = kTopic) {
-    std::vector<std::string> argv = {AgentwireBinary(), "replay", "--brokers", Bootstrap(),
-                                     "--topic", topic};
+    std::vector<std::string> argv = {AgentwireBinary(), "replay",  "--brokers",
+                                     Bootstrap(),       "--topic", topic};
     argv.insert(argv.end(), args.begin(), args.end());
     Subprocess::Options options;
     options.unset_env = {"AGENTWIRE_BROKERS", "AGENTWIRE_TOPIC", "AGENTWIRE_PG_DSN",
@@ -268,7 +271,8 @@ class ReplayTest : public ::testing::Test {
 
   // Compares jsonl output with the truth; returns "" when they agree, else the first
   // difference (and the counts of missing / extra lines).
-  static std::string CompareJsonl(const std::string& output, const std::vector<const Truth*>& expected,
+  static std::string CompareJsonl(const std::string& output,
+                                  const std::vector<const Truth*>& expected,
                                   const std::string& topic = kTopic) {
     const auto lines = Lines(output);
     for (size_t i = 0; i < std::min(lines.size(), expected.size()); ++i) {
@@ -298,9 +302,9 @@ class ReplayTest : public ::testing::Test {
       const std::string expected_json = schemas::ToJson(truth.event);
       const auto at = lines[i].find(",\"event\":");
       const std::string event_json = lines[i].substr(at + 9, lines[i].size() - at - 10);
-      if (truth.event.attributes_size() <= 1 ? event_json != expected_json
-                                             : nlohmann::json::parse(event_json) !=
-                                                   nlohmann::json::parse(expected_json)) {
+      if (truth.event.attributes_size() <= 1
+              ? event_json != expected_json
+              : nlohmann::json::parse(event_json) != nlohmann::json::parse(expected_json)) {
         return fmt::format("{}: event\n  got      {}\n  expected {}", where, event_json,
                            expected_json);
       }
@@ -322,7 +326,8 @@ class ReplayTest : public ::testing::Test {
   // test can read exactly that many and still notice extras.
   static size_t StoredMessages(const std::string& topic) {
     auto client = kafka::MakeClient(
-        RD_KAFKA_PRODUCER, kafka::MakeConf({{"bootstrap.servers", Bootstrap()}, {"log_level", "3"}}));
+        RD_KAFKA_PRODUCER,
+        kafka::MakeConf({{"bootstrap.servers", Bootstrap()}, {"log_level", "3"}}));
     size_t total = 0;
     for (const auto& [partition, low] : LowWatermarks(Bootstrap(), topic, 10s)) {
       int64_t lo = 0;
@@ -405,7 +410,8 @@ TEST_F(ReplayTest, RunAndThreadAndType) {
     EXPECT_EQ(CompareJsonl(result.stdout_text, expected), "");
   }
   {
-    const auto result = Replay({"--type", "agent_failed,tool_completed", "--type", "agent_started"});
+    const auto result =
+        Replay({"--type", "agent_failed,tool_completed", "--type", "agent_started"});
     ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
     const auto expected = Expected([](const Truth& t) {
       return t.event.has_agent_failed() || t.event.has_tool_completed() ||
@@ -422,16 +428,16 @@ TEST_F(ReplayTest, TimeRangeBySearchingOffsets) {
   // rather than read and filtered.
   const auto since = (*phase_starts_)[2];
   const auto until = (*phase_starts_)[3];
-  const int64_t since_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      since.time_since_epoch()).count();
-  const int64_t until_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      until.time_since_epoch()).count();
-  const auto expected = Expected(
-      [&](const Truth& t) { return t.emitted_ns >= since_ns && t.emitted_ns < until_ns; });
+  const int64_t since_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(since.time_since_epoch()).count();
+  const int64_t until_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
+  const auto expected =
+      Expected([&](const Truth& t) { return t.emitted_ns >= since_ns && t.emitted_ns < until_ns; });
   ASSERT_GT(expected.size(), 400U);
 
-  const auto exact = Replay({"--since", Rfc3339(since), "--until", Rfc3339(until), "--time-slack",
-                             "0"});
+  const auto exact =
+      Replay({"--since", Rfc3339(since), "--until", Rfc3339(until), "--time-slack", "0"});
   ASSERT_EQ(exact.exit_code, 0) << exact.stderr_text;
   EXPECT_EQ(CompareJsonl(exact.stdout_text, expected), "");
   // Skipped phases 0 and 1 (about half the topic) and stopped reading at phase 3.
@@ -489,7 +495,8 @@ TEST_F(ReplayTest, FromCursorResumesRightAfterTheEvent) {
   // A cursor of another user's partition is refused rather than silently mixing users.
   std::string other_user;
   for (int u = 0; u < kUsers && other_user.empty(); ++u) {
-    if (producers::PartitionForKey(UserId(u), kPartitions) != static_cast<int32_t>(decoded.partition)) {
+    if (producers::PartitionForKey(UserId(u), kPartitions) !=
+        static_cast<int32_t>(decoded.partition)) {
       other_user = UserId(u);
     }
   }
@@ -502,13 +509,14 @@ TEST_F(ReplayTest, LimitAndCombinedSelectors) {
   {
     const auto result = Replay({"--limit", "100"});
     ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
-    EXPECT_EQ(CompareJsonl(result.stdout_text, Expected([](const Truth&) { return true; }, 100)), "");
+    EXPECT_EQ(CompareJsonl(result.stdout_text, Expected([](const Truth&) { return true; }, 100)),
+              "");
   }
   {
     const std::string user = UserId(4);
     const auto since = (*phase_starts_)[1];
-    const int64_t since_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        since.time_since_epoch()).count();
+    const int64_t since_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(since.time_since_epoch()).count();
     const auto result = Replay({"--user", user, "--type", "tool_completed", "--since",
                                 Rfc3339(since), "--time-slack", "0", "--limit", "5"});
     ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
@@ -534,8 +542,8 @@ TEST_F(ReplayTest, LimitAndCombinedSelectors) {
 TEST_F(ReplayTest, RepublishKeepsKeysHeadersValuesAndOrder) {
   const auto result = Replay({"--republish-to", kTarget, "--format", "table"});
   ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
-  EXPECT_NE(result.stderr_text.find(fmt::format("republished {} to {}, 0 failed", truth_->size(),
-                                                kTarget)),
+  EXPECT_NE(result.stderr_text.find(
+                fmt::format("republished {} to {}, 0 failed", truth_->size(), kTarget)),
             std::string::npos)
       << result.stderr_text;
 
@@ -568,7 +576,8 @@ TEST_F(ReplayTest, RepublishKeepsKeysHeadersValuesAndOrder) {
 }
 
 TEST_F(ReplayTest, RepublishRateIsALimit) {
-  const auto result = Replay({"--run", "run-0-02-0", "--republish-to", "replay.rate", "--rate", "20"});
+  const auto result =
+      Replay({"--run", "run-0-02-0", "--republish-to", "replay.rate", "--rate", "20"});
   // The target does not exist: a config error, before anything is sent.
   EXPECT_EQ(result.exit_code, 2) << result.stderr_text;
   EXPECT_NE(result.stderr_text.find("--republish-to replay.rate"), std::string::npos)
@@ -578,8 +587,8 @@ TEST_F(ReplayTest, RepublishRateIsALimit) {
   kafka_->CreateTopic({"replay.rate", 2});
   const auto expected = Expected([](const Truth& t) { return t.event.run_id() == "run-0-02-0"; });
   const auto again_started = std::chrono::steady_clock::now();
-  const auto again = Replay({"--run", "run-0-02-0", "--republish-to", "replay.rate", "--rate",
-                             "20"});
+  const auto again =
+      Replay({"--run", "run-0-02-0", "--republish-to", "replay.rate", "--rate", "20"});
   const auto again_elapsed = std::chrono::steady_clock::now() - again_started;
   ASSERT_EQ(again.exit_code, 0) << again.stderr_text;
   EXPECT_GE(again_elapsed, std::chrono::milliseconds((expected.size() - 1) * 50))
@@ -601,7 +610,8 @@ TEST_F(ReplayTest, GapReportFindsTheHoleAndTheOpenRun) {
                         std::set<std::string> ids;
                         for (const auto& t : *truth_) ids.insert(t.event.run_id());
                         return ids;
-                      }()).size();
+                      }())
+                          .size();
   EXPECT_NE(out.find(fmt::format("gap report: {} runs; 1 with run_seq holes, 1 without a terminal "
                                  "event",
                                  runs)),
@@ -660,7 +670,8 @@ TEST_F(ReplayTest, BadArgumentsExitTwoWithOneClearLine) {
     const auto result = Replay(args);
     const std::string what = fmt::format("replay {}", fmt::join(args, " "));
     EXPECT_EQ(result.exit_code, 2) << what << "\n" << result.stderr_text;
-    EXPECT_NE(result.stderr_text.find(needle), std::string::npos) << what << "\n" << result.stderr_text;
+    EXPECT_NE(result.stderr_text.find(needle), std::string::npos) << what << "\n"
+                                                                  << result.stderr_text;
     EXPECT_EQ(Lines(result.stderr_text).size(), 1U) << what << "\n" << result.stderr_text;
     EXPECT_EQ(result.stdout_text, "") << what;
   }

@@ -3,7 +3,6 @@
 #include <agentwire/v1/events.pb.h>
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,8 +55,8 @@ ConsumedRecord ToRecord(const rd_kafka_message_t& message) {
     const char* name = nullptr;
     const void* value = nullptr;
     size_t size = 0;
-    for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) ==
-                       RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (size_t i = 0;
+         rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
          ++i) {
       record.headers[name] =
           value == nullptr ? std::string() : std::string(static_cast<const char*>(value), size);
@@ -102,10 +101,9 @@ std::vector<ConsumedRecord> ConsumeAll(const std::string& bootstrap, const std::
           int64_t low = 0;
           const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
               deadline - std::chrono::steady_clock::now());
-          if (rd_kafka_query_watermark_offsets(consumer.get(), topic.c_str(), p, &low,
-                                               &end_offset[p],
-                                               static_cast<int>(std::max<int64_t>(
-                                                   1, remaining.count()))) !=
+          if (rd_kafka_query_watermark_offsets(
+                  consumer.get(), topic.c_str(), p, &low, &end_offset[p],
+                  static_cast<int>(std::max<int64_t>(1, remaining.count()))) !=
               RD_KAFKA_RESP_ERR_NO_ERROR) {
             end_offset[p] = 0;  // unknown: do not wait for this partition
           }
@@ -135,8 +133,7 @@ std::string DeliveryAudit::Summary() const {
 }
 
 DeliveryAudit AuditDelivery(const PublishedByUser& published,
-                            const std::vector<ConsumedRecord>& consumed,
-                            int32_t partition_count) {
+                            const std::vector<ConsumedRecord>& consumed, int32_t partition_count) {
   DeliveryAudit audit;
   audit.consumed = consumed.size();
 
@@ -217,8 +214,8 @@ std::map<int32_t, PartitionWatermarks> Watermarks(const std::string& bootstrap,
     const auto err = rd_kafka_query_watermark_offsets(client.get(), topic.c_str(), p, &w.low,
                                                       &w.high, static_cast<int>(timeout.count()));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      throw KafkaError(
-          fmt::format("watermarks of {} [{}]: {}", topic, p, kafka::ErrorText(err)), true);
+      throw KafkaError(fmt::format("watermarks of {} [{}]: {}", topic, p, kafka::ErrorText(err)),
+                       true);
     }
   }
   return watermarks;

@@ -39,7 +39,7 @@ using PublishedByUser = std::map<std::string, std::vector<std::string>>;
 struct DeliveryAudit {
   size_t lost = 0;        // published event_ids never consumed
   size_t duplicated = 0;  // extra copies of an event_id (2 copies count 1)
-  size_t reordered = 0;   // first copies that arrived after a later-published event of the same user
+  size_t reordered = 0;  // first copies that arrived after a later-published event of the same user
   size_t users_in_multiple_partitions = 0;
   size_t wrong_partition = 0;  // partition != producers::PartitionForKey(user_id, partitions)
   size_t unknown = 0;          // undecodable values, or event_ids nobody published
@@ -56,8 +56,7 @@ struct DeliveryAudit {
 /// Decodes every record as agentwire::v1::AgentEvent and compares it with `published`.
 /// Order is judged per user by (partition, offset), on the first copy of each event_id.
 DeliveryAudit AuditDelivery(const PublishedByUser& published,
-                            const std::vector<ConsumedRecord>& consumed,
-                            int32_t partition_count);
+                            const std::vector<ConsumedRecord>& consumed, int32_t partition_count);
 
 struct PartitionWatermarks {
   int64_t low = -1;   // first retained offset

@@ -208,9 +208,17 @@ void PostgresCluster::Start() {
   // collision at first start picks another.
   for (int attempt = 0; attempt < 5; ++attempt) {
     if (port_ == 0 || (attempt > 0 && !ever_started_)) port_ = FreeTcpPort();
-    const std::vector<std::string> argv = {
-        bin_dir_ + "/pg_ctl", "start", "-w", "-t", "60", "-D", directory_ + "/data", "-l",
-        log_path, "-o", "-p " + std::to_string(port_)};
+    const std::vector<std::string> argv = {bin_dir_ + "/pg_ctl",
+                                           "start",
+                                           "-w",
+                                           "-t",
+                                           "60",
+                                           "-D",
+                                           directory_ + "/data",
+                                           "-l",
+                                           log_path,
+                                           "-o",
+                                           "-p " + std::to_string(port_)};
     const auto result = RunAsPostgres(argv);
     if (result.exit_code == 0) {
       running_ = true;
@@ -251,8 +259,9 @@ std::string PostgresCluster::CreateDatabase(const std::string& hint) {
 }
 
 std::string PostgresCluster::Query(const std::string& dsn, const std::string& sql) const {
-  const std::vector<std::string> argv = {bin_dir_ + "/psql", "-X", "-q", "-A", "-t", "-F", "\t",
-                                         "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql};
+  const std::vector<std::string> argv = {
+      bin_dir_ + "/psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v",
+      "ON_ERROR_STOP=1",  "-d", dsn,  "-c", sql};
   Subprocess::Options options;
   options.unset_env = {"PGPASSWORD", "PGSERVICE", "PGOPTIONS"};
   const auto result = Run(argv, options, kCommandTimeout);

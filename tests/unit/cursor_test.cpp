@@ -1,8 +1,8 @@
+#include "agentwire/core/cursor.hpp"
+
 #include <gtest/gtest.h>
 
 #include <random>
-
-#include "agentwire/core/cursor.hpp"
 
 namespace agentwire {
 namespace {
@@ -14,9 +14,9 @@ TEST(Cursor, RoundTripsAndIsUrlSafe) {
                   static_cast<uint32_t>(rng() % 64), static_cast<int64_t>(rng() >> 1)};
     const auto text = EncodeCursor(cursor);
     EXPECT_EQ(text.size(), 34U);
-    EXPECT_EQ(text.find_first_not_of(
-                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-              std::string::npos);
+    EXPECT_EQ(
+        text.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+        std::string::npos);
     ASSERT_EQ(DecodeCursor(text), cursor);
   }
 }

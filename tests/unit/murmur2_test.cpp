@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "agentwire/producers/murmur2.hpp"
+
+#include <gtest/gtest.h>
 
 namespace agentwire::producers {
 namespace {

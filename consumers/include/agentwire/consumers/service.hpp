@@ -19,12 +19,12 @@ namespace agentwire::consumers {
 
 /// Flags archive and analytics share (besides the Kafka and log flags).
 struct ServiceOptions {
-  std::string dsn;                 // --pg, AGENTWIRE_PG_DSN (required)
-  std::string group;               // --group
-  bool migrate = false;            // --migrate
-  size_t batch_size = 5000;        // --batch-size
-  std::string batch_time = "200";  // --batch-ms (milliseconds, or a duration like 1s)
-  int metrics_port = 9464;         // --metrics-port, AGENTWIRE_METRICS_PORT (0 = off)
+  std::string dsn;                          // --pg, AGENTWIRE_PG_DSN (required)
+  std::string group;                        // --group
+  bool migrate = false;                     // --migrate
+  size_t batch_size = 5000;                 // --batch-size
+  std::string batch_time = "200";           // --batch-ms (milliseconds, or a duration like 1s)
+  int metrics_port = 9464;                  // --metrics-port, AGENTWIRE_METRICS_PORT (0 = off)
   std::string metrics_address = "0.0.0.0";  // --metrics-address
 
   /// Throws ConfigError naming the flag.
@@ -44,7 +44,6 @@ void PrepareDatabase(const ServiceOptions& options);
 /// --metrics-port meanwhile. BlockTerminationSignals() must have been called before any thread
 /// started. Returns the exit code (0 after a clean stop).
 int RunService(const ServiceOptions& options, metrics::Registry& registry,
-               const std::function<bool()>& ready,
-               const std::function<void(std::stop_token)>& run);
+               const std::function<bool()>& ready, const std::function<void(std::stop_token)>& run);
 
 }  // namespace agentwire::consumers

@@ -30,8 +30,7 @@ std::string ErrorText(rd_kafka_resp_err_t err);
 
 /// Number of partitions of `topic`, or throws KafkaError (retryable when the cluster
 /// did not answer in time, fatal when the topic does not exist).
-int PartitionCount(rd_kafka_t* client, const std::string& topic,
-                   std::chrono::milliseconds timeout);
+int PartitionCount(rd_kafka_t* client, const std::string& topic, std::chrono::milliseconds timeout);
 
 /// A topic name Kafka accepts: 1-249 chars of [a-zA-Z0-9._-]. Throws ConfigError
 /// mentioning `what` (e.g. "--topic").

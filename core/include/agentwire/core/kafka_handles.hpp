@@ -22,18 +22,20 @@ using HandlePtr = std::unique_ptr<rd_kafka_t, HandleDeleter<rd_kafka_t, rd_kafka
 /// rd_kafka_conf_t: only released by us until rd_kafka_new succeeds, which takes it over.
 using ConfPtr =
     std::unique_ptr<rd_kafka_conf_t, HandleDeleter<rd_kafka_conf_t, rd_kafka_conf_destroy>>;
-using TopicConfPtr = std::unique_ptr<rd_kafka_topic_conf_t,
-                                     HandleDeleter<rd_kafka_topic_conf_t, rd_kafka_topic_conf_destroy>>;
-using TopicPartitionListPtr =
-    std::unique_ptr<rd_kafka_topic_partition_list_t,
-                    HandleDeleter<rd_kafka_topic_partition_list_t,
-                                  rd_kafka_topic_partition_list_destroy>>;
-using QueuePtr = std::unique_ptr<rd_kafka_queue_t, HandleDeleter<rd_kafka_queue_t, rd_kafka_queue_destroy>>;
-using MessagePtr =
-    std::unique_ptr<rd_kafka_message_t, HandleDeleter<rd_kafka_message_t, rd_kafka_message_destroy>>;
-using MetadataPtr = std::unique_ptr<const rd_kafka_metadata_t,
-                                    HandleDeleter<const rd_kafka_metadata_t, rd_kafka_metadata_destroy>>;
-using HeadersPtr =
-    std::unique_ptr<rd_kafka_headers_t, HandleDeleter<rd_kafka_headers_t, rd_kafka_headers_destroy>>;
+using TopicConfPtr =
+    std::unique_ptr<rd_kafka_topic_conf_t,
+                    HandleDeleter<rd_kafka_topic_conf_t, rd_kafka_topic_conf_destroy>>;
+using TopicPartitionListPtr = std::unique_ptr<
+    rd_kafka_topic_partition_list_t,
+    HandleDeleter<rd_kafka_topic_partition_list_t, rd_kafka_topic_partition_list_destroy>>;
+using QueuePtr =
+    std::unique_ptr<rd_kafka_queue_t, HandleDeleter<rd_kafka_queue_t, rd_kafka_queue_destroy>>;
+using MessagePtr = std::unique_ptr<rd_kafka_message_t,
+                                   HandleDeleter<rd_kafka_message_t, rd_kafka_message_destroy>>;
+using MetadataPtr =
+    std::unique_ptr<const rd_kafka_metadata_t,
+                    HandleDeleter<const rd_kafka_metadata_t, rd_kafka_metadata_destroy>>;
+using HeadersPtr = std::unique_ptr<rd_kafka_headers_t,
+                                   HandleDeleter<rd_kafka_headers_t, rd_kafka_headers_destroy>>;
 
 }  // namespace agentwire::kafka

@@ -11,13 +11,13 @@
 namespace agentwire::producers {
 
 struct SimulatorOptions {
-  int users = 10;                     // user ids: <user_prefix>0001 ...
+  int users = 10;  // user ids: <user_prefix>0001 ...
   std::string user_prefix = "user-";
-  double events_per_second = 100;     // total across users; <= 0 means as fast as possible
+  double events_per_second = 100;              // total across users; <= 0 means as fast as possible
   std::chrono::milliseconds duration{10'000};  // 0 = until stopped
-  uint64_t max_events = 0;            // 0 = no limit
-  double failure_ratio = 0.1;         // share of runs that end in agent_failed
-  uint64_t seed = 0;                  // 0 = random
+  uint64_t max_events = 0;                     // 0 = no limit
+  double failure_ratio = 0.1;                  // share of runs that end in agent_failed
+  uint64_t seed = 0;                           // 0 = random
   std::string agent_name = "researcher";
 };
 
@@ -27,7 +27,7 @@ struct SimulatorStats {
   uint64_t runs_completed = 0;
   uint64_t runs_failed = 0;
   uint64_t runs_abandoned = 0;  // still open at the end: closed with agent_failed run_abandoned
-  uint64_t rejected = 0;  // sink answered other than kAccepted (after waiting)
+  uint64_t rejected = 0;        // sink answered other than kAccepted (after waiting)
 };
 
 /// Plays realistic agent runs through RunEmitters: each user has one active run at a time
