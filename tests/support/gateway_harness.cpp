@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
 #include "agentwire/gateway/auth.hpp"
 #include "agentwire/schemas/event_json.hpp"
 
@@ -57,6 +61,15 @@ void GatewayHarness::StartGateway(const std::function<void(gateway::GatewayConfi
   if (tweak) tweak(config);
   gateway_ = std::make_unique<gateway::Gateway>(config);
   gateway_->Start();
+  // Readiness is reached asynchronously (after the tailer's first poll round), the same way
+  // a load balancer sees it: wait for /readyz like one would before sending traffic.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (HttpGet(gateway_->Port(), "/readyz").status != 200) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw std::runtime_error("gateway did not report ready on /readyz within 20 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 void GatewayHarness::StopGateway() {
