@@ -1,0 +1,1049 @@
+// Load generator for the gateway benchmarks (docs/benchmarks.md, "Gateway").
+//
+// One process, one Asio thread for every WebSocket client and the publish pacing (plus the
+// EventPublisher's librdkafka threads). It starts the servers itself as child processes, so
+// their CPU seconds can be read from /proc/<pid>/stat:
+//   --target gateway   `agentwire broker` (1 broker) + `agentwire gateway`; events go through
+//                      EventPublisher into the broker
+//   --target baseline  beast_baseline_server; events go as HTTP POST /publish?user=U, the body
+//                      being the same JSON frame the gateway would build
+//
+// Every event carries attributes.bench_ns = CLOCK_REALTIME at publish time and run_seq =
+// 1, 2, 3... per user; each client checks lost / duplicated / reordered per user and the
+// publish -> frame-received latency.
+//
+// Scenarios (--scenario):
+//   steps   publish at each of --rates for --step-seconds over --connections clients; one row
+//           per rate (latency p50/p99/p99.9, CPU seconds of every process, CPU per event);
+//           stops after the first rate whose p99 exceeds --stop-p99-ms
+//   idle    RSS of the server before/after --connections idle (authenticated) connections
+//   churn   steps at one rate, and every second --churn-fraction of the clients drop the TCP
+//           connection and reconnect with their last cursor; exits 1 unless lost, duplicated
+//           and reordered are all 0
+//   resume  publishes --resume-events for one user, then times a cursor=earliest catch-up on
+//           a gateway with the cache and on one with --cache-bytes 0
+// Exit code: 0 clean, 1 when events were lost, duplicated or reordered, 2 on bad usage.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "agentwire/gateway/auth.hpp"
+#include "agentwire/producers/event_publisher.hpp"
+#include "agentwire/schemas/event_json.hpp"
+#include "support/kafka_test_utils.hpp"
+#include "support/subprocess.hpp"
+#include "support/ws_client.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using agentwire::testing::Subprocess;
+
+namespace {
+
+constexpr const char* kSecret = "agentwire-bench-secret-0123456789abcdef";
+constexpr const char* kTopic = "agent.lifecycle.v1";
+
+int64_t RealtimeNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+struct Options {
+  std::string target = "gateway";
+  std::string scenario = "steps";
+  int connections = 1000;
+  int users = 1000;
+  std::vector<int> rates{10'000};
+  double step_seconds = 20;
+  double warmup_seconds = 2;
+  double stop_p99_ms = 100;
+  int partitions = 12;
+  int fetch_wait_ms = 5;
+  std::string cache_bytes;  // gateway default when empty
+  int server_threads = 0;   // 0 = the server's default (one per core)
+  int linger_ms = -1;       // -1 = EventPublisher default
+  int http_connections = 8;
+  double churn_fraction = 0.1;
+  int resume_events = 100'000;
+  int connect_parallel = 256;
+  std::string agentwire = AGENTWIRE_BINARY;
+  std::string baseline;
+};
+
+[[noreturn]] void Usage(const std::string& problem) {
+  std::cerr << "gateway_bench: " << problem
+            << "\nusage: gateway_bench [--target gateway|baseline] "
+               "[--scenario steps|idle|churn|resume] [--connections N] [--users N] "
+               "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
+               "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
+               "[--linger-ms MS] [--http-connections N] [--churn-fraction F] "
+               "[--resume-events N] [--agentwire PATH] [--baseline PATH]\n";
+  std::exit(2);
+}
+
+Options ParseOptions(int argc, char** argv) {
+  Options o;
+  o.baseline = (std::filesystem::path(argv[0]).parent_path() / "beast_baseline_server").string();
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Usage(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--target") {
+      o.target = value();
+    } else if (arg == "--scenario") {
+      o.scenario = value();
+    } else if (arg == "--connections") {
+      o.connections = std::stoi(value());
+    } else if (arg == "--users") {
+      o.users = std::stoi(value());
+    } else if (arg == "--rates" || arg == "--rate") {
+      o.rates.clear();
+      std::stringstream list(value());
+      for (std::string item; std::getline(list, item, ',');) o.rates.push_back(std::stoi(item));
+    } else if (arg == "--step-seconds") {
+      o.step_seconds = std::stod(value());
+    } else if (arg == "--warmup-seconds") {
+      o.warmup_seconds = std::stod(value());
+    } else if (arg == "--stop-p99-ms") {
+      o.stop_p99_ms = std::stod(value());
+    } else if (arg == "--partitions") {
+      o.partitions = std::stoi(value());
+    } else if (arg == "--fetch-wait-ms") {
+      o.fetch_wait_ms = std::stoi(value());
+    } else if (arg == "--cache-bytes") {
+      o.cache_bytes = value();
+    } else if (arg == "--server-threads") {
+      o.server_threads = std::stoi(value());
+    } else if (arg == "--linger-ms") {
+      o.linger_ms = std::stoi(value());
+    } else if (arg == "--http-connections") {
+      o.http_connections = std::stoi(value());
+    } else if (arg == "--churn-fraction") {
+      o.churn_fraction = std::stod(value());
+    } else if (arg == "--resume-events") {
+      o.resume_events = std::stoi(value());
+    } else if (arg == "--agentwire") {
+      o.agentwire = value();
+    } else if (arg == "--baseline") {
+      o.baseline = value();
+    } else {
+      Usage("unknown argument " + arg);
+    }
+  }
+  if (o.target != "gateway" && o.target != "baseline") Usage("--target gateway|baseline");
+  if (o.users < 1 || o.connections < 1 || o.rates.empty()) Usage("bad counts");
+  if (o.scenario == "resume" && o.target != "gateway") Usage("resume needs --target gateway");
+  return o;
+}
+
+// ---- process accounting --------------------------------------------------------------------
+
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = text.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(paren + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int index = 3; fields >> field; ++index) {  // field 3 is the state
+    if (index == 14) utime = std::stoull(field);
+    if (index == 15) {
+      stime = std::stoull(field);
+      break;
+    }
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double SelfCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+long RssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one + " " + five + " " + fifteen;
+}
+
+void RaiseFileLimit() {
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+// ---- servers -------------------------------------------------------------------------------
+
+/// The processes under test, started from the main thread (Subprocess kills them when it
+/// exits).
+class Servers final {
+ public:
+  explicit Servers(const Options& o, int partitions = -1) : options_(o) {
+    dir_ = agentwire::testing::MakeTempDirectory("gateway-bench");
+    if (o.target == "baseline") {
+      std::vector<std::string> argv{o.baseline, "--port-file", dir_ + "/port"};
+      if (o.server_threads > 0) {
+        argv.insert(argv.end(), {"--threads", std::to_string(o.server_threads)});
+      }
+      server_ = std::make_unique<Subprocess>(argv);
+      port_ = WaitPort(dir_ + "/port", *server_);
+      return;
+    }
+    const int parts = partitions > 0 ? partitions : o.partitions;
+    broker_ = std::make_unique<Subprocess>(
+        std::vector<std::string>{o.agentwire, "broker", "--brokers", "1", "--topic",
+                                 std::string(kTopic) + ":" + std::to_string(parts),
+                                 "--bootstrap-file", dir_ + "/bootstrap", "--log-level", "warn"});
+    if (!agentwire::testing::WaitForFile(dir_ + "/bootstrap", std::chrono::seconds(30))) {
+      throw std::runtime_error("broker did not start: " + broker_->Describe());
+    }
+    bootstrap_ = agentwire::testing::ReadFirstLine(dir_ + "/bootstrap");
+  }
+
+  /// Starts one gateway replica (several for the resume scenario); returns its index.
+  size_t StartGateway(const std::string& cache_bytes) {
+    const auto index = gateways_.size();
+    const std::string port_file = dir_ + "/gateway-port-" + std::to_string(index);
+    std::vector<std::string> argv{
+        options_.agentwire, "gateway", "--brokers",       bootstrap_,
+        "--port",           "0",       "--port-file",     port_file,
+        "--jwt-secret",     kSecret,   "--fetch-wait-ms", std::to_string(options_.fetch_wait_ms),
+        "--log-level",      "warn"};
+    if (!cache_bytes.empty()) argv.insert(argv.end(), {"--cache-bytes", cache_bytes});
+    if (options_.server_threads > 0) {
+      argv.insert(argv.end(), {"--threads", std::to_string(options_.server_threads)});
+    }
+    gateways_.push_back(std::make_unique<Subprocess>(argv));
+    gateway_ports_.push_back(WaitPort(port_file, *gateways_.back()));
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (agentwire::testing::HttpGet(gateway_ports_.back(), "/readyz").status != 200) {
+      if (Clock::now() > deadline) throw std::runtime_error("gateway never became ready");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return index;
+  }
+
+  bool IsGateway() const { return options_.target == "gateway"; }
+  uint16_t Port(size_t index = 0) const { return IsGateway() ? gateway_ports_[index] : port_; }
+  pid_t ServerPid(size_t index = 0) const {
+    return IsGateway() ? gateways_[index]->Pid() : server_->Pid();
+  }
+  pid_t BrokerPid() const { return broker_ ? broker_->Pid() : -1; }
+  const std::string& Bootstrap() const { return bootstrap_; }
+
+ private:
+  static uint16_t WaitPort(const std::string& file, Subprocess& process) {
+    if (!agentwire::testing::WaitForFile(file, std::chrono::seconds(30))) {
+      throw std::runtime_error("server did not start: " + process.Describe());
+    }
+    return static_cast<uint16_t>(std::stoi(agentwire::testing::ReadFirstLine(file)));
+  }
+
+  const Options& options_;
+  std::string dir_;
+  std::string bootstrap_;
+  std::unique_ptr<Subprocess> broker_;
+  std::unique_ptr<Subprocess> server_;
+  std::vector<std::unique_ptr<Subprocess>> gateways_;
+  std::vector<uint16_t> gateway_ports_;
+  uint16_t port_ = 0;
+};
+
+/// CPU seconds of everything involved, read at one moment.
+struct CpuSnapshot {
+  Clock::time_point at;
+  double server = 0;
+  double broker = 0;
+  double self = 0;
+  static CpuSnapshot Take(const Servers& servers, size_t gateway = 0) {
+    CpuSnapshot s;
+    s.at = Clock::now();
+    s.server = ProcessCpuSeconds(servers.ServerPid(gateway));
+    if (servers.BrokerPid() > 0) s.broker = ProcessCpuSeconds(servers.BrokerPid());
+    s.self = SelfCpuSeconds();
+    return s;
+  }
+};
+
+// ---- frame parsing (no JSON parser: the load generator must stay cheap) ---------------------
+
+std::string_view StringField(std::string_view text, std::string_view key) {
+  const auto at = text.find(key);
+  if (at == std::string_view::npos) return {};
+  const auto start = at + key.size();
+  const auto end = text.find('"', start);
+  return end == std::string_view::npos ? std::string_view{} : text.substr(start, end - start);
+}
+
+int64_t NumberField(std::string_view text, std::string_view key) {
+  const auto at = text.find(key);
+  if (at == std::string_view::npos) return -1;
+  int64_t value = 0;
+  for (auto i = at + key.size(); i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    value = value * 10 + (text[i] - '0');
+  }
+  return value;
+}
+
+// ---- the load generator --------------------------------------------------------------------
+
+/// Everything below runs on the one I/O thread; the controller (main thread) reaches it only
+/// through OnIo().
+class LoadGenerator final {
+ public:
+  struct Totals {
+    uint64_t frames = 0;      // event frames received
+    uint64_t lost = 0;        // computed by Audit()
+    uint64_t duplicated = 0;  // a seq received twice by one client
+    uint64_t reordered = 0;   // a first copy below the client's highest seq
+    uint64_t resets = 0;      // reset frames (should never happen here)
+    uint64_t unexpected_closes = 0;
+    uint64_t reconnects = 0;
+    uint64_t publish_errors = 0;
+  };
+
+  LoadGenerator(const Options& options, const Servers& servers, size_t gateway_index = 0)
+      : options_(options),
+        servers_(servers),
+        port_(servers.Port(gateway_index)),
+        pacer_(io_),
+        churn_timer_(io_) {
+    published_.assign(static_cast<size_t>(options.users), 0);
+    for (int u = 0; u < options.users; ++u) {
+      user_names_.push_back("bench-user-" + std::to_string(u));
+      if (servers.IsGateway()) {
+        tokens_.push_back(
+            agentwire::gateway::MintHs256Token(kSecret, user_names_.back(), std::chrono::hours(2)));
+      }
+    }
+    if (servers.IsGateway()) {
+      agentwire::producers::PublisherConfig config;
+      config.client_properties["bootstrap.servers"] = servers.Bootstrap();
+      if (options.linger_ms >= 0) {
+        config.client_properties["linger.ms"] = std::to_string(options.linger_ms);
+      }
+      config.topic = kTopic;
+      publisher_ = std::make_unique<agentwire::producers::EventPublisher>(config);
+    } else {
+      for (int i = 0; i < options.http_connections; ++i) {
+        http_.push_back(std::make_unique<HttpPublisher>(io_));
+      }
+    }
+    work_ = std::make_unique<WorkGuard>(io_.get_executor());
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  /// Runs `f` on the I/O thread and returns its result (controller thread only).
+  template <typename F>
+  auto OnIo(F&& f) {
+    std::packaged_task<decltype(f())()> task(std::forward<F>(f));
+    auto future = task.get_future();
+    asio::post(io_, [&task] { task(); });
+    return future.get();
+  }
+
+  ~LoadGenerator() {
+    OnIo([this] {
+      pacer_.cancel();
+      churn_timer_.cancel();
+      for (auto& client : clients_) CloseClient(*client);
+      for (auto& h : http_) {
+        beast::error_code ignored;
+        h->stream.socket().close(ignored);
+      }
+    });
+    work_.reset();
+    io_.stop();
+    thread_.join();
+    publisher_.reset();
+  }
+
+  /// Opens `count` clients (slot i belongs to user i % users) and waits for all `ready`
+  /// frames. `cursor_query` is appended to the target (e.g. "cursor=earliest").
+  void OpenClients(int count, const std::string& cursor_query = {}) {
+    OnIo([&] {
+      for (int i = 0; i < count; ++i) {
+        auto client = std::make_unique<Client>();
+        client->slot = static_cast<int>(clients_.size());
+        client->user = client->slot % options_.users;
+        if (!cursor_query.empty()) client->cursor_query = cursor_query;
+        pending_connects_.push_back(client->slot);
+        clients_.push_back(std::move(client));
+      }
+      PumpConnects();
+    });
+    WaitReady(std::chrono::seconds(300));
+  }
+
+  bool WaitReady(std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      const bool all = OnIo([&] {
+        return std::all_of(clients_.begin(), clients_.end(), [](const auto& c) { return c->live; });
+      });
+      if (all) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::cerr << "warning: not every client became ready\n";
+    return false;
+  }
+
+  /// Starts publishing at `rate` events/s (0 stops).
+  void SetRate(int rate) {
+    OnIo([&] {
+      rate_ = rate;
+      rate_start_ = Clock::now();
+      rate_sent_ = 0;
+      if (rate > 0 && !pacing_) {
+        pacing_ = true;
+        Pace();
+      }
+    });
+  }
+
+  /// From now on, latencies of events stamped at or after now are recorded; returns the
+  /// samples collected since the previous call.
+  std::vector<int64_t> TakeLatencies() {
+    return OnIo([&] {
+      std::vector<int64_t> out;
+      out.swap(latencies_);
+      window_start_ns_ = RealtimeNs();
+      return out;
+    });
+  }
+
+  void StartChurn() {
+    OnIo([&] {
+      churn_round_ = 0;
+      ChurnTick();
+    });
+  }
+  void StopChurn() {
+    OnIo([&] { churn_timer_.cancel(); });
+  }
+
+  uint64_t Published() {
+    return OnIo([&] { return total_published_; });
+  }
+  Totals Snapshot() {
+    return OnIo([&] { return totals_; });
+  }
+
+  /// Waits until every published event reached every client of its user (or timeout).
+  bool WaitDelivered(std::chrono::milliseconds timeout) {
+    if (publisher_) publisher_->Flush(std::chrono::seconds(30));
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (OnIo([&] { return Missing() == 0; })) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  /// Final per-client audit: lost = published seqs of the client's user never received.
+  Totals Audit() {
+    return OnIo([&] {
+      totals_.lost = Missing();
+      return totals_;
+    });
+  }
+
+  /// Publishes `count` events for user 0 as fast as the publisher accepts them.
+  void PublishBurst(int count) {
+    for (int i = 0; i < count; ++i) {
+      auto event = MakeEvent(0, ++published_[0], RealtimeNs());
+      while (publisher_->Publish(event, {}, std::chrono::milliseconds(1000)) !=
+             agentwire::producers::PublishStatus::kAccepted) {
+      }
+      ++total_published_;
+    }
+    publisher_->Flush(std::chrono::seconds(60));
+  }
+
+  uint64_t PublishedFor(int user) {
+    return OnIo([&] { return published_[static_cast<size_t>(user)]; });
+  }
+  void SetPublishedFor(int user, uint64_t value) {
+    OnIo([&] { published_[static_cast<size_t>(user)] = value; });
+  }
+
+  /// For the resume scenario: (time of the ready frame, event frames before it) of slot i.
+  std::pair<Clock::time_point, uint64_t> ReadyInfo(int slot) {
+    return OnIo([&] {
+      const auto& c = *clients_[static_cast<size_t>(slot)];
+      return std::make_pair(c.ready_at, c.replayed);
+    });
+  }
+  uint64_t FirstSeq(int slot) {
+    return OnIo([&] { return clients_[static_cast<size_t>(slot)]->first_seq; });
+  }
+
+ private:
+  using WorkGuard = asio::executor_work_guard<asio::io_context::executor_type>;
+
+  struct Client {
+    int slot = 0;
+    int user = 0;
+    uint64_t generation = 0;
+    std::unique_ptr<websocket::stream<beast::tcp_stream>> ws;
+    beast::flat_buffer buffer;
+    std::string cursor;
+    std::string cursor_query;
+    bool live = false;  // ready frame received on the current connection
+    bool open = false;
+    uint64_t replayed = 0;
+    Clock::time_point ready_at;
+    std::vector<uint8_t> seen;  // by run_seq
+    uint64_t max_seq = 0;
+    uint64_t first_seq = 0;
+  };
+
+  struct HttpPublisher {
+    explicit HttpPublisher(asio::io_context& io) : stream(io) {}
+    beast::tcp_stream stream;
+    bool connected = false;
+    bool busy = false;
+    std::deque<std::pair<int, std::string>> queue;  // user, frame
+    http::request<http::string_body> request;
+    http::response<http::empty_body> response;
+    beast::flat_buffer buffer;
+  };
+
+  agentwire::v1::AgentEvent MakeEvent(int user, uint64_t seq, int64_t now_ns) const {
+    agentwire::v1::AgentEvent event;
+    const auto& name = user_names_[static_cast<size_t>(user)];
+    event.set_event_id(name + "-" + std::to_string(seq));
+    event.set_user_id(name);
+    event.set_thread_id("t-1");
+    event.set_run_id("r-" + std::to_string(user));
+    event.set_run_seq(static_cast<uint32_t>(seq));
+    event.set_agent_name("bench");
+    event.mutable_emitted_at()->set_seconds(now_ns / 1'000'000'000);
+    event.mutable_emitted_at()->set_nanos(static_cast<int32_t>(now_ns % 1'000'000'000));
+    event.mutable_agent_thinking()->set_text("thinking about step " + std::to_string(seq));
+    (*event.mutable_attributes())["bench_ns"] = std::to_string(now_ns);
+    return event;
+  }
+
+  void Publish(int user) {
+    const uint64_t seq = ++published_[static_cast<size_t>(user)];
+    ++total_published_;
+    const auto event = MakeEvent(user, seq, RealtimeNs());
+    if (publisher_) {
+      if (publisher_->Publish(event) != agentwire::producers::PublishStatus::kAccepted) {
+        ++totals_.publish_errors;
+      }
+      return;
+    }
+    // The baseline gets the frame the gateway would have built (same size and shape).
+    std::string frame =
+        R"({"type":"event","cursor":"AQAAAAFhHEt7AAAADAAAAAEAAAAAAAAAAQ","event":)" +
+        agentwire::schemas::ToJson(event) + "}";
+    auto& h = *http_[next_http_++ % http_.size()];
+    h.queue.emplace_back(user, std::move(frame));
+    HttpNext(h);
+  }
+
+  void HttpNext(HttpPublisher& h) {
+    if (h.busy || h.queue.empty()) return;
+    h.busy = true;
+    if (!h.connected) {
+      h.stream.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
+                             [this, &h](beast::error_code ec) {
+                               if (ec) throw std::runtime_error("publish connect: " + ec.message());
+                               h.stream.socket().set_option(tcp::no_delay(true));
+                               h.connected = true;
+                               h.busy = false;
+                               HttpNext(h);
+                             });
+      return;
+    }
+    auto [user, frame] = std::move(h.queue.front());
+    h.queue.pop_front();
+    h.request = {http::verb::post, "/publish?user=" + user_names_[static_cast<size_t>(user)], 11};
+    h.request.set(http::field::host, "127.0.0.1");
+    h.request.body() = std::move(frame);
+    h.request.prepare_payload();
+    http::async_write(h.stream, h.request, [this, &h](beast::error_code ec, std::size_t) {
+      if (ec) throw std::runtime_error("publish write: " + ec.message());
+      h.response = {};
+      http::async_read(h.stream, h.buffer, h.response, [this, &h](beast::error_code ec, size_t) {
+        if (ec) throw std::runtime_error("publish read: " + ec.message());
+        if (h.response.result() != http::status::no_content) ++totals_.publish_errors;
+        h.busy = false;
+        HttpNext(h);
+      });
+    });
+  }
+
+  void Pace() {
+    if (rate_ <= 0) {
+      pacing_ = false;
+      return;
+    }
+    const double elapsed = std::chrono::duration<double>(Clock::now() - rate_start_).count();
+    const auto due = static_cast<uint64_t>(elapsed * rate_);
+    while (rate_sent_ < due) {
+      Publish(static_cast<int>(next_user_++ % static_cast<uint64_t>(options_.users)));
+      ++rate_sent_;
+    }
+    pacer_.expires_after(std::chrono::milliseconds(1));
+    pacer_.async_wait([this](beast::error_code ec) {
+      if (ec) {
+        pacing_ = false;
+        return;
+      }
+      Pace();
+    });
+  }
+
+  void ChurnTick() {
+    const int per_round = std::max(1, static_cast<int>(options_.churn_fraction * clients_.size()));
+    const int groups = std::max(1, static_cast<int>(clients_.size()) / per_round);
+    for (auto& c : clients_) {
+      if (c->slot % groups != churn_round_ % groups || !c->open) continue;
+      CloseClient(*c);
+      ++totals_.reconnects;
+      pending_connects_.push_back(c->slot);
+    }
+    ++churn_round_;
+    PumpConnects();
+    churn_timer_.expires_after(std::chrono::seconds(1));
+    churn_timer_.async_wait([this](beast::error_code ec) {
+      if (!ec) ChurnTick();
+    });
+  }
+
+  void CloseClient(Client& c) {
+    ++c.generation;
+    c.live = false;
+    c.open = false;
+    if (c.ws) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(*c.ws).socket().shutdown(tcp::socket::shutdown_both, ignored);
+      beast::get_lowest_layer(*c.ws).socket().close(ignored);
+    }
+  }
+
+  void PumpConnects() {
+    while (connecting_ < options_.connect_parallel && !pending_connects_.empty()) {
+      const int slot = pending_connects_.front();
+      pending_connects_.pop_front();
+      Connect(*clients_[static_cast<size_t>(slot)]);
+    }
+  }
+
+  void Connect(Client& c) {
+    ++connecting_;
+    const uint64_t generation = ++c.generation;
+    c.ws = std::make_unique<websocket::stream<beast::tcp_stream>>(io_);
+    c.buffer.clear();
+    c.live = false;
+    c.open = true;
+    c.replayed = 0;
+    beast::get_lowest_layer(*c.ws).async_connect(
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
+        [this, &c, generation](beast::error_code ec) {
+          if (generation != c.generation) return ConnectDone();
+          if (ec) return ConnectFailed(c, "connect: " + ec.message());
+          beast::get_lowest_layer(*c.ws).socket().set_option(tcp::no_delay(true));
+          std::string target;
+          if (servers_.IsGateway()) {
+            target = "/v1/events";
+            if (!c.cursor.empty()) {
+              target += "?cursor=" + c.cursor;
+            } else if (!c.cursor_query.empty()) {
+              target += "?" + c.cursor_query;
+            }
+            c.ws->set_option(websocket::stream_base::decorator(
+                [token = tokens_[static_cast<size_t>(c.user)]](websocket::request_type& r) {
+                  r.set(http::field::authorization, "Bearer " + token);
+                }));
+          } else {
+            target = "/ws?user=" + user_names_[static_cast<size_t>(c.user)];
+          }
+          c.ws->async_handshake("127.0.0.1", target, [this, &c, generation](beast::error_code ec) {
+            ConnectDone();
+            if (generation != c.generation) return;
+            if (ec) return ConnectFailed(c, "handshake: " + ec.message());
+            if (!servers_.IsGateway()) {
+              // The baseline has no ready frame: an open socket is live.
+              c.live = true;
+              c.ready_at = Clock::now();
+            }
+            Read(c, generation);
+          });
+        });
+  }
+
+  void ConnectDone() {
+    --connecting_;
+    PumpConnects();
+  }
+
+  void ConnectFailed(Client& c, const std::string& what) {
+    if (++connect_failures_ <= 5) std::cerr << "client " << c.slot << " " << what << "\n";
+    c.open = false;
+    // Retry: the server may have been briefly out of accept backlog.
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+    timer->async_wait([this, timer, slot = c.slot](beast::error_code) {
+      pending_connects_.push_back(slot);
+      PumpConnects();
+    });
+  }
+
+  void Read(Client& c, uint64_t generation) {
+    c.ws->async_read(c.buffer, [this, &c, generation](beast::error_code ec, std::size_t) {
+      if (generation != c.generation) return;
+      if (ec) {
+        ++totals_.unexpected_closes;
+        if (totals_.unexpected_closes <= 5) {
+          std::cerr << "client " << c.slot << " closed: " << ec.message() << "\n";
+        }
+        c.open = false;
+        c.live = false;
+        pending_connects_.push_back(c.slot);
+        PumpConnects();
+        return;
+      }
+      const auto data = c.buffer.cdata();
+      OnFrame(c, std::string_view(static_cast<const char*>(data.data()), data.size()));
+      c.buffer.consume(c.buffer.size());
+      Read(c, generation);
+    });
+  }
+
+  void OnFrame(Client& c, std::string_view text) {
+    if (text.starts_with(R"({"type":"ready")")) {
+      c.cursor = std::string(StringField(text, R"("cursor":")"));
+      c.live = true;
+      c.ready_at = Clock::now();
+      return;
+    }
+    if (text.starts_with(R"({"type":"reset")")) {
+      ++totals_.resets;
+      return;
+    }
+    const int64_t now = RealtimeNs();
+    if (servers_.IsGateway()) c.cursor = std::string(StringField(text, R"("cursor":")"));
+    const int64_t seq = NumberField(text, R"("run_seq":)");
+    const auto stamp = std::string(StringField(text, R"("bench_ns":")"));
+    ++totals_.frames;
+    if (!c.live) ++c.replayed;
+    if (seq <= 0) return;
+    if (c.first_seq == 0) c.first_seq = static_cast<uint64_t>(seq);
+    if (c.seen.size() <= static_cast<size_t>(seq)) c.seen.resize(static_cast<size_t>(seq) * 2);
+    if (c.seen[static_cast<size_t>(seq)]) {
+      ++totals_.duplicated;
+    } else {
+      c.seen[static_cast<size_t>(seq)] = 1;
+      if (static_cast<uint64_t>(seq) < c.max_seq) ++totals_.reordered;
+    }
+    c.max_seq = std::max(c.max_seq, static_cast<uint64_t>(seq));
+    if (c.live && !stamp.empty()) {
+      const int64_t sent = std::stoll(stamp);
+      if (sent >= window_start_ns_) latencies_.push_back(now - sent);
+    }
+  }
+
+  /// Published events of each client's user (from the client's first seq) not yet received.
+  uint64_t Missing() const {
+    uint64_t missing = 0;
+    for (const auto& c : clients_) {
+      const uint64_t published = published_[static_cast<size_t>(c->user)];
+      const uint64_t from = c->first_seq == 0 ? published + 1 : c->first_seq;
+      for (uint64_t s = from; s <= published; ++s) {
+        if (s >= c->seen.size() || !c->seen[s]) ++missing;
+      }
+    }
+    return missing;
+  }
+
+  const Options& options_;
+  const Servers& servers_;
+  uint16_t port_;
+  asio::io_context io_{1};
+  std::unique_ptr<WorkGuard> work_;
+  std::thread thread_;
+  asio::steady_timer pacer_;
+  asio::steady_timer churn_timer_;
+  std::unique_ptr<agentwire::producers::EventPublisher> publisher_;
+  std::vector<std::unique_ptr<HttpPublisher>> http_;
+  size_t next_http_ = 0;
+  std::vector<std::string> user_names_;
+  std::vector<std::string> tokens_;
+  std::vector<uint64_t> published_;
+  uint64_t total_published_ = 0;
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::deque<int> pending_connects_;
+  int connecting_ = 0;
+  int connect_failures_ = 0;
+  int rate_ = 0;
+  bool pacing_ = false;
+  Clock::time_point rate_start_;
+  uint64_t rate_sent_ = 0;
+  uint64_t next_user_ = 0;
+  int churn_round_ = 0;
+  int64_t window_start_ns_ = INT64_MAX;
+  std::vector<int64_t> latencies_;
+  Totals totals_;
+};
+
+// ---- reporting -----------------------------------------------------------------------------
+
+struct Percentiles {
+  double p50 = 0, p99 = 0, p999 = 0, max = 0;  // milliseconds
+  size_t samples = 0;
+};
+
+Percentiles Summarize(std::vector<int64_t> ns) {
+  Percentiles p;
+  p.samples = ns.size();
+  if (ns.empty()) return p;
+  std::sort(ns.begin(), ns.end());
+  auto at = [&](double q) {
+    const auto index =
+        std::min(ns.size() - 1, static_cast<size_t>(q * static_cast<double>(ns.size())));
+    return static_cast<double>(ns[index]) / 1e6;
+  };
+  p.p50 = at(0.50);
+  p.p99 = at(0.99);
+  p.p999 = at(0.999);
+  p.max = static_cast<double>(ns.back()) / 1e6;
+  return p;
+}
+
+void PrintHeader(const Options& o) {
+  std::printf(
+      "# gateway_bench target=%s scenario=%s connections=%d users=%d partitions=%d "
+      "fetch_wait_ms=%d cache_bytes=%s server_threads=%d load=%s\n",
+      o.target.c_str(), o.scenario.c_str(), o.connections, o.users, o.partitions, o.fetch_wait_ms,
+      o.cache_bytes.empty() ? "default" : o.cache_bytes.c_str(), o.server_threads,
+      LoadAverage().c_str());
+  std::fflush(stdout);
+}
+
+bool Clean(const LoadGenerator::Totals& t) {
+  return t.lost == 0 && t.duplicated == 0 && t.reordered == 0 && t.resets == 0;
+}
+
+/// One measured step at `rate`; returns its p99 (ms) and whether the totals were clean.
+std::pair<double, bool> RunStep(const Options& o, const Servers& servers, LoadGenerator& lg,
+                                int rate, bool churn) {
+  lg.SetRate(rate);
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup_seconds));
+  lg.TakeLatencies();  // drop warm-up samples; record from here
+  const auto before_totals = lg.Snapshot();
+  const auto before_published = lg.Published();
+  const auto cpu0 = CpuSnapshot::Take(servers);
+  if (churn) lg.StartChurn();
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.step_seconds));
+  if (churn) lg.StopChurn();
+  const auto published_at_stop = lg.Published();
+  lg.SetRate(0);
+  const bool drained = lg.WaitDelivered(std::chrono::seconds(30));
+  const auto cpu1 = CpuSnapshot::Take(servers);
+  const auto latencies = Summarize(lg.TakeLatencies());
+  const auto totals = lg.Audit();
+  const double wall = std::chrono::duration<double>(cpu1.at - cpu0.at).count();
+  const uint64_t frames = totals.frames - before_totals.frames;
+  const double server_cpu = cpu1.server - cpu0.server;
+  const double broker_cpu = cpu1.broker - cpu0.broker;
+  const double self_cpu = cpu1.self - cpu0.self;
+  std::printf(
+      "rate=%d published=%llu delivered_frames=%llu wall_s=%.2f delivered_per_s=%.0f "
+      "p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f max_ms=%.2f samples=%zu | "
+      "cpu_s server=%.2f broker=%.2f loadgen=%.2f (server %.0f%% broker %.0f%% loadgen %.0f%% "
+      "of one core) server_us_per_event=%.2f loadgen_us_per_event=%.2f | lost=%llu "
+      "duplicated=%llu reordered=%llu resets=%llu reconnects=%llu unexpected_closes=%llu "
+      "publish_errors=%llu drained=%s load=%s\n",
+      rate, static_cast<unsigned long long>(published_at_stop - before_published),
+      static_cast<unsigned long long>(frames), wall, static_cast<double>(frames) / wall,
+      latencies.p50, latencies.p99, latencies.p999, latencies.max, latencies.samples, server_cpu,
+      broker_cpu, self_cpu, 100 * server_cpu / wall, 100 * broker_cpu / wall, 100 * self_cpu / wall,
+      frames ? 1e6 * server_cpu / static_cast<double>(frames) : 0.0,
+      frames ? 1e6 * self_cpu / static_cast<double>(frames) : 0.0,
+      static_cast<unsigned long long>(totals.lost),
+      static_cast<unsigned long long>(totals.duplicated),
+      static_cast<unsigned long long>(totals.reordered),
+      static_cast<unsigned long long>(totals.resets),
+      static_cast<unsigned long long>(totals.reconnects),
+      static_cast<unsigned long long>(totals.unexpected_closes),
+      static_cast<unsigned long long>(totals.publish_errors), drained ? "yes" : "no",
+      LoadAverage().c_str());
+  std::fflush(stdout);
+  return {latencies.p99, Clean(totals)};
+}
+
+int RunSteps(const Options& o, bool churn) {
+  Servers servers(o);
+  if (servers.IsGateway()) servers.StartGateway(o.cache_bytes);
+  LoadGenerator lg(o, servers);
+  lg.OpenClients(o.connections);
+  bool clean = true;
+  for (const int rate : o.rates) {
+    const auto [p99, step_clean] = RunStep(o, servers, lg, rate, churn);
+    clean = clean && step_clean;
+    if (p99 > o.stop_p99_ms) {
+      std::printf("# p99 %.1f ms > %.0f ms at %d events/s: stopping\n", p99, o.stop_p99_ms, rate);
+      break;
+    }
+  }
+  std::printf("# %s\n", clean ? "clean: lost 0, duplicated 0, reordered 0"
+                              : "NOT CLEAN: events lost, duplicated or reordered");
+  return clean ? 0 : 1;
+}
+
+int RunIdle(const Options& o) {
+  Servers servers(o);
+  if (servers.IsGateway()) servers.StartGateway(o.cache_bytes);
+  LoadGenerator lg(o, servers);
+  // One connection first, so one-time allocations (first session, thread-local pools) are not
+  // charged to the idle connections.
+  lg.OpenClients(1);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const long rss_start = RssKiB(servers.ServerPid());
+  const auto start = Clock::now();
+  lg.OpenClients(o.connections);
+  const double open_s = std::chrono::duration<double>(Clock::now() - start).count();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const long rss_after = RssKiB(servers.ServerPid());
+  const auto totals = lg.Snapshot();
+  std::printf(
+      "idle connections=%d open_s=%.1f rss_before_kib=%ld rss_after_kib=%ld "
+      "kib_per_connection=%.2f unexpected_closes=%llu load=%s\n",
+      o.connections, open_s, rss_start, rss_after,
+      static_cast<double>(rss_after - rss_start) / o.connections,
+      static_cast<unsigned long long>(totals.unexpected_closes), LoadAverage().c_str());
+  return 0;
+}
+
+int RunResume(Options o) {
+  o.users = 1;
+  Servers servers(o, 1);
+  const size_t cached = servers.StartGateway(o.cache_bytes.empty() ? "1073741824" : o.cache_bytes);
+  const size_t uncached = servers.StartGateway("0");
+  // Live observers on both replicas: when they have every event, both tailers have dispatched
+  // (and the first filled its cache with) the whole partition.
+  LoadGenerator observer_cached(o, servers, cached);
+  LoadGenerator observer_uncached(o, servers, uncached);
+  observer_cached.OpenClients(1);
+  observer_uncached.OpenClients(1);
+  std::printf("publishing %d events for one user...\n", o.resume_events);
+  std::fflush(stdout);
+  observer_cached.PublishBurst(o.resume_events);
+  observer_uncached.SetPublishedFor(0, observer_cached.PublishedFor(0));
+  if (!observer_cached.WaitDelivered(std::chrono::seconds(120)) ||
+      !observer_uncached.WaitDelivered(std::chrono::seconds(120))) {
+    std::printf("observers did not receive every event\n");
+  }
+  const auto marks =
+      agentwire::testing::Watermarks(servers.Bootstrap(), kTopic, std::chrono::seconds(10));
+  const auto& mark = marks.at(0);
+  const uint64_t retained = static_cast<uint64_t>(mark.high - mark.low);
+  std::printf("partition 0 low=%lld high=%lld retained=%llu\n", static_cast<long long>(mark.low),
+              static_cast<long long>(mark.high), static_cast<unsigned long long>(retained));
+  bool clean = true;
+  for (const auto& [index, label] :
+       std::vector<std::pair<size_t, const char*>>{{cached, "cache"}, {uncached, "kafka"}}) {
+    LoadGenerator lg(o, servers, index);
+    lg.SetPublishedFor(0, observer_cached.PublishedFor(0));
+    const auto cpu0 = CpuSnapshot::Take(servers, index);
+    const auto start = Clock::now();
+    lg.OpenClients(1, "cursor=earliest");
+    const auto [ready_at, replayed] = lg.ReadyInfo(0);
+    const auto cpu1 = CpuSnapshot::Take(servers, index);
+    const double seconds = std::chrono::duration<double>(ready_at - start).count();
+    const auto totals = lg.Audit();
+    const uint64_t first = lg.FirstSeq(0);
+    // The cache may still hold events the mock broker already dropped (its ~5 MiB cap), so
+    // the cache path can replay more than Kafka retains; either way the replay must be one
+    // gapless, duplicate-free run of seqs up to the last published one.
+    const bool ok = replayed >= retained && totals.duplicated == 0 && totals.reordered == 0 &&
+                    totals.lost == 0 && totals.resets == 0;
+    clean = clean && ok;
+    std::printf(
+        "resume from %s: replayed=%llu (first seq %llu) in %.3f s = %.0f events/s | cpu_s "
+        "gateway=%.2f broker=%.2f loadgen=%.2f | lost=%llu duplicated=%llu "
+        "reordered=%llu resets=%llu %s load=%s\n",
+        label, static_cast<unsigned long long>(replayed), static_cast<unsigned long long>(first),
+        seconds, static_cast<double>(replayed) / seconds, cpu1.server - cpu0.server,
+        cpu1.broker - cpu0.broker, cpu1.self - cpu0.self,
+        static_cast<unsigned long long>(totals.lost),
+        static_cast<unsigned long long>(totals.duplicated),
+        static_cast<unsigned long long>(totals.reordered),
+        static_cast<unsigned long long>(totals.resets), ok ? "ok" : "MISMATCH",
+        LoadAverage().c_str());
+    std::fflush(stdout);
+  }
+  return clean ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = ParseOptions(argc, argv);
+  RaiseFileLimit();  // before the servers start: they inherit it
+  PrintHeader(options);
+  try {
+    if (options.scenario == "steps") return RunSteps(options, false);
+    if (options.scenario == "churn") return RunSteps(options, true);
+    if (options.scenario == "idle") return RunIdle(options);
+    if (options.scenario == "resume") return RunResume(options);
+  } catch (const std::exception& e) {
+    std::cerr << "gateway_bench: " << e.what() << "\n";
+    return 3;
+  }
+  Usage("unknown scenario " + options.scenario);
+}
