@@ -366,7 +366,7 @@ bool EventFilter::Matches(const v1::AgentEvent& event) const {
   if (!selection_.run_id.empty() && event.run_id() != selection_.run_id) return false;
   if (!selection_.thread_id.empty() && event.thread_id() != selection_.thread_id) return false;
   if (!selection_.types.empty()) {
-    const auto type = FastEventType(event);
+    const auto type = schemas::EventType(event);
     if (std::find(selection_.types.begin(), selection_.types.end(), type) ==
         selection_.types.end()) {
       return false;

@@ -190,18 +190,6 @@ int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, st
 /// when it was issued for another partition layout or belongs to another user's partition.
 void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count);
 
-/// Appends the event's JSON form, what schemas::ToJson returns, without going through
-/// protobuf's reflection-based printer (about 20x faster; replay prints hundreds of thousands
-/// of events per second). The bytes are ToJson's except that attributes are sorted by key
-/// (ToJson's order is the map's hash order). Falls back to ToJson for anything unusual.
-void AppendEventJson(const v1::AgentEvent& event, std::string& out);
-
-/// The event's type name (schemas::EventType) without reflection.
-std::string_view FastEventType(const v1::AgentEvent& event);
-
-/// Appends `text` as a JSON string body (no quotes) with protobuf's JSON escaping; false
-/// (and `out` partially written) when `text` is not valid UTF-8.
-bool AppendJsonEscaped(std::string_view text, std::string& out);
 
 /// Writes the selection to stdout in the chosen format. Not thread-safe.
 class EventWriter {

@@ -111,7 +111,7 @@ class JsonlWriter final : public EventWriter {
   JsonlWriter(std::ostream& out, const ReplayConfig& config, int32_t partition_count)
       : out_(out), flush_each_(config.follow) {
     prefix_ = "{\"topic\":\"";
-    (void)AppendJsonEscaped(config.topic, prefix_);
+    (void)schemas::AppendJsonEscaped(config.topic, prefix_);
     prefix_ += "\",\"partition\":";
     cursor_.epoch = config.topic_epoch;
     cursor_.topic_hash = TopicHash(config.topic);
@@ -143,7 +143,7 @@ class JsonlWriter final : public EventWriter {
       buffer_ += "null";
     }
     buffer_ += ",\"event\":";
-    AppendEventJson(record.event, buffer_);
+    schemas::AppendJson(record.event, buffer_);
     buffer_ += "}\n";
     if (flush_each_ || buffer_.size() >= kFlushBytes) Flush();
   }

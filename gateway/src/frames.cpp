@@ -10,8 +10,14 @@ namespace agentwire::gateway {
 
 // Cursors are base64url and reasons are fixed identifiers: neither needs JSON escaping.
 std::string EventFrame(std::string_view cursor, const v1::AgentEvent& event) {
-  return fmt::format(R"({{"type":"event","cursor":"{}","event":{}}})", cursor,
-                     schemas::ToJson(event));
+  constexpr std::string_view kHead = R"({"type":"event","cursor":")";
+  constexpr std::string_view kEvent = R"(","event":)";
+  std::string frame;
+  frame.reserve(kHead.size() + cursor.size() + kEvent.size() + 256 + event.ByteSizeLong() * 2);
+  frame.append(kHead).append(cursor).append(kEvent);
+  schemas::AppendJson(event, frame);
+  frame.push_back('}');
+  return frame;
 }
 
 std::string ReadyFrame(std::string_view cursor, uint64_t replayed) {

@@ -28,12 +28,6 @@ std::string KnownTypesText() {
 
 }  // namespace
 
-std::string_view EventType(const v1::AgentEvent& event) {
-  const auto* field = event.GetReflection()->GetOneofFieldDescriptor(event, &BodyOneof());
-  if (field == nullptr) return {};
-  return field->name();
-}
-
 const std::vector<std::string_view>& KnownEventTypes() {
   static const std::vector<std::string_view> types = [] {
     std::vector<std::string_view> out;
@@ -48,7 +42,7 @@ bool IsTerminal(const v1::AgentEvent& event) {
   return event.has_agent_completed() || event.has_agent_failed();
 }
 
-std::string ToJson(const v1::AgentEvent& event) {
+std::string ToJsonViaProtobuf(const v1::AgentEvent& event) {
   pb::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <regex>
 #include <set>
 #include <string>
@@ -373,6 +374,127 @@ TEST(EventId, SortsByCreationTime) {
     EXPECT_LT(previous, next);
     previous = next;
   }
+}
+
+}  // namespace
+}  // namespace agentwire::schemas
+
+namespace agentwire::schemas {
+namespace {
+
+// Random UTF-8 text drawn from the places where JSON escaping differs: ASCII controls, quotes,
+// backslash, < >, DEL, C1 controls, soft hyphen, zero-width and bidi marks, U+2028/2029, BOM,
+// astral code points, and ordinary non-ASCII letters.
+std::string RandomText(std::mt19937& random) {
+  static const std::vector<uint32_t> kInteresting = {
+      0x01,   0x08,   0x09,   0x0A,   0x0C,    0x0D,    0x1F,    0x22,    0x26,
+      0x27,   0x2F,   0x3C,   0x3E,   0x5C,    0x7F,    0x80,    0x9F,    0xA0,
+      0xAD,   0xE9,   0x600,  0x6DD,  0x200B,  0x200F,  0x2028,  0x2029,  0x202E,
+      0x2060, 0x4E2D, 0xFEFF, 0xFFFD, 0x1F600, 0x1D173, 0xE0001, 0x10FFFF};
+  std::string text;
+  const int length = static_cast<int>(random() % 24);
+  for (int i = 0; i < length; ++i) {
+    uint32_t cp = random() % 3 == 0 ? kInteresting[random() % kInteresting.size()]
+                                    : static_cast<uint32_t>(0x20 + random() % 0x5F);
+    if (cp < 0x80) {
+      text.push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+      text.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      text.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+      text.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+      text.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      text.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+      text.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+      text.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+      text.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      text.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+  return text;
+}
+
+TEST(EventJsonWriter, WritesTheSameBytesAsProtobufsPrinter) {
+  // At most one attribute: the printer's map order is its hash order, the writer's is sorted.
+  std::mt19937 random(20261122);
+  int compared = 0;
+  for (int i = 0; i < 5000; ++i) {
+    v1::AgentEvent event;
+    event.set_event_id(RandomText(random));
+    event.set_user_id(RandomText(random));
+    event.set_thread_id(RandomText(random));
+    event.set_run_id(RandomText(random));
+    event.set_run_seq(random() % 2 ? random() : random() % 10);
+    if (random() % 4 != 0) {
+      event.mutable_emitted_at()->set_seconds(static_cast<int64_t>(random() % 4'000'000'000LL) -
+                                              1'000'000'000LL);
+      const int precision = static_cast<int>(random() % 4);
+      const int32_t nanos = static_cast<int32_t>(random() % 1'000'000'000);
+      event.mutable_emitted_at()->set_nanos(precision == 0   ? 0
+                                            : precision == 1 ? nanos / 1'000'000 * 1'000'000
+                                            : precision == 2 ? nanos / 1'000 * 1'000
+                                                             : nanos);
+    }
+    event.set_agent_name(RandomText(random));
+    event.set_trace_id(RandomText(random));
+    if (random() % 2) (*event.mutable_attributes())[RandomText(random)] = RandomText(random);
+    switch (random() % 8) {
+      case 0:
+        event.mutable_agent_started()->set_input(RandomText(random));
+        event.mutable_agent_started()->set_model(RandomText(random));
+        break;
+      case 1:
+        event.mutable_agent_thinking()->set_text(RandomText(random));
+        break;
+      case 2:
+        event.mutable_tool_executing()->set_tool_name(RandomText(random));
+        event.mutable_tool_executing()->set_input(RandomText(random));
+        event.mutable_tool_executing()->set_tool_call_id(RandomText(random));
+        break;
+      case 3:
+        event.mutable_tool_completed()->set_tool_name(RandomText(random));
+        event.mutable_tool_completed()->set_output(RandomText(random));
+        event.mutable_tool_completed()->set_error(RandomText(random));
+        event.mutable_tool_completed()->set_duration_ms(random());
+        event.mutable_tool_completed()->set_tool_call_id(RandomText(random));
+        break;
+      case 4:
+        event.mutable_agent_completed()->set_result(RandomText(random));
+        event.mutable_agent_completed()->set_duration_ms(random() % 100'000);
+        break;
+      case 5:
+        event.mutable_agent_failed()->set_error_code(RandomText(random));
+        event.mutable_agent_failed()->set_message(RandomText(random));
+        break;
+      case 6:
+        event.mutable_message_delta()->set_text(RandomText(random));
+        break;
+      default:
+        break;  // no body
+    }
+    ASSERT_EQ(ToJson(event), ToJsonViaProtobuf(event)) << "event " << i;
+    std::string appended = "prefix";
+    AppendJson(event, appended);
+    ASSERT_EQ(appended, "prefix" + ToJson(event));
+    ++compared;
+  }
+  EXPECT_EQ(compared, 5000);
+}
+
+TEST(EventJsonWriter, SortsAttributesAndFallsBackOutsideTheTimestampRange) {
+  v1::AgentEvent event;
+  event.set_user_id("u");
+  event.mutable_agent_thinking()->set_text("x");
+  for (const char* key : {"zeta", "alpha", "mid", "beta"}) (*event.mutable_attributes())[key] = key;
+  const std::string json = ToJson(event);
+  EXPECT_NE(json.find(R"("attributes":{"alpha":"alpha","beta":"beta","mid":"mid","zeta":"zeta"})"),
+            std::string::npos)
+      << json;
+  EXPECT_EQ(nlohmann::json::parse(json), nlohmann::json::parse(ToJsonViaProtobuf(event)));
+  // Year 10000: outside google.protobuf.Timestamp's range, so the printer's answer is used.
+  event.mutable_emitted_at()->set_seconds(253'402'300'800);
+  EXPECT_EQ(ToJson(event), ToJsonViaProtobuf(event));
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
-// The event's JSON form for replay output, written directly instead of through protobuf's
-// JSON printer. schemas::ToJson goes through reflection, a binary round trip and a type
-// resolver (~40 us per event here), which alone would cap a replay near 25,000 events/s.
-// This writer reproduces ToJson's bytes (field order, defaults, escaping, timestamp precision;
-// checked end to end by tests/integration/replay_test.cpp), except that attributes are sorted
-// by key, and hands anything it does not recognise back to ToJson.
+// The event's JSON form, written directly instead of through protobuf's JSON printer. That
+// printer goes through reflection, a binary round trip and a type resolver (~40 us per event
+// here), which alone would cap a replay near 25,000 events/s and cost the gateway and the
+// archive most of their CPU. This writer reproduces the printer's bytes (field order, defaults,
+// escaping, timestamp precision; tests/unit/event_json_test.cpp compares the two), except that
+// attributes are sorted by key, and hands anything it does not recognise back to the printer.
 
 #include <fmt/format.h>
 
@@ -16,9 +16,8 @@
 #include <vector>
 
 #include "agentwire/schemas/event_json.hpp"
-#include "replay_internal.hpp"
 
-namespace agentwire::consumers::replay {
+namespace agentwire::schemas {
 namespace {
 
 // Valid google.protobuf.Timestamp range (0001-01-01 .. 9999-12-31); outside it ToJson prints an
@@ -256,7 +255,7 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
       return false;
     }
   }
-  const auto type = FastEventType(event);
+  const auto type = EventType(event);
   bool ok = true;
   if (!type.empty()) {
     ok = AppendStringField("{\"type\":\"", type, out);
@@ -308,8 +307,8 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
 
 }  // namespace
 
-std::string_view FastEventType(const v1::AgentEvent& event) {
-  // Field number -> field name, from the descriptor: the same names schemas::EventType gives.
+std::string_view EventType(const v1::AgentEvent& event) {
+  // Field number -> field name, from the descriptor.
   static const std::vector<std::string_view> names = [] {
     std::vector<std::string_view> out;
     const auto* oneof = v1::AgentEvent::descriptor()->FindOneofByName("body");
@@ -375,11 +374,18 @@ bool AppendJsonEscaped(std::string_view text, std::string& out) {
   return true;
 }
 
-void AppendEventJson(const v1::AgentEvent& event, std::string& out) {
+void AppendJson(const v1::AgentEvent& event, std::string& out) {
   const size_t start = out.size();
   if (TryAppendEventJson(event, out)) return;
   out.resize(start);
-  out += schemas::ToJson(event);
+  out += ToJsonViaProtobuf(event);
 }
 
-}  // namespace agentwire::consumers::replay
+std::string ToJson(const v1::AgentEvent& event) {
+  std::string out;
+  out.reserve(256 + event.ByteSizeLong() * 2);
+  AppendJson(event, out);
+  return out;
+}
+
+}  // namespace agentwire::schemas
