@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <optional>
 #include <pqxx/pqxx>
 #include <tuple>
 
@@ -100,8 +101,9 @@ class Archive::Impl final : public internal::BatchWriter {
 
   void OnConnect(pqxx::connection& connection) override {
     pqxx::nontransaction tx(connection);
-    // COPY cannot skip conflicts, so rows land in a per-connection staging table first and move
-    // with INSERT ... ON CONFLICT DO NOTHING (event_id stored twice upstream is archived once).
+    // The fallback path of Write: COPY cannot skip conflicts, so when a batch holds an event
+    // already archived, its rows go through a per-connection staging table and
+    // INSERT ... ON CONFLICT DO NOTHING instead.
     tx.exec(
         "CREATE TEMP TABLE IF NOT EXISTS agent_events_stage"
         " (LIKE agent_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS");
@@ -110,12 +112,9 @@ class Archive::Impl final : public internal::BatchWriter {
 
   void Write(pqxx::transaction_base& tx,
              const std::vector<const rd_kafka_message_t*>& messages) override {
-    if (stage_dirty_) tx.exec("TRUNCATE agent_events_stage");
     std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead;
-    size_t rows = 0;
+    rows_.clear();
     {
-      pqxx::stream_to stream(tx, "agent_events_stage", kEventColumns);
-      stage_dirty_ = true;
       v1::AgentEvent event;
       std::string json;
       for (const auto* message : messages) {
@@ -131,29 +130,18 @@ class Archive::Impl final : public internal::BatchWriter {
           emitted_at =
               internal::TimestampText(event.emitted_at().seconds(), event.emitted_at().nanos());
         }
-        stream << std::make_tuple(
+        rows_.emplace_back(
             config_.topic, message->partition, message->offset, event.event_id(), event.user_id(),
             event.thread_id(), event.run_id(), static_cast<int64_t>(event.run_seq()),
-            std::string(schemas::EventType(event)), emitted_at, event.agent_name(), json,
-            internal::ByteaHex(message->payload, message->len));
-        ++rows;
+            std::string(schemas::EventType(event)), std::move(emitted_at), event.agent_name(),
+            std::move(json), internal::ByteaHex(message->payload, message->len));
       }
-      stream.complete();
     }
-    size_t inserted = 0;
-    if (rows > 0) {
-      const auto result = tx.exec(
-          "INSERT INTO agent_events (topic, partition, \"offset\", event_id, user_id, thread_id,"
-          " run_id, run_seq, type, emitted_at, agent_name, payload, raw)"
-          " SELECT topic, partition, \"offset\", event_id, user_id, thread_id, run_id, run_seq,"
-          " type, emitted_at, agent_name, payload, raw FROM agent_events_stage"
-          " ON CONFLICT DO NOTHING");
-      inserted = static_cast<size_t>(result.affected_rows());
-    }
+    const size_t inserted = rows_.empty() ? 0 : InsertRows(tx);
     for (const auto& [message, reason] : dead) InsertDeadLetter(tx, message, reason);
     // Staged only once everything above succeeded (a failed Write stages nothing).
     pending_archived_ += inserted;
-    pending_duplicates_ += rows - inserted;
+    pending_duplicates_ += rows_.size() - inserted;
     for (auto& [message, reason] : dead) pending_dead_.emplace_back(message, std::move(reason));
   }
 
@@ -205,6 +193,41 @@ class Archive::Impl final : public internal::BatchWriter {
     c.registry = &registry;
     c.metric_prefix = "agentwire_archive";
     return c;
+  }
+
+  using Row = std::tuple<std::string, int32_t, int64_t, std::string, std::string, std::string,
+                         std::string, int64_t, std::string, std::optional<std::string>, std::string,
+                         std::string, std::string>;
+
+  /// Inserts rows_ and returns how many were new. The common case (no event archived before)
+  /// is one COPY straight into agent_events under a savepoint; only a batch that hits a unique
+  /// violation (an event_id published twice upstream) pays for the staging table.
+  size_t InsertRows(pqxx::transaction_base& tx) {
+    auto& parent = dynamic_cast<pqxx::dbtransaction&>(tx);
+    try {
+      pqxx::subtransaction direct(parent, "archive_copy");
+      pqxx::stream_to stream(direct, "agent_events", kEventColumns);
+      for (const auto& row : rows_) stream << row;
+      stream.complete();
+      direct.commit();
+      return rows_.size();
+    } catch (const pqxx::sql_error& e) {
+      if (e.sqlstate() != "23505") throw;  // unique_violation; anything else is not ours
+    }
+    if (stage_dirty_) tx.exec("TRUNCATE agent_events_stage");
+    {
+      pqxx::stream_to stream(tx, "agent_events_stage", kEventColumns);
+      stage_dirty_ = true;
+      for (const auto& row : rows_) stream << row;
+      stream.complete();
+    }
+    const auto result = tx.exec(
+        "INSERT INTO agent_events (topic, partition, \"offset\", event_id, user_id, thread_id,"
+        " run_id, run_seq, type, emitted_at, agent_name, payload, raw)"
+        " SELECT topic, partition, \"offset\", event_id, user_id, thread_id, run_id, run_seq,"
+        " type, emitted_at, agent_name, payload, raw FROM agent_events_stage"
+        " ON CONFLICT DO NOTHING");
+    return static_cast<size_t>(result.affected_rows());
   }
 
   void Reset() {
@@ -264,6 +287,7 @@ class Archive::Impl final : public internal::BatchWriter {
   metrics::Counter& dlq_failures_;
   kafka::HandlePtr producer_;
   internal::PgBatchConsumer consumer_;
+  std::vector<Row> rows_;  // the batch being written, reused across batches
   bool stage_dirty_ = false;
   size_t pending_archived_ = 0;
   size_t pending_duplicates_ = 0;

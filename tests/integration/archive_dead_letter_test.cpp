@@ -102,6 +102,30 @@ std::vector<DlqMessage> ReadDlq(const std::string& brokers, size_t expected) {
   return messages;
 }
 
+/// Runs `agentwire archive` until the stored offsets cover `total` messages, then stops it
+/// with SIGTERM (exit 0 expected).
+void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int64_t total) {
+  auto& pg = SharedPostgres();
+  Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers", brokers, "--pg", dsn,
+                      "--migrate", "--batch-size", "300", "--batch-ms", "50", "--metrics-port", "0",
+                      "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000",
+                      "--kafka", "fetch.wait.max.ms=10"});
+  const auto deadline = std::chrono::steady_clock::now() + seconds(90);
+  while (true) {
+    int64_t stored = 0;
+    try {
+      stored = pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
+    } catch (const std::exception&) {
+    }
+    if (stored >= total) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << archive.Describe();
+    ASSERT_TRUE(archive.Running()) << archive.Describe();
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  archive.Signal(SIGTERM);
+  EXPECT_EQ(archive.Wait(seconds(30)), 0) << archive.Describe();
+}
+
 TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsStillArchived) {
   kafka::EmbeddedKafka kafka(1);
   kafka.CreateTopic({kTopic, kPartitions});
@@ -159,24 +183,7 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
   }
   const int64_t total = kGood + static_cast<int64_t>(poison.size());
 
-  Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers", kafka.BootstrapServers(),
-                      "--pg", dsn, "--migrate", "--batch-size", "300", "--batch-ms", "50",
-                      "--metrics-port", "0", "--kafka", "session.timeout.ms=6000", "--kafka",
-                      "heartbeat.interval.ms=1000", "--kafka", "fetch.wait.max.ms=10"});
-  const auto deadline = std::chrono::steady_clock::now() + seconds(90);
-  while (true) {
-    int64_t stored = 0;
-    try {
-      stored = pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
-    } catch (const std::exception&) {
-    }
-    if (stored >= total) break;
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << archive.Describe();
-    ASSERT_TRUE(archive.Running()) << archive.Describe();
-    std::this_thread::sleep_for(milliseconds(100));
-  }
-  archive.Signal(SIGTERM);
-  EXPECT_EQ(archive.Wait(seconds(30)), 0) << archive.Describe();
+  ASSERT_NO_FATAL_FAILURE(ArchiveUntilStored(kafka.BootstrapServers(), dsn, total));
 
   // Every good event archived once.
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kGood);
@@ -189,7 +196,7 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
       dsn,
       "SELECT convert_from(COALESCE(key, ''), 'SQL_ASCII'), reason, encode(COALESCE(raw, ''), "
       "'hex') FROM dead_letters ORDER BY partition, \"offset\"");
-  ASSERT_EQ(rows.size(), poison.size()) << archive.Describe();
+  ASSERT_EQ(rows.size(), poison.size());
   auto hex = [](const std::string& bytes) {
     static const char* digits = "0123456789abcdef";
     std::string out;
@@ -222,6 +229,49 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
     }
     EXPECT_TRUE(found) << "poison with key " << p.key << " not in " << kDlqTopic;
   }
+}
+
+TEST(ArchiveDeadLetterTest, AnEventPublishedTwiceIsArchivedOnce) {
+  // An upstream retry outside Kafka's idempotence (a worker that re-sends after a crash) stores
+  // the same event_id at two offsets. The copy lands in the same batch as the original or in a
+  // later one; both paths must archive it once and keep going.
+  kafka::EmbeddedKafka kafka(1);
+  kafka.CreateTopic({kTopic, kPartitions});
+  kafka.CreateTopic({kDlqTopic, kPartitions});
+  auto& pg = SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("duplicates");
+
+  constexpr int kDistinct = 3000;
+  int64_t total = 0;
+  {
+    auto producer = kafka::MakeClient(
+        RD_KAFKA_PRODUCER, kafka::MakeConf({{"bootstrap.servers", kafka.BootstrapServers()},
+                                            {"enable.idempotence", "true"},
+                                            {"partitioner", "murmur2_random"}}));
+    for (int i = 0; i < kDistinct; ++i) {
+      const auto event = GoodEvent(i);
+      Produce(producer.get(), event.user_id(), event.SerializeAsString());
+      ++total;
+      // Right away (same batch) for some, much later (a later batch) for others.
+      if (i % 97 == 0) {
+        Produce(producer.get(), event.user_id(), event.SerializeAsString());
+        ++total;
+      }
+      if (i % 101 == 0 && i >= 1500) {
+        const auto old = GoodEvent(i - 1500);
+        Produce(producer.get(), old.user_id(), old.SerializeAsString());
+        ++total;
+      }
+    }
+    ASSERT_EQ(rd_kafka_flush(producer.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  ASSERT_GT(total, kDistinct + 40);
+
+  ASSERT_NO_FATAL_FAILURE(ArchiveUntilStored(kafka.BootstrapServers(), dsn, total));
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kDistinct);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kDistinct);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 0);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"), total);
 }
 
 }  // namespace
