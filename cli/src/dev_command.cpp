@@ -4,8 +4,13 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <stop_token>
 #include <thread>
 
+#include "agentwire/consumers/analytics.hpp"
+#include "agentwire/consumers/archive.hpp"
+#include "agentwire/consumers/service.hpp"
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/options.hpp"
@@ -45,6 +50,83 @@ class PrintingSink final : public producers::EventSink {
   std::mutex mutex_;
 };
 
+/// `dev --pg`: archive and analytics in this process, each on its own thread, against the
+/// embedded Kafka. Stops (finishing the current batch) when destroyed.
+class InProcessConsumers {
+ public:
+  InProcessConsumers(const std::string& dsn, const std::string& brokers, const std::string& topic)
+      : archive_(MakeArchiveConfig(dsn, brokers, topic), registry_),
+        analytics_(MakeAnalyticsConfig(dsn, brokers, topic), registry_) {
+    archive_thread_ = std::jthread(
+        [this] { RunGuarded("archive", [this] { archive_.Run(stop_.get_token()); }); });
+    analytics_thread_ = std::jthread(
+        [this] { RunGuarded("analytics", [this] { analytics_.Run(stop_.get_token()); }); });
+  }
+  ~InProcessConsumers() {
+    stop_.request_stop();
+    archive_thread_.join();
+    analytics_thread_.join();
+  }
+  InProcessConsumers(const InProcessConsumers&) = delete;
+  InProcessConsumers& operator=(const InProcessConsumers&) = delete;
+
+  /// Waits until both consumers have committed `published` messages (the embedded Kafka dies
+  /// with this process, so what they have not read by then is never archived). False on timeout.
+  bool WaitForCommitted(uint64_t published, std::chrono::milliseconds timeout) {
+    auto& archived = registry_.GetCounter("agentwire_archive_messages_total", "");
+    auto& analyzed = registry_.GetCounter("agentwire_analytics_messages_total", "");
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (archived.Value() < published || analyzed.Value() < published) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+  }
+
+ private:
+  static kafka::Properties Client(const std::string& brokers) {
+    // Short batches: a developer watching the tables should see rows within a second.
+    return {{"bootstrap.servers", brokers}};
+  }
+  static consumers::ArchiveConfig MakeArchiveConfig(const std::string& dsn,
+                                                    const std::string& brokers,
+                                                    const std::string& topic) {
+    consumers::ArchiveConfig config;
+    config.client_properties = Client(brokers);
+    config.topic = topic;
+    config.dead_letter_topic = topic + ".dlq";
+    config.dsn = dsn;
+    config.batch_time = std::chrono::milliseconds(200);
+    return config;
+  }
+  static consumers::AnalyticsConfig MakeAnalyticsConfig(const std::string& dsn,
+                                                        const std::string& brokers,
+                                                        const std::string& topic) {
+    consumers::AnalyticsConfig config;
+    config.client_properties = Client(brokers);
+    config.topic = topic;
+    config.dsn = dsn;
+    config.batch_time = std::chrono::milliseconds(200);
+    return config;
+  }
+  template <typename Fn>
+  static void RunGuarded(const char* what, Fn&& run) {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      // The gateway and the simulation go on; the developer sees why the tables stopped.
+      log::Error("in-process consumer stopped", {{"consumer", what}, {"error", e.what()}});
+    }
+  }
+
+  metrics::Registry registry_;
+  consumers::Archive archive_;
+  consumers::Analytics analytics_;
+  std::stop_source stop_;
+  std::jthread archive_thread_;
+  std::jthread analytics_thread_;
+};
+
 }  // namespace
 
 CommandAction RegisterDevCommand(CLI::App& app) {
@@ -56,6 +138,7 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     producers::SimulatorOptions simulator;
     std::string duration = "0";
     bool print_events = false;
+    std::string pg_dsn;
     LogOptions log;
     GatewayOptions gateway;
   };
@@ -83,6 +166,10 @@ CommandAction RegisterDevCommand(CLI::App& app) {
   cmd->add_option("--duration", options->duration, "Stop after this long (0 = until Ctrl-C)")
       ->capture_default_str();
   cmd->add_flag("--print-events", options->print_events, "Also print every event as a JSON line");
+  cmd->add_option("--pg", options->pg_dsn,
+                  "Also run archive and analytics into this PostgreSQL (migrated first), e.g. "
+                  "'host=127.0.0.1 port=5432 user=agentwire dbname=agentwire'")
+      ->envname("AGENTWIRE_PG_DSN");
   AddLogOptions(*cmd, options->log);
   AddGatewayOptions(*cmd, options->gateway);
 
@@ -93,6 +180,13 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     sim.duration = ParseDuration(options->duration, "--duration");
 
     BlockTerminationSignals();
+    if (!options->pg_dsn.empty()) {
+      // Before anything starts: a wrong DSN is a one-line error, not a half-started demo.
+      consumers::ServiceOptions service;
+      service.dsn = options->pg_dsn;
+      service.migrate = true;
+      consumers::PrepareDatabase(service);
+    }
     auto cluster = StartEmbeddedKafka(options->brokers,
                                       kafka::DefaultTopics(options->topic, options->partitions));
     WriteBootstrapFile(options->bootstrap_file, cluster->BootstrapServers());
@@ -125,6 +219,11 @@ CommandAction RegisterDevCommand(CLI::App& app) {
                         gateway::MintHs256Token(auth.hs256_secret, user, std::chrono::hours(24)));
       }
     }
+    if (!options->pg_dsn.empty()) {
+      banner +=
+          "  pg:      archive -> agent_events, dead_letters; analytics -> agent_runs, tool_calls\n"
+          "           (agentwire analytics report --pg '<dsn>')\n";
+    }
     banner += "  stop:    Ctrl-C\n\n";
     std::cerr << banner;
 
@@ -132,6 +231,10 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     config.client_properties = {{"bootstrap.servers", cluster->BootstrapServers()}};
     config.topic = options->topic;
     producers::EventPublisher publisher(config);
+    std::optional<InProcessConsumers> in_process;
+    if (!options->pg_dsn.empty()) {
+      in_process.emplace(options->pg_dsn, cluster->BootstrapServers(), options->topic);
+    }
 
     std::stop_source stop;
     std::thread signal_watcher([&stop] {
@@ -146,6 +249,14 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     stop.request_stop();
     signal_watcher.join();
     publisher.Flush(std::chrono::seconds(10));
+    if (in_process) {
+      const auto delivered = publisher.Stats().delivered;
+      if (!in_process->WaitForCommitted(delivered, std::chrono::seconds(30))) {
+        log::Warn("archive/analytics had not caught up after 30 s; stopping them anyway",
+                  {{"count", delivered}});
+      }
+      in_process.reset();
+    }
     gateway.Drain();
     log::Info("dev stopped", {{"count", stats.events}});
     return kExitOk;
