@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <cmath>
 
 #include "agentwire/core/errors.hpp"
 
@@ -47,7 +49,13 @@ std::chrono::milliseconds ParseDuration(std::string_view text, std::string_view 
   } else if (unit == "h") {
     millis_per_unit = 3'600'000;
   }
-  if (used == 0 || millis_per_unit == 0 || number < 0) {
+  // stod also takes "inf", "nan", hex and leading spaces: only plain decimal numbers are
+  // durations, and nothing beyond ~30 years (which would overflow int64 milliseconds later).
+  const bool plain =
+      !value.empty() && (std::isdigit(static_cast<unsigned char>(value[0])) || value[0] == '.');
+  const bool in_range = std::isfinite(number) && number * millis_per_unit <= 1e12;
+  if (!plain || used == 0 || millis_per_unit == 0 || number < 0 || !in_range ||
+      value.find_first_of("xXpP") != std::string::npos) {
     throw ConfigError(fmt::format(
         "{} '{}': expected a duration like 250ms, 10s, 15m, 2h (a plain number is seconds)", what,
         text));
