@@ -304,7 +304,8 @@ TEST_F(PythonWorker, PartitionsAgreeWithTheCppMurmur2) {
   for (int i = 0; i < 150; ++i) users.push_back("py-user-" + std::to_string(i));
   for (int i = 0; i < 20; ++i) {
     users.push_back("py-zo\u00eb-" + std::to_string(i));
-    users.push_back("py-\u7528\u6237-" + std::string(static_cast<size_t>(i % 4), 'x'));
+    users.push_back("py-\u7528\u6237-" + std::to_string(i) +
+                    std::string(static_cast<size_t>(i % 4), 'x'));
   }
   std::sort(users.begin(), users.end());
   users.erase(std::unique(users.begin(), users.end()), users.end());
