@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <condition_variable>
+#include <iterator>
 #include <ostream>
 #include <queue>
 #include <sstream>
@@ -259,24 +260,16 @@ TimePoint ParseTimeArgument(std::string_view text, std::string_view flag, TimePo
 
 std::string FormatTimeMillis(TimePoint time) {
   const int64_t millis = replay::ToMillis(time);
-  int64_t days = millis / 86'400'000;
-  int64_t rest = millis % 86'400'000;
+  int64_t seconds = millis / 1000;
+  int64_t rest = millis % 1000;
   if (rest < 0) {
-    rest += 86'400'000;
-    --days;
+    rest += 1000;
+    --seconds;
   }
-  // Inverse of DaysFromCivil.
-  days += 719468;
-  const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-  const auto doe = static_cast<unsigned>(days - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  const unsigned day = doy - (153 * mp + 2) / 5 + 1;
-  const unsigned month = mp < 10 ? mp + 3 : mp - 9;
-  const int64_t year = static_cast<int64_t>(yoe) + era * 400 + (month <= 2 ? 1 : 0);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", year, month, day,
-                     rest / 3'600'000, (rest / 60'000) % 60, (rest / 1000) % 60, rest % 1000);
+  std::string out;
+  schemas::AppendDateTime(seconds, out);
+  fmt::format_to(std::back_inserter(out), ".{:03}Z", rest);
+  return out;
 }
 
 void ValidateReplayConfig(const ReplayConfig& config) {

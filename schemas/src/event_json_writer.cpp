@@ -142,8 +142,6 @@ void CivilFromDays(int64_t days, int64_t& year, unsigned& month, unsigned& day) 
   year = static_cast<int64_t>(yoe) + era * 400 + (month <= 2 ? 1 : 0);
 }
 
-void AppendDateTime(int64_t seconds, std::string& out);
-
 void AppendDigits(uint32_t value, int width, std::string& out) {
   char digits[9];
   for (int i = width - 1; i >= 0; --i) {
@@ -175,22 +173,6 @@ void AppendTimestamp(int64_t seconds, int32_t nanos, std::string& out) {
     }
   }
   out.push_back('Z');
-}
-
-void AppendDateTime(int64_t seconds, std::string& out) {
-  int64_t days = seconds / 86400;
-  int64_t rest = seconds % 86400;
-  if (rest < 0) {
-    rest += 86400;
-    --days;
-  }
-  int64_t year = 0;
-  unsigned month = 0;
-  unsigned day = 0;
-  CivilFromDays(days, year, month, day);
-  auto it = std::back_inserter(out);
-  fmt::format_to(it, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", year, month, day, rest / 3600,
-                 (rest / 60) % 60, rest % 60);
 }
 
 bool AppendBody(const v1::AgentEvent& event, std::string& out) {
@@ -306,6 +288,22 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
 }
 
 }  // namespace
+
+void AppendDateTime(int64_t seconds, std::string& out) {
+  int64_t days = seconds / 86400;
+  int64_t rest = seconds % 86400;
+  if (rest < 0) {
+    rest += 86400;
+    --days;
+  }
+  int64_t year = 0;
+  unsigned month = 0;
+  unsigned day = 0;
+  CivilFromDays(days, year, month, day);
+  auto it = std::back_inserter(out);
+  fmt::format_to(it, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", year, month, day, rest / 3600,
+                 (rest / 60) % 60, rest % 60);
+}
 
 std::string_view EventType(const v1::AgentEvent& event) {
   // Field number -> field name, from the descriptor.

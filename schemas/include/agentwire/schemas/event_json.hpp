@@ -2,6 +2,7 @@
 
 #include <agentwire/v1/events.pb.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +32,10 @@ void AppendJson(const v1::AgentEvent& event, std::string& out);
 /// The same JSON through protobuf's reflection-based printer (attributes in the map's order).
 /// The reference the fast writer is tested against, and its fallback.
 std::string ToJsonViaProtobuf(const v1::AgentEvent& event);
+
+/// Appends "YYYY-MM-DDTHH:MM:SS" (UTC, proleptic Gregorian) for `seconds` since the epoch: the
+/// date and time part every RFC 3339 text agentwire prints shares.
+void AppendDateTime(int64_t seconds, std::string& out);
 
 /// Appends `text` as a JSON string body (no quotes) with protobuf's JSON escaping; false
 /// (and `out` partially written) when `text` is not valid UTF-8.
