@@ -248,10 +248,16 @@ TEST_F(AnalyticsTest, ScriptedRunsGiveExactRowsAndReplayChangesNothing) {
   std::cerr << text;
 }
 
+testing::Subprocess::Options NoPgDsnEnv() {
+  testing::Subprocess::Options options;
+  options.unset_env = {"AGENTWIRE_PG_DSN"};
+  return options;
+}
+
 TEST_F(AnalyticsTest, MissingDsnIsAConfigError) {
   const auto result = testing::Run(
       {testing::AgentwireBinary(), "analytics", "--brokers", kafka_->BootstrapServers()},
-      {.unset_env = {"AGENTWIRE_PG_DSN"}}, seconds(30));
+      NoPgDsnEnv(), seconds(30));
   EXPECT_EQ(result.exit_code, 2) << result.stderr_text;
   EXPECT_NE(result.stderr_text.find("AGENTWIRE_PG_DSN"), std::string::npos) << result.stderr_text;
 }

@@ -266,7 +266,9 @@ TEST_F(ArchiveExactlyOnceTest, TwoProcessesWithRebalancesFrozenAndKilledOwner) {
   std::this_thread::sleep_for(seconds(9));
   first->Signal(SIGCONT);
   std::cerr << "froze the first archive at " << at_freeze << " rows; now " << Rows() << "\n";
-  if (Rows() < kEvents) ASSERT_TRUE(WaitForRowsAbove(Rows(), seconds(60)));
+  if (Rows() < kEvents) {
+    ASSERT_TRUE(WaitForRowsAbove(Rows(), seconds(60)));
+  }
   // Kill the second mid-run: the first takes everything back.
   second->Kill();
   ASSERT_EQ(second->Wait(seconds(10)), -SIGKILL);
