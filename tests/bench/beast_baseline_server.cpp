@@ -3,6 +3,7 @@
 //
 //   GET  /ws?user=U        WebSocket upgrade; the connection receives U's frames
 //   POST /publish?user=U   body = one text frame, forwarded to every connection of U (204)
+//   POST /publish-batch    body = lines "U<TAB>frame", each forwarded like /publish (204)
 //
 // Sessions follow the gateway's (and Beast chat-multi's) shape: a strand per connection, one
 // write in flight, a queue behind it, one shared_ptr<const std::string> per frame shared by
@@ -182,7 +183,23 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     auto response = std::make_shared<http::response<http::string_body>>();
     response->version(request_.version());
     response->keep_alive(request_.keep_alive());
-    if (request_.method() == http::verb::post && target.starts_with("/publish")) {
+    if (request_.method() == http::verb::post && target.starts_with("/publish-batch")) {
+      // Lines "user\tframe\n": one request for many frames, like one Kafka fetch carries
+      // many records, so the HTTP cost per event does not dominate the comparison.
+      std::string_view body = request_.body();
+      while (!body.empty()) {
+        const auto end = std::min(body.find('\n'), body.size());
+        const auto line = body.substr(0, end);
+        body.remove_prefix(std::min(end + 1, body.size()));
+        const auto tab = line.find('\t');
+        if (tab == std::string_view::npos) continue;
+        auto frame = std::make_shared<const std::string>(line.substr(tab + 1));
+        for (const auto& session : registry_.Snapshot(std::string(line.substr(0, tab)))) {
+          session->Send(frame);
+        }
+      }
+      response->result(http::status::no_content);
+    } else if (request_.method() == http::verb::post && target.starts_with("/publish")) {
       auto frame = std::make_shared<const std::string>(std::move(request_.body()));
       for (const auto& session : registry_.Snapshot(user)) session->Send(frame);
       response->result(http::status::no_content);

@@ -99,6 +99,7 @@ struct Options {
   int server_threads = 0;   // 0 = the server's default (one per core)
   int linger_ms = -1;       // -1 = EventPublisher default
   int http_connections = 8;
+  int http_batch = 1;  // > 1: up to this many frames per POST /publish-batch
   double churn_fraction = 0.1;
   int resume_events = 100'000;
   int connect_parallel = 256;
@@ -112,7 +113,7 @@ struct Options {
                "[--scenario steps|idle|churn|resume] [--connections N] [--users N] "
                "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
                "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
-               "[--linger-ms MS] [--http-connections N] [--churn-fraction F] "
+               "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
                "[--resume-events N] [--agentwire PATH] [--baseline PATH]\n";
   std::exit(2);
 }
@@ -156,6 +157,8 @@ Options ParseOptions(int argc, char** argv) {
       o.linger_ms = std::stoi(value());
     } else if (arg == "--http-connections") {
       o.http_connections = std::stoi(value());
+    } else if (arg == "--http-batch") {
+      o.http_batch = std::max(1, std::stoi(value()));
     } else if (arg == "--churn-fraction") {
       o.churn_fraction = std::stod(value());
     } else if (arg == "--resume-events") {
@@ -609,11 +612,25 @@ class LoadGenerator final {
                              });
       return;
     }
-    auto [user, frame] = std::move(h.queue.front());
-    h.queue.pop_front();
-    h.request = {http::verb::post, "/publish?user=" + user_names_[static_cast<size_t>(user)], 11};
+    if (options_.http_batch > 1) {
+      h.request = {http::verb::post, "/publish-batch", 11};
+      std::string body;
+      for (int n = 0; n < options_.http_batch && !h.queue.empty(); ++n) {
+        auto& [user, frame] = h.queue.front();
+        body += user_names_[static_cast<size_t>(user)];
+        body += '\t';
+        body += frame;
+        body += '\n';
+        h.queue.pop_front();
+      }
+      h.request.body() = std::move(body);
+    } else {
+      auto [user, frame] = std::move(h.queue.front());
+      h.queue.pop_front();
+      h.request = {http::verb::post, "/publish?user=" + user_names_[static_cast<size_t>(user)], 11};
+      h.request.body() = std::move(frame);
+    }
     h.request.set(http::field::host, "127.0.0.1");
-    h.request.body() = std::move(frame);
     h.request.prepare_payload();
     http::async_write(h.stream, h.request, [this, &h](beast::error_code ec, std::size_t) {
       if (ec) throw std::runtime_error("publish write: " + ec.message());
@@ -867,10 +884,10 @@ Percentiles Summarize(std::vector<int64_t> ns) {
 void PrintHeader(const Options& o) {
   std::printf(
       "# gateway_bench target=%s scenario=%s connections=%d users=%d partitions=%d "
-      "fetch_wait_ms=%d cache_bytes=%s server_threads=%d load=%s\n",
+      "fetch_wait_ms=%d cache_bytes=%s server_threads=%d linger_ms=%d http_batch=%d load=%s\n",
       o.target.c_str(), o.scenario.c_str(), o.connections, o.users, o.partitions, o.fetch_wait_ms,
-      o.cache_bytes.empty() ? "default" : o.cache_bytes.c_str(), o.server_threads,
-      LoadAverage().c_str());
+      o.cache_bytes.empty() ? "default" : o.cache_bytes.c_str(), o.server_threads, o.linger_ms,
+      o.http_batch, LoadAverage().c_str());
   std::fflush(stdout);
 }
 
