@@ -98,6 +98,12 @@ class Gateway::Impl {
     const auto deadline = std::chrono::steady_clock::now() + config_.drain_grace;
     while (context_->SessionCount() > 0 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      // An upgrade that passed the draining check just before it was set registers its
+      // session after the snapshot above: close those too (Close is idempotent).
+      for (auto& session : context_->Sessions()) {
+        session->Close(boost::beast::websocket::close_code::service_restart,
+                       "server draining; reconnect");
+      }
     }
     log::Info("drained", {{"count", static_cast<uint64_t>(context_->SessionCount())}});
     listener_->Stop();

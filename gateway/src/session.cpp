@@ -75,6 +75,14 @@ void Session::OnAccept(beast::error_code ec) {
     return;
   }
   ws_.text(true);
+  if (close_on_accept_) {
+    auto [code, reason] = std::move(*close_on_accept_);
+    close_on_accept_.reset();
+    phase_ = Phase::kCatchingUp;  // accepted: StartClose now sends a close frame
+    ReadLoop();
+    StartClose(code, std::move(reason));
+    return;
+  }
   ReadLoop();
   BeginCatchUp();
 }
@@ -313,16 +321,20 @@ void Session::Close(websocket::close_code code, std::string reason) {
 
 void Session::StartClose(websocket::close_code code, std::string reason) {
   if (phase_ == Phase::kClosing || phase_ == Phase::kClosed) return;
-  const bool accepted = phase_ != Phase::kAccepting;
+  if (phase_ == Phase::kAccepting) {
+    // The handshake is under way: finish it, then close with this code, so a client that
+    // connected just as the replica began draining still gets 1012 (reconnect elsewhere)
+    // rather than a dropped TCP connection.
+    live_buffer_.clear();
+    live_buffer_bytes_ = 0;
+    if (!close_on_accept_) close_on_accept_.emplace(code, std::move(reason));
+    return;
+  }
   phase_ = Phase::kClosing;
   queue_.clear();
   queued_bytes_ = 0;
   catchup_.clear();
   live_buffer_.clear();
-  if (!accepted) {
-    beast::get_lowest_layer(ws_).close();
-    return;
-  }
   pending_close_ = websocket::close_reason(code, reason);
   close_after_write_ = true;
   // A client that stopped reading never lets the write in flight finish: give up on the

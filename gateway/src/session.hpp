@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gateway_context.hpp"
@@ -106,6 +108,8 @@ class Session final : public LiveListener, public std::enable_shared_from_this<S
   bool writing_ = false;
   Queued in_flight_;
   bool close_after_write_ = false;
+  // A close requested while the WebSocket handshake was still under way (see StartClose).
+  std::optional<std::pair<boost::beast::websocket::close_code, std::string>> close_on_accept_;
   boost::beast::websocket::close_reason pending_close_;
   boost::asio::steady_timer close_timer_;
   boost::beast::flat_buffer read_buffer_;
