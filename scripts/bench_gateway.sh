@@ -22,22 +22,26 @@ run() {
   "$@" 2>&1 | tee -a "$out"
 }
 
+baseline=(--target baseline --http-connections 4 --http-batch 100)
 for figure in "${figures[@]}"; do
   case $figure in
-    latency)   # 10,000 events/s over 1,000 connections of 1,000 users, default fetch wait
+    latency)   # 10,000 events/s over 1,000 connections of 1,000 users; fetch wait 5 ms and 1 ms
       run "$bench" --target gateway --rates 10000 --step-seconds 20
       run "$bench" --target gateway --rates 10000 --step-seconds 20 --fetch-wait-ms 1 ;;
-    baseline)  # the same load against the bare Beast server (CPU per event ratio)
-      run "$bench" --target baseline --rates 10000 --step-seconds 20 ;;
+    baseline)  # CPU per event: gateway and bare Beast server alternately, twice
+      for _ in 1 2; do
+        run "$bench" --target gateway --rates 10000 --step-seconds 20
+        run "$bench" "${baseline[@]}" --rates 10000 --step-seconds 20
+      done ;;
     steps)     # highest sustained rate before p99 > 100 ms
-      run "$bench" --target gateway --rates 10000,20000,30000,40000,60000,80000 --step-seconds 10
-      run "$bench" --target baseline --rates 10000,20000,30000,40000,60000,80000 --step-seconds 10 ;;
+      run "$bench" --target gateway --rates 10000,12000,14000,16000,18000,20000,25000 --step-seconds 10
+      run "$bench" "${baseline[@]}" --rates 10000,20000,30000,40000,50000,60000,80000 --step-seconds 10 ;;
     idle)      # RSS per idle authenticated connection
       run "$bench" --target gateway --scenario idle --connections 10000 --users 10000
       run "$bench" --target baseline --scenario idle --connections 10000 --users 10000 ;;
     churn)     # 10 % reconnect with their cursor every second, 20 s at 2,000 events/s
       run "$bench" --target gateway --scenario churn --rates 2000 --step-seconds 20 ;;
-    resume)    # catch-up of one client from the cache and from Kafka
+    resume)    # catch-up of one client from the cache and from Kafka (1 partition, < 5 MiB)
       run "$bench" --target gateway --scenario resume --resume-events 100000 ;;
     *) echo "unknown figure $figure" >&2; exit 2 ;;
   esac
