@@ -112,37 +112,15 @@ class Archive::Impl final : public internal::BatchWriter {
 
   void Write(pqxx::transaction_base& tx,
              const std::vector<const rd_kafka_message_t*>& messages) override {
-    std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead;
     rows_.clear();
-    {
-      v1::AgentEvent event;
-      std::string json;
-      for (const auto* message : messages) {
-        event.Clear();
-        std::string reason =
-            Decode(message->key, message->key_len, message->payload, message->len, event, &json);
-        if (!reason.empty()) {
-          dead.emplace_back(message, std::move(reason));
-          continue;
-        }
-        std::optional<std::string> emitted_at;
-        if (event.has_emitted_at()) {
-          emitted_at =
-              internal::TimestampText(event.emitted_at().seconds(), event.emitted_at().nanos());
-        }
-        rows_.emplace_back(
-            config_.topic, message->partition, message->offset, event.event_id(), event.user_id(),
-            event.thread_id(), event.run_id(), static_cast<int64_t>(event.run_seq()),
-            std::string(schemas::EventType(event)), std::move(emitted_at), event.agent_name(),
-            std::move(json), internal::ByteaHex(message->payload, message->len));
-      }
-    }
-    const size_t inserted = rows_.empty() ? 0 : InsertRows(tx);
-    for (const auto& [message, reason] : dead) InsertDeadLetter(tx, message, reason);
+    dead_.clear();
+    next_message_ = 0;
+    const size_t inserted = InsertRows(tx, messages);
+    for (const auto& [message, reason] : dead_) InsertDeadLetter(tx, message, reason);
     // Staged only once everything above succeeded (a failed Write stages nothing).
     pending_archived_ += inserted;
     pending_duplicates_ += rows_.size() - inserted;
-    for (auto& [message, reason] : dead) pending_dead_.emplace_back(message, std::move(reason));
+    for (auto& [message, reason] : dead_) pending_dead_.emplace_back(message, std::move(reason));
   }
 
   void WriteRejected(pqxx::transaction_base& tx, const rd_kafka_message_t* message,
@@ -199,21 +177,54 @@ class Archive::Impl final : public internal::BatchWriter {
                          std::string, int64_t, std::string, std::optional<std::string>, std::string,
                          std::string, std::string>;
 
-  /// Inserts rows_ and returns how many were new. The common case (no event archived before)
-  /// is one COPY straight into agent_events under a savepoint; only a batch that hits a unique
-  /// violation (an event_id published twice upstream) pays for the staging table.
-  size_t InsertRows(pqxx::transaction_base& tx) {
+  /// Decodes messages[next_message_..] into rows_ (or dead_), handing each new row to
+  /// `on_row`; stops early only when `on_row` throws.
+  template <typename OnRow>
+  void DecodeRest(const std::vector<const rd_kafka_message_t*>& messages, OnRow&& on_row) {
+    for (; next_message_ < messages.size();) {
+      const auto* message = messages[next_message_++];
+      event_.Clear();
+      std::string reason =
+          Decode(message->key, message->key_len, message->payload, message->len, event_, &json_);
+      if (!reason.empty()) {
+        dead_.emplace_back(message, std::move(reason));
+        continue;
+      }
+      std::optional<std::string> emitted_at;
+      if (event_.has_emitted_at()) {
+        emitted_at =
+            internal::TimestampText(event_.emitted_at().seconds(), event_.emitted_at().nanos());
+      }
+      rows_.emplace_back(
+          config_.topic, message->partition, message->offset, event_.event_id(), event_.user_id(),
+          event_.thread_id(), event_.run_id(), static_cast<int64_t>(event_.run_seq()),
+          std::string(schemas::EventType(event_)), std::move(emitted_at), event_.agent_name(),
+          std::move(json_), internal::ByteaHex(message->payload, message->len));
+      on_row(rows_.back());
+    }
+  }
+
+  /// Decodes the batch and inserts its rows; returns how many were new. The common case (no
+  /// event archived before) is one COPY straight into agent_events under a savepoint, fed while
+  /// decoding so PostgreSQL parses rows while the next ones are decoded. Only a batch that hits
+  /// a unique violation (an event_id published twice upstream) pays for the staging table.
+  size_t InsertRows(pqxx::transaction_base& tx,
+                    const std::vector<const rd_kafka_message_t*>& messages) {
     auto& parent = dynamic_cast<pqxx::dbtransaction&>(tx);
     try {
       pqxx::subtransaction direct(parent, "archive_copy");
-      pqxx::stream_to stream(direct, "agent_events", kEventColumns);
-      for (const auto& row : rows_) stream << row;
-      stream.complete();
+      {
+        pqxx::stream_to stream(direct, "agent_events", kEventColumns);
+        DecodeRest(messages, [&stream](const Row& row) { stream << row; });
+        stream.complete();
+      }
       direct.commit();
       return rows_.size();
     } catch (const pqxx::sql_error& e) {
       if (e.sqlstate() != "23505") throw;  // unique_violation; anything else is not ours
     }
+    DecodeRest(messages, [](const Row&) {});  // whatever the failed COPY had not reached
+    if (rows_.empty()) return 0;
     if (stage_dirty_) tx.exec("TRUNCATE agent_events_stage");
     {
       pqxx::stream_to stream(tx, "agent_events_stage", kEventColumns);
@@ -287,7 +298,12 @@ class Archive::Impl final : public internal::BatchWriter {
   metrics::Counter& dlq_failures_;
   kafka::HandlePtr producer_;
   internal::PgBatchConsumer consumer_;
-  std::vector<Row> rows_;  // the batch being written, reused across batches
+  // The batch being written, reused across batches.
+  std::vector<Row> rows_;
+  std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead_;
+  size_t next_message_ = 0;
+  v1::AgentEvent event_;
+  std::string json_;
   bool stage_dirty_ = false;
   size_t pending_archived_ = 0;
   size_t pending_duplicates_ = 0;
