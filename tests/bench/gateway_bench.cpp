@@ -766,7 +766,8 @@ class LoadGenerator final {
       if (ec) {
         ++totals_.unexpected_closes;
         if (totals_.unexpected_closes <= 5) {
-          std::cerr << "client " << c.slot << " closed: " << ec.message() << "\n";
+          std::cerr << "client " << c.slot << " closed: " << ec.message() << " (close code "
+                    << c.ws->reason().code << " " << c.ws->reason().reason << ")\n";
         }
         c.open = false;
         c.live = false;
