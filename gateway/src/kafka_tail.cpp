@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
@@ -70,6 +72,10 @@ KafkaTailer::KafkaTailer(kafka::Properties properties, TopicIdentity identity, P
       hub_(hub),
       consumed_(metrics.GetCounter("agentwire_gateway_kafka_messages_total",
                                    "Messages read from the topic")),
+      retention_gaps_(metrics.GetCounter(
+          "agentwire_gateway_retention_gaps_total",
+          "Times retention deleted events of a partition before this replica read them "
+          "(its sessions got reset)")),
       undecodable_(metrics.GetCounter("agentwire_gateway_undecodable_total",
                                       "Messages skipped because they are not AgentEvents")),
       lag_(metrics.GetGauge("agentwire_gateway_consumer_lag",
@@ -115,6 +121,53 @@ void KafkaTailer::Stop() {
   }
 }
 
+void KafkaTailer::RecoverFromRetention() {
+  // Where each partition with a gap starts now.
+  std::map<int, int64_t> resume;
+  for (const int partition : behind_retention_) {
+    int64_t low = 0;
+    int64_t high = 0;
+    const auto err = rd_kafka_query_watermark_offsets(consumer_.get(), identity_.topic.c_str(),
+                                                      partition, &low, &high, 5000);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      log::Warn(
+          "cannot read the log start yet; retrying",
+          {{"topic", identity_.topic}, {"partition", partition}, {"error", kafka::ErrorText(err)}});
+      continue;
+    }
+    // Never back before what was dispatched (that would hand sessions offsets twice).
+    resume[partition] = std::max(low, hub_.DispatchedEnd(partition));
+  }
+  if (resume.empty()) return;
+  // A partition stopped by an out-of-range error cannot be seeked (librdkafka answers
+  // _STATE), so the whole assignment is renewed: every other partition continues exactly
+  // where dispatch stands (messages fetched but not yet dispatched are fetched again).
+  kafka::TopicPartitionListPtr assignment(
+      rd_kafka_topic_partition_list_new(identity_.partition_count));
+  for (int p = 0; p < identity_.partition_count; ++p) {
+    const auto it = resume.find(p);
+    rd_kafka_topic_partition_list_add(assignment.get(), identity_.topic.c_str(), p)->offset =
+        it != resume.end() ? it->second : hub_.DispatchedEnd(p);
+  }
+  if (const auto err = rd_kafka_assign(consumer_.get(), assignment.get());
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    log::Warn("cannot renew the assignment past retention yet; retrying",
+              {{"topic", identity_.topic}, {"error", kafka::ErrorText(err)}});
+    return;
+  }
+  for (const auto& [partition, offset] : resume) {
+    const int64_t was_at = hub_.DispatchedEnd(partition);
+    log::Warn("retention deleted events this replica had not delivered; sessions get reset",
+              {{"topic", identity_.topic},
+               {"partition", partition},
+               {"offset", was_at},
+               {"count", offset - was_at}});
+    retention_gaps_.Inc();
+    hub_.Gap(partition, offset);
+    behind_retention_.erase(partition);
+  }
+}
+
 void KafkaTailer::UpdateLag() {
   int64_t total = 0;
   bool known = true;
@@ -143,6 +196,7 @@ void KafkaTailer::Run() {
   while (!stop_.load()) {
     kafka::MessagePtr message(rd_kafka_consumer_poll(consumer_.get(), 100));
     const auto now = std::chrono::steady_clock::now();
+    if (!behind_retention_.empty()) RecoverFromRetention();
     if (now >= next_lag_check) {
       UpdateLag();
       if (first_round) {
@@ -156,6 +210,13 @@ void KafkaTailer::Run() {
     if (!message) continue;
     if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
+      if (message->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && message->partition >= 0 &&
+          message->partition < identity_.partition_count) {
+        // Retention deleted messages this replica had not read yet. librdkafka stops fetching
+        // the partition (auto.offset.reset=error): move on to the log's start, and tell the
+        // partition's sessions with `reset` instead of skipping the lost events silently.
+        behind_retention_.insert(message->partition);
+      }
       log::Warn("kafka consume error", {{"topic", identity_.topic},
                                         {"partition", message->partition},
                                         {"error", kafka::ErrorText(message->err)}});

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,14 +51,17 @@ class KafkaTailer final {
  private:
   void Run();
   void UpdateLag();
+  void RecoverFromRetention();
 
   kafka::Properties properties_;
   TopicIdentity identity_;
   PartitionHub& hub_;
   metrics::Counter& consumed_;
+  metrics::Counter& retention_gaps_;
   metrics::Counter& undecodable_;
   metrics::Gauge& lag_;
   kafka::HandlePtr consumer_;
+  std::set<int> behind_retention_;  // partitions to seek to their low watermark (tailer thread)
   std::vector<int64_t> start_offsets_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> ready_{false};

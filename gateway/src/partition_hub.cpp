@@ -61,6 +61,28 @@ void PartitionHub::Skip(int partition, int64_t offset) {
   if (p.cache.empty()) p.covered_from = p.dispatched_end;
 }
 
+void PartitionHub::Gap(int partition, int64_t resume_offset) {
+  auto& p = *partitions_[static_cast<size_t>(partition)];
+  auto marker = std::make_shared<LogEntry>();
+  marker->gap = true;
+  marker->offset = resume_offset - 1;
+  std::vector<std::shared_ptr<LiveListener>> targets;
+  {
+    std::lock_guard lock(p.mutex);
+    if (resume_offset <= p.dispatched_end) return;
+    p.dispatched_end = resume_offset;
+    p.covered_from = resume_offset;
+    p.cache.clear();
+    p.cache_bytes = 0;
+    for (auto& [user, list] : p.listeners) {
+      for (const auto& weak : list) {
+        if (auto strong = weak.lock()) targets.push_back(std::move(strong));
+      }
+    }
+  }
+  for (const auto& listener : targets) listener->OnLive(marker);
+}
+
 PartitionHub::Attachment PartitionHub::Attach(int partition, const std::string& user_id,
                                               const std::shared_ptr<LiveListener>& listener,
                                               int64_t from_offset) {

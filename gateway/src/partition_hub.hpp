@@ -15,13 +15,18 @@ namespace agentwire::gateway {
 struct LogEntry {
   int64_t offset = 0;
   int64_t timestamp_ms = 0;  // Kafka message time (producer CreateTime)
+  // A gap marker rather than an event: the log lost everything before offset + 1 that this
+  // replica had not read yet (retention overtook the tailer). No user, no frame; every
+  // listener of the partition gets it and answers with `reset`.
+  bool gap = false;
   std::string user_id;
   std::string thread_id;
   std::string run_id;
   std::shared_ptr<const std::string> frame;
 
   size_t Bytes() const {
-    return sizeof(LogEntry) + user_id.size() + thread_id.size() + run_id.size() + frame->size();
+    return sizeof(LogEntry) + user_id.size() + thread_id.size() + run_id.size() +
+           (frame ? frame->size() : 0);
   }
 };
 using LogEntryPtr = std::shared_ptr<const LogEntry>;
@@ -51,6 +56,10 @@ class PartitionHub final {
   void Dispatch(int partition, LogEntryPtr entry);
   /// Tailer thread: an offset with nothing to deliver (undecodable message, control record).
   void Skip(int partition, int64_t offset);
+  /// Tailer thread: the log now starts at `resume_offset`, past what was dispatched (retention
+  /// deleted unread messages). Drops the cache and hands a gap marker to every listener of
+  /// the partition, in order with the events around it.
+  void Gap(int partition, int64_t resume_offset);
 
   struct Attachment {
     int64_t dispatched_end = 0;  // every offset >= this reaches the listener live

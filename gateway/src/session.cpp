@@ -188,7 +188,7 @@ void Session::OnLive(const LogEntryPtr& entry) {
 void Session::HandleLive(const LogEntryPtr& entry) {
   if (phase_ == Phase::kCatchingUp || phase_ == Phase::kAccepting) {
     live_buffer_.push_back(entry);
-    live_buffer_bytes_ += entry->frame->size();
+    live_buffer_bytes_ += entry->frame ? entry->frame->size() : 0;
     if (live_buffer_.size() > context_->config.send_queue_max_frames ||
         live_buffer_bytes_ > context_->config.send_queue_max_bytes) {
       StartClose(websocket::close_code::try_again_later, "client too slow");
@@ -199,6 +199,12 @@ void Session::HandleLive(const LogEntryPtr& entry) {
   if (phase_ != Phase::kLive) return;
   if (entry->offset < next_offset_) return;  // already delivered (or before our start)
   next_offset_ = entry->offset + 1;
+  if (entry->gap) {
+    // Events this session had not received are gone from the log (the tailer logged which):
+    // say so, then go on live from where the log now starts.
+    SendReset();
+    return;
+  }
   if (!filters_.Matches(*entry)) return;
   Enqueue({entry->frame, entry->timestamp_ms, true});
   if (OverLimits()) {
