@@ -6,13 +6,13 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "fifo.hpp"
 #include "gateway_context.hpp"
 #include "partition_hub.hpp"
 
@@ -93,7 +93,7 @@ class Session final : public LiveListener, public std::enable_shared_from_this<S
   size_t catchup_index_ = 0;
   bool ready_pending_ = false;
   int64_t catchup_end_ = 0;              // the `ready` cursor's offset
-  std::deque<LogEntryPtr> live_buffer_;  // live events that arrived during catch-up
+  std::vector<LogEntryPtr> live_buffer_;  // live events that arrived during catch-up
   size_t live_buffer_bytes_ = 0;
 
   struct Queued {
@@ -103,7 +103,7 @@ class Session final : public LiveListener, public std::enable_shared_from_this<S
   };
   void Enqueue(Queued item);
   void StartWrite(Queued item);
-  std::deque<Queued> queue_;
+  Fifo<Queued> queue_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;
   Queued in_flight_;
