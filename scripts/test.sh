@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, builds the `ci` preset (release build;
-# warnings shown, `strict` makes them errors) into build/ci and runs every test. Exits with ctest's status. Works from any cwd.
+# The README's test command: installs what is missing, builds the `ci` preset (release build,
+# warnings are errors) into build/ci and runs every test. Exits with ctest's status. Works from any cwd.
 # Extra arguments go to ctest, e.g. scripts/test.sh -R infra, scripts/test.sh -L integration.
 set -euo pipefail
 

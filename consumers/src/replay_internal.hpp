@@ -190,7 +190,6 @@ int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, st
 /// when it was issued for another partition layout or belongs to another user's partition.
 void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count);
 
-
 /// Writes the selection to stdout in the chosen format. Not thread-safe.
 class EventWriter {
  public:

@@ -92,7 +92,7 @@ class Session final : public LiveListener, public std::enable_shared_from_this<S
   std::vector<LogEntryPtr> catchup_;
   size_t catchup_index_ = 0;
   bool ready_pending_ = false;
-  int64_t catchup_end_ = 0;              // the `ready` cursor's offset
+  int64_t catchup_end_ = 0;               // the `ready` cursor's offset
   std::vector<LogEntryPtr> live_buffer_;  // live events that arrived during catch-up
   size_t live_buffer_bytes_ = 0;
 
