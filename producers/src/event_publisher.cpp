@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -49,13 +51,22 @@ namespace {
 constexpr const char* kContentType = "application/x-protobuf";
 constexpr const char* kSchemaName = "agentwire.v1.AgentEvent";
 
-// One accepted event: owns the bytes librdkafka points at until its delivery report.
+// One accepted event: owns the bytes librdkafka points at until its delivery report. Key,
+// event id and value share one buffer: the message is allocated on the publishing thread and
+// freed on the poll thread, and every such cross-thread pair takes glibc's slow path.
 struct OutgoingMessage {
   uint64_t seq = 0;  // publish order; re-sends after a fatal error keep it
-  std::string key;
-  std::string value;
-  std::string event_id;
+  size_t key_size = 0;
+  size_t id_size = 0;
+  std::string bytes;  // key, then event_id, then the serialized event
   DeliveryCallback callback;
+
+  std::string_view Key() const { return std::string_view(bytes).substr(0, key_size); }
+  std::string_view EventId() const { return std::string_view(bytes).substr(key_size, id_size); }
+  std::string_view Value() const { return std::string_view(bytes).substr(key_size + id_size); }
+  DeliveryReport FailedReport(std::string error) const {
+    return {std::string(EventId()), std::string(Key()), false, -1, -1, std::move(error)};
+  }
 };
 
 }  // namespace
@@ -85,10 +96,17 @@ class EventPublisher::Impl {
       return closing_.load() ? PublishStatus::kClosed : PublishStatus::kQueueFull;
     }
     auto message = std::make_unique<OutgoingMessage>();
-    message->key = event.user_id();
-    message->event_id = event.event_id();
+    const std::string& key = event.user_id();
+    const std::string& id = event.event_id();
+    const size_t value_size = event.ByteSizeLong();
+    message->key_size = key.size();
+    message->id_size = id.size();
+    message->bytes.resize(key.size() + id.size() + value_size);
+    char* out = message->bytes.data();
+    std::memcpy(out, key.data(), key.size());
+    std::memcpy(out + key.size(), id.data(), id.size());
+    event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out + key.size() + id.size()));
     message->callback = std::move(callback);
-    event.SerializeToString(&message->value);
 
     std::lock_guard lock(mutex_);
     message->seq = next_seq_++;
@@ -146,12 +164,12 @@ class EventPublisher::Impl {
 
   rd_kafka_resp_err_t Produce(rd_kafka_t* producer, OutgoingMessage* message) {
     // No copy flag: the bytes live in `message` until its delivery report.
-    return rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(config_.topic.c_str()),
-                             RD_KAFKA_V_KEY(message->key.data(), message->key.size()),
-                             RD_KAFKA_V_VALUE(message->value.data(), message->value.size()),
-                             RD_KAFKA_V_HEADER("content-type", kContentType, -1),
-                             RD_KAFKA_V_HEADER("schema", kSchemaName, -1),
-                             RD_KAFKA_V_OPAQUE(message), RD_KAFKA_V_END);
+    return rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC(config_.topic.c_str()),
+        RD_KAFKA_V_KEY(message->Key().data(), message->Key().size()),
+        RD_KAFKA_V_VALUE(const_cast<char*>(message->Value().data()), message->Value().size()),
+        RD_KAFKA_V_HEADER("content-type", kContentType, -1),
+        RD_KAFKA_V_HEADER("schema", kSchemaName, -1), RD_KAFKA_V_OPAQUE(message), RD_KAFKA_V_END);
   }
 
   bool ReserveSlot(std::chrono::milliseconds wait) {
@@ -211,8 +229,8 @@ class EventPublisher::Impl {
     }
     DeliveryReport report;
     // The message is deleted right after the report: hand its strings over.
-    report.event_id = std::move(message->event_id);
-    report.user_id = std::move(message->key);
+    report.event_id = message->EventId();
+    report.user_id = message->Key();
     report.ok = err == RD_KAFKA_RESP_ERR_NO_ERROR;
     report.partition = kafka_message->partition;
     report.offset = kafka_message->offset;
@@ -281,13 +299,8 @@ class EventPublisher::Impl {
     for (auto* message : resend) {
       const auto err = Produce(producer_.get(), message);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        DeliveryReport report{message->event_id,
-                              message->key,
-                              false,
-                              -1,
-                              -1,
-                              "re-send after producer recreation: " + kafka::ErrorText(err)};
-        Report(message, report);
+        Report(message, message->FailedReport("re-send after producer recreation: " +
+                                              kafka::ErrorText(err)));
       }
     }
     recovering_ = false;
@@ -318,7 +331,7 @@ class EventPublisher::Impl {
     orphans.insert(orphans.end(), backlog_.begin(), backlog_.end());
     backlog_.clear();
     for (auto* message : orphans) {
-      Report(message, {message->event_id, message->key, false, -1, -1, "publisher closed"});
+      Report(message, message->FailedReport("publisher closed"));
     }
     producer_.reset();
   }
