@@ -8,7 +8,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -51,22 +53,53 @@ namespace {
 constexpr const char* kContentType = "application/x-protobuf";
 constexpr const char* kSchemaName = "agentwire.v1.AgentEvent";
 
-// One accepted event: owns the bytes librdkafka points at until its delivery report. Key,
-// event id and value share one buffer: the message is allocated on the publishing thread and
-// freed on the poll thread, and every such cross-thread pair takes glibc's slow path.
-struct OutgoingMessage {
+// One accepted event: owns the bytes librdkafka points at until its delivery report. The
+// message and its bytes (key, then event_id, then the serialized event) are one allocation:
+// it is made on the publishing thread and freed on the poll thread, and every such
+// cross-thread pair takes glibc's slow, locked path (it was a quarter of the CPU).
+class OutgoingMessage {
+ public:
+  struct Deleter {
+    void operator()(OutgoingMessage* message) const {
+      message->~OutgoingMessage();
+      ::operator delete(message);
+    }
+  };
+  using Ptr = std::unique_ptr<OutgoingMessage, Deleter>;
+
+  /// Key, event id and the serialized event, written in place.
+  static Ptr Create(const v1::AgentEvent& event) {
+    const std::string& key = event.user_id();
+    const std::string& id = event.event_id();
+    const size_t value_size = event.ByteSizeLong();
+    void* memory = ::operator new(sizeof(OutgoingMessage) + key.size() + id.size() + value_size);
+    Ptr message(new (memory) OutgoingMessage(key.size(), id.size(), value_size));
+    char* out = message->Bytes();
+    std::memcpy(out, key.data(), key.size());
+    std::memcpy(out + key.size(), id.data(), id.size());
+    event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out + key.size() + id.size()));
+    return message;
+  }
+
   uint64_t seq = 0;  // publish order; re-sends after a fatal error keep it
-  size_t key_size = 0;
-  size_t id_size = 0;
-  std::string bytes;  // key, then event_id, then the serialized event
   DeliveryCallback callback;
 
-  std::string_view Key() const { return std::string_view(bytes).substr(0, key_size); }
-  std::string_view EventId() const { return std::string_view(bytes).substr(key_size, id_size); }
-  std::string_view Value() const { return std::string_view(bytes).substr(key_size + id_size); }
+  std::string_view Key() const { return {Bytes(), key_size_}; }
+  std::string_view EventId() const { return {Bytes() + key_size_, id_size_}; }
+  std::string_view Value() const { return {Bytes() + key_size_ + id_size_, value_size_}; }
   DeliveryReport FailedReport(std::string error) const {
     return {std::string(EventId()), std::string(Key()), false, -1, -1, std::move(error)};
   }
+
+ private:
+  OutgoingMessage(size_t key_size, size_t id_size, size_t value_size)
+      : key_size_(key_size), id_size_(id_size), value_size_(value_size) {}
+  char* Bytes() { return reinterpret_cast<char*>(this + 1); }
+  const char* Bytes() const { return reinterpret_cast<const char*>(this + 1); }
+
+  size_t key_size_;
+  size_t id_size_;
+  size_t value_size_;
 };
 
 }  // namespace
@@ -95,17 +128,7 @@ class EventPublisher::Impl {
     if (!ReserveSlot(wait_for_space)) {
       return closing_.load() ? PublishStatus::kClosed : PublishStatus::kQueueFull;
     }
-    auto message = std::make_unique<OutgoingMessage>();
-    const std::string& key = event.user_id();
-    const std::string& id = event.event_id();
-    const size_t value_size = event.ByteSizeLong();
-    message->key_size = key.size();
-    message->id_size = id.size();
-    message->bytes.resize(key.size() + id.size() + value_size);
-    char* out = message->bytes.data();
-    std::memcpy(out, key.data(), key.size());
-    std::memcpy(out + key.size(), id.data(), id.size());
-    event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out + key.size() + id.size()));
+    auto message = OutgoingMessage::Create(event);
     message->callback = std::move(callback);
 
     std::lock_guard lock(mutex_);
@@ -204,7 +227,7 @@ class EventPublisher::Impl {
   }
 
   void Report(OutgoingMessage* raw, const DeliveryReport& report) {
-    std::unique_ptr<OutgoingMessage> message(raw);
+    OutgoingMessage::Ptr message(raw);
     (report.ok ? delivered_ : failed_).fetch_add(1, std::memory_order_relaxed);
     if (message->callback) {
       try {
