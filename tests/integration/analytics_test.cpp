@@ -100,27 +100,9 @@ class AnalyticsTest : public ::testing::Test {
 
   /// Runs analytics until the stored offsets cover `events`, then stops it with SIGTERM.
   void RunAnalyticsUntilCaughtUp(int64_t events) {
-    Subprocess analytics({testing::AgentwireBinary(),
-                          "analytics",
-                          "--brokers",
-                          kafka_->BootstrapServers(),
-                          "--pg",
-                          dsn_,
-                          "--migrate",
-                          "--abandon-after",
-                          "15m",
-                          "--batch-size",
-                          "7",
-                          "--batch-ms",
-                          "20",
-                          "--metrics-port",
-                          "0",
-                          "--kafka",
-                          "session.timeout.ms=6000",
-                          "--kafka",
-                          "heartbeat.interval.ms=1000",
-                          "--kafka",
-                          "fetch.wait.max.ms=10"});
+    Subprocess analytics(testing::ConsumerCommand(
+        "analytics", kafka_->BootstrapServers(), dsn_,
+        {"--abandon-after", "15m", "--batch-size", "7", "--batch-ms", "20"}));
     const auto deadline = std::chrono::steady_clock::now() + seconds(60);
     while (true) {
       int64_t stored = 0;

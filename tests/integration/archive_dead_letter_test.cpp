@@ -106,10 +106,8 @@ std::vector<DlqMessage> ReadDlq(const std::string& brokers, size_t expected) {
 /// with SIGTERM (exit 0 expected).
 void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int64_t total) {
   auto& pg = SharedPostgres();
-  Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers", brokers, "--pg", dsn,
-                      "--migrate", "--batch-size", "300", "--batch-ms", "50", "--metrics-port", "0",
-                      "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000",
-                      "--kafka", "fetch.wait.max.ms=10"});
+  Subprocess archive(testing::ConsumerCommand("archive", brokers, dsn,
+                                              {"--batch-size", "300", "--batch-ms", "50"}));
   const auto deadline = std::chrono::steady_clock::now() + seconds(90);
   while (true) {
     int64_t stored = 0;

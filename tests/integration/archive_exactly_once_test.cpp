@@ -109,27 +109,9 @@ class ArchiveExactlyOnceTest : public ::testing::Test {
   }
 
   std::unique_ptr<Subprocess> StartArchive(const std::string& batch_size = "5000") {
-    std::vector<std::string> argv = {testing::AgentwireBinary(),
-                                     "archive",
-                                     "--brokers",
-                                     kafka_->BootstrapServers(),
-                                     "--topic",
-                                     kTopic,
-                                     "--pg",
-                                     dsn_,
-                                     "--migrate",
-                                     "--batch-size",
-                                     batch_size,
-                                     "--batch-ms",
-                                     "100",
-                                     "--metrics-port",
-                                     "0",
-                                     "--kafka",
-                                     "session.timeout.ms=6000",
-                                     "--kafka",
-                                     "heartbeat.interval.ms=1000",
-                                     "--kafka",
-                                     "fetch.wait.max.ms=10"};
+    const auto argv = testing::ConsumerCommand(
+        "archive", kafka_->BootstrapServers(), dsn_,
+        {"--topic", kTopic, "--batch-size", batch_size, "--batch-ms", "100"});
     return std::make_unique<Subprocess>(argv);
   }
 

@@ -61,27 +61,9 @@ TEST(ArchivePgOutageTest, PostgresStoppedMidRunLosesAndDuplicatesNothing) {
   };
   publish(0, kEvents / 2);
 
-  Subprocess archive({testing::AgentwireBinary(),
-                      "archive",
-                      "--brokers",
-                      kafka.BootstrapServers(),
-                      "--topic",
-                      kTopic,
-                      "--pg",
-                      dsn,
-                      "--migrate",
-                      "--batch-size",
-                      "2000",
-                      "--batch-ms",
-                      "50",
-                      "--metrics-port",
-                      "0",
-                      "--kafka",
-                      "session.timeout.ms=6000",
-                      "--kafka",
-                      "heartbeat.interval.ms=1000",
-                      "--kafka",
-                      "fetch.wait.max.ms=10"});
+  Subprocess archive(
+      testing::ConsumerCommand("archive", kafka.BootstrapServers(), dsn,
+                               {"--topic", kTopic, "--batch-size", "2000", "--batch-ms", "50"}));
   const auto deadline = std::chrono::steady_clock::now() + seconds(60);
   while (QueryOr(dsn, "SELECT count(*) FROM agent_events", 0) < 10'000) {
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << archive.Describe();

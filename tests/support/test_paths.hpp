@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace agentwire::testing {
 
@@ -8,5 +9,12 @@ namespace agentwire::testing {
 std::string AgentwireBinary();
 /// The repository root.
 std::string SourceDir();
+
+/// argv for `agentwire <command>` (archive or analytics) as the consumer tests run it: against
+/// `brokers` and `dsn`, migrating, no metrics port, and Kafka timeouts short enough for a
+/// rebalance or a restart to settle in seconds; `extra` flags follow.
+std::vector<std::string> ConsumerCommand(const std::string& command, const std::string& brokers,
+                                         const std::string& dsn,
+                                         const std::vector<std::string>& extra);
 
 }  // namespace agentwire::testing
