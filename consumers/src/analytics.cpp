@@ -171,7 +171,8 @@ class Analytics::Impl final : public internal::BatchWriter {
                                      "Messages skipped as undecodable (the archive DLQs them)")),
         abandoned_(
             registry.GetCounter("agentwire_analytics_abandoned_total", "Runs marked abandoned")),
-        consumer_(MakeConsumerConfig(config_, registry), *this) {}
+        consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_analytics"),
+                  *this) {}
 
   void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
   bool Ready() const noexcept { return consumer_.Ready(); }
@@ -289,20 +290,6 @@ class Analytics::Impl final : public internal::BatchWriter {
   }
 
  private:
-  static internal::BatchConsumerConfig MakeConsumerConfig(const AnalyticsConfig& config,
-                                                          metrics::Registry& registry) {
-    internal::BatchConsumerConfig c;
-    c.client_properties = config.client_properties;
-    c.topic = config.topic;
-    c.group_id = config.group_id;
-    c.dsn = config.dsn;
-    c.batch_size = config.batch_size;
-    c.batch_time = config.batch_time;
-    c.registry = &registry;
-    c.metric_prefix = "agentwire_analytics";
-    return c;
-  }
-
   static void ToolStarted(pqxx::transaction_base& tx, const v1::AgentEvent& event,
                           std::optional<Micros> time) {
     const auto& tool = event.tool_executing();

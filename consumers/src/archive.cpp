@@ -80,7 +80,8 @@ class Archive::Impl final : public internal::BatchWriter {
                                           "Messages written to dead_letters and the DLQ topic")),
         dlq_failures_(registry.GetCounter("agentwire_archive_dlq_delivery_failures_total",
                                           "Dead letters the DLQ topic did not acknowledge")),
-        consumer_(MakeConsumerConfig(config_, registry), *this) {
+        consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_archive"),
+                  *this) {
     kafka::Properties properties = config_.client_properties;
     properties["enable.idempotence"] = "true";
     properties["acks"] = "all";
@@ -159,20 +160,6 @@ class Archive::Impl final : public internal::BatchWriter {
   void AfterAbort() override { Reset(); }
 
  private:
-  static internal::BatchConsumerConfig MakeConsumerConfig(const ArchiveConfig& config,
-                                                          metrics::Registry& registry) {
-    internal::BatchConsumerConfig c;
-    c.client_properties = config.client_properties;
-    c.topic = config.topic;
-    c.group_id = config.group_id;
-    c.dsn = config.dsn;
-    c.batch_size = config.batch_size;
-    c.batch_time = config.batch_time;
-    c.registry = &registry;
-    c.metric_prefix = "agentwire_archive";
-    return c;
-  }
-
   using Row = std::tuple<std::string, int32_t, int64_t, std::string, std::string, std::string,
                          std::string, int64_t, std::string, std::optional<std::string>, std::string,
                          std::string, std::string>;

@@ -34,6 +34,24 @@ struct BatchConsumerConfig {
   std::string metric_prefix;              // e.g. "agentwire_archive"
 };
 
+/// The batch consumer's settings from a service's config (ArchiveConfig, AnalyticsConfig: the
+/// same Kafka, PostgreSQL and batching fields).
+template <typename ServiceConfig>
+BatchConsumerConfig MakeBatchConsumerConfig(const ServiceConfig& config,
+                                            metrics::Registry& registry,
+                                            std::string metric_prefix) {
+  BatchConsumerConfig c;
+  c.client_properties = config.client_properties;
+  c.topic = config.topic;
+  c.group_id = config.group_id;
+  c.dsn = config.dsn;
+  c.batch_size = config.batch_size;
+  c.batch_time = config.batch_time;
+  c.registry = &registry;
+  c.metric_prefix = std::move(metric_prefix);
+  return c;
+}
+
 /// What a consumer does with a batch, inside the transaction that also moves its offsets.
 /// Called on the consumer's thread only.
 class BatchWriter {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 
@@ -94,20 +95,8 @@ class HttpMetricsServer::Impl final {
   Impl(Registry& registry, const std::string& address, uint16_t port, std::function<bool()> ready,
        const std::string& what)
       : registry_(registry), ready_(std::move(ready)), acceptor_(io_) {
-    beast::error_code ec;
-    const auto ip = asio::ip::make_address(address, ec);
-    if (ec) throw ConfigError(fmt::format("{}: '{}' is not an IP address", what, address));
-    const tcp::endpoint endpoint(ip, port);
-    acceptor_.open(endpoint.protocol(), ec);
-    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(endpoint, ec);
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      throw ConfigError(
-          fmt::format("{}: cannot listen on {}:{}: {} (choose another port, or 0 "
-                      "to turn the endpoint off)",
-                      what, address, port, ec.message()));
-    }
+    OpenListener(acceptor_, address, port, what,
+                 "choose another port, or 0 to turn the endpoint off");
     port_ = acceptor_.local_endpoint().port();
     Accept();
     thread_ = std::thread([this] { io_.run(); });

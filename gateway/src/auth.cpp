@@ -22,6 +22,7 @@
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/logging.hpp"
 #include "auth_keys.hpp"
+#include "url.hpp"
 
 namespace agentwire::gateway {
 
@@ -180,34 +181,8 @@ std::string LowerCopy(std::string_view text) {
   return out;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Invalid escapes stay as they are: a mangled token then simply fails verification.
-std::string PercentDecode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      const int high = HexValue(text[i + 1]);
-      const int low = HexValue(text[i + 2]);
-      if (high >= 0 && low >= 0) {
-        out.push_back(static_cast<char>(high * 16 + low));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(text[i]);
-  }
-  return out;
-}
-
 bool IsSecretName(std::string_view name) {
-  const std::string lower = LowerCopy(PercentDecode(name));
+  const std::string lower = LowerCopy(PercentDecode(name, UrlPart::kQuery));
   for (const char* marker :
        {"token", "secret", "passw", "jwt", "auth", "key", "signature", "credential"}) {
     if (lower.find(marker) != std::string::npos) return true;
@@ -589,8 +564,8 @@ std::string ExtractToken(std::string_view authorization_header, std::string_view
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
     const size_t equals = piece.find('=');
     if (equals == std::string_view::npos) continue;
-    if (PercentDecode(piece.substr(0, equals)) == "access_token") {
-      return PercentDecode(piece.substr(equals + 1));
+    if (PercentDecode(piece.substr(0, equals), UrlPart::kQuery) == "access_token") {
+      return PercentDecode(piece.substr(equals + 1), UrlPart::kQuery);
     }
   }
   return {};

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
 #include "auth_keys.hpp"
 
@@ -21,17 +22,6 @@ namespace {
 
 constexpr int kMinRsaBits = 2048;
 constexpr size_t kP256CoordinateBytes = 32;
-
-// -1 for bytes outside the base64url alphabet.
-constexpr std::array<int8_t, 256> MakeDecodeTable() {
-  std::array<int8_t, 256> table{};
-  for (auto& entry : table) entry = -1;
-  const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  for (int i = 0; i < 64; ++i)
-    table[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
-  return table;
-}
-constexpr auto kDecodeTable = MakeDecodeTable();
 
 struct BnDeleter {
   void operator()(BIGNUM* bn) const noexcept { BN_free(bn); }
@@ -154,48 +144,16 @@ std::string KeyLabel(size_t index, const nlohmann::json& jwk) {
 
 }  // namespace
 
+// The cursor codec's base64url (strict: canonical trailing bits, no padding); JWKS values may
+// carry '=' padding, JWT segments may not.
 std::optional<std::string> DecodeBase64Url(std::string_view text, bool allow_padding) {
   if (allow_padding) {
     while (!text.empty() && text.back() == '=') text.remove_suffix(1);
   }
-  if (text.size() % 4 == 1) return std::nullopt;
-  std::string out;
-  out.reserve(text.size() * 3 / 4);
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (const char c : text) {
-    const int value = kDecodeTable[static_cast<unsigned char>(c)];
-    if (value < 0) return std::nullopt;
-    buffer = (buffer << 6) | static_cast<uint32_t>(value);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((buffer >> bits) & 0xFF));
-    }
-  }
-  // Leftover bits must be zero, so every byte string has exactly one encoding.
-  if (bits > 0 && (buffer & ((1U << bits) - 1)) != 0) return std::nullopt;
-  return out;
+  return Base64UrlDecode(text);
 }
 
-std::string EncodeBase64Url(std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  out.reserve((bytes.size() * 4 + 2) / 3);
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (const char c : bytes) {
-    buffer = (buffer << 8) | static_cast<unsigned char>(c);
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kAlphabet[(buffer >> bits) & 0x3F]);
-    }
-  }
-  if (bits > 0) out.push_back(kAlphabet[(buffer << (6 - bits)) & 0x3F]);
-  return out;
-}
+std::string EncodeBase64Url(std::string_view bytes) { return Base64UrlEncode(bytes); }
 
 std::string Printable(std::string_view text, size_t limit) {
   std::string out;

@@ -11,10 +11,12 @@
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/producers/murmur2.hpp"
 #include "frames.hpp"
 #include "session.hpp"
+#include "url.hpp"
 #include "web_assets.hpp"
 
 namespace agentwire::gateway {
@@ -30,30 +32,6 @@ std::atomic<uint64_t> g_next_session_id{1};
 
 // Boost 1.74's beast::string_view is boost::string_view.
 std::string_view Sv(beast::string_view text) { return {text.data(), text.size()}; }
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string PercentDecode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && HexValue(text[i + 1]) >= 0 &&
-        HexValue(text[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(HexValue(text[i + 1]) * 16 + HexValue(text[i + 2])));
-      i += 2;
-    } else if (text[i] == '+') {
-      out.push_back(' ');
-    } else {
-      out.push_back(text[i]);
-    }
-  }
-  return out;
-}
 
 /// One plain HTTP connection; hands itself over to a Session on a valid upgrade.
 class HttpConnection final : public std::enable_shared_from_this<HttpConnection> {
@@ -273,15 +251,16 @@ bool ParsedTarget::Has(std::string_view name) const {
 ParsedTarget ParseTarget(std::string_view target) {
   ParsedTarget parsed;
   const auto question = target.find('?');
-  parsed.path = PercentDecode(target.substr(0, question));
+  parsed.path = PercentDecode(target.substr(0, question), UrlPart::kPath);
   if (question == std::string_view::npos) return parsed;
   std::string_view query = target.substr(question + 1);
   while (!query.empty()) {
     const auto amp = query.find('&');
     const auto pair = query.substr(0, amp);
     const auto eq = pair.find('=');
-    auto key = PercentDecode(pair.substr(0, eq));
-    auto value = eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
+    auto key = PercentDecode(pair.substr(0, eq), UrlPart::kQuery);
+    auto value = eq == std::string_view::npos ? std::string()
+                                              : PercentDecode(pair.substr(eq + 1), UrlPart::kQuery);
     if (!key.empty() && !parsed.Has(key))
       parsed.params.emplace_back(std::move(key), std::move(value));
     if (amp == std::string_view::npos) break;
@@ -294,20 +273,8 @@ HttpListener::HttpListener(asio::io_context& ioc, std::shared_ptr<GatewayContext
     : ioc_(ioc), acceptor_(asio::make_strand(ioc)), context_(std::move(context)) {}
 
 void HttpListener::Open(const std::string& address, uint16_t port) {
-  beast::error_code ec;
-  const auto ip = asio::ip::make_address(address, ec);
-  if (ec) {
-    throw ConfigError(fmt::format("--listen / AGENTWIRE_LISTEN '{}': not an IP address", address));
-  }
-  const tcp::endpoint endpoint(ip, port);
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    throw ConfigError(fmt::format("cannot listen on {}:{}: {}. Hint: pick another --port / PORT",
-                                  address, port, ec.message()));
-  }
+  OpenListener(acceptor_, address, port, "--listen / AGENTWIRE_LISTEN",
+               "pick another --port / PORT");
   port_ = acceptor_.local_endpoint().port();
 }
 
