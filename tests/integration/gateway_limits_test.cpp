@@ -193,8 +193,10 @@ TEST(GatewayLimits, StalledClientIsClosedWith1013OthersUnaffectedAndItResumesLos
 TEST(GatewayLimits, OversizedInboundFrameClosesWith1009) {
   GatewayHarness harness(4);
   harness.StartGateway();  // default limit 64 KiB
+  auto options = harness.ClientOptions("big-sender");
+  options.send_buffer_bytes = 1 << 20;  // the refused frame fits: see WsClient::Options
   WsClient client;
-  ASSERT_EQ(client.Connect(harness.ClientOptions("big-sender")).status, 101);
+  ASSERT_EQ(client.Connect(options).status, 101);
   ASSERT_EQ(ReadUntil(
                 client, [](const auto& f) { return !f.empty(); }, 10s)
                 .size(),
@@ -209,8 +211,10 @@ TEST(GatewayLimits, OversizedInboundFrameClosesWith1009) {
   // A smaller configured limit applies too.
   harness.StartGateway(
       [](gateway::GatewayConfig& config) { config.max_inbound_frame_bytes = 1024; });
+  auto small_options = harness.ClientOptions("big-sender");
+  small_options.send_buffer_bytes = 1 << 20;
   WsClient small;
-  ASSERT_EQ(small.Connect(harness.ClientOptions("big-sender")).status, 101);
+  ASSERT_EQ(small.Connect(small_options).status, 101);
   ASSERT_EQ(ReadUntil(
                 small, [](const auto& f) { return !f.empty(); }, 10s)
                 .size(),

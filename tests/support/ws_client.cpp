@@ -87,6 +87,9 @@ WsClient::HandshakeResult WsClient::Connect(const Options& options) {
   if (options.receive_buffer_bytes > 0) {
     socket.set_option(asio::socket_base::receive_buffer_size(options.receive_buffer_bytes), ec);
   }
+  if (options.send_buffer_bytes > 0) {
+    socket.set_option(asio::socket_base::send_buffer_size(options.send_buffer_bytes), ec);
+  }
   socket.connect({asio::ip::make_address(options.host), options.port}, ec);
   if (ec) {
     result.error = ec.message();

@@ -21,6 +21,11 @@ class WsClient final {
     std::string bearer;            // Authorization: Bearer <bearer> when non-empty
     std::string origin;            // Origin header when non-empty
     int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0 (slow-client tests)
+    // SO_SNDBUF when > 0. A frame the server refuses must fit, so that the write completes
+    // before the server closes: Beast 1.74's teardown stops draining after one read (its
+    // issue 1373), the unread rest makes the kernel send RST, and a client still inside
+    // write() would fail there and never read the close frame with its code.
+    int send_buffer_bytes = 0;
   };
   struct HandshakeResult {
     int status = 0;  // 101 on success, else the HTTP status (0: no HTTP answer)
