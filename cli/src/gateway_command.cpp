@@ -58,6 +58,21 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
   cmd.add_option("--cache-bytes", o.config.cache_bytes, "Recent-log cache size (0 = off)")
       ->envname("AGENTWIRE_CACHE_BYTES")
       ->capture_default_str();
+  cmd.add_option("--warm-start", o.config.warm_start,
+                 "Fill the cache from Kafka before /readyz says ready (see docs/operations.md)")
+      ->envname("AGENTWIRE_WARM_START")
+      ->capture_default_str();
+  cmd.add_option("--warm-start-timeout", o.warm_start_timeout,
+                 "Ready after this long even if the warm start has not finished")
+      ->envname("AGENTWIRE_WARM_START_TIMEOUT")
+      ->capture_default_str();
+  cmd.add_option("--catchup-buffer-bytes", o.config.catchup_buffer_bytes,
+                 "Catch-up frames read from Kafka and not yet written, all sessions together")
+      ->envname("AGENTWIRE_CATCHUP_BUFFER_BYTES")
+      ->capture_default_str();
+  cmd.add_option("--catchup-session-bytes", o.config.catchup_session_bytes,
+                 "The same for one session (it is paused until its client has read)")
+      ->capture_default_str();
   cmd.add_option("--fetch-wait-ms", o.fetch_wait_ms, "Kafka fetch wait of the tailer")
       ->capture_default_str();
   cmd.add_option("--max-frame-bytes", o.config.max_inbound_frame_bytes,
@@ -95,6 +110,8 @@ gateway::GatewayConfig GatewayOptions::Build(const KafkaOptions& kafka) {
   config.idle_timeout = std::chrono::duration_cast<std::chrono::seconds>(
       ParseDuration(idle_timeout, "--idle-timeout"));
   config.drain_grace = ParseDuration(drain_grace, "--drain-grace / AGENTWIRE_DRAIN_GRACE");
+  config.warm_start_timeout =
+      ParseDuration(warm_start_timeout, "--warm-start-timeout / AGENTWIRE_WARM_START_TIMEOUT");
   config.Validate();
   return config;
 }

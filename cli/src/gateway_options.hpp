@@ -21,6 +21,7 @@ struct GatewayOptions {
   int fetch_wait_ms = 5;
   std::string idle_timeout = "60s";
   std::string drain_grace = "10s";
+  std::string warm_start_timeout = "30s";
 
   /// Validates everything; throws ConfigError.
   gateway::GatewayConfig Build(const KafkaOptions& kafka);

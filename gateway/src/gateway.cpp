@@ -28,6 +28,10 @@ void GatewayConfig::Validate() const {
   }
   if (max_connections_per_user < 1) throw ConfigError("--max-connections-per-user: at least 1");
   if (idle_timeout.count() < 1) throw ConfigError("--idle-timeout: at least 1s");
+  if (catchup_session_bytes < 64 * 1024 || catchup_buffer_bytes < catchup_session_bytes) {
+    throw ConfigError(
+        "--catchup-session-bytes: at least 65536, and --catchup-buffer-bytes at least as large");
+  }
   if (allowed_origins.empty()) {
     throw ConfigError("--allowed-origins / AGENTWIRE_ALLOWED_ORIGINS: empty; use * to allow any");
   }
@@ -56,20 +60,30 @@ class Gateway::Impl {
     probe.reset();
 
     context_ = std::make_shared<GatewayContext>(config_, identity, registry_);
+    WarmStart warm;
+    if (config_.warm_start && config_.cache_bytes > 0) {
+      // Enough messages to fill the partition's share of the cache with entries of at least
+      // kMinEntryBytes; the cache's byte bound then keeps exactly the newest share.
+      constexpr size_t kMinEntryBytes = 256;
+      warm.entries_per_partition = static_cast<int64_t>(
+          config_.cache_bytes / static_cast<size_t>(identity.partition_count) / kMinEntryBytes);
+      warm.timeout = config_.warm_start_timeout;
+    }
     tailer_ = std::make_unique<KafkaTailer>(
         TailConsumerProperties(config_.client_properties, config_.fetch_wait), identity,
-        context_->hub, registry_);
+        context_->hub, registry_, warm);
     context_->kafka_ready = [tailer = tailer_.get()] { return tailer->Ready(); };
 
     listener_ = std::make_shared<HttpListener>(ioc_, context_);
     listener_->Open(config_.listen_address, config_.port);
+    context_->history.Start();
     tailer_->Start();
     listener_->Start();
     const int threads = config_.io_threads > 0
                             ? config_.io_threads
                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     work_.emplace(ioc_.get_executor());
-    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { RunIo(); });
     log::Info("gateway listening", {{"address", config_.listen_address},
                                     {"port", static_cast<uint32_t>(listener_->Port())},
                                     {"topic", config_.topic},
@@ -113,15 +127,30 @@ class Gateway::Impl {
   metrics::Registry& Metrics() { return registry_; }
 
  private:
+  /// An exception from a handler must not take the replica's other sessions down with it
+  /// (std::terminate): log it and go on running the io_context, as Asio allows.
+  void RunIo() {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {
+        log::Error("exception escaped an I/O handler; continuing", {{"error", e.what()}});
+      }
+    }
+  }
+
   void Stop() {
     if (stopped_) return;
     stopped_ = true;
+    // The history reader first: it stops within one poll and drops what it had not served,
+    // so a drain during a resume storm never waits for queued reads.
+    if (context_) context_->history.Stop();
     work_.reset();
     ioc_.stop();
     for (auto& thread : threads_) thread.join();
     threads_.clear();
     if (tailer_) tailer_->Stop();
-    if (context_) context_->history_pool.join();
   }
 
   GatewayConfig config_;

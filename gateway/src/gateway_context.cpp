@@ -30,7 +30,28 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
                                      {{"reason", "too_many_connections"}})),
       delivery_latency(r.GetHistogram("agentwire_gateway_delivery_latency_seconds",
                                       "Kafka message time to live frame written",
-                                      metrics::LatencyBuckets())) {}
+                                      metrics::LatencyBuckets())),
+      time_to_ready(r.GetHistogram("agentwire_gateway_time_to_ready_seconds",
+                                   "WebSocket accepted to ready frame queued (catch-up time)",
+                                   metrics::LatencyBuckets())),
+      catchup_extended(r.GetCounter(
+          "agentwire_gateway_catchup_extended_total",
+          "Catch-ups extended to the log's end because live events outran the client")),
+      catchup_buffered(r.GetGauge("agentwire_gateway_catchup_buffered_bytes",
+                                  "Catch-up frames read from Kafka, not yet written")),
+      catchup_buffered_peak(r.GetGauge("agentwire_gateway_catchup_buffered_bytes_peak",
+                                       "Highest agentwire_gateway_catchup_buffered_bytes so far")) {
+}
+
+namespace {
+
+HistoryService::Limits HistoryLimits(const GatewayConfig& config) {
+  HistoryService::Limits limits;
+  limits.per_session_bytes = config.catchup_session_bytes;
+  return limits;
+}
+
+}  // namespace
 
 GatewayContext::GatewayContext(GatewayConfig config_in, TopicIdentity identity_in,
                                metrics::Registry& registry_in)
@@ -39,7 +60,10 @@ GatewayContext::GatewayContext(GatewayConfig config_in, TopicIdentity identity_i
       registry(registry_in),
       metrics(registry_in),
       hub(identity.partition_count, config.cache_bytes),
-      history(TailConsumerProperties(config.client_properties, config.fetch_wait), identity),
+      catchup_budget(config.catchup_buffer_bytes, metrics.catchup_buffered,
+                     metrics.catchup_buffered_peak),
+      history(TailConsumerProperties(config.client_properties, config.fetch_wait), identity,
+              HistoryLimits(config), catchup_budget, registry_in),
       verifier(config.auth) {}
 
 bool GatewayContext::AcquireConnection(const std::string& user) {

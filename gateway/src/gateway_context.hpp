@@ -1,7 +1,6 @@
 #pragma once
 
 #include <atomic>
-#include <boost/asio/thread_pool.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +10,7 @@
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/gateway/auth.hpp"
 #include "agentwire/gateway/gateway.hpp"
+#include "history.hpp"
 #include "kafka_tail.hpp"
 #include "partition_hub.hpp"
 
@@ -34,6 +34,10 @@ struct GatewayMetrics {
   metrics::Counter& rejected_bad_request;
   metrics::Counter& rejected_too_many;
   metrics::Histogram& delivery_latency;  // Kafka message time -> frame written
+  metrics::Histogram& time_to_ready;     // upgrade accepted -> `ready` queued
+  metrics::Counter& catchup_extended;    // live buffer overflowed during catch-up
+  metrics::Gauge& catchup_buffered;      // CatchupBudget: bytes now
+  metrics::Gauge& catchup_buffered_peak;
 };
 
 /// Everything sessions and HTTP connections share inside one replica. Lives as long as the
@@ -46,9 +50,9 @@ struct GatewayContext {
   metrics::Registry& registry;
   GatewayMetrics metrics;
   PartitionHub hub;
-  HistoryReader history;
+  CatchupBudget catchup_budget;
+  HistoryService history;  // Kafka reads for cursors older than the cache (its own thread)
   TokenVerifier verifier;
-  boost::asio::thread_pool history_pool{2};  // Kafka reads for old cursors, off the I/O threads
   std::function<bool()> kafka_ready;
   std::atomic<bool> draining{false};
 

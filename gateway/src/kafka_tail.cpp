@@ -16,12 +16,6 @@ namespace {
 
 constexpr int kMetadataTimeoutMs = 10'000;
 
-kafka::TopicPartitionListPtr OnePartition(const std::string& topic, int partition, int64_t offset) {
-  kafka::TopicPartitionListPtr list(rd_kafka_topic_partition_list_new(1));
-  rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), partition)->offset = offset;
-  return list;
-}
-
 }  // namespace
 
 kafka::Properties TailConsumerProperties(const kafka::Properties& base,
@@ -66,7 +60,7 @@ LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t o
 }
 
 KafkaTailer::KafkaTailer(kafka::Properties properties, TopicIdentity identity, PartitionHub& hub,
-                         metrics::Registry& metrics)
+                         metrics::Registry& metrics, WarmStart warm)
     : properties_(std::move(properties)),
       identity_(std::move(identity)),
       hub_(hub),
@@ -79,8 +73,10 @@ KafkaTailer::KafkaTailer(kafka::Properties properties, TopicIdentity identity, P
       undecodable_(metrics.GetCounter("agentwire_gateway_undecodable_total",
                                       "Messages skipped because they are not AgentEvents")),
       lag_(metrics.GetGauge("agentwire_gateway_consumer_lag",
-                            "Messages between the high watermark and the tailer, all partitions")) {
-}
+                            "Messages between the high watermark and the tailer, all partitions")),
+      warm_start_(warm),
+      warm_gauge_(metrics.GetGauge("agentwire_gateway_warm",
+                                   "1 once the warm start filled the cache (or timed out)")) {}
 
 KafkaTailer::~KafkaTailer() { Stop(); }
 
@@ -89,6 +85,8 @@ void KafkaTailer::Start() {
   kafka::TopicPartitionListPtr assignment(
       rd_kafka_topic_partition_list_new(identity_.partition_count));
   start_offsets_.assign(static_cast<size_t>(identity_.partition_count), 0);
+  warm_targets_.assign(static_cast<size_t>(identity_.partition_count), 0);
+  int64_t warm_total = 0;
   for (int p = 0; p < identity_.partition_count; ++p) {
     int64_t low = 0;
     int64_t high = 0;
@@ -99,16 +97,21 @@ void KafkaTailer::Start() {
                                    identity_.topic, p, kafka::ErrorText(err)),
                        true);
     }
-    start_offsets_[static_cast<size_t>(p)] = high;
-    hub_.SetStartOffset(p, high);
-    rd_kafka_topic_partition_list_add(assignment.get(), identity_.topic.c_str(), p)->offset = high;
+    const int64_t start = std::max(low, high - warm_start_.entries_per_partition);
+    start_offsets_[static_cast<size_t>(p)] = start;
+    warm_targets_[static_cast<size_t>(p)] = high;
+    warm_total += high - start;
+    hub_.SetStartOffset(p, start);
+    rd_kafka_topic_partition_list_add(assignment.get(), identity_.topic.c_str(), p)->offset = start;
   }
+  started_at_ = std::chrono::steady_clock::now();
   const auto err = rd_kafka_assign(consumer_.get(), assignment.get());
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     throw KafkaError(fmt::format("assign {}: {}", identity_.topic, kafka::ErrorText(err)), true);
   }
-  log::Info("tailing topic",
-            {{"topic", identity_.topic}, {"partitions", identity_.partition_count}});
+  log::Info("tailing topic", {{"topic", identity_.topic},
+                              {"partitions", identity_.partition_count},
+                              {"warm_start_messages", warm_total}});
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -185,26 +188,46 @@ void KafkaTailer::UpdateLag() {
     total += std::max<int64_t>(0, high - next);
   }
   lag_.Set(static_cast<double>(total));
-  // Started at the end, so "caught up" is reached as soon as every partition answered a
-  // fetch; a replica that falls far behind reports not-ready until it recovers.
-  ready_.store(known ? total < 10'000 : ready_.load());
+  // A replica that falls far behind reports not-ready until it recovers.
+  if (warm_.load()) ready_.store(known ? total < 10'000 : ready_.load());
+}
+
+void KafkaTailer::CheckWarm() {
+  if (warm_.load()) return;
+  bool reached = true;
+  for (int p = 0; p < identity_.partition_count && reached; ++p) {
+    reached = hub_.DispatchedEnd(p) >= warm_targets_[static_cast<size_t>(p)];
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - started_at_;
+  if (!reached && elapsed < warm_start_.timeout) return;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
+  if (reached) {
+    log::Info("warm start done: cache filled", {{"topic", identity_.topic},
+                                                {"elapsed_ms", static_cast<int64_t>(ms)},
+                                                {"messages", consumed_.Value()}});
+  } else {
+    log::Warn("warm start timed out; ready anyway (older cursors resume from Kafka)",
+              {{"topic", identity_.topic}, {"elapsed_ms", static_cast<int64_t>(ms)}});
+  }
+  warm_.store(true);
+  warm_gauge_.Set(1);
+  // Offsets were fixed at assignment, so nothing published meanwhile can be missed.
+  ready_.store(true);
 }
 
 void KafkaTailer::Run() {
   auto next_lag_check = std::chrono::steady_clock::now();
-  bool first_round = true;
+  auto next_warm_check = next_lag_check;
   while (!stop_.load()) {
     kafka::MessagePtr message(rd_kafka_consumer_poll(consumer_.get(), 100));
     const auto now = std::chrono::steady_clock::now();
     if (!behind_retention_.empty()) RecoverFromRetention();
+    if (!warm_.load() && now >= next_warm_check) {
+      CheckWarm();
+      next_warm_check = now + std::chrono::milliseconds(20);
+    }
     if (now >= next_lag_check) {
       UpdateLag();
-      if (first_round) {
-        // Assignment done and the first fetches under way: serving can start. Offsets are
-        // fixed at assignment, so nothing published after Start() can be missed.
-        ready_.store(true);
-        first_round = false;
-      }
       next_lag_check = now + std::chrono::milliseconds(500);
     }
     if (!message) continue;
@@ -238,86 +261,6 @@ void KafkaTailer::Run() {
     }
     hub_.Dispatch(partition, std::move(entry));
   }
-}
-
-HistoryReader::HistoryReader(kafka::Properties properties, TopicIdentity identity)
-    : properties_(std::move(properties)), identity_(std::move(identity)) {}
-
-HistoryReader::Watermarks HistoryReader::QueryWatermarks(int partition) const {
-  auto properties = properties_;
-  properties["client.id"] = "agentwire-gateway-history";
-  auto client = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties));
-  Watermarks marks;
-  if (rd_kafka_query_watermark_offsets(client.get(), identity_.topic.c_str(), partition, &marks.low,
-                                       &marks.high,
-                                       kMetadataTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return {};
-  }
-  return marks;
-}
-
-HistoryReader::Result HistoryReader::Read(int partition, int64_t from, int64_t to,
-                                          const std::string& user_id) const {
-  Result result;
-  auto properties = properties_;
-  properties["client.id"] = "agentwire-gateway-history";
-  auto consumer = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties));
-
-  int64_t low = 0;
-  int64_t high = 0;
-  auto err = rd_kafka_query_watermark_offsets(consumer.get(), identity_.topic.c_str(), partition,
-                                              &low, &high, kMetadataTimeoutMs);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    result.error = kafka::ErrorText(err);
-    return result;
-  }
-  if (from < low || from > high) {
-    result.outcome = Outcome::kOutOfRange;
-    return result;
-  }
-  to = std::min(to, high);
-  if (from >= to) {
-    result.outcome = Outcome::kOk;
-    return result;
-  }
-  const auto assignment = OnePartition(identity_.topic, partition, from);
-  err = rd_kafka_assign(consumer.get(), assignment.get());
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    result.error = kafka::ErrorText(err);
-    return result;
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  int64_t next = from;
-  while (next < to) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      result.error =
-          fmt::format("timed out reading {} [{}] at offset {}", identity_.topic, partition, next);
-      rd_kafka_assign(consumer.get(), nullptr);
-      return result;
-    }
-    kafka::MessagePtr message(rd_kafka_consumer_poll(consumer.get(), 100));
-    if (!message) continue;
-    if (message->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
-        message->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-      // Retention removed the range while we were reading.
-      result.outcome = Outcome::kOutOfRange;
-      rd_kafka_assign(consumer.get(), nullptr);
-      return result;
-    }
-    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-    next = message->offset + 1;
-    if (message->offset >= to) break;
-    const std::string_view key(static_cast<const char*>(message->key), message->key_len);
-    if (key != user_id) continue;
-    rd_kafka_timestamp_type_t type;
-    const int64_t timestamp = rd_kafka_message_timestamp(message.get(), &type);
-    auto entry = MakeLogEntry(identity_, partition, message->offset, timestamp,
-                              {static_cast<const char*>(message->payload), message->len});
-    if (entry && entry->user_id == user_id) result.entries.push_back(std::move(entry));
-  }
-  rd_kafka_assign(consumer.get(), nullptr);
-  result.outcome = Outcome::kOk;
-  return result;
 }
 
 }  // namespace agentwire::gateway

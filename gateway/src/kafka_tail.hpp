@@ -33,24 +33,37 @@ LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t o
 kafka::Properties TailConsumerProperties(const kafka::Properties& base,
                                          std::chrono::milliseconds fetch_wait);
 
-/// Tails every partition of the topic from its end at start-up (manual assignment, no
-/// consumer group: a replica owns nothing) and dispatches each event to the hub.
+/// Tails every partition of the topic (manual assignment, no consumer group: a replica owns
+/// nothing) and dispatches each event to the hub.
+///
+/// Warm start: a new replica starts each partition far enough back to fill its share of the
+/// recent-log cache (`warm_entries` messages before the high watermark, at most the log start)
+/// and reports ready only once it has read up to the high watermark it found at start (or
+/// the warm-start timeout passed). A deploy or crash sends every client of the old replica here
+/// with a cursor a few seconds old: those resumes are then served from memory, not from Kafka.
+struct WarmStart {
+  int64_t entries_per_partition = 0;  // 0: start at the high watermark (cold)
+  std::chrono::milliseconds timeout{30'000};
+};
+
 class KafkaTailer final {
  public:
   KafkaTailer(kafka::Properties properties, TopicIdentity identity, PartitionHub& hub,
-              metrics::Registry& metrics);
+              metrics::Registry& metrics, WarmStart warm = {});
   ~KafkaTailer();
 
-  /// Assigns every partition at its current high watermark and starts the thread.
+  /// Assigns every partition at its start offset and starts the thread.
   /// Throws KafkaError when the cluster cannot be reached.
   void Start();
   void Stop();
-  /// Assigned and caught up (lag below a small threshold on every partition).
+  /// Warmed up, and caught up (lag below a small threshold on every partition).
   bool Ready() const { return ready_.load(); }
+  bool Warm() const { return warm_.load(); }
 
  private:
   void Run();
   void UpdateLag();
+  void CheckWarm();
   void RecoverFromRetention();
 
   kafka::Properties properties_;
@@ -63,36 +76,14 @@ class KafkaTailer final {
   kafka::HandlePtr consumer_;
   std::set<int> behind_retention_;  // partitions to seek to their low watermark (tailer thread)
   std::vector<int64_t> start_offsets_;
+  std::vector<int64_t> warm_targets_;  // high watermarks found at start
+  WarmStart warm_start_;
+  std::chrono::steady_clock::time_point started_at_;
+  metrics::Gauge& warm_gauge_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> warm_{false};
   std::atomic<bool> ready_{false};
   std::thread thread_;
-};
-
-/// Reads a user's events from Kafka for cursors older than the cache. Each call uses its own
-/// short-lived consumer (resumes from Kafka are the rare path). Blocking; call it off the
-/// I/O threads.
-class HistoryReader final {
- public:
-  HistoryReader(kafka::Properties properties, TopicIdentity identity);
-
-  struct Watermarks {
-    int64_t low = -1;
-    int64_t high = -1;
-  };
-  /// nullopt-like {-1,-1} when Kafka did not answer.
-  Watermarks QueryWatermarks(int partition) const;
-
-  enum class Outcome { kOk, kOutOfRange, kError };
-  struct Result {
-    Outcome outcome = Outcome::kError;
-    std::vector<LogEntryPtr> entries;  // the user's entries in [from, to), in offset order
-    std::string error;
-  };
-  Result Read(int partition, int64_t from, int64_t to, const std::string& user_id) const;
-
- private:
-  kafka::Properties properties_;
-  TopicIdentity identity_;
 };
 
 }  // namespace agentwire::gateway

@@ -39,12 +39,13 @@ void PartitionHub::Dispatch(int partition, LogEntryPtr entry) {
     if (it != p.listeners.end()) {
       auto& list = it->second;
       targets.reserve(list.size());
-      for (auto weak = list.begin(); weak != list.end();) {
-        if (auto strong = weak->lock()) {
+      for (auto ref = list.begin(); ref != list.end();) {
+        // The strong reference lives in `targets`, released after the lock (see Detach).
+        if (auto strong = ref->weak.lock()) {
           targets.push_back(std::move(strong));
-          ++weak;
+          ++ref;
         } else {
-          weak = list.erase(weak);
+          ref = list.erase(ref);
         }
       }
       if (list.empty()) p.listeners.erase(it);
@@ -75,35 +76,20 @@ void PartitionHub::Gap(int partition, int64_t resume_offset) {
     p.cache.clear();
     p.cache_bytes = 0;
     for (auto& [user, list] : p.listeners) {
-      for (const auto& weak : list) {
-        if (auto strong = weak.lock()) targets.push_back(std::move(strong));
+      for (const auto& ref : list) {
+        if (auto strong = ref.weak.lock()) targets.push_back(std::move(strong));
       }
     }
   }
   for (const auto& listener : targets) listener->OnLive(marker);
 }
 
-PartitionHub::Attachment PartitionHub::Attach(int partition, const std::string& user_id,
-                                              const std::shared_ptr<LiveListener>& listener,
-                                              int64_t from_offset) {
+int64_t PartitionHub::Attach(int partition, const std::string& user_id,
+                             const std::shared_ptr<LiveListener>& listener) {
   auto& p = *partitions_.at(static_cast<size_t>(partition));
-  Attachment attachment;
   std::lock_guard lock(p.mutex);
-  p.listeners[user_id].push_back(listener);
-  attachment.dispatched_end = p.dispatched_end;
-  if (from_offset < 0 || from_offset >= p.dispatched_end) {
-    attachment.from_cache = true;  // nothing to catch up on
-    return attachment;
-  }
-  if (from_offset < p.covered_from) return attachment;  // older than the cache: read Kafka
-  attachment.from_cache = true;
-  auto first = std::lower_bound(
-      p.cache.begin(), p.cache.end(), from_offset,
-      [](const LogEntryPtr& entry, int64_t offset) { return entry->offset < offset; });
-  for (auto it = first; it != p.cache.end(); ++it) {
-    if ((*it)->user_id == user_id) attachment.cached.push_back(*it);
-  }
-  return attachment;
+  p.listeners[user_id].push_back({listener.get(), listener});
+  return p.dispatched_end;
 }
 
 void PartitionHub::Detach(int partition, const std::string& user_id, const LiveListener* listener) {
@@ -113,12 +99,39 @@ void PartitionHub::Detach(int partition, const std::string& user_id, const LiveL
   if (it == p.listeners.end()) return;
   auto& list = it->second;
   list.erase(std::remove_if(list.begin(), list.end(),
-                            [listener](const std::weak_ptr<LiveListener>& weak) {
-                              const auto strong = weak.lock();
-                              return !strong || strong.get() == listener;
+                            [listener](const ListenerRef& ref) {
+                              return ref.raw == listener || ref.weak.expired();
                             }),
              list.end());
   if (list.empty()) p.listeners.erase(it);
+}
+
+PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::string& user_id,
+                                                 int64_t from, int64_t to, size_t max_bytes) const {
+  // Bounds the time the tailer can wait for this lock, whatever the user's share of the cache.
+  constexpr size_t kMaxScanned = 4096;
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  CacheRead read;
+  std::lock_guard lock(p.mutex);
+  if (from < p.covered_from || p.covered_from < 0) return read;
+  read.covered = true;
+  to = std::min(to, p.dispatched_end);
+  read.next_offset = std::max(from, to);
+  auto it = std::lower_bound(
+      p.cache.begin(), p.cache.end(), from,
+      [](const LogEntryPtr& entry, int64_t offset) { return entry->offset < offset; });
+  size_t bytes = 0;
+  for (size_t scanned = 0; it != p.cache.end() && (*it)->offset < to; ++it, ++scanned) {
+    if (scanned == kMaxScanned || (bytes >= max_bytes && !read.entries.empty())) {
+      read.next_offset = (*it)->offset;
+      return read;
+    }
+    if ((*it)->user_id == user_id) {
+      bytes += (*it)->frame ? (*it)->frame->size() : 0;
+      read.entries.push_back(*it);
+    }
+  }
+  return read;
 }
 
 int64_t PartitionHub::DispatchedEnd(int partition) const {
@@ -134,13 +147,6 @@ size_t PartitionHub::CachedBytes() const {
     total += p->cache_bytes;
   }
   return total;
-}
-
-size_t PartitionHub::ListenerCount(const std::string& user_id, int partition) const {
-  auto& p = *partitions_.at(static_cast<size_t>(partition));
-  std::lock_guard lock(p.mutex);
-  const auto it = p.listeners.find(user_id);
-  return it == p.listeners.end() ? 0 : it->second.size();
 }
 
 }  // namespace agentwire::gateway

@@ -61,30 +61,42 @@ class PartitionHub final {
   /// the partition, in order with the events around it.
   void Gap(int partition, int64_t resume_offset);
 
-  struct Attachment {
-    int64_t dispatched_end = 0;  // every offset >= this reaches the listener live
-    bool from_cache = false;     // `cached` holds every entry of the user in [from, end)
-    std::vector<LogEntryPtr> cached;
-  };
-  /// Registers `listener` for `user_id` and, when `from_offset` >= 0, snapshots the user's
-  /// cached entries from there. from_cache is false when the cache no longer covers
-  /// `from_offset` (the caller reads Kafka up to dispatched_end instead).
-  Attachment Attach(int partition, const std::string& user_id,
-                    const std::shared_ptr<LiveListener>& listener, int64_t from_offset);
+  /// Registers `listener` for `user_id`: every entry dispatched from now on reaches it.
+  /// Returns the partition's dispatched end at registration: offsets below it were dispatched
+  /// before and must come from the cache (ReadCached) or Kafka; offsets at or above it arrive
+  /// through OnLive. Taken under the dispatch lock, which makes the hand-off gapless.
+  int64_t Attach(int partition, const std::string& user_id,
+                 const std::shared_ptr<LiveListener>& listener);
+  /// Never takes a strong reference to any listener (a temporary that became the last owner
+  /// would run ~Session, which detaches, inside this lock).
   void Detach(int partition, const std::string& user_id, const LiveListener* listener);
+
+  struct CacheRead {
+    bool covered = false;              // false: `from` is older than the cache; read Kafka instead
+    std::vector<LogEntryPtr> entries;  // the user's entries in [from, next_offset)
+    int64_t next_offset = 0;           // where the next read continues
+  };
+  /// The user's cached entries in [from, to), at most about `max_bytes` of frames (and a bounded
+  /// number of entries scanned, so the lock is held briefly): call again from next_offset
+  /// until it reaches `to`. `to` must not exceed DispatchedEnd.
+  CacheRead ReadCached(int partition, const std::string& user_id, int64_t from, int64_t to,
+                       size_t max_bytes) const;
 
   int64_t DispatchedEnd(int partition) const;
   size_t CachedBytes() const;
-  size_t ListenerCount(const std::string& user_id, int partition) const;
 
  private:
+  struct ListenerRef {
+    const LiveListener* raw;  // identity for Detach; never dereferenced
+    std::weak_ptr<LiveListener> weak;
+  };
   struct Partition {
     mutable std::mutex mutex;
     int64_t dispatched_end = -1;  // -1 until the tailer's start offset is known
     int64_t covered_from = -1;    // the cache holds every entry in [covered_from, dispatched_end)
     std::deque<LogEntryPtr> cache;
     size_t cache_bytes = 0;
-    std::map<std::string, std::vector<std::weak_ptr<LiveListener>>> listeners;
+    std::map<std::string, std::vector<ListenerRef>> listeners;
   };
 
   std::vector<std::unique_ptr<Partition>> partitions_;

@@ -41,12 +41,14 @@ Session::Session(asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext>
       start_(start),
       filters_(std::move(filters)),
       id_(id),
+      created_at_(std::chrono::steady_clock::now()),
       close_timer_(ws_.get_executor()) {
   context_->metrics.connections.Add(1);
   context_->metrics.connections_total.Inc();
 }
 
 Session::~Session() {
+  DropCatchup();
   if (attached_) context_->hub.Detach(partition_, user_id_, this);
   context_->ReleaseConnection(user_id_);
   context_->RemoveSession(this);
@@ -97,7 +99,9 @@ std::string Session::CursorAt(int64_t next_offset) const {
 void Session::SendReset() {
   context_->metrics.resets.Inc();
   log::Info("cursor not resumable; sent reset", {{"session", id_}, {"user", user_id_}});
-  Enqueue({std::make_shared<const std::string>(ResetFrame("history_unavailable")), 0, false});
+  // Queued only: every caller writes next, and a write from here could start the catch-up
+  // before the session is attached.
+  Push({std::make_shared<const std::string>(ResetFrame("history_unavailable")), 0, false});
 }
 
 void Session::BeginCatchUp() {
@@ -106,78 +110,161 @@ void Session::BeginCatchUp() {
     SendReset();
     start_.kind = StartPosition::Kind::kLive;
   }
-  const int64_t from = start_.kind == StartPosition::Kind::kLive       ? -1
-                       : start_.kind == StartPosition::Kind::kEarliest ? 0
-                                                                       : start_.next_offset;
-  auto attachment = context_->hub.Attach(partition_, user_id_, shared_from_this(), from);
+  attach_end_ = context_->hub.Attach(partition_, user_id_, shared_from_this());
   attached_ = true;
-  const int64_t end = attachment.dispatched_end;
-
-  if (start_.kind == StartPosition::Kind::kLive) {
-    FinishCatchUp({}, end);
-    return;
+  catchup_pos_ = catchup_target_ = attach_end_;
+  switch (start_.kind) {
+    case StartPosition::Kind::kLive:
+      break;
+    case StartPosition::Kind::kEarliest:
+      earliest_ = true;
+      catchup_pos_ = 0;
+      break;
+    case StartPosition::Kind::kCursor:
+      if (start_.next_offset <= attach_end_) {
+        catchup_pos_ = start_.next_offset;
+      } else {
+        // The cursor is ahead of this replica's tail: another replica is further along (or
+        // this one is still warming up), or the topic was recreated. Only Kafka's high
+        // watermark can tell which; the history reader asks it once for every such session.
+        probing_ahead_ = true;
+        catchup_pos_ = catchup_target_ = start_.next_offset;
+        SubmitHistory(start_.next_offset, start_.next_offset);
+      }
+      break;
   }
-  if (from >= end && start_.kind == StartPosition::Kind::kCursor) {
-    if (from == end) {
-      FinishCatchUp({}, end);
+  WriteNext();
+}
+
+void Session::SubmitHistory(int64_t from, int64_t to) {
+  history_in_flight_ = true;
+  HistoryRequest request;
+  request.partition = partition_;
+  request.user_id = user_id_;
+  request.from = from;
+  request.to = to;
+  request.earliest = earliest_;
+  request.sink = std::static_pointer_cast<HistorySink>(shared_from_this());
+  context_->history.Submit(std::move(request));
+}
+
+void Session::PumpCatchUp() {
+  // Entries are fetched only when the session has written what it held: its memory stays
+  // bounded by one cache chunk or one history chunk.
+  constexpr size_t kCacheChunkBytes = 64 * 1024;
+  while (phase_ == Phase::kCatchingUp && !history_in_flight_ && catchup_.empty()) {
+    if (catchup_pos_ >= catchup_target_) {
+      if (!live_overflowed_) {
+        GoLive();
+        return;
+      }
+      // Live events overflowed the buffer while catching up: they were dropped, and the
+      // catch-up goes on to where the log is now (everything after it arrives live).
+      live_overflowed_ = false;
+      catchup_target_ = context_->hub.DispatchedEnd(partition_);
+      continue;
+    }
+    auto read = context_->hub.ReadCached(partition_, user_id_, catchup_pos_, catchup_target_,
+                                         kCacheChunkBytes);
+    if (!read.covered) {
+      if (!counted_kafka_) {
+        counted_kafka_ = true;
+        context_->metrics.resumes_kafka.Inc();
+      }
+      SubmitHistory(catchup_pos_, catchup_target_);
       return;
     }
-    // The cursor is ahead of this replica's tail: another replica is further along, or the
-    // topic was recreated. Only Kafka's high watermark can tell which.
-    asio::post(context_->history_pool, [self = shared_from_this(), from, end] {
-      const auto marks = self->context_->history.QueryWatermarks(self->partition_);
-      asio::dispatch(self->ws_.get_executor(), [self, marks, from, end] {
-        if (marks.high >= 0 && from > marks.high) {
-          self->SendReset();
-          self->FinishCatchUp({}, end);
-        } else {
-          self->FinishCatchUp({}, from);
-        }
-      });
-    });
-    return;
+    if (!counted_cache_ && !counted_kafka_) {
+      counted_cache_ = true;
+      context_->metrics.resumes_cache.Inc();
+    }
+    for (auto& entry : read.entries) AddCatchup(std::move(entry), 0);
+    catchup_pos_ = read.next_offset;
   }
-  if (attachment.from_cache) {
-    context_->metrics.resumes_cache.Inc();
-    FinishCatchUp(std::move(attachment.cached), end);
-    return;
-  }
-  context_->metrics.resumes_kafka.Inc();
-  const bool earliest = start_.kind == StartPosition::Kind::kEarliest;
-  asio::post(context_->history_pool, [self = shared_from_this(), from, end, earliest] {
-    auto& history = self->context_->history;
-    int64_t read_from = from;
-    if (earliest) read_from = std::max<int64_t>(history.QueryWatermarks(self->partition_).low, 0);
-    auto result = history.Read(self->partition_, read_from, end, self->user_id_);
-    asio::dispatch(self->ws_.get_executor(), [self, result = std::move(result), read_from,
-                                              end]() mutable {
-      if (self->phase_ != Phase::kCatchingUp) return;
-      if (result.outcome == HistoryReader::Outcome::kOk) {
-        self->FinishCatchUp(std::move(result.entries), end);
-        return;
-      }
-      if (result.outcome == HistoryReader::Outcome::kOutOfRange) {
-        self->SendReset();
-        self->FinishCatchUp({}, end);
-        return;
-      }
-      // Kafka unreachable: let the client retry later with the same cursor.
-      log::Warn("resume from kafka failed",
-                {{"session", self->id_}, {"user", self->user_id_}, {"error", result.error}});
-      self->StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
-    });
+}
+
+void Session::OnHistory(HistoryChunk chunk) {
+  pending_catchup_bytes_.fetch_add(chunk.charged_bytes);
+  asio::post(ws_.get_executor(), [self = shared_from_this(), chunk = std::move(chunk)]() mutable {
+    self->HandleHistory(std::move(chunk));
   });
 }
 
-void Session::FinishCatchUp(std::vector<LogEntryPtr> entries, int64_t covered_end) {
-  if (phase_ != Phase::kCatchingUp) return;
-  // `entries` are the user's events in [start, covered_end), in offset order: each is sent
-  // once (filters permitting), then `ready` with covered_end as the resume point.
-  catchup_ = std::move(entries);
-  catchup_index_ = 0;
-  catchup_end_ = covered_end;
-  ready_pending_ = true;
+void Session::HandleHistory(HistoryChunk chunk) {
+  if (phase_ != Phase::kCatchingUp) {
+    ReleaseCatchup(chunk.charged_bytes);
+    return;
+  }
+  for (auto& entry : chunk.entries) {
+    const size_t bytes = entry->frame ? entry->frame->size() : 0;
+    AddCatchup(std::move(entry), bytes);
+  }
+  using Status = HistoryChunk::Status;
+  switch (chunk.status) {
+    case Status::kMore:
+      catchup_pos_ = chunk.next_offset;
+      break;
+    case Status::kDone:
+    case Status::kPaused:  // asked again from next_offset once the session has written
+      history_in_flight_ = false;
+      catchup_pos_ = chunk.next_offset;
+      probing_ahead_ = false;
+      break;
+    case Status::kOutOfRange:
+      history_in_flight_ = false;
+      SendReset();
+      // History is gone (or the cursor came from a topic that was recreated): go on live from
+      // this replica's tail.
+      if (probing_ahead_) catchup_target_ = attach_end_;
+      probing_ahead_ = false;
+      catchup_pos_ = catchup_target_;
+      break;
+    case Status::kError:
+      history_in_flight_ = false;
+      // Kafka unreachable: let the client retry later with the same cursor.
+      log::Warn("resume from kafka failed",
+                {{"session", id_}, {"user", user_id_}, {"error", chunk.error}});
+      StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
+      return;
+  }
   WriteNext();
+}
+
+void Session::GoLive() {
+  phase_ = Phase::kLive;
+  next_offset_ = catchup_target_;
+  context_->metrics.time_to_ready.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - created_at_).count());
+  Push({std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)), 0,
+        false});
+  // Live events that arrived meanwhile, minus what the catch-up already covered.
+  auto buffered = std::move(live_buffer_);
+  live_buffer_.clear();
+  live_buffer_bytes_ = 0;
+  for (const auto& entry : buffered) AcceptLive(entry);
+}
+
+void Session::AddCatchup(LogEntryPtr entry, size_t charged_bytes) {
+  // Only what will be written is kept, so "catchup_ is not empty" means "a frame follows".
+  if (entry->offset <= catchup_last_offset_ || !filters_.Matches(*entry)) {
+    ReleaseCatchup(charged_bytes);
+    return;
+  }
+  catchup_last_offset_ = entry->offset;
+  catchup_.push_back({std::move(entry), charged_bytes});
+}
+
+void Session::ReleaseCatchup(size_t bytes) {
+  if (bytes == 0) return;
+  pending_catchup_bytes_.fetch_sub(bytes);
+  context_->catchup_budget.Release(bytes);
+}
+
+void Session::DropCatchup() {
+  while (!catchup_.empty()) {
+    ReleaseCatchup(catchup_.front().charged_bytes);
+    catchup_.pop_front();
+  }
 }
 
 void Session::OnLive(const LogEntryPtr& entry) {
@@ -187,16 +274,32 @@ void Session::OnLive(const LogEntryPtr& entry) {
 
 void Session::HandleLive(const LogEntryPtr& entry) {
   if (phase_ == Phase::kCatchingUp || phase_ == Phase::kAccepting) {
+    // Small on purpose: past it, catching up from the log costs less than buffering.
+    const size_t max_frames = std::min<size_t>(context_->config.send_queue_max_frames, 1024);
+    const size_t max_bytes = std::min<size_t>(context_->config.send_queue_max_bytes, 512 * 1024);
+    if (live_overflowed_) return;  // the extended catch-up will cover it
     live_buffer_.push_back(entry);
     live_buffer_bytes_ += entry->frame ? entry->frame->size() : 0;
-    if (live_buffer_.size() > context_->config.send_queue_max_frames ||
-        live_buffer_bytes_ > context_->config.send_queue_max_bytes) {
-      StartClose(websocket::close_code::try_again_later, "client too slow");
-      context_->metrics.slow_closes.Inc();
+    if (live_buffer_.size() > max_frames || live_buffer_bytes_ > max_bytes) {
+      live_overflowed_ = true;
+      live_buffer_.clear();
+      live_buffer_bytes_ = 0;
+      context_->metrics.catchup_extended.Inc();
     }
     return;
   }
   if (phase_ != Phase::kLive) return;
+  AcceptLive(entry);
+  if (OverLimits()) {
+    context_->metrics.slow_closes.Inc();
+    log::Info("client too slow; closing with 1013", {{"session", id_}, {"user", user_id_}});
+    StartClose(websocket::close_code::try_again_later, "client too slow");
+    return;
+  }
+  WriteNext();
+}
+
+void Session::AcceptLive(const LogEntryPtr& entry) {
   if (entry->offset < next_offset_) return;  // already delivered (or before our start)
   next_offset_ = entry->offset + 1;
   if (entry->gap) {
@@ -206,12 +309,7 @@ void Session::HandleLive(const LogEntryPtr& entry) {
     return;
   }
   if (!filters_.Matches(*entry)) return;
-  Enqueue({entry->frame, entry->timestamp_ms, true});
-  if (OverLimits()) {
-    context_->metrics.slow_closes.Inc();
-    log::Info("client too slow; closing with 1013", {{"session", id_}, {"user", user_id_}});
-    StartClose(websocket::close_code::try_again_later, "client too slow");
-  }
+  Push({entry->frame, entry->timestamp_ms, true});
 }
 
 bool Session::OverLimits() const {
@@ -219,10 +317,9 @@ bool Session::OverLimits() const {
          queued_bytes_ > context_->config.send_queue_max_bytes;
 }
 
-void Session::Enqueue(Queued item) {
+void Session::Push(Queued item) {
   queued_bytes_ += item.frame->size();
   queue_.push_back(std::move(item));
-  WriteNext();
 }
 
 void Session::WriteNext() {
@@ -237,42 +334,29 @@ void Session::WriteNext() {
     }
     return;
   }
+  if (phase_ == Phase::kCatchingUp && queue_.empty() && catchup_.empty()) PumpCatchUp();
   Queued next;
   if (!queue_.empty()) {
     next = std::move(queue_.front());
     queue_.pop_front();
     queued_bytes_ -= next.frame->size();
-  } else if (phase_ == Phase::kCatchingUp) {
-    while (catchup_index_ < catchup_.size()) {
-      const auto& entry = catchup_[catchup_index_++];
-      if (!filters_.Matches(*entry)) continue;
-      next = {entry->frame, 0, true};
-      ++replayed_;
-      break;
-    }
-    if (!next.frame && ready_pending_) {
-      ready_pending_ = false;
-      catchup_.clear();
-      next_offset_ = catchup_end_;
-      phase_ = Phase::kLive;
-      StartWrite(
-          {std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)), 0,
-           false});
-      // Live events that arrived meanwhile, minus what the catch-up already covered. They
-      // queue behind the ready frame (the write in flight).
-      auto buffered = std::move(live_buffer_);
-      live_buffer_.clear();
-      live_buffer_bytes_ = 0;
-      for (const auto& entry : buffered) HandleLive(entry);
-      return;
-    }
+  } else if (!catchup_.empty()) {
+    auto item = std::move(catchup_.front());
+    catchup_.pop_front();
+    ReleaseCatchup(item.charged_bytes);
+    next = {item.entry->frame, 0, true};
+    ++replayed_;
+  } else {
+    return;  // history on its way, or live and idle
   }
-  if (next.frame) StartWrite(std::move(next));
+  StartWrite(std::move(next), !queue_.empty() || !catchup_.empty());
 }
 
-void Session::StartWrite(Queued item) {
+void Session::StartWrite(Queued item, bool more_follows) {
   writing_ = true;
   in_flight_ = std::move(item);
+  // A frame followed at once by another leaves in the same write syscall as that one.
+  if (more_follows) ws_.next_layer().HoldNextWrite();
   ws_.async_write(asio::buffer(*in_flight_.frame),
                   beast::bind_front_handler(&Session::OnWrite, shared_from_this()));
 }
@@ -339,7 +423,7 @@ void Session::StartClose(websocket::close_code code, std::string reason) {
   phase_ = Phase::kClosing;
   queue_.clear();
   queued_bytes_ = 0;
-  catchup_.clear();
+  DropCatchup();
   live_buffer_.clear();
   pending_close_ = websocket::close_reason(code, reason);
   close_after_write_ = true;

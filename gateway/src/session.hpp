@@ -1,10 +1,12 @@
 #pragma once
 
+#include <atomic>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -12,8 +14,10 @@
 #include <utility>
 #include <vector>
 
+#include "coalescing_stream.hpp"
 #include "fifo.hpp"
 #include "gateway_context.hpp"
+#include "history.hpp"
 #include "partition_hub.hpp"
 
 namespace agentwire::gateway {
@@ -35,15 +39,24 @@ struct SessionFilters {
   }
 };
 
-/// One WebSocket client. Lifecycle: accept -> catch-up (cache or Kafka) -> `ready` -> live.
-/// Live events that arrive during catch-up wait in a buffer; every event is sent at most once
-/// because the session drops anything below the next offset it expects (a user's events all
-/// live in one partition, so one offset orders them).
+/// One WebSocket client. Lifecycle: accept -> catch-up -> `ready` -> live.
 ///
-/// All state is touched only on the session's strand; OnLive and Close may be called from any
-/// thread (they post). One write in flight; the queue behind it is capped by frames and bytes,
-/// and overflow closes with 1013 (the client resumes from its cursor; the log keeps the rest).
-class Session final : public LiveListener, public std::enable_shared_from_this<Session> {
+/// Catch-up is pulled as the client reads: the session fetches the next piece of its user's
+/// history (from the recent-log cache, or as chunks from the replica's HistoryService) only
+/// when it has written what it holds, so its memory stays bounded however far back the cursor
+/// is. Live events that arrive meanwhile wait in a small buffer; when that overflows, the
+/// buffer is dropped and the catch-up is extended to the log's current end instead (the client
+/// is never closed for being in catch-up). Every event is sent at most once because the
+/// session drops anything below the next offset it expects (a user's events all live in one
+/// partition, so one offset orders them).
+///
+/// All state is touched only on the session's strand; OnLive, OnHistory and Close may be called
+/// from any thread (they post). One write in flight; frames that follow each other at once
+/// share write syscalls (CoalescingStream). The live queue is capped by frames and bytes, and
+/// overflow closes with 1013 (the client resumes from its cursor; the log keeps the rest).
+class Session final : public LiveListener,
+                      public HistorySink,
+                      public std::enable_shared_from_this<Session> {
  public:
   Session(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> context,
           std::string user_id, int partition, StartPosition start, SessionFilters filters,
@@ -54,55 +67,83 @@ class Session final : public LiveListener, public std::enable_shared_from_this<S
   void Run(boost::beast::http::request<boost::beast::http::string_body> request);
 
   void OnLive(const LogEntryPtr& entry) override;
+  void OnHistory(HistoryChunk chunk) override;
+  size_t PendingCatchupBytes() const override { return pending_catchup_bytes_.load(); }
   /// Closes with `code` after the write in flight. Thread-safe.
   void Close(boost::beast::websocket::close_code code, std::string reason);
 
  private:
   using Frame = std::shared_ptr<const std::string>;
+  using Stream = CoalescingStream<boost::beast::tcp_stream>;
   enum class Phase { kAccepting, kCatchingUp, kLive, kClosing, kClosed };
-
-  void OnAccept(boost::beast::error_code ec);
-  void BeginCatchUp();
-  void FinishCatchUp(std::vector<LogEntryPtr> entries, int64_t covered_end);
-  void SendReset();
-  void HandleLive(const LogEntryPtr& entry);
-  bool OverLimits() const;
-  void WriteNext();
-  void OnWrite(boost::beast::error_code ec, std::size_t bytes);
-  void ReadLoop();
-  void OnRead(boost::beast::error_code ec, std::size_t bytes);
-  void StartClose(boost::beast::websocket::close_code code, std::string reason);
-  std::string CursorAt(int64_t next_offset) const;
-
-  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
-  std::shared_ptr<GatewayContext> context_;
-  const std::string user_id_;
-  const int partition_;
-  StartPosition start_;
-  const SessionFilters filters_;
-  const uint64_t id_;
-
-  Phase phase_ = Phase::kAccepting;
-  bool attached_ = false;
-  int64_t next_offset_ = 0;  // everything below it was delivered (or filtered out)
-  uint64_t replayed_ = 0;
-
-  // Catch-up entries are pulled into the write path one by one, so a long resume never
-  // trips the live queue limits.
-  std::vector<LogEntryPtr> catchup_;
-  size_t catchup_index_ = 0;
-  bool ready_pending_ = false;
-  int64_t catchup_end_ = 0;               // the `ready` cursor's offset
-  std::vector<LogEntryPtr> live_buffer_;  // live events that arrived during catch-up
-  size_t live_buffer_bytes_ = 0;
 
   struct Queued {
     Frame frame;
     int64_t timestamp_ms = 0;  // Kafka time of a live event (latency metric); 0 otherwise
     bool is_event = false;     // counts as a delivered event
   };
-  void Enqueue(Queued item);
-  void StartWrite(Queued item);
+  struct CatchupItem {
+    LogEntryPtr entry;
+    size_t charged_bytes = 0;  // charged to the replica's CatchupBudget (Kafka reads only)
+  };
+
+  void OnAccept(boost::beast::error_code ec);
+  void BeginCatchUp();
+  /// Fetches the next piece of history when the session holds none; sends `ready` when the
+  /// catch-up reached its target.
+  void PumpCatchUp();
+  void HandleHistory(HistoryChunk chunk);
+  void SubmitHistory(int64_t from, int64_t to);
+  void GoLive();
+  /// Keeps a fetched entry unless it was written already or the filters exclude it.
+  void AddCatchup(LogEntryPtr entry, size_t charged_bytes);
+  void ReleaseCatchup(size_t bytes);
+  void DropCatchup();
+  void SendReset();
+  void HandleLive(const LogEntryPtr& entry);
+  /// Live phase: applies the offset rule, gap markers and filters; queues without writing.
+  void AcceptLive(const LogEntryPtr& entry);
+  bool OverLimits() const;
+  void Push(Queued item);
+  void WriteNext();
+  void StartWrite(Queued item, bool more_follows);
+  void OnWrite(boost::beast::error_code ec, std::size_t bytes);
+  void ReadLoop();
+  void OnRead(boost::beast::error_code ec, std::size_t bytes);
+  void StartClose(boost::beast::websocket::close_code code, std::string reason);
+  std::string CursorAt(int64_t next_offset) const;
+
+  boost::beast::websocket::stream<Stream> ws_;
+  std::shared_ptr<GatewayContext> context_;
+  const std::string user_id_;
+  const int partition_;
+  StartPosition start_;
+  const SessionFilters filters_;
+  const uint64_t id_;
+  const std::chrono::steady_clock::time_point created_at_;
+
+  Phase phase_ = Phase::kAccepting;
+  bool attached_ = false;
+  int64_t next_offset_ = 0;  // live: everything below it was delivered (or filtered out)
+  uint64_t replayed_ = 0;
+
+  // Catch-up: [catchup_pos_, catchup_target_) is still to be fetched; catchup_ holds what was
+  // fetched and not yet written. The target is the `ready` cursor's offset.
+  int64_t attach_end_ = 0;
+  int64_t catchup_pos_ = 0;
+  int64_t catchup_target_ = 0;
+  int64_t catchup_last_offset_ = -1;  // an offset is never queued twice
+  bool earliest_ = false;
+  bool probing_ahead_ = false;  // the cursor is past this replica's tail: does Kafka have it?
+  bool history_in_flight_ = false;
+  bool live_overflowed_ = false;
+  bool counted_cache_ = false;
+  bool counted_kafka_ = false;
+  Fifo<CatchupItem> catchup_;
+  std::atomic<size_t> pending_catchup_bytes_{0};  // charged bytes held or posted to this session
+  std::vector<LogEntryPtr> live_buffer_;          // live events that arrived during catch-up
+  size_t live_buffer_bytes_ = 0;
+
   Fifo<Queued> queue_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;

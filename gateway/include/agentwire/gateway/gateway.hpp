@@ -27,6 +27,16 @@ struct GatewayConfig {
 
   /// Recent-log cache across all partitions; 0 disables it (every resume reads Kafka).
   size_t cache_bytes = 64u << 20;
+  /// Warm start: before /readyz says ready, the tailer reads back the newest part of every
+  /// partition into the cache, so the cursors of clients arriving from a replica that died are
+  /// served from memory. Bounded by this timeout (then ready anyway; resumes read Kafka).
+  bool warm_start = true;
+  std::chrono::milliseconds warm_start_timeout{30'000};
+  /// Catch-up frames read from Kafka and not yet written, across all sessions: the history
+  /// reader waits while this much is buffered. Per session: at most this much before the
+  /// session is paused until its client has read it.
+  size_t catchup_buffer_bytes = 64u << 20;
+  size_t catchup_session_bytes = 1u << 20;
 
   AuthConfig auth;
   /// Browser Origins allowed to connect; {"*"} = any. Requests without Origin are judged by

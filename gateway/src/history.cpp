@@ -1,0 +1,357 @@
+#include "history.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+
+#include "agentwire/core/errors.hpp"
+#include "agentwire/core/logging.hpp"
+
+namespace agentwire::gateway {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kWatermarkTimeoutMs = 5'000;
+constexpr int kJoinEveryMessages = 256;
+
+size_t FrameBytes(const LogEntryPtr& entry) { return entry->frame ? entry->frame->size() : 0; }
+
+}  // namespace
+
+void CatchupBudget::Charge(size_t bytes) noexcept {
+  const size_t now = buffered_.fetch_add(bytes) + bytes;
+  buffered_gauge_.Set(static_cast<double>(now));
+  size_t peak = peak_.load();
+  while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+  }
+  if (now > peak) peak_gauge_.Set(static_cast<double>(now));
+}
+
+void CatchupBudget::Release(size_t bytes) noexcept {
+  const size_t now = buffered_.fetch_sub(bytes) - bytes;
+  buffered_gauge_.Set(static_cast<double>(now));
+}
+
+/// A request being served by the current scan.
+struct HistoryService::Active {
+  HistoryRequest request;
+  HistoryChunk chunk;
+  bool finished = false;
+};
+
+HistoryService::HistoryService(kafka::Properties properties, TopicIdentity identity, Limits limits,
+                               CatchupBudget& budget, metrics::Registry& metrics)
+    : properties_(std::move(properties)),
+      identity_(std::move(identity)),
+      limits_(limits),
+      budget_(budget),
+      queue_depth_(metrics.GetGauge("agentwire_gateway_history_requests",
+                                    "Kafka catch-up reads queued or being served")),
+      scans_(metrics.GetCounter("agentwire_gateway_history_scans_total",
+                                "Sequential partition scans (each serves every waiting session "
+                                "of the partition)")),
+      messages_read_(metrics.GetCounter("agentwire_gateway_history_messages_total",
+                                        "Messages read by catch-up scans")) {
+  properties_["client.id"] = "agentwire-gateway-history";
+  // librdkafka prefetches up to this much per partition: keep the reader's own memory small.
+  properties_.emplace("queued.max.messages.kbytes", "8192");
+}
+
+HistoryService::~HistoryService() { Stop(); }
+
+void HistoryService::Start() {
+  consumer_ = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties_));
+  thread_ = std::thread([this] { Run(); });
+}
+
+void HistoryService::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_.store(true);
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (consumer_) {
+    rd_kafka_assign(consumer_.get(), nullptr);
+    consumer_.reset();
+  }
+}
+
+void HistoryService::Submit(HistoryRequest request) {
+  {
+    std::lock_guard lock(mutex_);
+    queued_[request.partition].push_back(std::move(request));
+    ++queued_count_;
+  }
+  UpdateDepth();
+  wake_.notify_one();
+}
+
+void HistoryService::UpdateDepth() {
+  std::lock_guard lock(mutex_);
+  queue_depth_.Set(static_cast<double>(queued_count_ + active_count_));
+}
+
+std::vector<HistoryRequest> HistoryService::TakeQueued(int partition) {
+  std::lock_guard lock(mutex_);
+  std::vector<HistoryRequest> taken;
+  const auto it = queued_.find(partition);
+  if (it == queued_.end()) return taken;
+  taken = std::move(it->second);
+  queued_.erase(it);
+  queued_count_ -= taken.size();
+  return taken;
+}
+
+bool HistoryService::TakeNext(int& partition, std::vector<HistoryRequest>& batch) {
+  std::unique_lock lock(mutex_);
+  wake_.wait(lock, [this] { return stop_.load() || queued_count_ > 0; });
+  if (stop_.load()) return false;
+  // Round-robin over partitions, so one busy partition cannot starve the others.
+  auto it = queued_.lower_bound(next_partition_);
+  if (it == queued_.end()) it = queued_.begin();
+  partition = it->first;
+  batch = std::move(it->second);
+  queued_.erase(it);
+  queued_count_ -= batch.size();
+  next_partition_ = partition + 1;
+  return true;
+}
+
+void HistoryService::Run() {
+  int partition = 0;
+  std::vector<HistoryRequest> batch;
+  while (TakeNext(partition, batch)) {
+    try {
+      ScanPartition(partition, std::move(batch));
+    } catch (const std::exception& e) {
+      // Nothing may escape this thread; the sessions of the failed scan retry with 1013.
+      log::Error("history scan failed",
+                 {{"topic", identity_.topic}, {"partition", partition}, {"error", e.what()}});
+    }
+    batch.clear();
+    {
+      std::lock_guard lock(mutex_);
+      active_count_ = 0;
+    }
+    UpdateDepth();
+  }
+}
+
+void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> batch) {
+  scans_.Inc();
+  std::vector<std::unique_ptr<Active>> actives;
+  auto deliver = [this](Active& active, HistoryChunk::Status status, int64_t next,
+                        std::string error = {}) {
+    active.chunk.status = status;
+    active.chunk.next_offset = next;
+    active.chunk.error = std::move(error);
+    if (auto sink = active.request.sink.lock()) {
+      sink->OnHistory(std::move(active.chunk));
+    } else {
+      budget_.Release(active.chunk.charged_bytes);  // the session is gone
+    }
+    active.chunk = {};
+    if (status != HistoryChunk::Status::kMore) active.finished = true;
+  };
+  auto answer = [&](HistoryRequest request, HistoryChunk::Status status, int64_t next,
+                    std::string error = {}) {
+    Active once{std::move(request), {}, false};
+    deliver(once, status, next, std::move(error));
+  };
+
+  int64_t low = 0;
+  int64_t high = 0;
+  if (const auto err = rd_kafka_query_watermark_offsets(
+          consumer_.get(), identity_.topic.c_str(), partition, &low, &high, kWatermarkTimeoutMs);
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (auto& request : batch) {
+      const int64_t from = request.from;
+      answer(std::move(request), HistoryChunk::Status::kError, from, kafka::ErrorText(err));
+    }
+    return;
+  }
+
+  // Admits a request into this scan when the scan can still serve it; false: leave it queued.
+  int64_t position = -1;  // next offset the scan reads; -1 before the scan started
+  std::unordered_map<std::string, std::vector<Active*>> by_user;
+  auto admit = [&](HistoryRequest request) -> bool {
+    if (request.earliest && request.from < low) request.from = low;
+    const int64_t from = request.from;
+    if (from < low || from > high) {
+      answer(std::move(request), HistoryChunk::Status::kOutOfRange, from);
+      return true;
+    }
+    if (from >= request.to) {
+      answer(std::move(request), HistoryChunk::Status::kDone, from);
+      return true;
+    }
+    if (position >= 0 && request.from < position) return false;
+    actives.push_back(std::make_unique<Active>(Active{std::move(request), {}, false}));
+    by_user[actives.back()->request.user_id].push_back(actives.back().get());
+    return true;
+  };
+  for (auto& request : batch) admit(std::move(request));
+  batch.clear();
+  if (actives.empty()) return;
+
+  position = actives.front()->request.from;
+  for (const auto& active : actives) position = std::min(position, active->request.from);
+  {
+    kafka::TopicPartitionListPtr assignment(rd_kafka_topic_partition_list_new(1));
+    rd_kafka_topic_partition_list_add(assignment.get(), identity_.topic.c_str(), partition)
+        ->offset = position;
+    if (const auto err = rd_kafka_assign(consumer_.get(), assignment.get());
+        err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      for (auto& active : actives) {
+        deliver(*active, HistoryChunk::Status::kError, active->request.from, kafka::ErrorText(err));
+      }
+      return;
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    active_count_ = actives.size();
+  }
+  UpdateDepth();
+
+  auto flush_all = [&] {
+    for (auto& active : actives) {
+      if (!active->finished && !active->chunk.entries.empty()) {
+        deliver(*active, HistoryChunk::Status::kMore, position);
+      }
+    }
+  };
+  // Requests whose range the scan has passed are complete.
+  auto complete_passed = [&] {
+    size_t open = 0;
+    for (auto& active : actives) {
+      if (active->finished) continue;
+      if (active->request.to <= position) {
+        deliver(*active, HistoryChunk::Status::kDone, active->request.to);
+      } else {
+        ++open;
+      }
+    }
+    return open;
+  };
+  // Late requests for this partition whose start the scan has not passed yet ride along.
+  auto join_queued = [&] {
+    auto late = TakeQueued(partition);
+    if (late.empty()) return;
+    std::vector<HistoryRequest> later;
+    for (auto& request : late) {
+      if (!admit(request)) later.push_back(std::move(request));
+    }
+    if (!later.empty()) {
+      std::lock_guard lock(mutex_);
+      auto& queue = queued_[partition];
+      for (auto& request : later) queue.push_back(std::move(request));
+      queued_count_ += later.size();
+    }
+    std::lock_guard lock(mutex_);
+    active_count_ = actives.size();
+  };
+
+  auto last_progress = Clock::now();
+  size_t since_join = 0;
+  while (!stop_.load() && complete_passed() > 0) {
+    if (budget_.Exhausted()) {
+      // Sessions release bytes as their clients read; hand over what is built and wait.
+      flush_all();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      last_progress = Clock::now();
+      continue;
+    }
+    kafka::MessagePtr message(rd_kafka_consumer_poll(consumer_.get(), 100));
+    if (!message) {
+      flush_all();
+      join_queued();
+      // The position moves past records that are not messages (transaction markers).
+      kafka::TopicPartitionListPtr where(rd_kafka_topic_partition_list_new(1));
+      rd_kafka_topic_partition_list_add(where.get(), identity_.topic.c_str(), partition);
+      if (rd_kafka_position(consumer_.get(), where.get()) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+          where->elems[0].offset > position) {
+        position = where->elems[0].offset;
+        last_progress = Clock::now();
+      }
+      if (Clock::now() - last_progress > limits_.stall_timeout) {
+        for (auto& active : actives) {
+          if (!active->finished) {
+            deliver(*active, HistoryChunk::Status::kError, position,
+                    fmt::format("no progress reading {} [{}] at offset {}", identity_.topic,
+                                partition, position));
+          }
+        }
+        break;
+      }
+      continue;
+    }
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (message->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+          message->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+        // Retention removed the range while the scan was reading it.
+        for (auto& active : actives) {
+          if (!active->finished) deliver(*active, HistoryChunk::Status::kOutOfRange, position);
+        }
+        break;
+      }
+      continue;  // transient: librdkafka retries; the stall timeout bounds it
+    }
+    if (message->partition != partition || message->offset < position) continue;
+    last_progress = Clock::now();
+    messages_read_.Inc();
+    const int64_t offset = message->offset;
+    position = offset + 1;
+    const std::string key(static_cast<const char*>(message->key), message->key_len);
+    if (const auto it = by_user.find(key); it != by_user.end()) {
+      LogEntryPtr entry;
+      bool decoded = false;
+      for (Active* active : it->second) {
+        if (active->finished || offset < active->request.from || offset >= active->request.to) {
+          continue;
+        }
+        const auto sink = active->request.sink.lock();
+        if (!sink) {
+          active->finished = true;
+          budget_.Release(active->chunk.charged_bytes);
+          continue;
+        }
+        if (sink->PendingCatchupBytes() + active->chunk.charged_bytes >=
+            limits_.per_session_bytes) {
+          deliver(*active, HistoryChunk::Status::kPaused, offset);
+          continue;
+        }
+        if (!decoded) {
+          decoded = true;
+          rd_kafka_timestamp_type_t type;
+          const int64_t timestamp = rd_kafka_message_timestamp(message.get(), &type);
+          entry = MakeLogEntry(identity_, partition, offset, timestamp,
+                               {static_cast<const char*>(message->payload), message->len});
+          // One routing rule everywhere: a record belongs to the user its key names.
+          if (entry && entry->user_id != key) entry.reset();
+        }
+        if (!entry) continue;
+        const size_t bytes = FrameBytes(entry);
+        budget_.Charge(bytes);
+        active->chunk.charged_bytes += bytes;
+        active->chunk.entries.push_back(entry);
+        if (active->chunk.charged_bytes >= limits_.chunk_bytes) {
+          deliver(*active, HistoryChunk::Status::kMore, position);
+        }
+      }
+    }
+    if (++since_join >= kJoinEveryMessages) {
+      since_join = 0;
+      join_queued();
+    }
+  }
+  // Stopping: unserved requests are dropped (their sessions are closing); release their bytes.
+  for (auto& active : actives) {
+    if (!active->finished) budget_.Release(active->chunk.charged_bytes);
+  }
+}
+
+}  // namespace agentwire::gateway
