@@ -22,6 +22,16 @@
 //           and reordered are all 0
 //   resume  publishes --resume-events for one user, then times a cursor=earliest catch-up on
 //           a gateway with the cache and on one with --cache-bytes 0
+//   storm   the mass reconnect of issue 8: --connections clients (--users users; slots past
+//           --users are extra sessions of the first users) on one replica while events flow at
+//           --rate; after --storm-after-seconds the replica is killed (--storm-signal kill:
+//           SIGKILL, a new replica starts on the same port; term: SIGTERM, the clients go to a
+//           second replica that was already running). Every client reconnects with its cursor.
+//           Prints the time from the replacement's readiness until every client has every event
+//           published by then, lost/duplicated/reordered (from each user's first event), closes
+//           by code, the replacement's CPU and peak RSS and its resume/catch-up metrics. Exits
+//           1 unless clean, caught up within --storm-timeout-seconds and without a 1013 close,
+//           and (with --max-catchup-buffered B) the replacement's catch-up buffer peak <= B.
 // Exit code: 0 clean, 1 when events were lost, duplicated or reordered, 2 on bad usage.
 #include <sys/resource.h>
 #include <unistd.h>
@@ -40,6 +50,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -103,6 +114,12 @@ struct Options {
   double churn_fraction = 0.1;
   int resume_events = 100'000;
   int connect_parallel = 256;
+  std::string storm_signal = "kill";
+  double storm_after_seconds = 12;
+  double storm_tail_seconds = 5;
+  double storm_timeout_seconds = 120;
+  long long max_catchup_buffered = -1;    // -1: not checked
+  std::vector<std::string> gateway_args;  // passed to every `agentwire gateway`
   std::string agentwire = AGENTWIRE_BINARY;
   std::string baseline;
 };
@@ -114,7 +131,9 @@ struct Options {
                "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
                "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
                "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
-               "[--resume-events N] [--agentwire PATH] [--baseline PATH]\n";
+               "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
+               "[--storm-tail-seconds S] [--storm-timeout-seconds S] [--max-catchup-buffered B] "
+               "[--gateway-arg ARG]... [--agentwire PATH] [--baseline PATH]\n";
   std::exit(2);
 }
 
@@ -163,6 +182,18 @@ Options ParseOptions(int argc, char** argv) {
       o.churn_fraction = std::stod(value());
     } else if (arg == "--resume-events") {
       o.resume_events = std::stoi(value());
+    } else if (arg == "--storm-signal") {
+      o.storm_signal = value();
+    } else if (arg == "--storm-after-seconds") {
+      o.storm_after_seconds = std::stod(value());
+    } else if (arg == "--storm-tail-seconds") {
+      o.storm_tail_seconds = std::stod(value());
+    } else if (arg == "--storm-timeout-seconds") {
+      o.storm_timeout_seconds = std::stod(value());
+    } else if (arg == "--max-catchup-buffered") {
+      o.max_catchup_buffered = std::stoll(value());
+    } else if (arg == "--gateway-arg") {
+      o.gateway_args.push_back(value());
     } else if (arg == "--agentwire") {
       o.agentwire = value();
     } else if (arg == "--baseline") {
@@ -174,6 +205,8 @@ Options ParseOptions(int argc, char** argv) {
   if (o.target != "gateway" && o.target != "baseline") Usage("--target gateway|baseline");
   if (o.users < 1 || o.connections < 1 || o.rates.empty()) Usage("bad counts");
   if (o.scenario == "resume" && o.target != "gateway") Usage("resume needs --target gateway");
+  if (o.scenario == "storm" && o.target != "gateway") Usage("storm needs --target gateway");
+  if (o.storm_signal != "kill" && o.storm_signal != "term") Usage("--storm-signal kill|term");
   return o;
 }
 
@@ -204,13 +237,15 @@ double SelfCpuSeconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
-long RssKiB(pid_t pid) {
+long StatusKiB(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+    if (line.starts_with(field)) return std::stol(line.substr(field.size()));
   }
   return -1;
 }
+long RssKiB(pid_t pid) { return StatusKiB(pid, "VmRSS:"); }
+long PeakRssKiB(pid_t pid) { return StatusKiB(pid, "VmHWM:"); }
 
 std::string LoadAverage() {
   std::ifstream in("/proc/loadavg");
@@ -255,14 +290,17 @@ class Servers final {
   }
 
   /// Starts one gateway replica (several for the resume scenario); returns its index.
-  size_t StartGateway(const std::string& cache_bytes) {
+  size_t StartGateway(const std::string& cache_bytes, uint16_t port = 0) {
     const auto index = gateways_.size();
     const std::string port_file = dir_ + "/gateway-port-" + std::to_string(index);
-    std::vector<std::string> argv{
-        options_.agentwire, "gateway", "--brokers",       bootstrap_,
-        "--port",           "0",       "--port-file",     port_file,
-        "--jwt-secret",     kSecret,   "--fetch-wait-ms", std::to_string(options_.fetch_wait_ms),
-        "--log-level",      "warn"};
+    std::vector<std::string> argv{options_.agentwire, "gateway",
+                                  "--brokers",        bootstrap_,
+                                  "--port",           std::to_string(port),
+                                  "--port-file",      port_file,
+                                  "--jwt-secret",     kSecret,
+                                  "--fetch-wait-ms",  std::to_string(options_.fetch_wait_ms),
+                                  "--log-level",      "warn"};
+    argv.insert(argv.end(), options_.gateway_args.begin(), options_.gateway_args.end());
     if (!cache_bytes.empty()) argv.insert(argv.end(), {"--cache-bytes", cache_bytes});
     if (options_.server_threads > 0) {
       argv.insert(argv.end(), {"--threads", std::to_string(options_.server_threads)});
@@ -275,6 +313,12 @@ class Servers final {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return index;
+  }
+
+  /// Sends `signal` to replica `index` (SIGKILL: a crash; SIGTERM: a drain).
+  void SignalGateway(size_t index, int signal) { gateways_[index]->Signal(signal); }
+  bool WaitGatewayExit(size_t index, std::chrono::milliseconds timeout) {
+    return gateways_[index]->Wait(timeout).has_value();
   }
 
   bool IsGateway() const { return options_.target == "gateway"; }
@@ -354,6 +398,8 @@ class LoadGenerator final {
     uint64_t unexpected_closes = 0;
     uint64_t reconnects = 0;
     uint64_t publish_errors = 0;
+    uint64_t closes_1012 = 0;  // the replica drained
+    uint64_t closes_1013 = 0;  // closed as too slow (must never happen to a reading client)
   };
 
   LoadGenerator(const Options& options, const Servers& servers, size_t gateway_index = 0)
@@ -521,6 +567,29 @@ class LoadGenerator final {
     OnIo([&] { published_[static_cast<size_t>(user)] = value; });
   }
 
+  /// Where clients (re)connect from now on.
+  void SetPort(uint16_t port) {
+    OnIo([&] { port_ = port; });
+  }
+  /// Audit every client from its user's first event, not from its own first frame (storm:
+  /// every client was connected before anything was published).
+  void AuditFromFirstEvent() {
+    OnIo([&] { audit_from_one_ = true; });
+  }
+  std::vector<uint64_t> PublishedPerUser() {
+    return OnIo([&] { return published_; });
+  }
+  /// Clients that do not yet have every seq up to `targets[user]`.
+  size_t Behind(const std::vector<uint64_t>& targets) {
+    return OnIo([&] {
+      size_t behind = 0;
+      for (const auto& c : clients_) {
+        if (c->contiguous < targets[static_cast<size_t>(c->user)]) ++behind;
+      }
+      return behind;
+    });
+  }
+
   /// For the resume scenario: (time of the ready frame, event frames before it) of slot i.
   std::pair<Clock::time_point, uint64_t> ReadyInfo(int slot) {
     return OnIo([&] {
@@ -550,6 +619,7 @@ class LoadGenerator final {
     std::vector<uint8_t> seen;  // by run_seq
     uint64_t max_seq = 0;
     uint64_t first_seq = 0;
+    uint64_t contiguous = 0;  // every seq in [1, contiguous] was received
   };
 
   struct HttpPublisher {
@@ -765,6 +835,8 @@ class LoadGenerator final {
       if (generation != c.generation) return;
       if (ec) {
         ++totals_.unexpected_closes;
+        if (c.ws->reason().code == websocket::close_code::service_restart) ++totals_.closes_1012;
+        if (c.ws->reason().code == websocket::close_code::try_again_later) ++totals_.closes_1013;
         if (totals_.unexpected_closes <= 5) {
           std::cerr << "client " << c.slot << " closed: " << ec.message() << " (close code "
                     << c.ws->reason().code << " " << c.ws->reason().reason << ")\n";
@@ -809,6 +881,7 @@ class LoadGenerator final {
       if (static_cast<uint64_t>(seq) < c.max_seq) ++totals_.reordered;
     }
     c.max_seq = std::max(c.max_seq, static_cast<uint64_t>(seq));
+    while (c.contiguous + 1 < c.seen.size() && c.seen[c.contiguous + 1]) ++c.contiguous;
     if (c.live && !stamp.empty()) {
       const int64_t sent = std::stoll(stamp);
       if (sent >= window_start_ns_) latencies_.push_back(now - sent);
@@ -820,7 +893,7 @@ class LoadGenerator final {
     uint64_t missing = 0;
     for (const auto& c : clients_) {
       const uint64_t published = published_[static_cast<size_t>(c->user)];
-      const uint64_t from = c->first_seq == 0 ? published + 1 : c->first_seq;
+      const uint64_t from = audit_from_one_ ? 1 : c->first_seq == 0 ? published + 1 : c->first_seq;
       for (uint64_t s = from; s <= published; ++s) {
         if (s >= c->seen.size() || !c->seen[s]) ++missing;
       }
@@ -856,6 +929,7 @@ class LoadGenerator final {
   int64_t window_start_ns_ = INT64_MAX;
   std::vector<int64_t> latencies_;
   Totals totals_;
+  bool audit_from_one_ = false;
 };
 
 // ---- reporting -----------------------------------------------------------------------------
@@ -1048,6 +1122,96 @@ int RunResume(Options o) {
   return clean ? 0 : 1;
 }
 
+/// Reads one sample's value from the Prometheus text of replica `port` (0 when absent).
+double Metric(uint16_t port, const std::string& name) {
+  const auto response = agentwire::testing::HttpGet(port, "/metrics");
+  std::istringstream lines(response.body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with(name + " ")) return std::stod(line.substr(name.size() + 1));
+  }
+  return 0;
+}
+
+int RunStorm(const Options& o) {
+  Servers servers(o);
+  const size_t first = servers.StartGateway(o.cache_bytes);
+  const uint16_t port = servers.Port(first);
+  size_t replacement = 0;
+  if (o.storm_signal == "term") replacement = servers.StartGateway(o.cache_bytes);
+  LoadGenerator lg(o, servers, first);
+  lg.AuditFromFirstEvent();
+  const auto open_start = Clock::now();
+  lg.OpenClients(o.connections);
+  std::printf("opened %d clients for %d users in %.1f s\n", o.connections, o.users,
+              std::chrono::duration<double>(Clock::now() - open_start).count());
+  const int rate = o.rates.empty() ? 2000 : o.rates.front();
+  lg.SetRate(rate);
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.storm_after_seconds));
+
+  const auto signal_at = Clock::now();
+  double replacement_cpu0 = 0;
+  if (o.storm_signal == "kill") {
+    servers.SignalGateway(first, SIGKILL);
+    servers.WaitGatewayExit(first, std::chrono::seconds(10));
+    // The replacement binds the same port; clients retry until it accepts.
+    replacement = servers.StartGateway(o.cache_bytes, port);
+  } else {
+    replacement_cpu0 = ProcessCpuSeconds(servers.ServerPid(replacement));
+    lg.SetPort(servers.Port(replacement));
+    servers.SignalGateway(first, SIGTERM);
+  }
+  const auto ready_at = Clock::now();
+  const auto targets = lg.PublishedPerUser();
+  size_t behind = lg.Behind(targets);
+  const auto deadline = ready_at + std::chrono::duration<double>(o.storm_timeout_seconds);
+  while (behind > 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    behind = lg.Behind(targets);
+  }
+  const auto caught_up_at = Clock::now();
+  const double catch_up_s = std::chrono::duration<double>(caught_up_at - ready_at).count();
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.storm_tail_seconds));
+  lg.SetRate(0);
+  const bool drained = lg.WaitDelivered(std::chrono::seconds(60));
+  const auto totals = lg.Audit();
+  const pid_t pid = servers.ServerPid(replacement);
+  const double cpu = ProcessCpuSeconds(pid) - replacement_cpu0;
+  const long peak_rss = PeakRssKiB(pid);
+  const uint16_t replacement_port = servers.Port(replacement);
+  const double from_cache =
+      Metric(replacement_port, R"(agentwire_gateway_resumes_total{source="cache"})");
+  const double from_kafka =
+      Metric(replacement_port, R"(agentwire_gateway_resumes_total{source="kafka"})");
+  const double catchup_peak =
+      Metric(replacement_port, "agentwire_gateway_catchup_buffered_bytes_peak");
+  const double extended = Metric(replacement_port, "agentwire_gateway_catchup_extended_total");
+  const bool caught_up = behind == 0;
+  const bool within_budget =
+      o.max_catchup_buffered < 0 || catchup_peak <= static_cast<double>(o.max_catchup_buffered);
+  const bool ok = Clean(totals) && caught_up && drained && totals.closes_1013 == 0 && within_budget;
+  std::printf(
+      "storm signal=%s clients=%d users=%d rate=%d | replacement ready %.2f s after the signal; "
+      "all clients caught up %.2f s after ready (%zu behind) | replacement cpu_s=%.2f "
+      "peak_rss_mib=%.1f resumes cache=%.0f kafka=%.0f catchup_extended=%.0f "
+      "catchup_buffered_peak_bytes=%.0f | published=%llu frames=%llu lost=%llu duplicated=%llu "
+      "reordered=%llu resets=%llu closes_1012=%llu closes_1013=%llu reconnects_after_close=%llu "
+      "drained=%s %s load=%s\n",
+      o.storm_signal.c_str(), o.connections, o.users, rate,
+      std::chrono::duration<double>(ready_at - signal_at).count(), catch_up_s, behind, cpu,
+      static_cast<double>(peak_rss) / 1024.0, from_cache, from_kafka, extended, catchup_peak,
+      static_cast<unsigned long long>(lg.Published()),
+      static_cast<unsigned long long>(totals.frames), static_cast<unsigned long long>(totals.lost),
+      static_cast<unsigned long long>(totals.duplicated),
+      static_cast<unsigned long long>(totals.reordered),
+      static_cast<unsigned long long>(totals.resets),
+      static_cast<unsigned long long>(totals.closes_1012),
+      static_cast<unsigned long long>(totals.closes_1013),
+      static_cast<unsigned long long>(totals.unexpected_closes), drained ? "yes" : "no",
+      ok ? "ok" : "FAILED", LoadAverage().c_str());
+  std::fflush(stdout);
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1059,6 +1223,7 @@ int main(int argc, char** argv) {
     if (options.scenario == "churn") return RunSteps(options, true);
     if (options.scenario == "idle") return RunIdle(options);
     if (options.scenario == "resume") return RunResume(options);
+    if (options.scenario == "storm") return RunStorm(options);
   } catch (const std::exception& e) {
     std::cerr << "gateway_bench: " << e.what() << "\n";
     return 3;
