@@ -25,7 +25,8 @@
 //   storm   the mass reconnect of issue 8: --connections clients (--users users; slots past
 //           --users are extra sessions of the first users) on one replica while events flow at
 //           --rate; after --storm-after-seconds the replica is killed (--storm-signal kill:
-//           SIGKILL, a new replica starts on the same port; term: SIGTERM, the clients go to a
+//           SIGKILL, a new replica starts on the same port --storm-downtime-seconds later; term:
+//           SIGTERM, the clients go to a
 //           second replica that was already running). Every client reconnects with its cursor.
 //           Prints the time from the replacement's readiness until every client has every event
 //           published by then, lost/duplicated/reordered (from each user's first event), closes
@@ -117,6 +118,7 @@ struct Options {
   std::string storm_signal = "kill";
   double storm_after_seconds = 12;
   double storm_tail_seconds = 5;
+  double storm_downtime_seconds = 0;  // kill: publishing goes on this long before the restart
   double storm_timeout_seconds = 120;
   long long max_catchup_buffered = -1;    // -1: not checked
   std::vector<std::string> gateway_args;  // passed to every `agentwire gateway`
@@ -132,7 +134,8 @@ struct Options {
                "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
                "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
                "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
-               "[--storm-tail-seconds S] [--storm-timeout-seconds S] [--max-catchup-buffered B] "
+               "[--storm-tail-seconds S] [--storm-downtime-seconds S] [--storm-timeout-seconds S] "
+               "[--max-catchup-buffered B] "
                "[--gateway-arg ARG]... [--agentwire PATH] [--baseline PATH]\n";
   std::exit(2);
 }
@@ -186,6 +189,8 @@ Options ParseOptions(int argc, char** argv) {
       o.storm_signal = value();
     } else if (arg == "--storm-after-seconds") {
       o.storm_after_seconds = std::stod(value());
+    } else if (arg == "--storm-downtime-seconds") {
+      o.storm_downtime_seconds = std::stod(value());
     } else if (arg == "--storm-tail-seconds") {
       o.storm_tail_seconds = std::stod(value());
     } else if (arg == "--storm-timeout-seconds") {
@@ -783,7 +788,10 @@ class LoadGenerator final {
         tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
         [this, &c, generation](beast::error_code ec) {
           if (generation != c.generation) return ConnectDone();
-          if (ec) return ConnectFailed(c, "connect: " + ec.message());
+          if (ec) {
+            --connecting_;  // a refused connect frees its slot too (the replica restarting)
+            return ConnectFailed(c, "connect: " + ec.message());
+          }
           beast::get_lowest_layer(*c.ws).socket().set_option(tcp::no_delay(true));
           std::string target;
           if (servers_.IsGateway()) {
@@ -1153,6 +1161,8 @@ int RunStorm(const Options& o) {
   if (o.storm_signal == "kill") {
     servers.SignalGateway(first, SIGKILL);
     servers.WaitGatewayExit(first, std::chrono::seconds(10));
+    // A longer outage makes every cursor older: more to catch up per client.
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.storm_downtime_seconds));
     // The replacement binds the same port; clients retry until it accepts.
     replacement = servers.StartGateway(o.cache_bytes, port);
   } else {
@@ -1185,6 +1195,8 @@ int RunStorm(const Options& o) {
   const double catchup_peak =
       Metric(replacement_port, "agentwire_gateway_catchup_buffered_bytes_peak");
   const double extended = Metric(replacement_port, "agentwire_gateway_catchup_extended_total");
+  const double sessions = Metric(replacement_port, "agentwire_gateway_connections");
+  const double readies = Metric(replacement_port, "agentwire_gateway_time_to_ready_seconds_count");
   const bool caught_up = behind == 0;
   const bool within_budget =
       o.max_catchup_buffered < 0 || catchup_peak <= static_cast<double>(o.max_catchup_buffered);
@@ -1192,14 +1204,15 @@ int RunStorm(const Options& o) {
   std::printf(
       "storm signal=%s clients=%d users=%d rate=%d | replacement ready %.2f s after the signal; "
       "all clients caught up %.2f s after ready (%zu behind) | replacement cpu_s=%.2f "
-      "peak_rss_mib=%.1f resumes cache=%.0f kafka=%.0f catchup_extended=%.0f "
+      "peak_rss_mib=%.1f sessions=%.0f ready_sent=%.0f resumes cache=%.0f kafka=%.0f "
+      "catchup_extended=%.0f "
       "catchup_buffered_peak_bytes=%.0f | published=%llu frames=%llu lost=%llu duplicated=%llu "
       "reordered=%llu resets=%llu closes_1012=%llu closes_1013=%llu reconnects_after_close=%llu "
       "drained=%s %s load=%s\n",
       o.storm_signal.c_str(), o.connections, o.users, rate,
       std::chrono::duration<double>(ready_at - signal_at).count(), catch_up_s, behind, cpu,
-      static_cast<double>(peak_rss) / 1024.0, from_cache, from_kafka, extended, catchup_peak,
-      static_cast<unsigned long long>(lg.Published()),
+      static_cast<double>(peak_rss) / 1024.0, sessions, readies, from_cache, from_kafka, extended,
+      catchup_peak, static_cast<unsigned long long>(lg.Published()),
       static_cast<unsigned long long>(totals.frames), static_cast<unsigned long long>(totals.lost),
       static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.reordered),
