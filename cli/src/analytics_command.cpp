@@ -5,6 +5,7 @@
 #include "agentwire/consumers/analytics.hpp"
 #include "agentwire/consumers/service.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
@@ -58,6 +59,7 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
       return kExitOk;
     }
     options->log.Apply();
+    LogFileLimit(StartupFileLimit());
     options->kafka.Validate();
     options->service.Validate();
     consumers::AnalyticsConfig config;

@@ -4,6 +4,7 @@
 #include "agentwire/consumers/archive.hpp"
 #include "agentwire/consumers/service.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
@@ -30,6 +31,7 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
 
   return [options]() {
     options->log.Apply();
+    LogFileLimit(StartupFileLimit());
     options->kafka.Validate();
     options->service.Validate();
     consumers::ArchiveConfig config;

@@ -12,6 +12,7 @@
 #include "agentwire/consumers/archive.hpp"
 #include "agentwire/consumers/service.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
@@ -175,6 +176,7 @@ CommandAction RegisterDevCommand(CLI::App& app) {
 
   return [options]() -> int {
     options->log.Apply();
+    LogFileLimit(StartupFileLimit());
     kafka::ValidateTopicName(options->topic, "--topic");
     auto& sim = options->simulator;
     sim.duration = ParseDuration(options->duration, "--duration");
