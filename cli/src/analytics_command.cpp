@@ -59,9 +59,9 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
       return kExitOk;
     }
     options->log.Apply();
-    LogFileLimit(StartupFileLimit());
     options->kafka.Validate();
     options->service.Validate();
+    LogFileLimit(StartupFileLimit());
     consumers::AnalyticsConfig config;
     config.client_properties = options->kafka.ClientProperties();
     config.topic = options->kafka.topic;

@@ -31,9 +31,9 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
 
   return [options]() {
     options->log.Apply();
-    LogFileLimit(StartupFileLimit());
     options->kafka.Validate();
     options->service.Validate();
+    LogFileLimit(StartupFileLimit());
     consumers::ArchiveConfig config;
     config.client_properties = options->kafka.ClientProperties();
     config.topic = options->kafka.topic;

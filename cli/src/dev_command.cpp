@@ -176,10 +176,10 @@ CommandAction RegisterDevCommand(CLI::App& app) {
 
   return [options]() -> int {
     options->log.Apply();
-    LogFileLimit(StartupFileLimit());
     kafka::ValidateTopicName(options->topic, "--topic");
     auto& sim = options->simulator;
     sim.duration = ParseDuration(options->duration, "--duration");
+    LogFileLimit(StartupFileLimit());
 
     BlockTerminationSignals();
     if (!options->pg_dsn.empty()) {
