@@ -5,6 +5,7 @@
 #include "agentwire/consumers/analytics.hpp"
 #include "agentwire/consumers/service.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
@@ -60,6 +61,7 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
     options->log.Apply();
     options->kafka.Validate();
     options->service.Validate();
+    LogFileLimit(StartupFileLimit());
     consumers::AnalyticsConfig config;
     config.client_properties = options->kafka.ClientProperties();
     config.topic = options->kafka.topic;

@@ -44,6 +44,7 @@ int RunCli(int argc, char** argv) {
     return kExitConfig;
   }
 
+  PrepareProcess();
   for (auto& [subcommand, action] : actions) {
     if (!subcommand->parsed()) continue;
     try {

@@ -4,6 +4,7 @@
 #include "agentwire/consumers/archive.hpp"
 #include "agentwire/consumers/service.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
@@ -32,6 +33,7 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
     options->log.Apply();
     options->kafka.Validate();
     options->service.Validate();
+    LogFileLimit(StartupFileLimit());
     consumers::ArchiveConfig config;
     config.client_properties = options->kafka.ClientProperties();
     config.topic = options->kafka.topic;

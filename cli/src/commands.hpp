@@ -6,7 +6,17 @@ namespace CLI {
 class App;
 }
 
+namespace agentwire {
+struct FileLimit;
+}
+
 namespace agentwire::cli {
+
+/// Once, before any subcommand runs: raises the soft descriptor limit to the hard one and
+/// routes libprotobuf's log messages through the structured logger (rate-limited).
+void PrepareProcess();
+/// The descriptor limit PrepareProcess found and set (long-running commands log it).
+const FileLimit& StartupFileLimit();
 
 /// Runs a parsed subcommand; returns its exit code. Throws ConfigError for bad settings.
 using CommandAction = std::function<int()>;

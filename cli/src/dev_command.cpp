@@ -12,6 +12,7 @@
 #include "agentwire/consumers/archive.hpp"
 #include "agentwire/consumers/service.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
@@ -178,6 +179,7 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     kafka::ValidateTopicName(options->topic, "--topic");
     auto& sim = options->simulator;
     sim.duration = ParseDuration(options->duration, "--duration");
+    LogFileLimit(StartupFileLimit());
 
     BlockTerminationSignals();
     if (!options->pg_dsn.empty()) {

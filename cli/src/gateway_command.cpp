@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
@@ -87,6 +88,11 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
   cmd.add_option("--max-connections-per-user", o.config.max_connections_per_user,
                  "More connections for one user get HTTP 429")
       ->capture_default_str();
+  cmd.add_option("--max-connections", o.config.max_connections,
+                 "WebSocket sessions this replica holds at most; more get HTTP 503 + Retry-After "
+                 "(0 = derived from the descriptor limit, logged at start)")
+      ->envname("AGENTWIRE_MAX_CONNECTIONS")
+      ->capture_default_str();
   cmd.add_option("--idle-timeout", o.idle_timeout,
                  "Close connections silent this long (pings at half)")
       ->capture_default_str();
@@ -140,6 +146,7 @@ CommandAction RegisterGatewayCommand(CLI::App& app) {
   return [options]() -> int {
     options->log.Apply();
     auto config = options->gateway.Build(options->kafka);
+    LogFileLimit(StartupFileLimit());
     BlockTerminationSignals();
     gateway::Gateway gateway(config);
     gateway.Start();

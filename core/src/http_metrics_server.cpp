@@ -94,7 +94,11 @@ class HttpMetricsServer::Impl final {
  public:
   Impl(Registry& registry, const std::string& address, uint16_t port, std::function<bool()> ready,
        const std::string& what)
-      : registry_(registry), ready_(std::move(ready)), acceptor_(io_) {
+      : registry_(registry),
+        ready_(std::move(ready)),
+        acceptor_(io_),
+        retry_timer_(io_),
+        throttle_(registry, "agentwire_metrics_endpoint_", "metrics") {
     OpenListener(acceptor_, address, port, what,
                  "choose another port, or 0 to turn the endpoint off");
     port_ = acceptor_.local_endpoint().port();
@@ -107,6 +111,7 @@ class HttpMetricsServer::Impl final {
     asio::post(io_, [this] {
       beast::error_code ignored;
       acceptor_.close(ignored);
+      retry_timer_.cancel();
     });
     io_.stop();
     thread_.join();
@@ -118,9 +123,20 @@ class HttpMetricsServer::Impl final {
   void Accept() {
     acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) {
-        if (ec != asio::error::operation_aborted) Accept();
+        if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+        // Out of descriptors (or buffers): accepting again at once would fail again and spin.
+        const auto delay = throttle_.OnError(ec);
+        if (delay.count() == 0) {
+          Accept();
+        } else {
+          retry_timer_.expires_after(delay);
+          retry_timer_.async_wait([this](beast::error_code wait_ec) {
+            if (!wait_ec && acceptor_.is_open()) Accept();
+          });
+        }
         return;
       }
+      throttle_.OnAccepted();
       std::make_shared<Connection>(std::move(socket), registry_, ready_)->Start();
       Accept();
     });
@@ -130,6 +146,8 @@ class HttpMetricsServer::Impl final {
   std::function<bool()> ready_;
   asio::io_context io_{1};
   tcp::acceptor acceptor_;
+  asio::steady_timer retry_timer_;
+  AcceptThrottle throttle_;
   uint16_t port_ = 0;
   std::thread thread_;
 };

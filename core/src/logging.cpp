@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "agentwire/core/errors.hpp"
 
@@ -20,10 +21,24 @@ std::string JsonString(std::string_view text) {
       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-void Write(spdlog::level::level_enum level, std::string_view message, Fields fields) {
+void WriteLine(spdlog::level::level_enum level, std::string_view message, Fields fields) {
   auto logger = spdlog::default_logger_raw();
   if (!logger->should_log(level)) return;
   logger->log(level, "{}", Render(g_format.load(std::memory_order_relaxed), message, fields));
+}
+
+spdlog::level::level_enum ToSpdlog(Level level) {
+  switch (level) {
+    case Level::kDebug:
+      return spdlog::level::debug;
+    case Level::kInfo:
+      return spdlog::level::info;
+    case Level::kWarn:
+      return spdlog::level::warn;
+    case Level::kError:
+      break;
+  }
+  return spdlog::level::err;
 }
 
 }  // namespace
@@ -58,10 +73,16 @@ void Setup(Format format, std::string_view level) {
 }
 
 std::string Render(Format format, std::string_view message, Fields fields) {
+  return RenderRange(format, message, fields.begin(), fields.end());
+}
+
+std::string RenderRange(Format format, std::string_view message, const Field* begin,
+                        const Field* end) {
   std::string out;
   if (format == Format::kJson) {
     out = "\"msg\":" + JsonString(message);
-    for (const auto& field : fields) {
+    for (const Field* it = begin; it != end; ++it) {
+      const Field& field = *it;
       out += ',';
       out += JsonString(field.key);
       out += ':';
@@ -70,7 +91,8 @@ std::string Render(Format format, std::string_view message, Fields fields) {
     return out;
   }
   out = std::string(message);
-  for (const auto& field : fields) {
+  for (const Field* it = begin; it != end; ++it) {
+    const Field& field = *it;
     out += ' ';
     out += field.key;
     out += '=';
@@ -82,11 +104,47 @@ std::string Render(Format format, std::string_view message, Fields fields) {
   return out;
 }
 
-void Debug(std::string_view message, Fields fields) {
-  Write(spdlog::level::debug, message, fields);
+bool RateLimited::Allow(std::chrono::steady_clock::time_point now, uint64_t& suppressed) {
+  std::lock_guard lock(mutex_);
+  if (any_ && now - last_ < interval_) {
+    ++suppressed_;
+    return false;
+  }
+  any_ = true;
+  last_ = now;
+  suppressed = suppressed_;
+  suppressed_ = 0;
+  return true;
 }
-void Info(std::string_view message, Fields fields) { Write(spdlog::level::info, message, fields); }
-void Warn(std::string_view message, Fields fields) { Write(spdlog::level::warn, message, fields); }
-void Error(std::string_view message, Fields fields) { Write(spdlog::level::err, message, fields); }
+
+bool RateLimited::Write(Level level, std::string_view message, Fields fields) {
+  const auto spd_level = ToSpdlog(level);
+  if (!spdlog::default_logger_raw()->should_log(spd_level)) return false;
+  uint64_t suppressed = 0;
+  if (!Allow(std::chrono::steady_clock::now(), suppressed)) return false;
+  if (suppressed == 0) {
+    WriteLine(spd_level, message, fields);
+    return true;
+  }
+  std::vector<Field> all(fields.begin(), fields.end());
+  all.emplace_back("suppressed", suppressed);
+  spdlog::default_logger_raw()->log(spd_level, "{}",
+                                    RenderRange(g_format.load(std::memory_order_relaxed), message,
+                                                all.data(), all.data() + all.size()));
+  return true;
+}
+
+void Debug(std::string_view message, Fields fields) {
+  WriteLine(spdlog::level::debug, message, fields);
+}
+void Info(std::string_view message, Fields fields) {
+  WriteLine(spdlog::level::info, message, fields);
+}
+void Warn(std::string_view message, Fields fields) {
+  WriteLine(spdlog::level::warn, message, fields);
+}
+void Error(std::string_view message, Fields fields) {
+  WriteLine(spdlog::level::err, message, fields);
+}
 
 }  // namespace agentwire::log

@@ -248,6 +248,16 @@ struct TokenVerifier::Keys {
   std::vector<std::string> skipped;
 };
 
+void AuthConfig::Validate() const {
+  if (!jwks_file.empty() && audience.empty()) {
+    throw ConfigError(
+        "AGENTWIRE_JWKS_FILE is set but --jwt-audience / AGENTWIRE_JWT_AUDIENCE is not: an "
+        "identity provider signs tokens for all of its applications with these keys, so set "
+        "the audience it puts in agentwire's tokens (or 'any' to accept tokens issued for any "
+        "application)");
+  }
+}
+
 TokenVerifier::TokenVerifier(AuthConfig config) {
   auto keys = std::make_shared<Keys>();
   if (config.hs256_secret.empty() && config.jwks_file.empty()) {
@@ -298,7 +308,9 @@ std::string TokenVerifier::Describe() const {
                                     : fmt::format("; {} skipped", keys_->skipped.size())));
   }
   parts.push_back(config.issuer.empty() ? "iss any" : "iss=" + config.issuer);
-  parts.push_back(config.audience.empty() ? "aud any" : "aud=" + config.audience);
+  parts.push_back(config.audience.empty()           ? "aud any"
+                  : config.audience == kAnyAudience ? "aud any (explicit)"
+                                                    : "aud=" + config.audience);
   parts.push_back(fmt::format("leeway={}s", config.leeway.count()));
   return fmt::format("{}", fmt::join(parts, "; "));
 }
@@ -464,7 +476,7 @@ AuthResult TokenVerifier::Verify(std::string_view token,
       return Fail("token_issuer", fmt::format("the token's issuer is not {}", config.issuer));
     }
   }
-  if (!config.audience.empty()) {
+  if (!config.audience.empty() && config.audience != kAnyAudience) {
     bool found = false;
     const auto aud = payload->find("aud");
     if (aud != payload->end()) {
@@ -545,7 +557,32 @@ std::string MintHs256Token(std::string_view secret, std::string_view user, std::
   return token;
 }
 
-std::string ExtractToken(std::string_view authorization_header, std::string_view request_target) {
+namespace {
+
+/// The comma-separated entries of a Sec-WebSocket-Protocol header, trimmed.
+std::vector<std::string_view> SubprotocolEntries(std::string_view header) {
+  std::vector<std::string_view> entries;
+  while (!header.empty()) {
+    const size_t comma = header.find(',');
+    const std::string_view entry = Trim(header.substr(0, comma));
+    if (!entry.empty()) entries.push_back(entry);
+    if (comma == std::string_view::npos) break;
+    header.remove_prefix(comma + 1);
+  }
+  return entries;
+}
+
+}  // namespace
+
+std::string_view AcceptedSubprotocol(std::string_view protocol_header) {
+  const auto entries = SubprotocolEntries(protocol_header);
+  const bool offered =
+      std::find(entries.begin(), entries.end(), kBearerSubprotocol) != entries.end();
+  return offered ? kBearerSubprotocol : std::string_view();
+}
+
+std::string ExtractToken(std::string_view authorization_header, std::string_view request_target,
+                         std::string_view protocol_header) {
   const std::string_view header = Trim(authorization_header);
   constexpr std::string_view kScheme = "bearer";
   if (header.size() > kScheme.size() && LowerCopy(header.substr(0, kScheme.size())) == kScheme &&
@@ -553,6 +590,10 @@ std::string ExtractToken(std::string_view authorization_header, std::string_view
     const std::string_view token = Trim(header.substr(kScheme.size()));
     if (!token.empty()) return std::string(token);
   }
+
+  const auto entries = SubprotocolEntries(protocol_header);
+  const auto marker = std::find(entries.begin(), entries.end(), kBearerSubprotocol);
+  if (marker != entries.end() && marker + 1 != entries.end()) return std::string(*(marker + 1));
 
   const size_t question = request_target.find('?');
   if (question == std::string_view::npos) return {};

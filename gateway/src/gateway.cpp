@@ -40,6 +40,12 @@ void GatewayConfig::Validate() const {
         "no token keys: set AGENTWIRE_JWT_SECRET (--jwt-secret) or AGENTWIRE_JWKS_FILE "
         "(--jwks-file)");
   }
+  auth.Validate();
+  if (max_connections < 0) {
+    throw ConfigError(
+        "--max-connections / AGENTWIRE_MAX_CONNECTIONS: expected a positive number, or 0 for "
+        "the default derived from the descriptor limit");
+  }
 }
 
 class Gateway::Impl {
@@ -89,7 +95,8 @@ class Gateway::Impl {
                                     {"topic", config_.topic},
                                     {"partitions", identity.partition_count},
                                     {"threads", threads},
-                                    {"auth", context_->verifier.Describe()}});
+                                    {"auth", context_->verifier.Describe()},
+                                    {"max_connections", context_->max_connections}});
   }
 
   uint16_t Port() const { return listener_ ? listener_->Port() : 0; }

@@ -1,5 +1,7 @@
 #include "gateway_context.hpp"
 
+#include <algorithm>
+
 namespace agentwire::gateway {
 
 GatewayMetrics::GatewayMetrics(metrics::Registry& r)
@@ -40,8 +42,12 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
       catchup_buffered(r.GetGauge("agentwire_gateway_catchup_buffered_bytes",
                                   "Catch-up frames read from Kafka, not yet written")),
       catchup_buffered_peak(r.GetGauge("agentwire_gateway_catchup_buffered_bytes_peak",
-                                       "Highest agentwire_gateway_catchup_buffered_bytes so far")) {
-}
+                                       "Highest agentwire_gateway_catchup_buffered_bytes so far")),
+      rejected_full(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
+                                 "Upgrades refused before the handshake",
+                                 {{"reason", "max_connections"}})),
+      max_connections(r.GetGauge("agentwire_gateway_max_connections",
+                                 "--max-connections: WebSocket sessions this replica accepts")) {}
 
 namespace {
 
@@ -64,13 +70,20 @@ GatewayContext::GatewayContext(GatewayConfig config_in, TopicIdentity identity_i
                      metrics.catchup_buffered_peak),
       history(TailConsumerProperties(config.client_properties, config.fetch_wait), identity,
               HistoryLimits(config), catchup_budget, registry_in),
-      verifier(config.auth) {}
+      verifier(config.auth),
+      max_connections(config.max_connections > 0 ? config.max_connections
+                                                 : DefaultMaxConnections(CurrentFileLimit().soft)) {
+  metrics.max_connections.Set(max_connections);
+}
 
 bool GatewayContext::AcquireConnection(const std::string& user) {
   std::lock_guard lock(mutex_);
+  if (total_.load(std::memory_order_relaxed) >= max_connections) return false;
   int& count = per_user_[user];
   if (count >= config.max_connections_per_user) return false;
   ++count;
+  total_.fetch_add(1, std::memory_order_relaxed);
+  UpdateHighWaterLocked();
   return true;
 }
 
@@ -79,6 +92,29 @@ void GatewayContext::ReleaseConnection(const std::string& user) {
   const auto it = per_user_.find(user);
   if (it == per_user_.end()) return;
   if (--it->second <= 0) per_user_.erase(it);
+  total_.fetch_sub(1, std::memory_order_relaxed);
+  UpdateHighWaterLocked();
+}
+
+void GatewayContext::UpdateHighWaterLocked() {
+  // 95 % / 90 % of the limit, with at least one connection between them, so /readyz does not
+  // flap while clients come and go around one value.
+  const int count = total_.load(std::memory_order_relaxed);
+  const int high = std::max(1, (max_connections * 95 + 99) / 100);
+  const int low = std::min(high - 1, max_connections * 90 / 100);
+  if (count >= high) {
+    above_high_water_.store(true, std::memory_order_relaxed);
+  } else if (count <= low) {
+    above_high_water_.store(false, std::memory_order_relaxed);
+  }
+}
+
+int DefaultMaxConnections(uint64_t descriptor_limit) {
+  constexpr uint64_t kCap = 1'000'000;
+  const uint64_t limit = std::min(descriptor_limit, kCap + kCap / 5);
+  const uint64_t reserve = 64 + limit / 10;
+  if (limit <= reserve) return 1;
+  return static_cast<int>(std::min(limit - reserve, kCap));
 }
 
 void GatewayContext::AddSession(const std::shared_ptr<Session>& session) {

@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 
+#include "agentwire/core/listen.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/gateway/auth.hpp"
 #include "agentwire/gateway/gateway.hpp"
@@ -38,6 +39,8 @@ struct GatewayMetrics {
   metrics::Counter& catchup_extended;    // live buffer overflowed during catch-up
   metrics::Gauge& catchup_buffered;      // CatchupBudget: bytes now
   metrics::Gauge& catchup_buffered_peak;
+  metrics::Counter& rejected_full;       // --max-connections reached: 503
+  metrics::Gauge& max_connections;       // the effective --max-connections
 };
 
 /// Everything sessions and HTTP connections share inside one replica. Lives as long as the
@@ -56,7 +59,8 @@ struct GatewayContext {
   std::function<bool()> kafka_ready;
   std::atomic<bool> draining{false};
 
-  /// Per-user connection cap. Returns false when `user` is at the limit.
+  /// Per-user connection cap and the replica's --max-connections. Returns false when `user`
+  /// is at its limit or the replica is full (AtConnectionLimit tells which).
   bool AcquireConnection(const std::string& user);
   void ReleaseConnection(const std::string& user);
 
@@ -70,6 +74,23 @@ struct GatewayContext {
   std::mutex mutex_;
   std::map<std::string, int> per_user_;
   std::map<const Session*, std::weak_ptr<Session>> sessions_;
+
+ public:
+  /// The effective --max-connections (the config's, or DefaultMaxConnections).
+  const int max_connections;
+  /// The gateway's accept loop (set by HttpListener): readiness reads its Overloaded().
+  std::shared_ptr<const AcceptThrottle> accept_throttle;
+  /// Sessions admitted by AcquireConnection and not yet released. Thread-safe.
+  int Connections() const { return total_.load(std::memory_order_relaxed); }
+  /// True when the next upgrade would exceed max_connections. Thread-safe.
+  bool AtConnectionLimit() const { return Connections() >= max_connections; }
+  /// Readiness hysteresis: true from 95 % of max_connections until the count falls below 90 %.
+  bool AboveHighWater() const { return above_high_water_.load(std::memory_order_relaxed); }
+
+ private:
+  void UpdateHighWaterLocked();
+  std::atomic<int> total_{0};
+  std::atomic<bool> above_high_water_{false};
 };
 
 }  // namespace agentwire::gateway

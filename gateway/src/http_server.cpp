@@ -30,6 +30,10 @@ namespace {
 
 std::atomic<uint64_t> g_next_session_id{1};
 
+/// Retry-After of a 503 from a full replica. Clients add their own jitter on top, so a
+/// reconnect storm spreads out instead of coming back together.
+constexpr int kRetryAfterFullSeconds = 5;
+
 // Boost 1.74's beast::string_view is boost::string_view.
 std::string_view Sv(beast::string_view text) { return {text.data(), text.size()}; }
 
@@ -43,6 +47,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
 
  private:
   void Read() {
+    head_ = false;
+    retry_after_ = 0;
     parser_.emplace();
     parser_->header_limit(16 * 1024);
     parser_->body_limit(16 * 1024);
@@ -80,7 +86,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
       return;
     }
     keep_alive_ = request.keep_alive();
-    if (request.method() != http::verb::get && request.method() != http::verb::head) {
+    head_ = request.method() == http::verb::head;
+    if (request.method() != http::verb::get && !head_) {
       SendError(http::status::method_not_allowed, "method_not_allowed", "only GET is served",
                 keep_alive_);
       return;
@@ -88,24 +95,26 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     if (target.path == "/healthz") {
       Send(http::status::ok, "application/json", R"({"status":"ok"})");
     } else if (target.path == "/readyz") {
-      const bool ready =
-          !context_->draining.load() && context_->kafka_ready && context_->kafka_ready();
-      Send(ready ? http::status::ok : http::status::service_unavailable, "application/json",
-           ready ? R"({"status":"ready"})"
-                 : (context_->draining.load() ? R"({"status":"draining"})"
-                                              : R"({"status":"starting"})"));
+      const std::string_view status = ReadinessStatus();
+      Send(status == "ready" ? http::status::ok : http::status::service_unavailable,
+           "application/json", fmt::format(R"({{"status":"{}"}})", status));
     } else if (target.path == "/metrics") {
       Send(http::status::ok, "text/plain; version=0.0.4", context_->registry.RenderPrometheus());
     } else if (target.path == "/v1/events") {
       // Browsers cannot read why a WebSocket handshake failed, so the reference client
-      // probes with a plain GET: the same Origin and token checks, then 426.
+      // probes with a plain GET: the same capacity, Origin and token checks, then 426.
+      if (context_->AtConnectionLimit()) {
+        RejectFull();
+        return;
+      }
       if (!OriginAllowed(Sv(request[http::field::origin]))) {
         SendError(http::status::forbidden, "origin_not_allowed",
                   "this Origin is not in AGENTWIRE_ALLOWED_ORIGINS", keep_alive_);
         return;
       }
       const auto auth = context_->verifier.Verify(
-          ExtractToken(Sv(request[http::field::authorization]), Sv(request.target())));
+          ExtractToken(Sv(request[http::field::authorization]), Sv(request.target()),
+                       Sv(request[http::field::sec_websocket_protocol])));
       if (!auth.ok) {
         SendError(http::status::unauthorized, auth.error_code, auth.message, keep_alive_);
         return;
@@ -117,6 +126,16 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     } else {
       SendError(http::status::not_found, "not_found", "no such page", keep_alive_);
     }
+  }
+
+  /// "ready", or why not: "draining", "starting" (Kafka not caught up), "full" (at the
+  /// --max-connections high-water mark), "overloaded" (accepting paused on EMFILE & co).
+  std::string_view ReadinessStatus() const {
+    if (context_->draining.load()) return "draining";
+    if (!context_->kafka_ready || !context_->kafka_ready()) return "starting";
+    if (context_->AboveHighWater()) return "full";
+    if (context_->accept_throttle && context_->accept_throttle->Overloaded()) return "overloaded";
+    return "ready";
   }
 
   bool OriginAllowed(std::string_view origin) const {
@@ -133,20 +152,29 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
                 "this replica is shutting down; reconnect (any replica serves any user)", false);
       return;
     }
+    // Before any work (token checks cost CPU): a full replica says so and when to come back.
+    if (context_->AtConnectionLimit()) {
+      RejectFull();
+      return;
+    }
     if (!OriginAllowed(Sv(request[http::field::origin]))) {
       context_->metrics.rejected_forbidden.Inc();
-      log::Info("upgrade rejected: origin not allowed",
-                {{"origin", std::string(Sv(request[http::field::origin]))}, {"target", redacted}});
+      static log::RateLimited limit;
+      limit.Write(
+          log::Level::kInfo, "upgrade rejected: origin not allowed",
+          {{"origin", std::string(Sv(request[http::field::origin]))}, {"target", redacted}});
       SendError(http::status::forbidden, "origin_not_allowed",
                 "this Origin is not in AGENTWIRE_ALLOWED_ORIGINS", false);
       return;
     }
-    const auto token = ExtractToken(Sv(request[http::field::authorization]), Sv(request.target()));
+    const auto token = ExtractToken(Sv(request[http::field::authorization]), Sv(request.target()),
+                                    Sv(request[http::field::sec_websocket_protocol]));
     const auto auth = context_->verifier.Verify(token);
     if (!auth.ok) {
       context_->metrics.rejected_unauthorized.Inc();
-      log::Info("upgrade rejected: unauthorized",
-                {{"error", auth.error_code}, {"target", redacted}});
+      static log::RateLimited limit;
+      limit.Write(log::Level::kInfo, "upgrade rejected: unauthorized",
+                  {{"error", auth.error_code}, {"target", redacted}});
       SendError(http::status::unauthorized, auth.error_code, auth.message, false);
       return;
     }
@@ -184,6 +212,10 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
       }
     }
     if (!context_->AcquireConnection(user)) {
+      if (context_->AtConnectionLimit()) {
+        RejectFull();
+        return;
+      }
       context_->metrics.rejected_too_many.Inc();
       SendError(
           http::status::too_many_requests, "too_many_connections",
@@ -200,15 +232,36 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     session->Run(std::move(request));
   }
 
+  void RejectFull() {
+    context_->metrics.rejected_full.Inc();
+    static log::RateLimited limit;
+    limit.Warn("upgrade rejected: replica at --max-connections",
+               {{"count", static_cast<int64_t>(context_->Connections())},
+                {"limit", static_cast<int64_t>(context_->max_connections)}});
+    retry_after_ = kRetryAfterFullSeconds;
+    SendError(http::status::service_unavailable, "replica_full",
+              fmt::format("this replica holds its limit of {} connections; retry after {} s "
+                          "(any replica serves any user)",
+                          context_->max_connections, kRetryAfterFullSeconds),
+              false);
+  }
+
   void Send(http::status status, std::string_view content_type, std::string body) {
     auto response = std::make_shared<http::response<http::string_body>>(status, 11);
     response->set(http::field::server, "agentwire-gateway");
     response->set(http::field::content_type,
                   beast::string_view(content_type.data(), content_type.size()));
     response->set(http::field::cache_control, "no-store");
+    if (retry_after_ > 0) response->set(http::field::retry_after, std::to_string(retry_after_));
     response->keep_alive(keep_alive_);
-    response->body() = std::move(body);
-    response->prepare_payload();
+    if (head_) {
+      // HEAD: the headers GET would send, Content-Length included, and no body: a body here
+      // would be read as the start of the next response on a kept-alive connection.
+      response->content_length(body.size());
+    } else {
+      response->body() = std::move(body);
+      response->prepare_payload();
+    }
     http::async_write(stream_, *response,
                       [self = shared_from_this(), response](beast::error_code ec, std::size_t) {
                         if (ec) return;
@@ -232,6 +285,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<GatewayContext> context_;
   bool keep_alive_ = false;
+  bool head_ = false;    // the request being answered is a HEAD
+  int retry_after_ = 0;  // seconds; a Retry-After header when positive
 };
 
 }  // namespace
@@ -270,7 +325,14 @@ ParsedTarget ParseTarget(std::string_view target) {
 }
 
 HttpListener::HttpListener(asio::io_context& ioc, std::shared_ptr<GatewayContext> context)
-    : ioc_(ioc), acceptor_(asio::make_strand(ioc)), context_(std::move(context)) {}
+    : ioc_(ioc),
+      acceptor_(asio::make_strand(ioc)),
+      retry_timer_(acceptor_.get_executor()),
+      context_(std::move(context)),
+      throttle_(
+          std::make_shared<AcceptThrottle>(context_->registry, "agentwire_gateway_", "gateway")) {
+  context_->accept_throttle = throttle_;
+}
 
 void HttpListener::Open(const std::string& address, uint16_t port) {
   OpenListener(acceptor_, address, port, "--listen / AGENTWIRE_LISTEN",
@@ -284,6 +346,7 @@ void HttpListener::Stop() {
   asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
     beast::error_code ignored;
     self->acceptor_.close(ignored);
+    self->retry_timer_.cancel();
   });
 }
 
@@ -292,8 +355,18 @@ void HttpListener::Accept() {
                                                                               tcp::socket socket) {
     if (ec) {
       if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
-      log::Warn("accept failed", {{"error", ec.message()}});
+      // EMFILE & co: the connection stays in the backlog and accepting again at once fails
+      // again, a hot loop. Pause (growing delay), then try again on our own.
+      const auto delay = self->throttle_->OnError(ec);
+      if (delay.count() > 0) {
+        self->retry_timer_.expires_after(delay);
+        self->retry_timer_.async_wait([self](beast::error_code wait_ec) {
+          if (!wait_ec && self->acceptor_.is_open()) self->Accept();
+        });
+        return;
+      }
     } else {
+      self->throttle_->OnAccepted();
       socket.set_option(tcp::no_delay(true), ec);
       std::make_shared<HttpConnection>(std::move(socket), self->context_)->Start();
     }

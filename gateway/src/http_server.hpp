@@ -3,6 +3,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <memory>
 #include <string>
 
@@ -29,7 +30,9 @@ class HttpListener final : public std::enable_shared_from_this<HttpListener> {
 
   boost::asio::io_context& ioc_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer retry_timer_;  // the pause after EMFILE & co (acceptor's strand)
   std::shared_ptr<GatewayContext> context_;
+  std::shared_ptr<AcceptThrottle> throttle_;
   uint16_t port_ = 0;
 };
 

@@ -61,9 +61,14 @@ void Session::Run(beast::http::request<beast::http::string_body> request) {
   timeouts.idle_timeout = context_->config.idle_timeout;
   timeouts.keep_alive_pings = true;
   ws_.set_option(timeouts);
-  ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& response) {
-    response.set(beast::http::field::server, "agentwire-gateway");
-  }));
+  // RFC 6455: name the subprotocol the client offered (the token's marker), never the token.
+  const auto offered = request[beast::http::field::sec_websocket_protocol];
+  ws_.set_option(websocket::stream_base::decorator(
+      [protocol = std::string(AcceptedSubprotocol({offered.data(), offered.size()}))](
+          websocket::response_type& response) {
+        response.set(beast::http::field::server, "agentwire-gateway");
+        if (!protocol.empty()) response.set(beast::http::field::sec_websocket_protocol, protocol);
+      }));
   ws_.read_message_max(context_->config.max_inbound_frame_bytes);
   ws_.auto_fragment(false);
   // The stream's own timeouts now govern; the HTTP phase's deadline must not fire.

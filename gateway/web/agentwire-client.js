@@ -12,8 +12,12 @@
  * - keeps the cursor of the last frame in `storage` (sessionStorage in browsers), keyed by
  *   gateway URL, user (the token's `sub`) and filters, and resumes from it after a reconnect
  *   or a page reload;
+ * - sends the token in the `Sec-WebSocket-Protocol` header (`agentwire.bearer, <token>`),
+ *   which no proxy or load balancer writes to its access log, instead of the `access_token`
+ *   query parameter (option `tokenTransport: 'query'` for gateways older than this);
  * - reconnects with exponential backoff and full jitter (250 ms base, 10 s cap), starting
- *   over once a connection has stayed up for `stableAfterMs`;
+ *   over once a connection has stayed up for `stableAfterMs`; a replica that is full (HTTP 503)
+ *   is retried the same way, never sooner than its `Retry-After` when the probe can read it;
  * - drops an event whose `event_id` it has already delivered (bounded set of recent ids), so
  *   a replayed event is never handed to `onEvent` twice;
  * - on a `reset` frame (cursor older than the retained log) forgets the cursor and the ids,
@@ -44,6 +48,12 @@ export const ClientState = Object.freeze({
 
 /** Close code the client uses when it drops a connection itself to start over after `reset`. */
 const kCloseForReset = 4000;
+
+/** The subprotocol that carries the token: `new WebSocket(url, [kBearerProtocol, token])`. */
+export const kBearerProtocol = 'agentwire.bearer';
+
+/** RFC 7230 token characters: what a Sec-WebSocket-Protocol entry may hold (a JWT does). */
+const kProtocolToken = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /**
  * Delay before reconnect attempt number `attempt` (0-based): "full jitter", a uniformly random
@@ -202,6 +212,10 @@ function statusFromError(message) {
  * @property {(state: string, info: StateInfo) => void} [onStateChange]
  * @property {(error: Error) => void} [onError] a frame that could not be parsed, or a callback
  *   that threw (the stream goes on)
+ * @property {'protocol' | 'query'} [tokenTransport] how the token travels: 'protocol' (default)
+ *   in the Sec-WebSocket-Protocol header, out of every access log; 'query' as `access_token=`
+ *   (gateways older than the header support). A token that is not a valid header token goes in
+ *   the query either way.
  * @property {typeof WebSocket} [WebSocketImpl] default globalThis.WebSocket (Node: `ws`)
  * @property {typeof fetch | null} [fetchImpl] used to learn the HTTP status of a rejected
  *   upgrade in browsers; null disables the probe
@@ -231,6 +245,7 @@ export class AgentwireClient {
   #onStateChange;
   #onError;
   #webSocket;
+  #tokenTransport;
   #fetch;
   #baseDelayMs;
   #maxDelayMs;
@@ -271,6 +286,7 @@ export class AgentwireClient {
     this.#onError = o.onError || ((error) => console.error('agentwire:', error));
     this.#webSocket = o.WebSocketImpl || globalThis.WebSocket;
     if (!this.#webSocket) throw new TypeError('AgentwireClient: no WebSocket; pass WebSocketImpl');
+    this.#tokenTransport = o.tokenTransport === 'query' ? 'query' : 'protocol';
     // Bound: browsers throw "Illegal invocation" for fetch called on another object.
     const fetchImpl = o.fetchImpl === undefined ? globalThis.fetch : o.fetchImpl;
     this.#fetch = typeof fetchImpl === 'function' ? fetchImpl.bind(globalThis) : null;
@@ -409,12 +425,13 @@ export class AgentwireClient {
 
   #urlFor(token) {
     const url = new URL(this.#url);
-    url.searchParams.set('access_token', token);
+    const inHeader = this.#tokenTransport === 'protocol' && kProtocolToken.test(token);
+    if (!inHeader) url.searchParams.set('access_token', token);
     const cursor = this.#cursor || (this.#fromEarliest || this.#startFrom === 'earliest' ? 'earliest' : '');
     if (cursor) url.searchParams.set('cursor', cursor);
     if (this.#threadId) url.searchParams.set('thread_id', this.#threadId);
     if (this.#runId) url.searchParams.set('run_id', this.#runId);
-    return { href: url.href, sentCursor: cursor };
+    return { href: url.href, sentCursor: cursor, protocols: inHeader ? [kBearerProtocol, token] : null };
   }
 
   async #open() {
@@ -439,11 +456,13 @@ export class AgentwireClient {
       this.#cursor = this.#storageGet(key);
       this.#seen.clear();
     }
-    const { href, sentCursor } = this.#urlFor(token);
+    const { href, sentCursor, protocols } = this.#urlFor(token);
+    // The probe after a refused upgrade sends the token as a header too, never in the URL.
+    const probeToken = protocols ? token : '';
 
     let socket;
     try {
-      socket = new this.#webSocket(href);
+      socket = protocols ? new this.#webSocket(href, protocols) : new this.#webSocket(href);
     } catch (error) {
       this.#onError(error);
       this.#scheduleReconnect({ reason: String(error && error.message) });
@@ -473,7 +492,7 @@ export class AgentwireClient {
       clearTimeout(handshakeTimer);
       if (this.#socket !== socket) return;  // closed by close() or superseded
       this.#socket = null;
-      this.#handleClose(connection, event || {}, href, sentCursor, generation);
+      this.#handleClose(connection, event || {}, href, sentCursor, generation, probeToken);
     };
   }
 
@@ -529,7 +548,7 @@ export class AgentwireClient {
     this.#fromEarliest = true;
   }
 
-  async #handleClose(connection, event, href, sentCursor, generation) {
+  async #handleClose(connection, event, href, sentCursor, generation, probeToken) {
     const info = { code: event.code || 0, reason: event.reason || connection.error || '' };
     if (connection.resetting) {
       if (sentCursor && sentCursor !== 'earliest') {
@@ -553,7 +572,7 @@ export class AgentwireClient {
     }
 
     // The handshake failed: a refused upgrade (401/403/400/429) or the gateway is unreachable.
-    const rejection = await this.#rejectionOf(connection.error, href);
+    const rejection = await this.#rejectionOf(connection.error, href, probeToken);
     if (generation !== this.#generation) return;
     const status = rejection.status;
     const details = { ...info, ...rejection };
@@ -577,28 +596,33 @@ export class AgentwireClient {
   // Learns why an upgrade failed: from the WebSocket library's error text when it has one
   // (Node `ws`), else by asking the same URL over plain HTTP, which the gateway answers with
   // the status and JSON body it would give the upgrade. Only the answers that mean "retrying
-  // cannot help" are taken from the probe (401, 403, 400 about the cursor); anything else
-  // (426 for a request without Upgrade, 5xx, no answer) means retry.
-  async #rejectionOf(errorText, href) {
+  // cannot help" are taken from the probe (401, 403, 400 about the cursor), and a full replica's
+  // 503 for its Retry-After; anything else (426 for a request without Upgrade, other 5xx, no
+  // answer) means retry.
+  async #rejectionOf(errorText, href, probeToken) {
     const status = statusFromError(errorText);
     if (status) return { status };
-    const probed = await this.#probe(href);
+    const probed = await this.#probe(href, probeToken);
     const trusted =
       probed.status === 401 ||
       probed.status === 403 ||
+      probed.status === 503 ||
       (probed.status === 400 && /cursor/i.test(`${probed.error} ${probed.message}`));
     return trusted ? probed : { status: 0 };
   }
 
-  async #probe(href) {
+  async #probe(href, probeToken) {
     if (typeof this.#fetch !== 'function') return { status: 0 };
     try {
       const response = await this.#fetch(href.replace(/^ws/, 'http'), {
         cache: 'no-store',
         credentials: 'omit',
+        headers: probeToken ? { Authorization: `Bearer ${probeToken}` } : undefined,
         signal: typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(5000) : undefined,
       });
-      const result = { status: response.status, error: '', message: '' };
+      const result = { status: response.status, error: '', message: '', retryAfterMs: 0 };
+      const retryAfter = Number(response.headers && response.headers.get('retry-after'));
+      if (retryAfter > 0) result.retryAfterMs = Math.min(retryAfter, 300) * 1000;
       try {
         const body = await response.json();
         if (body && typeof body === 'object') {
@@ -615,7 +639,12 @@ export class AgentwireClient {
   }
 
   #scheduleReconnect(info) {
-    const delayMs = backoffDelay(this.#attempt, this.#baseDelayMs, this.#maxDelayMs, this.#random);
+    let delayMs = backoffDelay(this.#attempt, this.#baseDelayMs, this.#maxDelayMs, this.#random);
+    if (info.retryAfterMs > 0) {
+      // A full replica (503) said when to come back: not before, plus jitter, so the clients it
+      // turned away do not all return in the same second.
+      delayMs = Math.max(delayMs, info.retryAfterMs + Math.floor(this.#random() * info.retryAfterMs));
+    }
     this.#attempt++;
     this.#setState(ClientState.RECONNECTING, {
       ...info,

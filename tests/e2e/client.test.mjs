@@ -223,6 +223,41 @@ describe('AgentwireClient against a stand-in gateway', () => {
     assert.equal(gateway.upgrades.length, upgrades, 'no reconnect');
   });
 
+  test('sends the token in Sec-WebSocket-Protocol, never in the URL', async (t) => {
+    const { client } = makeClient(t, gateway, { startFrom: 'live' });
+    client.connect();
+    await waitFor('live', () => client.state === ClientState.LIVE);
+    assert.equal(gateway.transports.at(-1), 'protocol');
+    assert.equal(gateway.upgrades.at(-1).access_token, undefined);
+    client.close();
+
+    const { client: legacy } = makeClient(t, gateway, { startFrom: 'live', tokenTransport: 'query' });
+    legacy.connect();
+    await waitFor('live', () => legacy.state === ClientState.LIVE);
+    assert.equal(gateway.transports.at(-1), 'query');
+    assert.equal(gateway.upgrades.at(-1).access_token, fakeToken('alice'));
+  });
+
+  test('a full replica (503) is retried with backoff and jitter until there is room', async (t) => {
+    gateway.full = true;
+    gateway.fullRefusals = 0;
+    t.after(() => {
+      gateway.full = false;
+    });
+    const { client, seen } = makeClient(t, gateway, { startFrom: 'live' });
+    client.connect();
+    await waitFor('three refusals', () => gateway.fullRefusals >= 3);
+    await sleep(400);
+    // Backoff (20 ms base, 200 ms cap here): a handful of attempts, not a tight loop.
+    assert.ok(gateway.fullRefusals < 25, `${gateway.fullRefusals} attempts in ~0.5 s`);
+    const retries = seen.states.filter((s) => s.state === ClientState.RECONNECTING);
+    assert.ok(retries.length >= 3);
+    assert.ok(retries.every((s) => s.info.status === 503), JSON.stringify(retries.map((s) => s.info)));
+    assert.ok(new Set(retries.map((s) => s.info.delayMs)).size > 1, 'jittered delays');
+    gateway.full = false;
+    await waitFor('live', () => client.state === ClientState.LIVE);
+  });
+
   test('keeps retrying while the gateway is down and resumes when it is back', async (t) => {
     const { client, seen } = makeClient(t, gateway, { startFrom: 'live' });
     client.connect();

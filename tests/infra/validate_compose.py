@@ -450,10 +450,38 @@ def check_nginx(report, root, path, services):
                  is not None, f"{where}: forwards Connection: upgrade")
     report.check(re.search(r"proxy_http_version\s+1\.1", text) is not None,
                  f"{where}: speaks HTTP/1.1 upstream (WebSocket needs it)")
+    check_nginx_logs(report, where, text)
     timeout = re.search(r"proxy_read_timeout\s+(\d+)s?", text)
     report.check(timeout is not None and int(timeout.group(1)) >= 300,
                  f"{where}: proxy_read_timeout keeps idle WebSockets open",
                  f"{timeout.group(0) if timeout else 'not set'} (nginx default 60s)")
+
+
+# nginx variables that carry the query string, where browser clients put access_token=.
+QUERY_VARIABLES = re.compile(r"\$(request|request_uri|args|query_string|is_args|arg_\w+)\b")
+
+
+def check_nginx_logs(report, where, text):
+    """Tokens out of logs: every access_log names a log_format without the query string."""
+    formats = {}
+    for name, body in re.findall(r"log_format\s+(\w+)\s+((?:'[^']*'\s*)+);", text):
+        formats[name] = "".join(re.findall(r"'([^']*)'", body))
+    logs = re.findall(r"access_log\s+([^;]+);", text)
+    report.check(bool(logs), f"{where}: has an access_log", "none")
+    for args in logs:
+        parts = args.split()
+        if parts[0] == "off":
+            continue
+        name = parts[1] if len(parts) > 1 and "=" not in parts[1] else "combined"
+        report.check(name in formats,
+                     f"{where}: access_log {parts[0]} uses a log_format defined here",
+                     f"'{name}' is nginx's built-in format, which logs $request with the "
+                     "query string (access_token=)")
+        if name in formats:
+            leaked = QUERY_VARIABLES.search(formats[name])
+            report.check(leaked is None,
+                         f"{where}: log_format {name} leaves out the query string",
+                         f"it logs {leaked.group(0) if leaked else ''}, which holds access_token=")
 
 
 def read_topics_env(path):

@@ -160,6 +160,7 @@ TEST_F(GatewayAuthTest, PublicKeyUsedAsHmacSecretIsRefused) {
   harness_->StartGateway([](gateway::GatewayConfig& config) {
     config.auth.hs256_secret.clear();
     config.auth.jwks_file = jwks_path_;
+    config.auth.audience = "any";  // a JWKS needs an explicit audience (see JwksNeedsAudience)
   });
   const uint16_t port = harness_->Port();
   const auto claims = TestClaims("alice");
@@ -329,6 +330,29 @@ TEST(GatewayAuthLogs, TokensNeverAppearInLogs) {
     EXPECT_EQ(logs.find(payload), std::string::npos) << "claims in logs: " << payload;
   }
   std::filesystem::remove_all(directory);
+}
+
+}  // namespace
+}  // namespace agentwire::testing
+
+namespace agentwire::testing {
+namespace {
+
+// An identity provider signs tokens for all of its applications with the keys of its JWKS: a
+// gateway that checks no audience would accept a token issued for another application. It
+// refuses to start instead, with one line that says what to set.
+TEST(GatewayAuthConfig, JwksWithoutAudienceRefusesToStart) {
+  Subprocess::Options options;
+  options.unset_env = {"AGENTWIRE_JWT_SECRET", "AGENTWIRE_JWT_AUDIENCE", "AGENTWIRE_JWKS_FILE"};
+  const auto result =
+      agentwire::testing::Run({AgentwireBinary(), "gateway", "--brokers", "127.0.0.1:9",
+                               "--jwks-file", "/etc/agentwire/jwks.json"},
+                              options, 20s);
+  EXPECT_EQ(result.exit_code, std::optional<int>(2)) << result.stderr_text;
+  EXPECT_NE(result.stderr_text.find("--jwt-audience / AGENTWIRE_JWT_AUDIENCE"), std::string::npos)
+      << result.stderr_text;
+  EXPECT_EQ(std::count(result.stderr_text.begin(), result.stderr_text.end(), '\n'), 1)
+      << result.stderr_text;
 }
 
 }  // namespace

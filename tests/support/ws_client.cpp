@@ -58,12 +58,17 @@ WsClient::HandshakeResult RawUpgrade(const WsClient::Options& options) {
   request.set(http::field::sec_websocket_version, "13");
   if (!options.bearer.empty()) request.set(http::field::authorization, "Bearer " + options.bearer);
   if (!options.origin.empty()) request.set(http::field::origin, options.origin);
+  if (!options.protocols.empty()) {
+    request.set(http::field::sec_websocket_protocol, options.protocols);
+  }
   http::write(socket, request, ec);
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.skip(false);
   http::read_header(socket, buffer, parser, ec);
   result.status = static_cast<int>(parser.get().result_int());
+  result.retry_after = std::string(parser.get()[http::field::retry_after]);
+  result.protocol = std::string(parser.get()[http::field::sec_websocket_protocol]);
   if (!ec && result.status != 101) {
     http::read(socket, buffer, parser, ec);
     result.body = parser.get().body();
@@ -98,6 +103,7 @@ WsClient::HandshakeResult WsClient::Connect(const Options& options) {
   state_->ws.set_option(websocket::stream_base::decorator([options](websocket::request_type& req) {
     if (!options.bearer.empty()) req.set(http::field::authorization, "Bearer " + options.bearer);
     if (!options.origin.empty()) req.set(http::field::origin, options.origin);
+    if (!options.protocols.empty()) req.set(http::field::sec_websocket_protocol, options.protocols);
   }));
   websocket::response_type response;
   state_->ws.handshake(response, options.host + ":" + std::to_string(options.port), options.target,
@@ -113,6 +119,7 @@ WsClient::HandshakeResult WsClient::Connect(const Options& options) {
     return result;
   }
   result.status = 101;
+  result.protocol = std::string(response[http::field::sec_websocket_protocol]);
   state_->StartRead();
   return result;
 }

@@ -20,6 +20,7 @@ class WsClient final {
     std::string target = "/v1/events";
     std::string bearer;            // Authorization: Bearer <bearer> when non-empty
     std::string origin;            // Origin header when non-empty
+    std::string protocols;         // Sec-WebSocket-Protocol header when non-empty
     int receive_buffer_bytes = 0;  // SO_RCVBUF when > 0 (slow-client tests)
     // SO_SNDBUF when > 0. A frame the server refuses must fit, so that the write completes
     // before the server closes: Beast 1.74's teardown stops draining after one read (its
@@ -31,6 +32,8 @@ class WsClient final {
     int status = 0;  // 101 on success, else the HTTP status (0: no HTTP answer)
     std::string body;
     std::string error;
+    std::string retry_after;  // the response's Retry-After header
+    std::string protocol;     // the response's Sec-WebSocket-Protocol header
   };
 
   WsClient();

@@ -672,6 +672,61 @@ TEST(ExtractToken, QueryParameterIsPercentDecoded) {
   EXPECT_EQ(ExtractToken("", "/v1/events?access_token=a%zzb%4"), "a%zzb%4");
 }
 
+TEST(ExtractToken, SubprotocolPairAfterTheHeaderBeforeTheQuery) {
+  const std::string offer = "agentwire.bearer, a.b.c";
+  EXPECT_EQ(ExtractToken("", "/v1/events", offer), "a.b.c");
+  EXPECT_EQ(ExtractToken("", "/v1/events", "chat,agentwire.bearer ,a.b.c, other"), "a.b.c");
+  EXPECT_EQ(ExtractToken("Bearer h.h.h", "/v1/events?access_token=q.q.q", offer), "h.h.h");
+  EXPECT_EQ(ExtractToken("", "/v1/events?access_token=q.q.q", offer), "a.b.c");
+  // The marker without a token after it, or a token without the marker, is no token.
+  EXPECT_EQ(ExtractToken("", "/v1/events", "agentwire.bearer"), "");
+  EXPECT_EQ(ExtractToken("", "/v1/events", "a.b.c"), "");
+  EXPECT_EQ(ExtractToken("", "/v1/events?access_token=q.q.q", "agentwire.bearer"), "q.q.q");
+}
+
+TEST(AcceptedSubprotocol, OnlyTheMarkerAndOnlyWhenOffered) {
+  EXPECT_EQ(AcceptedSubprotocol("agentwire.bearer, a.b.c"), "agentwire.bearer");
+  EXPECT_EQ(AcceptedSubprotocol("chat, agentwire.bearer,a.b.c"), "agentwire.bearer");
+  EXPECT_EQ(AcceptedSubprotocol(""), "");
+  EXPECT_EQ(AcceptedSubprotocol("chat, a.b.c"), "");
+  EXPECT_EQ(AcceptedSubprotocol("agentwire.bearer.x"), "");
+}
+
+TEST(AuthConfigValidate, JwksNeedsAnAudienceOrAnExplicitAny) {
+  AuthConfig config;
+  config.jwks_file = "/keys/jwks.json";
+  try {
+    config.Validate();
+    ADD_FAILURE() << "a JWKS without an audience was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--jwt-audience"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'any'"), std::string::npos) << e.what();
+  }
+  config.audience = "agentwire";
+  EXPECT_NO_THROW(config.Validate());
+  config.audience = "any";
+  EXPECT_NO_THROW(config.Validate());
+  // An HS256 secret is agentwire's own: no audience needed.
+  AuthConfig secret;
+  secret.hs256_secret = kSecret;
+  EXPECT_NO_THROW(secret.Validate());
+}
+
+TEST_F(AuthTest, AudienceAnyAcceptsEveryAudience) {
+  AuthConfig config = JwksConfig();
+  config.audience = "any";
+  const TokenVerifier verifier(config);
+  auto claims = Claims("gina");
+  claims["aud"] = "some-other-app";
+  ExpectUser(verifier,
+             SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), claims, {{"kid", "rsa-1"}}),
+             "gina");
+  config.audience = "agentwire";
+  ExpectFailure(TokenVerifier(config),
+                SignWithLibjwt(JWT_ALG_RS256, PrivatePem(rsa1_.get()), claims, {{"kid", "rsa-1"}}),
+                "token_audience");
+}
+
 TEST(RedactTarget, NeverLeaksTheToken) {
   const std::string token = MintHs256Token(kSecret, "alice", seconds(60));
   const std::string encoded = [&] {

@@ -36,6 +36,11 @@ export class FakeGateway {
     this.retainedFrom = 0;
     /** When set, every resume from a cursor (not `earliest`) gets `reset`. */
     this.resetCursors = false;
+    /** When true, every upgrade gets 503 with Retry-After (a replica at --max-connections). */
+    this.full = false;
+    this.fullRefusals = 0;
+    /** How each accepted upgrade carried its token: 'protocol' or 'query'. */
+    this.transports = [];
     /** Tokens answered with 401. */
     this.rejected = new Set();
     /** When > 0, the next that many event frames are each sent twice. */
@@ -52,8 +57,9 @@ export class FakeGateway {
     this.server.on('upgrade', (req, socket, head) => {
       const verdict = this.#check(req);
       if (verdict.status !== 101) {
+        const retryAfter = verdict.retryAfter ? `Retry-After: ${verdict.retryAfter}\r\n` : '';
         socket.end(
-          `HTTP/1.1 ${verdict.status} Rejected\r\nContent-Type: application/json\r\n` +
+          `HTTP/1.1 ${verdict.status} Rejected\r\nContent-Type: application/json\r\n${retryAfter}` +
             `Connection: close\r\nContent-Length: ${Buffer.byteLength(verdict.body)}\r\n\r\n${verdict.body}`,
         );
         return;
@@ -96,7 +102,17 @@ export class FakeGateway {
     const url = new URL(req.url, 'http://x');
     const reject = (status, error, message) => ({ status, body: JSON.stringify({ error, message }) });
     if (url.pathname !== '/v1/events') return reject(404, 'not_found', 'no such endpoint');
-    const token = url.searchParams.get('access_token') || '';
+    if (this.full) {
+      this.fullRefusals++;
+      return { ...reject(503, 'replica_full', 'at --max-connections'), retryAfter: 1 };
+    }
+    // The gateway's order: Authorization header, Sec-WebSocket-Protocol pair, query.
+    const offered = (req.headers['sec-websocket-protocol'] || '').split(',').map((p) => p.trim());
+    const marker = offered.indexOf('agentwire.bearer');
+    const fromProtocol = marker >= 0 && marker + 1 < offered.length ? offered[marker + 1] : '';
+    const fromHeader = (req.headers.authorization || '').replace(/^Bearer\s+/i, '');
+    const token = fromHeader || fromProtocol || url.searchParams.get('access_token') || '';
+    const transport = fromHeader ? 'header' : fromProtocol ? 'protocol' : 'query';
     const user = subjectOf(token);
     if (!user || this.rejected.has(token)) return reject(401, 'unauthorized', 'invalid token');
     const cursor = url.searchParams.get('cursor');
@@ -108,6 +124,7 @@ export class FakeGateway {
     }
     return {
       status: 101,
+      transport,
       user,
       from,
       threadId: url.searchParams.get('thread_id') || '',
@@ -138,6 +155,7 @@ export class FakeGateway {
 
   #session(ws, verdict) {
     this.upgrades.push(verdict.query);
+    this.transports.push(verdict.transport);
     const session = { ws, user: verdict.user, threadId: verdict.threadId, runId: verdict.runId, live: false };
     this.sessions.add(session);
     ws.on('close', () => this.sessions.delete(session));

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -43,7 +45,42 @@ void Info(std::string_view message, Fields fields = {});
 void Warn(std::string_view message, Fields fields = {});
 void Error(std::string_view message, Fields fields = {});
 
+enum class Level { kDebug, kInfo, kWarn, kError };
+
+/// Rate limit for one kind of log line that can repeat per event or per accept (a log flood
+/// is an outage of its own, and log storage bills by the byte): at most one line per
+/// `interval`; the lines dropped in between are counted, and the next line that passes
+/// carries their number as the field `suppressed`. Keep one limiter per kind of line, e.g. a
+/// function-local `static log::RateLimited limit;` or a member. Thread-safe.
+class RateLimited final {
+ public:
+  explicit RateLimited(std::chrono::milliseconds interval = std::chrono::seconds(1))
+      : interval_(interval) {}
+
+  /// Writes the line unless one was written less than `interval` ago. Returns true if written.
+  bool Write(Level level, std::string_view message, Fields fields = {});
+  bool Warn(std::string_view message, Fields fields = {}) {
+    return Write(Level::kWarn, message, fields);
+  }
+  bool Error(std::string_view message, Fields fields = {}) {
+    return Write(Level::kError, message, fields);
+  }
+
+  /// The decision alone, with an injectable clock (tests): true when a line may be written at
+  /// `now`; then `suppressed` is the number of lines dropped since the previous one.
+  bool Allow(std::chrono::steady_clock::time_point now, uint64_t& suppressed);
+
+ private:
+  const std::chrono::milliseconds interval_;
+  std::mutex mutex_;
+  bool any_ = false;
+  std::chrono::steady_clock::time_point last_{};
+  uint64_t suppressed_ = 0;
+};
+
 /// Renders the payload the way the current format does (exposed for tests).
 std::string Render(Format format, std::string_view message, Fields fields);
+std::string RenderRange(Format format, std::string_view message, const Field* begin,
+                        const Field* end);
 
 }  // namespace agentwire::log

@@ -16,11 +16,20 @@ struct AuthConfig {
   std::string jwks_file;
   /// AGENTWIRE_JWT_ISSUER: when non-empty, iss must equal it.
   std::string issuer;
-  /// AGENTWIRE_JWT_AUDIENCE: when non-empty, aud (a string or an array) must contain it.
+  /// AGENTWIRE_JWT_AUDIENCE: when non-empty, aud (a string or an array) must contain it;
+  /// kAnyAudience turns the check off explicitly.
   std::string audience;
   /// Clock skew allowed for exp / nbf / iat (0..3600 s).
   std::chrono::seconds leeway{30};
+
+  /// A server's start-up checks: with a JWKS file (an identity provider's keys sign tokens
+  /// for all of its applications) `audience` must be set, to agentwire's audience or to
+  /// kAnyAudience. Throws ConfigError naming --jwt-audience / AGENTWIRE_JWT_AUDIENCE.
+  void Validate() const;
 };
+
+/// The --jwt-audience value that accepts a token for any audience.
+inline constexpr std::string_view kAnyAudience = "any";
 
 /// The outcome of one verification. On failure `error_code` is a stable machine code for the
 /// 401 body ({"error": error_code, "message": message}):
@@ -84,11 +93,24 @@ class TokenVerifier final {
                                          std::chrono::seconds ttl, std::string_view issuer = {},
                                          std::string_view audience = {});
 
-/// Finds the token in an HTTP upgrade request: the "Authorization: Bearer <jwt>" header value
-/// (scheme case-insensitive) wins; otherwise the first access_token= query parameter of the
-/// request target, percent-decoded. Returns empty when neither is present.
+/// The WebSocket subprotocol that carries a token where no proxy logs it: a client offers
+/// `Sec-WebSocket-Protocol: agentwire.bearer, <jwt>` (browsers: `new WebSocket(url,
+/// ["agentwire.bearer", jwt])`), and the gateway answers with `agentwire.bearer` alone, never
+/// the token. See docs/protocol.md.
+inline constexpr std::string_view kBearerSubprotocol = "agentwire.bearer";
+
+/// The subprotocol the handshake response must name in its Sec-WebSocket-Protocol header for
+/// a request that sent `protocol_header`: kBearerSubprotocol when the client offered it, empty
+/// otherwise (then the response carries no such header, as RFC 6455 4.2.2 requires).
+[[nodiscard]] std::string_view AcceptedSubprotocol(std::string_view protocol_header);
+
+/// Finds the token in an HTTP upgrade request, in this order: the "Authorization: Bearer
+/// <jwt>" header value (scheme case-insensitive); the entry after kBearerSubprotocol in the
+/// Sec-WebSocket-Protocol header; the first access_token= query parameter of the request
+/// target, percent-decoded. Returns empty when none is present.
 [[nodiscard]] std::string ExtractToken(std::string_view authorization_header,
-                                       std::string_view request_target);
+                                       std::string_view request_target,
+                                       std::string_view protocol_header = {});
 
 /// The request target for logs: the value of every secret-looking query parameter (access_token,
 /// token, id_token, jwt, *secret*, *password*, *key*, *auth*, ...) and every value shaped like a

@@ -53,9 +53,19 @@ struct GatewayConfig {
   /// Serve the demo page from this directory instead of the copy built into the binary.
   std::string web_dir;
 
+  /// WebSocket sessions this replica holds at most (--max-connections); past it an upgrade
+  /// gets HTTP 503 with Retry-After, and /readyz answers 503 from 95 % of it until the count
+  /// drops below 90 %. 0 = derived from the descriptor limit (DefaultMaxConnections).
+  int max_connections = 0;
+
   /// Throws ConfigError with one line naming the flag.
   void Validate() const;
 };
+
+/// The --max-connections default for a process allowed `descriptor_limit` open files: one
+/// descriptor per session, minus a reserve for Kafka, the metrics endpoint, HTTP requests not
+/// yet upgraded and the process itself (64 + 10 % of the limit); at least 1, at most 1,000,000.
+int DefaultMaxConnections(uint64_t descriptor_limit);
 
 /// One stateless gateway replica: tails every partition of the topic (no consumer group),
 /// keeps a recent-log cache, and serves WebSocket clients their own user's events with
