@@ -39,8 +39,8 @@ struct GatewayMetrics {
   metrics::Counter& catchup_extended;    // live buffer overflowed during catch-up
   metrics::Gauge& catchup_buffered;      // CatchupBudget: bytes now
   metrics::Gauge& catchup_buffered_peak;
-  metrics::Counter& rejected_full;       // --max-connections reached: 503
-  metrics::Gauge& max_connections;       // the effective --max-connections
+  metrics::Counter& rejected_full;  // --max-connections reached: 503
+  metrics::Gauge& max_connections;  // the effective --max-connections
 };
 
 /// Everything sessions and HTTP connections share inside one replica. Lives as long as the
