@@ -328,10 +328,9 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
           decoded = true;
           rd_kafka_timestamp_type_t type;
           const int64_t timestamp = rd_kafka_message_timestamp(message.get(), &type);
-          entry = MakeLogEntry(identity_, partition, offset, timestamp,
+          // The same routing rule as the tailer: the key must be the payload's user_id.
+          entry = MakeLogEntry(identity_, partition, offset, timestamp, key,
                                {static_cast<const char*>(message->payload), message->len});
-          // One routing rule everywhere: a record belongs to the user its key names.
-          if (entry && entry->user_id != key) entry.reset();
         }
         if (!entry) continue;
         const size_t bytes = FrameBytes(entry);

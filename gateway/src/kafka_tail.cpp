@@ -40,12 +40,19 @@ kafka::Properties TailConsumerProperties(const kafka::Properties& base,
 }
 
 LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t offset,
-                         int64_t timestamp_ms, std::string_view value) {
+                         int64_t timestamp_ms, std::string_view key, std::string_view value,
+                         EntryProblem* problem) {
+  auto fail = [problem](EntryProblem why) -> LogEntryPtr {
+    if (problem != nullptr) *problem = why;
+    return nullptr;
+  };
+  if (problem != nullptr) *problem = EntryProblem::kNone;
   v1::AgentEvent event;
   if (!event.ParseFromArray(value.data(), static_cast<int>(value.size())) ||
       event.user_id().empty()) {
-    return nullptr;
+    return fail(EntryProblem::kUndecodable);
   }
+  if (event.user_id() != key) return fail(EntryProblem::kKeyMismatch);
   auto entry = std::make_shared<LogEntry>();
   entry->offset = offset;
   entry->timestamp_ms = timestamp_ms;
@@ -72,6 +79,9 @@ KafkaTailer::KafkaTailer(kafka::Properties properties, TopicIdentity identity, P
           "(its sessions got reset)")),
       undecodable_(metrics.GetCounter("agentwire_gateway_undecodable_total",
                                       "Messages skipped because they are not AgentEvents")),
+      key_mismatch_(metrics.GetCounter(
+          "agentwire_gateway_key_mismatch_total",
+          "Messages skipped because their key is not their user_id (delivered to nobody)")),
       lag_(metrics.GetGauge("agentwire_gateway_consumer_lag",
                             "Messages between the high watermark and the tailer, all partitions")),
       warm_start_(warm),
@@ -240,22 +250,32 @@ void KafkaTailer::Run() {
         // partition's sessions with `reset` instead of skipping the lost events silently.
         behind_retention_.insert(message->partition);
       }
-      log::Warn("kafka consume error", {{"topic", identity_.topic},
-                                        {"partition", message->partition},
-                                        {"error", kafka::ErrorText(message->err)}});
+      static log::RateLimited consume_error_log;
+      consume_error_log.Warn("kafka consume error", {{"topic", identity_.topic},
+                                                     {"partition", message->partition},
+                                                     {"error", kafka::ErrorText(message->err)}});
       continue;
     }
     consumed_.Inc();
     const int partition = message->partition;
     rd_kafka_timestamp_type_t type;
     const int64_t timestamp = rd_kafka_message_timestamp(message.get(), &type);
-    auto entry = MakeLogEntry(identity_, partition, message->offset, timestamp,
-                              {static_cast<const char*>(message->payload), message->len});
+    EntryProblem problem = EntryProblem::kNone;
+    auto entry =
+        MakeLogEntry(identity_, partition, message->offset, timestamp,
+                     {static_cast<const char*>(message->key), message->key ? message->key_len : 0},
+                     {static_cast<const char*>(message->payload), message->len}, &problem);
     if (!entry) {
-      undecodable_.Inc();
-      log::Warn(
-          "skipping a message that is not an AgentEvent",
-          {{"topic", identity_.topic}, {"partition", partition}, {"offset", message->offset}});
+      // Per message: rate-limited, the counters have the totals.
+      static log::RateLimited undecodable_log;
+      static log::RateLimited mismatch_log;
+      const bool mismatch = problem == EntryProblem::kKeyMismatch;
+      (mismatch ? key_mismatch_ : undecodable_).Inc();
+      (mismatch ? mismatch_log : undecodable_log)
+          .Warn(
+              mismatch ? "skipping a message whose key is not its user_id"
+                       : "skipping a message that is not an AgentEvent",
+              {{"topic", identity_.topic}, {"partition", partition}, {"offset", message->offset}});
       hub_.Skip(partition, message->offset);
       continue;
     }

@@ -24,10 +24,17 @@ struct TopicIdentity {
   int partition_count = 0;
 };
 
-/// Decodes one Kafka message into a LogEntry with its frame; nullptr when the value is not
-/// an AgentEvent (the archive sends those to the DLQ; the gateway just skips them).
+/// Why a message produced no LogEntry.
+enum class EntryProblem { kNone, kUndecodable, kKeyMismatch };
+
+/// Decodes one Kafka message into a LogEntry with its frame; nullptr when the value is not an
+/// AgentEvent (the archive sends those to the DLQ; the gateway just skips them) or when its key
+/// is not its user_id. One routing rule for every path (live, cache, Kafka catch-up): a record
+/// belongs to the user its key names, and one whose payload names another user is delivered to
+/// nobody: it sits in another user's partition order, so no resume could ever deliver it again.
 LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t offset,
-                         int64_t timestamp_ms, std::string_view value);
+                         int64_t timestamp_ms, std::string_view key, std::string_view value,
+                         EntryProblem* problem = nullptr);
 
 /// Consumer properties for latency-sensitive reads (no group, no commits, short fetch wait).
 kafka::Properties TailConsumerProperties(const kafka::Properties& base,
@@ -72,6 +79,7 @@ class KafkaTailer final {
   metrics::Counter& consumed_;
   metrics::Counter& retention_gaps_;
   metrics::Counter& undecodable_;
+  metrics::Counter& key_mismatch_;
   metrics::Gauge& lag_;
   kafka::HandlePtr consumer_;
   std::set<int> behind_retention_;  // partitions to seek to their low watermark (tailer thread)

@@ -103,7 +103,10 @@ std::string Session::CursorAt(int64_t next_offset) const {
 
 void Session::SendReset() {
   context_->metrics.resets.Inc();
-  log::Info("cursor not resumable; sent reset", {{"session", id_}, {"user", user_id_}});
+  // A retention gap resets every session of a partition at once: one line a second.
+  static log::RateLimited reset_log;
+  reset_log.Write(log::Level::kInfo, "cursor not resumable; sent reset",
+                  {{"session", id_}, {"user", user_id_}});
   // Queued only: every caller writes next, and a write from here could start the catch-up
   // before the session is attached.
   Push({std::make_shared<const std::string>(ResetFrame("history_unavailable")), 0, false});
@@ -227,8 +230,9 @@ void Session::HandleHistory(HistoryChunk chunk) {
     case Status::kError:
       history_in_flight_ = false;
       // Kafka unreachable: let the client retry later with the same cursor.
-      log::Warn("resume from kafka failed",
-                {{"session", id_}, {"user", user_id_}, {"error", chunk.error}});
+      static log::RateLimited failed_log;  // a Kafka outage fails every resume at once
+      failed_log.Warn("resume from kafka failed",
+                      {{"session", id_}, {"user", user_id_}, {"error", chunk.error}});
       StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
       return;
   }
@@ -297,7 +301,9 @@ void Session::HandleLive(const LogEntryPtr& entry) {
   AcceptLive(entry);
   if (OverLimits()) {
     context_->metrics.slow_closes.Inc();
-    log::Info("client too slow; closing with 1013", {{"session", id_}, {"user", user_id_}});
+    static log::RateLimited slow_log;
+    slow_log.Write(log::Level::kInfo, "client too slow; closing with 1013",
+                   {{"session", id_}, {"user", user_id_}});
     StartClose(websocket::close_code::try_again_later, "client too slow");
     return;
   }

@@ -5,6 +5,8 @@
 #include <map>
 #include <set>
 
+#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/producers/murmur2.hpp"
 #include "agentwire/producers/run_emitter.hpp"
 #include "support/gateway_harness.hpp"
 
@@ -203,6 +205,69 @@ TEST_F(GatewayDeliveryTest, OpsEndpointsAnswer) {
       HttpGet(harness_->Port(), "/v1/events", "Bearer " + harness_->Token("probe-user"));
   EXPECT_EQ(plain.status, 426);
   EXPECT_NE(plain.body.find("\"error\""), std::string::npos);
+}
+
+// One routing rule (issue 15): a record belongs to the user its key names. A record keyed by
+// another user but whose payload says "alice" (a worker bug, or a forgery) sits in the key's
+// order, so a resume could never deliver it again: it is delivered to nobody, live or on
+// resume, and counted.
+TEST_F(GatewayDeliveryTest, RecordWhoseKeyIsNotItsUserIsDeliveredToNobody) {
+  const std::string user = "routing-alice";
+  const int partitions = harness_->Partitions();
+  const int partition = producers::PartitionForKey(user, partitions);
+  std::string other_key;  // another user's key that lands in alice's partition
+  for (int i = 0; other_key.empty(); ++i) {
+    const std::string candidate = "routing-mallory-" + std::to_string(i);
+    if (producers::PartitionForKey(candidate, partitions) == partition) other_key = candidate;
+  }
+
+  WsClient live;
+  ASSERT_EQ(live.Connect(harness_->ClientOptions(user)).status, 101);
+  const auto ready = ReadUntil(
+      live, [](const auto& f) { return !f.empty(); }, 10s);
+  ASSERT_EQ(ready.size(), 1U);
+  ASSERT_EQ(ready[0].type, "ready");
+
+  v1::AgentEvent forged;
+  forged.set_event_id("forged-1");
+  forged.set_user_id(user);
+  forged.set_run_id("r-forged");
+  forged.set_run_seq(1);
+  forged.mutable_agent_thinking()->set_text("not yours");
+  const std::string value = forged.SerializeAsString();
+  auto producer = kafka::MakeClient(
+      RD_KAFKA_PRODUCER,
+      kafka::MakeConf({{"bootstrap.servers", harness_->Kafka().BootstrapServers()}}));
+  ASSERT_EQ(rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC(harness_->Topic().c_str()),
+                              RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_KEY(other_key.data(), other_key.size()),
+                              RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_EQ(rd_kafka_flush(producer.get(), 10'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  const std::string genuine = harness_->Publish(user, "r-genuine", 1);
+  harness_->Flush();
+
+  auto has = [](const std::vector<Frame>& frames, const std::string& id) {
+    return std::any_of(frames.begin(), frames.end(),
+                       [&](const Frame& f) { return f.event_id == id; });
+  };
+  const auto live_frames = ReadUntil(
+      live, [&](const auto& f) { return has(f, genuine); }, 10s);
+  EXPECT_TRUE(has(live_frames, genuine));
+  EXPECT_FALSE(has(live_frames, "forged-1")) << "delivered live by the payload's user_id";
+
+  // A resume from before both records: the same answer from the catch-up path.
+  WsClient resumed;
+  ASSERT_EQ(resumed.Connect(harness_->ClientOptions(user, "cursor=" + ready[0].cursor)).status,
+            101);
+  const auto resumed_frames = ReadUntil(
+      resumed, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 10s);
+  EXPECT_TRUE(has(resumed_frames, genuine));
+  EXPECT_FALSE(has(resumed_frames, "forged-1"));
+
+  const auto metrics = HttpGet(harness_->Port(), "/metrics").body;
+  EXPECT_NE(metrics.find("agentwire_gateway_key_mismatch_total 1"), std::string::npos) << metrics;
 }
 
 }  // namespace
