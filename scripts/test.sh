@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds the `ci` preset (release build,
-# warnings are errors) into build/ci and runs every test. Exits with ctest's status. Works from any cwd.
+# warnings are errors) into build/ci and runs every test, then the gateway and publisher tests
+# again under ThreadSanitizer (build/tsan). Exits non-zero when either ctest run failed. Works
+# from any cwd.
 # Extra arguments go to ctest, e.g. scripts/test.sh -R infra, scripts/test.sh -L integration.
 set -euo pipefail
 
@@ -33,4 +35,36 @@ if [[ -f $e2e/package.json ]] && ! [[ -f $e2e/node_modules/.package-lock.json &&
   fi
 fi
 
-exec ctest --test-dir build/ci -j "$jobs" --output-on-failure --timeout 900 "$@"
+status=0
+ctest --test-dir build/ci -j "$jobs" --output-on-failure --timeout 900 "$@" || status=$?
+
+# The gateway's and the publisher's tests (and the unit tests of the gateway's state machines)
+# again under ThreadSanitizer: a Debug build with -fsanitize=thread of just those targets. Debian's librdkafka starts its threads with
+# C11 thrd_create, which TSan does not intercept, so the tests run with a shim that maps C11
+# threads onto pthreads (tests/tsan/). AGENTWIRE_SKIP_TSAN=1 skips this part.
+if [[ "${AGENTWIRE_SKIP_TSAN:-0}" != 1 ]]; then
+  echo "test: ThreadSanitizer build (preset tsan) of the gateway and publisher tests"
+  cmake --preset tsan --log-level=WARNING >/dev/null
+  tsan_targets=(agentwire agentwire_unit_tests agentwire_tsan_shim publisher_test)
+  tsan_suites=(PartitionHubTest PublisherTest)
+  # Every gateway integration test but the descriptor flood (it asserts low CPU, which a
+  # TSan build cannot promise).
+  for source in tests/integration/gateway_*_test.cpp; do
+    name=$(basename "$source" .cpp)
+    [[ $name == gateway_overload_test ]] && continue
+    tsan_targets+=("$name")
+    tsan_suites+=($(grep -ohE '^TEST(_F)?\(\w+' "$source" | sed -E 's/^TEST(_F)?\(//' | sort -u))
+  done
+  # Tests whose pass depends on the speed of the test process itself, which TSan slows 5-15x:
+  # the healthy client of the stalled-client test cannot keep up with the burst, and the
+  # producer-fault test's timeouts fire at other moments (under TSan it once saw 2 of 100,000
+  # events acknowledged with offset -1001 and absent from the log: noted in the issue).
+  tsan_timing='GatewayLimits\.StalledClient|PublisherTest\.ProduceErrorsNotLeaderAndRequestTimedOut'
+  cmake --build build/tsan -j "$jobs" --target "${tsan_targets[@]}"
+  LD_PRELOAD="$root/build/tsan/tests/libagentwire_tsan_shim.so" \
+    TSAN_OPTIONS="suppressions=$root/tests/tsan/suppressions.txt halt_on_error=1 second_deadlock_stack=1" \
+    ctest --test-dir build/tsan -R "^($(IFS='|'; echo "${tsan_suites[*]}"))\." -E "$tsan_timing" \
+    -j "$jobs" --output-on-failure --timeout 900 "$@" ||
+    status=$?
+fi
+exit "$status"
