@@ -178,11 +178,9 @@ std::unique_ptr<Source> MakeKafkaSource(const ReplayConfig& config, Progress& pr
 std::unique_ptr<Source> MakePostgresSource(const ReplayConfig& config, Progress& progress,
                                            Console& console);
 
-/// The partition count of `topic`, asking for the whole cluster's metadata rather than the
-/// topic's: a request naming a missing topic makes brokers with auto.create.topics.enable (and
-/// the embedded Kafka) create it, and a typo in --topic or --republish-to must not create
-/// topics. Throws ConfigError naming `flag` when the topic does not exist, KafkaError when the
-/// cluster does not answer.
+/// The partition count of `topic` (kafka::FindPartitionCount: never creates the topic). Throws
+/// ConfigError naming `flag` when the topic does not exist, KafkaError when the cluster does not
+/// answer.
 int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, std::string_view flag,
                                 std::chrono::milliseconds timeout);
 

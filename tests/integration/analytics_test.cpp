@@ -15,6 +15,7 @@
 #include "support/postgres_fixture.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
+#include "support/ws_client.hpp"
 
 namespace agentwire {
 namespace {
@@ -242,6 +243,39 @@ TEST_F(AnalyticsTest, MissingDsnIsAConfigError) {
       NoPgDsnEnv(), seconds(30));
   EXPECT_EQ(result.exit_code, 2) << result.stderr_text;
   EXPECT_NE(result.stderr_text.find("AGENTWIRE_PG_DSN"), std::string::npos) << result.stderr_text;
+}
+
+TEST_F(AnalyticsTest, ArchiveAndAnalyticsStartSideBySideWithTheirDefaultMetricsPorts) {
+  // A new user starts both on one host without --metrics-port: each serves its own /metrics.
+  auto without_port = [&](const std::string& command) {
+    auto argv = testing::ConsumerCommand(command, kafka_->BootstrapServers(), dsn_, {});
+    const auto flag = std::find(argv.begin(), argv.end(), "--metrics-port");
+    argv.erase(flag, flag + 2);
+    testing::Subprocess::Options options;
+    options.unset_env = {"AGENTWIRE_METRICS_PORT"};
+    return std::make_unique<Subprocess>(argv, options);
+  };
+  auto archive = without_port("archive");
+  ASSERT_TRUE(archive->WaitForStderr("consumer started", seconds(60))) << archive->Describe();
+  auto analytics = without_port("analytics");
+  const auto deadline = std::chrono::steady_clock::now() + seconds(60);
+  for (;;) {
+    const auto archive_metrics = testing::HttpGet(9464, "/metrics");
+    const auto analytics_metrics = testing::HttpGet(9465, "/metrics");
+    if (archive_metrics.body.find("agentwire_archive_batches_total") != std::string::npos &&
+        analytics_metrics.body.find("agentwire_analytics_batches_total") != std::string::npos) {
+      break;
+    }
+    ASSERT_TRUE(archive->Running()) << archive->Describe();
+    ASSERT_TRUE(analytics->Running()) << analytics->Describe();
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+        << archive->Describe() << analytics->Describe();
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  for (auto* process : {archive.get(), analytics.get()}) {
+    process->Signal(SIGTERM);
+    EXPECT_EQ(process->Wait(seconds(30)), 0) << process->Describe();
+  }
 }
 
 }  // namespace
