@@ -11,6 +11,8 @@
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "event_text.hpp"
+#include "event_time.hpp"
 #include "pg_batch_consumer.hpp"
 
 namespace agentwire::consumers {
@@ -23,8 +25,6 @@ constexpr auto kDeadLetterFlushTimeout = std::chrono::seconds(10);
 const std::vector<std::string> kEventColumns = {
     "topic",   "partition", "\"offset\"", "event_id",   "user_id", "thread_id", "run_id",
     "run_seq", "type",      "emitted_at", "agent_name", "payload", "raw"};
-
-bool HasNul(const std::string& text) { return text.find('\0') != std::string::npos; }
 
 /// Decodes `value` into `event`; returns why it cannot be archived, or "" when it can.
 std::string Decode(const void* key, size_t key_size, const void* value, size_t value_size,
@@ -40,13 +40,10 @@ std::string Decode(const void* key, size_t key_size, const void* value, size_t v
     return fmt::format("key '{:.64}' is not the event's user_id '{:.64}'", key_text,
                        event.user_id());
   }
-  std::string payload = schemas::ToJson(event);
-  // PostgreSQL text and jsonb cannot hold U+0000; the JSON form escapes it as \u0000.
-  if (HasNul(event.event_id()) || HasNul(event.user_id()) ||
-      payload.find("\\u0000") != std::string::npos) {
+  if (internal::HasNulCharacter(event)) {
     return "text contains a NUL character (PostgreSQL cannot store it)";
   }
-  if (json != nullptr) *json = std::move(payload);
+  if (json != nullptr) *json = schemas::ToJson(event);
   return "";
 }
 
@@ -80,6 +77,10 @@ class Archive::Impl final : public internal::BatchWriter {
                                           "Messages written to dead_letters and the DLQ topic")),
         dlq_failures_(registry.GetCounter("agentwire_archive_dlq_delivery_failures_total",
                                           "Dead letters the DLQ topic did not acknowledge")),
+        times_replaced_(registry.GetCounter(
+            "agentwire_archive_event_times_replaced_total",
+            "Events whose emitted_at was more than 24 h from their Kafka timestamp (archived "
+            "with the Kafka timestamp)")),
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_archive"),
                   *this) {
     kafka::Properties properties = config_.client_properties;
@@ -116,11 +117,13 @@ class Archive::Impl final : public internal::BatchWriter {
     rows_.clear();
     dead_.clear();
     next_message_ = 0;
+    batch_times_replaced_ = 0;
     const size_t inserted = InsertRows(tx, messages);
     for (const auto& [message, reason] : dead_) InsertDeadLetter(tx, message, reason);
     // Staged only once everything above succeeded (a failed Write stages nothing).
     pending_archived_ += inserted;
     pending_duplicates_ += rows_.size() - inserted;
+    pending_times_replaced_ += batch_times_replaced_;
     for (auto& [message, reason] : dead_) pending_dead_.emplace_back(message, std::move(reason));
   }
 
@@ -148,6 +151,14 @@ class Archive::Impl final : public internal::BatchWriter {
     archived_.Inc(pending_archived_);
     duplicates_.Inc(pending_duplicates_);
     dead_letters_.Inc(pending_dead_.size());
+    times_replaced_.Inc(pending_times_replaced_);
+    if (pending_times_replaced_ > 0) {
+      log::Warn(
+          "emitted_at more than 24 h away from the Kafka timestamp (a worker's clock is off): "
+          "archived with the Kafka timestamp in agent_events.emitted_at; payload and raw keep "
+          "the original",
+          {{"topic", config_.topic}, {"count", static_cast<uint64_t>(pending_times_replaced_)}});
+    }
     for (const auto& [message, reason] : pending_dead_) {
       log::Warn("dead letter", {{"topic", config_.topic},
                                 {"partition", message->partition},
@@ -177,11 +188,17 @@ class Archive::Impl final : public internal::BatchWriter {
         dead_.emplace_back(message, std::move(reason));
         continue;
       }
+      // A clock far off the Kafka timestamp does not get to place the event in another era:
+      // the column (what time queries and replay --source postgres use) gets the Kafka
+      // timestamp then; payload and raw keep what the worker sent.
       std::optional<std::string> emitted_at;
-      if (event_.has_emitted_at()) {
-        emitted_at =
-            internal::TimestampText(event_.emitted_at().seconds(), event_.emitted_at().nanos());
+      rd_kafka_timestamp_type_t type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+      bool replaced = false;
+      if (const auto nanos = internal::EventTimeNanos(
+              event_, rd_kafka_message_timestamp(message, &type), &replaced)) {
+        emitted_at = internal::TimestampTextFromNanos(*nanos);
       }
+      if (replaced) ++batch_times_replaced_;
       rows_.emplace_back(
           config_.topic, message->partition, message->offset, event_.event_id(), event_.user_id(),
           event_.thread_id(), event_.run_id(), static_cast<int64_t>(event_.run_seq()),
@@ -231,6 +248,7 @@ class Archive::Impl final : public internal::BatchWriter {
   void Reset() {
     pending_archived_ = 0;
     pending_duplicates_ = 0;
+    pending_times_replaced_ = 0;
     pending_dead_.clear();
     stage_dirty_ = false;  // ON COMMIT DELETE ROWS / rollback emptied it
   }
@@ -283,6 +301,7 @@ class Archive::Impl final : public internal::BatchWriter {
   metrics::Counter& duplicates_;
   metrics::Counter& dead_letters_;
   metrics::Counter& dlq_failures_;
+  metrics::Counter& times_replaced_;
   kafka::HandlePtr producer_;
   internal::PgBatchConsumer consumer_;
   // The batch being written, reused across batches.
@@ -294,6 +313,8 @@ class Archive::Impl final : public internal::BatchWriter {
   bool stage_dirty_ = false;
   size_t pending_archived_ = 0;
   size_t pending_duplicates_ = 0;
+  size_t batch_times_replaced_ = 0;
+  size_t pending_times_replaced_ = 0;
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
 };
 

@@ -94,6 +94,16 @@ std::string TimestampText(int64_t seconds, int32_t nanos) {
                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nanos / 1000);
 }
 
+std::string TimestampTextFromNanos(int64_t nanos) {
+  int64_t seconds = nanos / 1'000'000'000;
+  int64_t rest = nanos % 1'000'000'000;
+  if (rest < 0) {
+    rest += 1'000'000'000;
+    --seconds;
+  }
+  return TimestampText(seconds, static_cast<int32_t>(rest));
+}
+
 PgBatchConsumer::PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer)
     : config_(std::move(config)),
       writer_(writer),

@@ -154,5 +154,7 @@ std::string ByteaHex(const void* data, size_t size);
 
 /// RFC 3339 UTC with microseconds for a protobuf Timestamp given as seconds and nanos.
 std::string TimestampText(int64_t seconds, int32_t nanos);
+/// The same for nanoseconds since the epoch.
+std::string TimestampTextFromNanos(int64_t nanos);
 
 }  // namespace agentwire::consumers::internal

@@ -17,6 +17,7 @@
 #include "agentwire/core/options.hpp"
 #include "agentwire/producers/murmur2.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "event_time.hpp"
 #include "replay_internal.hpp"
 
 namespace agentwire::consumers {
@@ -304,8 +305,7 @@ void ValidateReplayConfig(const ReplayConfig& config) {
 namespace replay {
 
 int64_t EmittedAtNanos(const v1::AgentEvent& event) {
-  if (!event.has_emitted_at()) return 0;
-  return event.emitted_at().seconds() * 1'000'000'000 + event.emitted_at().nanos();
+  return internal::EmittedAtNanos(event).value_or(0);
 }
 
 int64_t ToNanos(TimePoint time) {
@@ -331,11 +331,6 @@ bool EventFilter::Matches(const v1::AgentEvent& event) const {
         selection_.types.end()) {
       return false;
     }
-  }
-  if (since_ns_ || until_ns_) {
-    const int64_t at = EmittedAtNanos(event);
-    if (since_ns_ && at < *since_ns_) return false;
-    if (until_ns_ && at >= *until_ns_) return false;
   }
   return true;
 }
@@ -394,7 +389,7 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers, con
   };
   auto head_of = [&lanes](size_t index) {
     const Record& record = lanes[index].buffer.Front();
-    return Head{EmittedAtNanos(record.event), record.partition, index};
+    return Head{record.time_ns, record.partition, index};
   };
   std::priority_queue<Head, std::vector<Head>, std::greater<>> heap;
   for (size_t i = 0; i < lanes.size(); ++i) {
@@ -592,6 +587,12 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
                   static_cast<uint64_t>(stats.seconds > 0 ? stats.scanned / stats.seconds : 0));
   if (stats.undecodable > 0) {
     summary += fmt::format("; {} undecodable messages skipped", stats.undecodable);
+  }
+  if (const uint64_t replaced = progress.times_replaced.load(); replaced > 0) {
+    summary += fmt::format(
+        "; {} events with emitted_at more than 24 h from their Kafka timestamp were placed by "
+        "the Kafka timestamp",
+        replaced);
   }
   if (republisher) {
     summary += fmt::format("; republished {} to {}, {} failed", stats.republished,

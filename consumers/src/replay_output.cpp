@@ -27,9 +27,11 @@ TimePoint FromNanos(int64_t nanos) {
       std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(nanos)));
 }
 
-std::string EmittedAtText(const v1::AgentEvent& event) {
-  if (!event.has_emitted_at()) return "-";
-  return FormatTimeMillis(FromNanos(EmittedAtNanos(event)));
+// The time the replay placed the event by; a '*' marks a Kafka timestamp that replaced an
+// emitted_at more than 24 h away from it.
+std::string EventTimeText(const Record& record) {
+  if (!record.event.has_emitted_at()) return "-";
+  return FormatTimeMillis(FromNanos(record.time_ns)) + (record.time_replaced ? "*" : "");
 }
 
 // "2026-11-22T10:00:00" is the same for every event of a second: formatted once per second.
@@ -267,7 +269,7 @@ class TableWriter final : public EventWriter {
   void Write(const Record& record) override {
     const auto& event = record.event;
     std::string line =
-        fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n", EmittedAtText(event),
+        fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n", EventTimeText(record),
                     TerminalSafe(event.user_id()), TerminalSafe(event.run_id()), event.run_seq(),
                     schemas::EventType(event), Summary(event));
     if (streaming_) {

@@ -156,6 +156,10 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
     poison.push_back({"user-3", no_body.SerializeAsString(), "type"});
     poison.push_back({"someone-else", GoodEvent(1002).SerializeAsString(), "key"});
     poison.push_back({"user-1", "", "empty"});
+    // A real NUL anywhere in the text (here a map value) cannot be stored in PostgreSQL.
+    auto nul = GoodEvent(1003);
+    (*nul.mutable_attributes())["tenant"] = std::string("ac\0me", 5);
+    poison.push_back({nul.user_id(), nul.SerializeAsString(), "NUL"});
   }
 
   constexpr int kGood = 2000;
@@ -166,7 +170,11 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
                                             {"partitioner", "murmur2_random"}}));
     size_t next_poison = 0;
     for (int i = 0; i < kGood; ++i) {
-      const auto event = GoodEvent(i);
+      auto event = GoodEvent(i);
+      // Valid events that an earlier archive dead-lettered or misplaced: the six characters
+      // \u0000 in a text (its JSON holds "\\u0000", not a NUL), and a worker clock in year 9999.
+      if (i == 8) event.mutable_tool_executing()->set_input(R"({"path":"C:\u0000"})");
+      if (i == 9) event.mutable_emitted_at()->set_seconds(253'402'300'799);
       Produce(producer.get(), event.user_id(), event.SerializeAsString());
       if (i % 200 == 100 && next_poison < poison.size()) {
         Produce(producer.get(), poison[next_poison].key, poison[next_poison].value);
@@ -188,6 +196,17 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kGood);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events WHERE event_id NOT LIKE 'good-%'"),
             0);
+  EXPECT_EQ(pg.Query(dsn,
+                     "SELECT payload->'tool_executing'->>'input' FROM agent_events"
+                     " WHERE event_id = 'good-8'"),
+            R"({"path":"C:\u0000"})");
+  // The year-9999 event is archived with its Kafka timestamp (the publish time) as emitted_at;
+  // its bytes keep what the worker sent.
+  EXPECT_EQ(pg.QueryInt(dsn,
+                        "SELECT count(*) FROM agent_events WHERE event_id = 'good-9'"
+                        " AND emitted_at BETWEEN now() - interval '1 hour' AND now()"
+                        " AND payload->>'emitted_at' LIKE '9999-12-31%'"),
+            1);
 
   // Every poison message in dead_letters with its reason, key and exact bytes.
   const auto rows = pg.QueryRows(

@@ -646,6 +646,52 @@ TEST_F(ReplayTest, GapReportFindsTheHoleAndTheOpenRun) {
   EXPECT_NE(jsonl.stderr_text.find("missing run_seq 4"), std::string::npos) << jsonl.stderr_text;
 }
 
+TEST_F(ReplayTest, ABrokenClockCannotMoveAnEventOutOfItsTime) {
+  // Workers with clocks in year 9999 and in 1970: --since/--until and the order use the Kafka
+  // timestamp for them (emitted_at more than 24 h away from it), and nothing overflows.
+  const std::string topic = "replay.clocks";
+  kafka_->CreateTopic({topic, 1});
+  {
+    producers::PublisherConfig config;
+    config.client_properties = {{"bootstrap.servers", Bootstrap()}};
+    config.topic = topic;
+    producers::EventPublisher publisher(config);
+    for (const int64_t seconds : {int64_t{0}, int64_t{253'402'300'799}, int64_t{1}}) {
+      v1::AgentEvent event;
+      event.set_event_id(schemas::NewEventId());
+      event.set_user_id("clock-user");
+      event.set_run_id("clock-run");
+      event.set_run_seq(static_cast<uint32_t>(seconds % 7 + 1));
+      event.mutable_emitted_at()->set_seconds(
+          seconds != 0
+              ? seconds
+              : std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch())
+                    .count());
+      event.mutable_agent_thinking()->set_text("t");
+      ASSERT_EQ(publisher.Publish(event, {}, 5s), producers::PublishStatus::kAccepted);
+    }
+    ASSERT_EQ(publisher.Flush(30s), 0U);
+  }
+  const auto recent = Replay({"--since", "10m", "--time-slack", "0"}, topic);
+  ASSERT_EQ(recent.exit_code, 0) << recent.stderr_text;
+  const auto lines = Lines(recent.stdout_text);
+  ASSERT_EQ(lines.size(), 3U) << recent.stdout_text << recent.stderr_text;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(nlohmann::json::parse(lines[i])["offset"], i) << lines[i];
+  }
+  EXPECT_NE(recent.stderr_text.find("2 events with emitted_at more than 24 h from their Kafka "
+                                    "timestamp were placed by the Kafka timestamp"),
+            std::string::npos)
+      << recent.stderr_text;
+  // The event stamped 9999 is not "after next year", nor the 1970 one "before last year".
+  const auto future = Replay({"--since", "2100-01-01T00:00:00Z"}, topic);
+  ASSERT_EQ(future.exit_code, 0) << future.stderr_text;
+  EXPECT_EQ(future.stdout_text, "");
+  const auto past = Replay({"--until", "2000-01-01T00:00:00Z"}, topic);
+  ASSERT_EQ(past.exit_code, 0) << past.stderr_text;
+  EXPECT_EQ(past.stdout_text, "");
+}
+
 TEST_F(ReplayTest, TableEscapesControlCharactersFromEvents) {
   // An event whose ids and text carry terminal control sequences (retitle, clear screen, CSI as
   // one C1 character) must not reach the SRE's terminal raw through `replay --format table`.
