@@ -47,11 +47,20 @@ std::string Decode(const void* key, size_t key_size, const void* value, size_t v
   return "";
 }
 
+// Delivery reports of the DLQ producer, served by rd_kafka_flush on the consumer's thread.
+struct DeadLetterDeliveries {
+  metrics::Counter* failures = nullptr;
+  uint64_t failed_in_batch = 0;
+};
+
 void OnDeadLetterDelivery(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
   if (message->err) {
-    static_cast<metrics::Counter*>(opaque)->Inc();
+    auto* deliveries = static_cast<DeadLetterDeliveries*>(opaque);
+    deliveries->failures->Inc();
+    ++deliveries->failed_in_batch;
     log::Error(
-        "dead letter not delivered to the DLQ topic (it is still in dead_letters)",
+        "dead letter not delivered to the DLQ topic: the batch is not committed and will be "
+        "retried",
         {{"topic", rd_kafka_topic_name(message->rkt)}, {"error", kafka::ErrorText(message->err)}});
   }
 }
@@ -90,7 +99,8 @@ class Archive::Impl final : public internal::BatchWriter {
     properties["message.timeout.ms"] = "10000";
     auto conf = kafka::MakeConf(properties);
     rd_kafka_conf_set_dr_msg_cb(conf.get(), OnDeadLetterDelivery);
-    rd_kafka_conf_set_opaque(conf.get(), &dlq_failures_);
+    deliveries_.failures = &dlq_failures_;
+    rd_kafka_conf_set_opaque(conf.get(), &deliveries_);
     producer_ = kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
   }
 
@@ -135,15 +145,28 @@ class Archive::Impl final : public internal::BatchWriter {
 
   void BeforeCommit() override {
     // The DLQ copy is produced before the PostgreSQL commit and waited for: a crash in between
-    // produces it again after the restart (at-least-once), never zero times.
+    // produces it again after the restart (at-least-once), never zero times. So unless the DLQ
+    // topic acknowledged every dead letter of the batch, the batch is not committed: it is
+    // rolled back and retried (the consumer pauses and backs off as for a PostgreSQL outage).
     if (pending_dead_.empty()) return;
-    for (const auto& [message, reason] : pending_dead_) ProduceDeadLetter(message, reason);
-    if (rd_kafka_flush(
+    deliveries_.failed_in_batch = 0;
+    bool produced = true;
+    for (const auto& [message, reason] : pending_dead_) {
+      produced = ProduceDeadLetter(message, reason) && produced;
+    }
+    const bool flushed =
+        rd_kafka_flush(
             producer_.get(),
-            static_cast<int>(std::chrono::milliseconds(kDeadLetterFlushTimeout).count())) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR) {
-      log::Error("DLQ topic did not acknowledge in time; dead_letters keeps the messages",
-                 {{"topic", config_.dead_letter_topic}});
+            static_cast<int>(std::chrono::milliseconds(kDeadLetterFlushTimeout).count())) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!produced || !flushed || deliveries_.failed_in_batch > 0) {
+      throw internal::BatchNotCommitted(fmt::format(
+          "the DLQ topic {} did not acknowledge the batch's {} dead letters ({}): the batch is "
+          "not committed and will be retried; check that the topic exists and accepts writes",
+          config_.dead_letter_topic, pending_dead_.size(),
+          !produced  ? "could not produce"
+          : !flushed ? fmt::format("no answer within {} s", kDeadLetterFlushTimeout.count())
+                     : fmt::format("{} failed", deliveries_.failed_in_batch)));
     }
   }
 
@@ -265,7 +288,7 @@ class Archive::Impl final : public internal::BatchWriter {
         config_.topic, message->partition, message->offset, config_.group_id, reason, key, raw);
   }
 
-  void ProduceDeadLetter(const rd_kafka_message_t* message, const std::string& reason) {
+  bool ProduceDeadLetter(const rd_kafka_message_t* message, const std::string& reason) {
     rd_kafka_headers_t* original = nullptr;
     rd_kafka_headers_t* headers = nullptr;
     // rd_kafka_message_headers keeps ownership; the copy is handed to producev.
@@ -290,10 +313,11 @@ class Archive::Impl final : public internal::BatchWriter {
     if (err) {
       rd_kafka_headers_destroy(headers);
       dlq_failures_.Inc();
-      log::Error("cannot produce to the DLQ topic (dead_letters keeps the message)",
+      log::Error("cannot produce to the DLQ topic",
                  {{"topic", config_.dead_letter_topic}, {"error", kafka::ErrorText(err)}});
     }
     rd_kafka_poll(producer_.get(), 0);
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
   }
 
   ArchiveConfig config_;
@@ -302,6 +326,7 @@ class Archive::Impl final : public internal::BatchWriter {
   metrics::Counter& dead_letters_;
   metrics::Counter& dlq_failures_;
   metrics::Counter& times_replaced_;
+  DeadLetterDeliveries deliveries_;
   kafka::HandlePtr producer_;
   internal::PgBatchConsumer consumer_;
   // The batch being written, reused across batches.

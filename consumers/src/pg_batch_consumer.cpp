@@ -62,6 +62,12 @@ bool IsConnectionError(const std::exception& error) {
          }();
 }
 
+std::string RefusalState(const std::exception& error) {
+  const auto* sql = dynamic_cast<const pqxx::sql_error*>(&error);
+  if (sql == nullptr || IsConnectionError(error) || IsDataError(error)) return "";
+  return sql->sqlstate().empty() ? "unknown" : sql->sqlstate();
+}
+
 bool IsDataError(const std::exception& error) {
   const auto* sql = dynamic_cast<const pqxx::sql_error*>(&error);
   if (sql == nullptr || IsConnectionError(error)) return false;
@@ -222,6 +228,7 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
         }
         positioned = true;
       } catch (const std::exception& e) {
+        refusal_ = RefusalState(e);
         MarkPostgresDown(e.what());
       }
     }
@@ -286,7 +293,13 @@ bool PgBatchConsumer::Connect() {
     return true;
   } catch (const std::exception& e) {
     connection_.reset();
-    log::Warn("cannot connect to PostgreSQL", {{"error", e.what()}});
+    refusal_ = RefusalState(e);
+    if (refusal_.empty()) {
+      log::Warn("cannot connect to PostgreSQL", {{"error", e.what()}});
+    } else {
+      log::Warn("PostgreSQL refused the consumer's set-up statements (schema or permission)",
+                {{"sqlstate", refusal_}, {"error", e.what()}});
+    }
     return false;
   }
 }
@@ -299,10 +312,26 @@ void PgBatchConsumer::Pause(const std::vector<int32_t>& partitions) {
 
 void PgBatchConsumer::MarkPostgresDown(const std::string& error) {
   pg_errors_.Inc();
-  if (!postgres_down_) {
-    log::Error("PostgreSQL unavailable: pausing consumption until it is back",
-               {{"topic", config_.topic}, {"error", error}});
+  if (!not_committed_.empty()) {
+    // Logged every time: each retry is a batch that could not be committed.
+    log::Error("batch not committed: pausing consumption and retrying with backoff",
+               {{"topic", config_.topic}, {"error", not_committed_}});
+  } else if (!postgres_down_) {
+    if (!refusal_.empty()) {
+      // Reachable, but the statement was refused: a missing table or column, a permission. No
+      // use saying "unavailable": the operator must change the schema or the grants.
+      log::Error(
+          "PostgreSQL refused the consumer's statements (schema or permission problem, not an "
+          "outage): pausing consumption and retrying with backoff; nothing is skipped. Hint: run "
+          "with --migrate, or grant the role SELECT/INSERT/UPDATE on the agentwire tables",
+          {{"topic", config_.topic}, {"sqlstate", refusal_}, {"error", error}});
+    } else {
+      log::Error("PostgreSQL unavailable: pausing consumption until it is back",
+                 {{"topic", config_.topic}, {"error", error}});
+    }
   }
+  refusal_.clear();
+  not_committed_.clear();
   postgres_down_ = true;
   ready_.store(false);
   connection_.reset();
@@ -332,6 +361,7 @@ void PgBatchConsumer::Recover() {
     stored = LoadStoredOffsets(tx);
   } catch (const std::exception& e) {
     connection_.reset();
+    refusal_ = RefusalState(e);
     MarkPostgresDown(e.what());
     return;
   }
@@ -469,6 +499,8 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
   } catch (const std::exception& e) {
     writer_.AfterAbort();
     error = e.what();
+    refusal_ = RefusalState(e);
+    if (dynamic_cast<const BatchNotCommitted*>(&e) != nullptr) not_committed_ = e.what();
     const bool data_error = IsDataError(e) && !one_by_one;
     return data_error ? Outcome::kDataError : Outcome::kConnectionLost;
   }

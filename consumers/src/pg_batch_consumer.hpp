@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <pqxx/pqxx>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -51,6 +52,14 @@ BatchConsumerConfig MakeBatchConsumerConfig(const ServiceConfig& config,
   c.metric_prefix = std::move(metric_prefix);
   return c;
 }
+
+/// Thrown by a BatchWriter (e.g. from BeforeCommit) when the batch must not be committed for
+/// a reason that is not PostgreSQL's: the batch is rolled back, consumption pauses and the
+/// batch is retried with backoff, and the log says what() instead of "PostgreSQL unavailable".
+class BatchNotCommitted final : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 /// What a consumer does with a batch, inside the transaction that also moves its offsets.
 /// Called on the consumer's thread only.
@@ -131,7 +140,9 @@ class PgBatchConsumer final {
   bool postgres_down_ = false;
   std::chrono::milliseconds backoff_{};
   std::chrono::steady_clock::time_point next_attempt_{};
-  int32_t lock_key_ = 0;  // advisory lock namespace for (group, topic)
+  int32_t lock_key_ = 0;       // advisory lock namespace for (group, topic)
+  std::string refusal_;        // SQLSTATE of the last refused statement, until it is logged
+  std::string not_committed_;  // a BatchNotCommitted's what(), until it is logged
   std::atomic<bool> ready_{false};
 
   metrics::Counter& messages_;
@@ -148,6 +159,11 @@ bool IsConnectionError(const std::exception& error);
 
 /// SQLSTATE classes 22, 23, 54: one message's data is at fault (retry one at a time).
 bool IsDataError(const std::exception& error);
+
+/// The SQLSTATE of an error by which a reachable PostgreSQL refused a statement for a reason
+/// that is neither a connection problem nor one message's data (42P01 undefined table, 42501
+/// insufficient privilege...): the schema or the grants must change. "" otherwise.
+std::string RefusalState(const std::exception& error);
 
 /// "\\x0a1b..." (bytea hex input form).
 std::string ByteaHex(const void* data, size_t size);

@@ -104,7 +104,8 @@ std::vector<DlqMessage> ReadDlq(const std::string& brokers, size_t expected) {
 
 /// Runs `agentwire archive` until the stored offsets cover `total` messages, then stops it
 /// with SIGTERM (exit 0 expected).
-void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int64_t total) {
+void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int64_t total,
+                        const std::vector<std::string>& expected_in_log = {}) {
   auto& pg = SharedPostgres();
   Subprocess archive(testing::ConsumerCommand("archive", brokers, dsn,
                                               {"--batch-size", "300", "--batch-ms", "50"}));
@@ -122,6 +123,9 @@ void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int6
   }
   archive.Signal(SIGTERM);
   EXPECT_EQ(archive.Wait(seconds(30)), 0) << archive.Describe();
+  for (const auto& needle : expected_in_log) {
+    EXPECT_NE(archive.StderrText().find(needle), std::string::npos) << archive.Describe();
+  }
 }
 
 TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsStillArchived) {
@@ -289,6 +293,45 @@ TEST(ArchiveDeadLetterTest, AnEventPublishedTwiceIsArchivedOnce) {
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kDistinct);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 0);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"), total);
+}
+
+TEST(ArchiveDeadLetterTest, NoCommitUntilTheDlqTopicAcknowledges) {
+  kafka::EmbeddedKafka kafka(1);
+  kafka.CreateTopic({kTopic, kPartitions});
+  kafka.CreateTopic({kDlqTopic, kPartitions});
+  auto& pg = SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("dlq_refuses");
+
+  constexpr int kGood = 200;
+  const std::string poison_value = GoodEvent(5000).SerializeAsString();
+  {
+    auto producer = kafka::MakeClient(
+        RD_KAFKA_PRODUCER, kafka::MakeConf({{"bootstrap.servers", kafka.BootstrapServers()},
+                                            {"enable.idempotence", "true"},
+                                            {"partitioner", "murmur2_random"}}));
+    for (int i = 0; i < kGood; ++i) {
+      const auto event = GoodEvent(i);
+      Produce(producer.get(), event.user_id(), event.SerializeAsString());
+      if (i == kGood / 2) Produce(producer.get(), "not-the-user", poison_value);
+    }
+    ASSERT_EQ(rd_kafka_flush(producer.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  // From now on the only producer is the archive's DLQ producer: its next produce requests are
+  // refused (the DLQ topic does not accept writes, then it does again).
+  constexpr int16_t kProduceApiKey = 0;
+  kafka.PushRequestErrors(kProduceApiKey, std::vector<rd_kafka_resp_err_t>(
+                                              3, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED));
+
+  ASSERT_NO_FATAL_FAILURE(ArchiveUntilStored(
+      kafka.BootstrapServers(), dsn, kGood + 1,
+      {"batch not committed", "did not acknowledge the batch's 1 dead letters"}));
+  // Committed only once the DLQ held the dead letter: it is there (at least once), and in
+  // dead_letters once.
+  const auto dlq = ReadDlq(kafka.BootstrapServers(), 1);
+  ASSERT_GE(dlq.size(), 1U);
+  EXPECT_EQ(dlq[0].value, poison_value);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 1);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kGood);
 }
 
 }  // namespace
