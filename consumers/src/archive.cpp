@@ -129,6 +129,16 @@ class Archive::Impl final : public internal::BatchWriter {
     next_message_ = 0;
     batch_times_replaced_ = 0;
     const size_t inserted = InsertRows(tx, messages);
+    // What replay --source postgres needs for cursors, so it never has to ask Kafka.
+    const int32_t partition_count = consumer_.TopicPartitionCount();
+    if (partition_count > 0 && partition_count != stored_partition_count_) {
+      tx.exec_params(
+          "INSERT INTO archive_topics (topic, partition_count) VALUES ($1, $2)"
+          " ON CONFLICT (topic) DO UPDATE SET partition_count = EXCLUDED.partition_count,"
+          " updated_at = now()",
+          config_.topic, partition_count);
+      pending_partition_count_ = partition_count;
+    }
     for (const auto& [message, reason] : dead_) InsertDeadLetter(tx, message, reason);
     // Staged only once everything above succeeded (a failed Write stages nothing).
     pending_archived_ += inserted;
@@ -171,6 +181,7 @@ class Archive::Impl final : public internal::BatchWriter {
   }
 
   void AfterCommit() override {
+    if (pending_partition_count_ > 0) stored_partition_count_ = pending_partition_count_;
     archived_.Inc(pending_archived_);
     duplicates_.Inc(pending_duplicates_);
     dead_letters_.Inc(pending_dead_.size());
@@ -272,6 +283,7 @@ class Archive::Impl final : public internal::BatchWriter {
     pending_archived_ = 0;
     pending_duplicates_ = 0;
     pending_times_replaced_ = 0;
+    pending_partition_count_ = 0;
     pending_dead_.clear();
     stage_dirty_ = false;  // ON COMMIT DELETE ROWS / rollback emptied it
   }
@@ -340,6 +352,8 @@ class Archive::Impl final : public internal::BatchWriter {
   size_t pending_duplicates_ = 0;
   size_t batch_times_replaced_ = 0;
   size_t pending_times_replaced_ = 0;
+  int32_t stored_partition_count_ = 0;  // in archive_topics (as far as this process knows)
+  int32_t pending_partition_count_ = 0;
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
 };
 

@@ -164,6 +164,7 @@ void PgBatchConsumer::Run(std::stop_token stop) {
     bool positions_needed = false;
     for (const auto& [p, state] : partitions_) positions_needed |= state.needs_position;
     if (postgres_down_ || positions_needed) Recover();
+    if (partition_count_stale_) RefreshPartitionCount();
     ready_.store(!postgres_down_ && connection_ != nullptr, std::memory_order_relaxed);
 
     auto timeout = kPollSlice;
@@ -206,10 +207,23 @@ void PgBatchConsumer::Run(std::stop_token stop) {
   connection_.reset();
 }
 
+void PgBatchConsumer::RefreshPartitionCount() {
+  partition_count_stale_ = false;
+  try {
+    partition_count_ =
+        kafka::FindPartitionCount(consumer_.get(), config_.topic, std::chrono::seconds(5))
+            .value_or(0);
+  } catch (const std::exception& e) {
+    log::Warn("cannot read the topic's partition count",
+              {{"topic", config_.topic}, {"error", e.what()}});
+  }
+}
+
 void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
                                   rd_kafka_topic_partition_list_t* partitions) {
   const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(consumer)) == "COOPERATIVE";
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    partition_count_stale_ = true;  // partitions may have been added
     std::vector<int32_t> assigned;
     for (int i = 0; i < partitions->cnt; ++i) assigned.push_back(partitions->elems[i].partition);
     bool positioned = false;

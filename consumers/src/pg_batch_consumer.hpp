@@ -110,6 +110,10 @@ class PgBatchConsumer final {
   /// PostgreSQL reachable and the consumer subscribed. Thread-safe.
   bool Ready() const noexcept { return ready_.load(std::memory_order_relaxed); }
 
+  /// The topic's partition count as last read from the cluster's metadata (on start and after
+  /// each assignment); 0 while unknown. Consumer thread only (e.g. from BatchWriter::Write).
+  int32_t TopicPartitionCount() const noexcept { return partition_count_; }
+
   /// Called by the rebalance callback (a free function).
   void OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
                    rd_kafka_topic_partition_list_t* partitions);
@@ -129,6 +133,7 @@ class PgBatchConsumer final {
   std::map<int32_t, int64_t> LoadStoredOffsets(pqxx::transaction_base& tx);
   void Pause(const std::vector<int32_t>& partitions);
   void UpdateLag();
+  void RefreshPartitionCount();
 
   BatchConsumerConfig config_;
   BatchWriter& writer_;
@@ -143,6 +148,8 @@ class PgBatchConsumer final {
   int32_t lock_key_ = 0;       // advisory lock namespace for (group, topic)
   std::string refusal_;        // SQLSTATE of the last refused statement, until it is logged
   std::string not_committed_;  // a BatchNotCommitted's what(), until it is logged
+  int32_t partition_count_ = 0;
+  bool partition_count_stale_ = true;
   std::atomic<bool> ready_{false};
 
   metrics::Counter& messages_;

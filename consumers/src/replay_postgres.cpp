@@ -130,11 +130,19 @@ class PostgresSource final : public Source {
     max_partition_ = max_row[0].is_null() ? -1 : max_row[0].as<int32_t>();
 
     partition_count_ = config_.partition_count;
+    // The archive records the count it saw (archive_topics): reading the archive needs no Kafka.
+    if (partition_count_ == 0 &&
+        !tx_->exec1("SELECT to_regclass('archive_topics') IS NULL")[0].as<bool>()) {
+      const auto stored =
+          tx_->exec(fmt::format("SELECT partition_count FROM archive_topics WHERE topic = {}",
+                                tx_->quote(config_.topic)));
+      if (!stored.empty()) partition_count_ = stored[0][0].as<int32_t>();
+    }
     if (partition_count_ == 0) partition_count_ = PartitionCountFromKafka();
     if (partition_count_ == 0) {
       console_.Line(
-          "replay: warning: partition count unknown (Kafka not reachable and no "
-          "--partition-count): \"cursor\" is null in the output");
+          "replay: warning: partition count unknown (not recorded by the archive, Kafka not "
+          "reachable, and no --partition-count): \"cursor\" is null in the output");
     }
     CheckCursorAgainstTopic(config_, partition_count_);
   }
