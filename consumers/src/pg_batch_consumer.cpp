@@ -126,6 +126,9 @@ PgBatchConsumer::PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer
       pg_errors_(config_.registry->GetCounter(
           config_.metric_prefix + "_pg_errors_total",
           "PostgreSQL failures (connection lost, refused, transaction failed)")),
+      retention_gap_(config_.registry->GetCounter(
+          config_.metric_prefix + "_retention_gap_messages_total",
+          "Messages deleted by Kafka retention before this group read them (never written)")),
       fenced_(config_.registry->GetCounter(
           config_.metric_prefix + "_fenced_total",
           "Partitions left out of a batch because another owner had moved their stored offset")),
@@ -187,6 +190,7 @@ void PgBatchConsumer::Run(std::stop_token stop) {
         // A message of a partition waiting to be re-positioned was fetched before the pause:
         // it is read again after the seek.
         if (found != partitions_.end() && !found->second.needs_position) {
+          CheckRetentionGap(found->second, *message);
           if (batch_.empty()) batch_deadline_ = Clock::now() + config_.batch_time;
           batch_.push_back(std::move(message));
         }
@@ -205,6 +209,24 @@ void PgBatchConsumer::Run(std::stop_token stop) {
   rd_kafka_consumer_close(consumer_.get());
   consumer_.reset();
   connection_.reset();
+}
+
+void PgBatchConsumer::CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message) {
+  // Positioned at a stored offset that retention has since deleted, the consumer continues
+  // from the oldest retained message (auto.offset.reset=earliest): those events are in neither
+  // Kafka nor PostgreSQL any more. Not silently: counted and logged, as the gateway does.
+  if (state.next_expected && message.offset > *state.next_expected) {
+    const int64_t missing = message.offset - *state.next_expected;
+    retention_gap_.Inc(static_cast<uint64_t>(missing));
+    log::Error(
+        "messages deleted by Kafka retention before this group read them: they are not in "
+        "PostgreSQL (the consumer was down or behind for longer than the topic's retention)",
+        {{"topic", config_.topic},
+         {"partition", message.partition},
+         {"offset", *state.next_expected},
+         {"count", missing}});
+  }
+  state.next_expected = message.offset + 1;
 }
 
 void PgBatchConsumer::RefreshPartitionCount() {
@@ -237,6 +259,7 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
           PartitionState state;
           state.needs_position = false;
           if (found != stored.end()) state.stored = found->second;
+          state.next_expected = state.stored;
           element.offset = state.stored.value_or(RD_KAFKA_OFFSET_BEGINNING);
           partitions_[element.partition] = state;
         }
@@ -414,6 +437,7 @@ void PgBatchConsumer::Recover() {
     }
     const auto found = stored.find(element.partition);
     state.stored = found != stored.end() ? std::optional<int64_t>(found->second) : std::nullopt;
+    state.next_expected = state.stored;
     state.needs_position = false;
   }
   if (!failed.empty()) {

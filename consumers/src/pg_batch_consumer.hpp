@@ -122,6 +122,9 @@ class PgBatchConsumer final {
   struct PartitionState {
     std::optional<int64_t> stored;  // next_offset PostgreSQL holds (nullopt: no row yet)
     bool needs_position = true;     // paused until seeked to `stored`
+    /// The offset the next message should have (nullopt: unknown, a group's first read). A
+    /// message past it means retention deleted the messages between before they were read.
+    std::optional<int64_t> next_expected;
   };
 
   void Flush();
@@ -134,6 +137,7 @@ class PgBatchConsumer final {
   void Pause(const std::vector<int32_t>& partitions);
   void UpdateLag();
   void RefreshPartitionCount();
+  void CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message);
 
   BatchConsumerConfig config_;
   BatchWriter& writer_;
@@ -156,6 +160,7 @@ class PgBatchConsumer final {
   metrics::Counter& batches_;
   metrics::Histogram& batch_seconds_;
   metrics::Counter& pg_errors_;
+  metrics::Counter& retention_gap_;
   metrics::Counter& fenced_;
   metrics::Gauge& lag_;
   metrics::Gauge& assigned_;

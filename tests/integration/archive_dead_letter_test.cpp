@@ -14,6 +14,7 @@
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/core/kafka_config.hpp"
+#include "support/kafka_test_utils.hpp"
 #include "support/postgres_fixture.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
@@ -332,6 +333,44 @@ TEST(ArchiveDeadLetterTest, NoCommitUntilTheDlqTopicAcknowledges) {
   EXPECT_EQ(dlq[0].value, poison_value);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 1);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kGood);
+}
+
+TEST(ArchiveDeadLetterTest, ARetentionGapIsCountedAndLoggedNotSkippedSilently) {
+  // The archive is down while retention deletes events it never read: on restart it goes on
+  // from the oldest retained message, and says how many it could not archive.
+  kafka::EmbeddedKafka kafka(1);
+  kafka.CreateTopic({kTopic, 1});
+  kafka.CreateTopic({kDlqTopic, 1});
+  auto& pg = SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("retention_gap");
+  auto producer = kafka::MakeClient(
+      RD_KAFKA_PRODUCER, kafka::MakeConf({{"bootstrap.servers", kafka.BootstrapServers()},
+                                          {"enable.idempotence", "true"}}));
+  for (int i = 0; i < 10; ++i) {
+    const auto event = GoodEvent(i);
+    Produce(producer.get(), event.user_id(), event.SerializeAsString());
+  }
+  ASSERT_EQ(rd_kafka_flush(producer.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_NO_FATAL_FAILURE(ArchiveUntilStored(kafka.BootstrapServers(), dsn, 10));
+
+  // ~8 MiB more: the embedded Kafka keeps about 5 MiB per partition.
+  constexpr int kMore = 12'000;
+  for (int i = 10; i < 10 + kMore; ++i) {
+    auto event = GoodEvent(i);
+    event.mutable_tool_executing()->set_input(std::string(700, 'x'));
+    Produce(producer.get(), event.user_id(), event.SerializeAsString());
+  }
+  ASSERT_EQ(rd_kafka_flush(producer.get(), 60'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  const int64_t low = testing::LowWatermarks(kafka.BootstrapServers(), kTopic, seconds(10)).at(0);
+  ASSERT_GT(low, 10) << "retention deleted nothing the archive had not read; publish more";
+
+  ASSERT_NO_FATAL_FAILURE(
+      ArchiveUntilStored(kafka.BootstrapServers(), dsn, 10 + kMore,
+                         {"deleted by Kafka retention before this group read them",
+                          "offset=10 count=" + std::to_string(low - 10)}));
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), 10 + (10 + kMore - low));
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT min(\"offset\") FROM agent_events WHERE \"offset\" >= 10"),
+            low);
 }
 
 }  // namespace
