@@ -63,6 +63,7 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
     consumers::AnalyticsConfig config;
     config.client_properties = options->kafka.ClientProperties();
     config.topic = options->kafka.topic;
+    config.dead_letter_topic = options->kafka.DeadLetterTopic();
     config.group_id = options->service.group;
     config.dsn = options->service.dsn;
     config.batch_size = options->service.batch_size;

@@ -14,6 +14,7 @@
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "dead_letter_queue.hpp"
 #include "event_text.hpp"
 #include "event_time.hpp"
 #include "pg_batch_consumer.hpp"
@@ -177,13 +178,18 @@ class Analytics::Impl final : public internal::BatchWriter {
         events_(registry.GetCounter("agentwire_analytics_events_total",
                                     "Events applied to agent_runs / tool_calls")),
         skipped_(registry.GetCounter("agentwire_analytics_skipped_total",
-                                     "Messages skipped as undecodable (the archive DLQs them)")),
+                                     "Messages skipped (undecodable, invalid, NUL in a text, "
+                                     "refused by PostgreSQL) and copied to the DLQ topic")),
         abandoned_(
             registry.GetCounter("agentwire_analytics_abandoned_total", "Runs marked abandoned")),
         times_replaced_(registry.GetCounter(
             "agentwire_analytics_event_times_replaced_total",
             "Events whose emitted_at was more than 24 h from their Kafka timestamp (the Kafka "
             "timestamp was used)")),
+        dlq_failures_(registry.GetCounter("agentwire_analytics_dlq_delivery_failures_total",
+                                          "Skipped messages the DLQ topic did not acknowledge")),
+        dlq_(config_.client_properties, config_.topic, config_.dead_letter_topic, config_.group_id,
+             dlq_failures_),
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_analytics"),
                   *this) {}
 
@@ -213,19 +219,25 @@ class Analytics::Impl final : public internal::BatchWriter {
     size_t applied = 0;
     size_t skipped = 0;
     size_t times_replaced = 0;
+    std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead;
     v1::AgentEvent event;
     for (const auto* message : messages) {
       event.Clear();
       // The archive's rule: undecodable or invalid messages, and text PostgreSQL cannot store
       // (a NUL would be cut off, or break the run_id array literal), are skipped and counted.
-      if (message->payload == nullptr ||
-          !event.ParseFromArray(message->payload, static_cast<int>(message->len)) ||
-          schemas::Validate(event).has_value() || internal::HasNulCharacter(event)) {
+      std::string reason;
+      if (message->payload == nullptr || message->len == 0) {
+        reason = "empty message value";
+      } else if (!event.ParseFromArray(message->payload, static_cast<int>(message->len))) {
+        reason = "not a serialized agentwire.v1.AgentEvent (protobuf parse failed)";
+      } else if (const auto invalid = schemas::Validate(event)) {
+        reason = invalid->message;
+      } else if (internal::HasNulCharacter(event)) {
+        reason = "text contains a NUL character (PostgreSQL cannot store it)";
+      }
+      if (!reason.empty()) {
         ++skipped;
-        log::Warn("analytics skipped a message it cannot apply (invalid event or NUL in text)",
-                  {{"topic", config_.topic},
-                   {"partition", message->partition},
-                   {"offset", message->offset}});
+        dead.emplace_back(message, std::move(reason));
         continue;
       }
       bool replaced = false;
@@ -291,15 +303,20 @@ class Analytics::Impl final : public internal::BatchWriter {
     pending_skipped_ += skipped;
     pending_abandoned_ += abandoned;
     pending_times_replaced_ += times_replaced;
+    for (auto& entry : dead) pending_dead_.push_back(std::move(entry));
   }
 
   void WriteRejected(pqxx::transaction_base&, const rd_kafka_message_t* message,
                      const std::string& reason) override {
     ++pending_skipped_;
-    log::Warn("analytics skipped a message PostgreSQL refused", {{"topic", config_.topic},
-                                                                 {"partition", message->partition},
-                                                                 {"offset", message->offset},
-                                                                 {"error", reason}});
+    pending_dead_.emplace_back(message, reason);
+  }
+
+  void BeforeCommit() override {
+    // As the archive: the DLQ copies are acknowledged before the commit, or the batch is
+    // retried.
+    for (const auto& [message, reason] : pending_dead_) dlq_.Produce(message, reason);
+    dlq_.FlushOrThrow();
   }
 
   void AfterCommit() override {
@@ -313,10 +330,18 @@ class Analytics::Impl final : public internal::BatchWriter {
           "used the Kafka timestamp instead",
           {{"topic", config_.topic}, {"count", static_cast<uint64_t>(pending_times_replaced_)}});
     }
+    for (const auto& [message, reason] : pending_dead_) {
+      log::Warn("analytics skipped a message it cannot apply (copied to the DLQ topic)",
+                {{"topic", config_.topic},
+                 {"partition", message->partition},
+                 {"offset", message->offset},
+                 {"error", reason}});
+    }
     AfterAbort();
   }
 
   void AfterAbort() override {
+    pending_dead_.clear();
     pending_applied_ = 0;
     pending_skipped_ = 0;
     pending_abandoned_ = 0;
@@ -362,8 +387,11 @@ class Analytics::Impl final : public internal::BatchWriter {
   metrics::Counter& skipped_;
   metrics::Counter& abandoned_;
   metrics::Counter& times_replaced_;
+  metrics::Counter& dlq_failures_;
+  internal::DeadLetterQueue dlq_;
   internal::PgBatchConsumer consumer_;
   std::optional<Micros> watermark_;
+  std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
   size_t pending_applied_ = 0;
   size_t pending_skipped_ = 0;
   size_t pending_abandoned_ = 0;

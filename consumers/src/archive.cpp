@@ -11,16 +11,13 @@
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "dead_letter_queue.hpp"
 #include "event_text.hpp"
 #include "event_time.hpp"
 #include "pg_batch_consumer.hpp"
 
 namespace agentwire::consumers {
 namespace {
-
-constexpr const char* kReasonHeader = "agentwire-dlq-reason";
-constexpr const char* kSourceHeader = "agentwire-dlq-source";
-constexpr auto kDeadLetterFlushTimeout = std::chrono::seconds(10);
 
 const std::vector<std::string> kEventColumns = {
     "topic",   "partition", "\"offset\"", "event_id",   "user_id", "thread_id", "run_id",
@@ -45,24 +42,6 @@ std::string Decode(const void* key, size_t key_size, const void* value, size_t v
   }
   if (json != nullptr) *json = schemas::ToJson(event);
   return "";
-}
-
-// Delivery reports of the DLQ producer, served by rd_kafka_flush on the consumer's thread.
-struct DeadLetterDeliveries {
-  metrics::Counter* failures = nullptr;
-  uint64_t failed_in_batch = 0;
-};
-
-void OnDeadLetterDelivery(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
-  if (message->err) {
-    auto* deliveries = static_cast<DeadLetterDeliveries*>(opaque);
-    deliveries->failures->Inc();
-    ++deliveries->failed_in_batch;
-    log::Error(
-        "dead letter not delivered to the DLQ topic: the batch is not committed and will be "
-        "retried",
-        {{"topic", rd_kafka_topic_name(message->rkt)}, {"error", kafka::ErrorText(message->err)}});
-  }
 }
 
 }  // namespace
@@ -90,23 +69,10 @@ class Archive::Impl final : public internal::BatchWriter {
             "agentwire_archive_event_times_replaced_total",
             "Events whose emitted_at was more than 24 h from their Kafka timestamp (archived "
             "with the Kafka timestamp)")),
+        dlq_(config_.client_properties, config_.topic, config_.dead_letter_topic, config_.group_id,
+             dlq_failures_),
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_archive"),
-                  *this) {
-    kafka::Properties properties = config_.client_properties;
-    properties["enable.idempotence"] = "true";
-    properties["acks"] = "all";
-    properties["linger.ms"] = "5";
-    properties["message.timeout.ms"] = "10000";
-    auto conf = kafka::MakeConf(properties);
-    rd_kafka_conf_set_dr_msg_cb(conf.get(), OnDeadLetterDelivery);
-    deliveries_.failures = &dlq_failures_;
-    rd_kafka_conf_set_opaque(conf.get(), &deliveries_);
-    producer_ = kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
-  }
-
-  ~Impl() override {
-    if (producer_) rd_kafka_flush(producer_.get(), 10'000);
-  }
+                  *this) {}
 
   void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
   bool Ready() const noexcept { return consumer_.Ready(); }
@@ -158,26 +124,8 @@ class Archive::Impl final : public internal::BatchWriter {
     // produces it again after the restart (at-least-once), never zero times. So unless the DLQ
     // topic acknowledged every dead letter of the batch, the batch is not committed: it is
     // rolled back and retried (the consumer pauses and backs off as for a PostgreSQL outage).
-    if (pending_dead_.empty()) return;
-    deliveries_.failed_in_batch = 0;
-    bool produced = true;
-    for (const auto& [message, reason] : pending_dead_) {
-      produced = ProduceDeadLetter(message, reason) && produced;
-    }
-    const bool flushed =
-        rd_kafka_flush(
-            producer_.get(),
-            static_cast<int>(std::chrono::milliseconds(kDeadLetterFlushTimeout).count())) ==
-        RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (!produced || !flushed || deliveries_.failed_in_batch > 0) {
-      throw internal::BatchNotCommitted(fmt::format(
-          "the DLQ topic {} did not acknowledge the batch's {} dead letters ({}): the batch is "
-          "not committed and will be retried; check that the topic exists and accepts writes",
-          config_.dead_letter_topic, pending_dead_.size(),
-          !produced  ? "could not produce"
-          : !flushed ? fmt::format("no answer within {} s", kDeadLetterFlushTimeout.count())
-                     : fmt::format("{} failed", deliveries_.failed_in_batch)));
-    }
+    for (const auto& [message, reason] : pending_dead_) dlq_.Produce(message, reason);
+    dlq_.FlushOrThrow();
   }
 
   void AfterCommit() override {
@@ -300,46 +248,13 @@ class Archive::Impl final : public internal::BatchWriter {
         config_.topic, message->partition, message->offset, config_.group_id, reason, key, raw);
   }
 
-  bool ProduceDeadLetter(const rd_kafka_message_t* message, const std::string& reason) {
-    rd_kafka_headers_t* original = nullptr;
-    rd_kafka_headers_t* headers = nullptr;
-    // rd_kafka_message_headers keeps ownership; the copy is handed to producev.
-    if (rd_kafka_message_headers(message, &original) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      headers = rd_kafka_headers_copy(original);
-    } else {
-      headers = rd_kafka_headers_new(2);
-    }
-    const std::string source =
-        fmt::format("{}/{}/{}", config_.topic, message->partition, message->offset);
-    rd_kafka_header_add(headers, kReasonHeader, -1, reason.data(),
-                        static_cast<ssize_t>(reason.size()));
-    rd_kafka_header_add(headers, kSourceHeader, -1, source.data(),
-                        static_cast<ssize_t>(source.size()));
-    const size_t key_size = message->key == nullptr ? 0 : message->key_len;
-    const size_t value_size = message->payload == nullptr ? 0 : message->len;
-    const rd_kafka_resp_err_t err = rd_kafka_producev(
-        producer_.get(), RD_KAFKA_V_TOPIC(config_.dead_letter_topic.c_str()),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(message->key, key_size),
-        RD_KAFKA_V_VALUE(message->payload, value_size), RD_KAFKA_V_HEADERS(headers),
-        RD_KAFKA_V_END);
-    if (err) {
-      rd_kafka_headers_destroy(headers);
-      dlq_failures_.Inc();
-      log::Error("cannot produce to the DLQ topic",
-                 {{"topic", config_.dead_letter_topic}, {"error", kafka::ErrorText(err)}});
-    }
-    rd_kafka_poll(producer_.get(), 0);
-    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
-  }
-
   ArchiveConfig config_;
   metrics::Counter& archived_;
   metrics::Counter& duplicates_;
   metrics::Counter& dead_letters_;
   metrics::Counter& dlq_failures_;
   metrics::Counter& times_replaced_;
-  DeadLetterDeliveries deliveries_;
-  kafka::HandlePtr producer_;
+  internal::DeadLetterQueue dlq_;
   internal::PgBatchConsumer consumer_;
   // The batch being written, reused across batches.
   std::vector<Row> rows_;

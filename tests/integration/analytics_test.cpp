@@ -12,6 +12,7 @@
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/producers/event_publisher.hpp"
+#include "support/kafka_test_utils.hpp"
 #include "support/postgres_fixture.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
@@ -303,6 +304,14 @@ TEST_F(AnalyticsTest, ABrokenClockDoesNotAbandonAnotherUsersRunningRun) {
       << analytics.Describe();
   EXPECT_TRUE(analytics.StderrText().find("analytics skipped a message") != std::string::npos)
       << analytics.Describe();
+  // Like the archive, the skipped message is in the DLQ topic, marked as analytics'.
+  const auto dlq =
+      testing::ConsumeAll(kafka_->BootstrapServers(), std::string(kTopic) + ".dlq", 1, seconds(30));
+  ASSERT_EQ(dlq.size(), 1U);
+  EXPECT_EQ(dlq[0].key, "nul");
+  EXPECT_EQ(dlq[0].headers.at("agentwire-dlq-group"), "agentwire-analytics");
+  EXPECT_NE(dlq[0].headers.at("agentwire-dlq-reason").find("NUL"), std::string::npos);
+  EXPECT_EQ(dlq[0].headers.at("agentwire-dlq-source").rfind(std::string(kTopic) + "/", 0), 0U);
 }
 
 TEST_F(AnalyticsTest, ArchiveAndAnalyticsStartSideBySideWithTheirDefaultMetricsPorts) {
