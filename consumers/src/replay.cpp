@@ -465,7 +465,7 @@ void PipelinedSink::Loop() {
 int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, std::string_view flag,
                                 std::chrono::milliseconds timeout) {
   if (const auto count = kafka::FindPartitionCount(client, topic, timeout)) return *count;
-  throw ConfigError(fmt::format("{}: {}", flag, kafka::MissingTopicText(topic)));
+  throw ConfigError(fmt::format("{} {}: {}", flag, topic, kafka::MissingTopicText(topic)));
 }
 
 void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count) {

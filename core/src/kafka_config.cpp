@@ -96,15 +96,16 @@ std::optional<int> FindPartitionCount(rd_kafka_t* client, const std::string& top
 
 std::string MissingTopicText(const std::string& topic) {
   return fmt::format(
-      "topic {}: no such topic on the cluster. Hint: check the name, or create it (agentwire "
-      "broker --topic {}:12, or infra/kafka on a real cluster)",
-      topic, topic);
+      "no such topic on the cluster. Hint: check the name, or create it (agentwire broker "
+      "--topic {}:12, or infra/kafka on a real cluster)",
+      topic);
 }
 
 int PartitionCount(rd_kafka_t* client, const std::string& topic,
                    std::chrono::milliseconds timeout) {
   if (const auto count = FindPartitionCount(client, topic, timeout)) return *count;
-  throw KafkaError(MissingTopicText(topic), /*retryable=*/false);
+  throw KafkaError(fmt::format("topic {}: {}", topic, MissingTopicText(topic)),
+                   /*retryable=*/false);
 }
 
 void ValidateTopicName(std::string_view name, std::string_view what) {

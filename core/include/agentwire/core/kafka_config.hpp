@@ -35,7 +35,7 @@ std::string ErrorText(rd_kafka_resp_err_t err);
 std::optional<int> FindPartitionCount(rd_kafka_t* client, const std::string& topic,
                                       std::chrono::milliseconds timeout);
 
-/// "topic X: no such topic on the cluster. Hint: ..." for callers of FindPartitionCount.
+/// "no such topic on the cluster. Hint: ..." for callers of FindPartitionCount.
 std::string MissingTopicText(const std::string& topic);
 
 /// FindPartitionCount, throwing KafkaError (fatal) when the topic does not exist.
