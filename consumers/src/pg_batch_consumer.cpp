@@ -154,6 +154,18 @@ void PgBatchConsumer::Run(std::stop_token stop) {
   consumer_ = kafka::MakeClient(RD_KAFKA_CONSUMER, std::move(conf));
   rd_kafka_poll_set_consumer(consumer_.get());
 
+  // A typo in --topic must fail now with one clear line, not subscribe to nothing forever. (An
+  // unreachable cluster is not a reason to exit: the consumer waits for it like for
+  // PostgreSQL.)
+  try {
+    if (!kafka::FindPartitionCount(consumer_.get(), config_.topic, std::chrono::seconds(10))) {
+      throw ConfigError(
+          fmt::format("--topic {}: {}", config_.topic, kafka::MissingTopicText(config_.topic)));
+    }
+  } catch (const KafkaError& e) {
+    log::Warn("cannot check the topic yet", {{"topic", config_.topic}, {"error", e.what()}});
+  }
+
   if (!Connect()) MarkPostgresDown("initial connection failed");
 
   auto topics = PartitionList(config_.topic, {RD_KAFKA_PARTITION_UA});

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/core/kafka_config.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "support/kafka_test_utils.hpp"
 #include "support/postgres_fixture.hpp"
@@ -241,6 +242,27 @@ testing::Subprocess::Options NoPgDsnEnv() {
   testing::Subprocess::Options options;
   options.unset_env = {"AGENTWIRE_PG_DSN"};
   return options;
+}
+
+TEST_F(AnalyticsTest, ATopicTypoIsAConfigErrorAndCreatesNothing) {
+  for (const std::string command : {"archive", "analytics"}) {
+    const auto result =
+        testing::Run(testing::ConsumerCommand(command, kafka_->BootstrapServers(), dsn_,
+                                              {"--topic", "agent.lifecycle.v1x"}),
+                     seconds(60));
+    EXPECT_EQ(result.exit_code, 2) << command << "\n" << result.stderr_text;
+    EXPECT_NE(result.stderr_text.find("--topic agent.lifecycle.v1x: no such topic on the cluster"),
+              std::string::npos)
+        << command << "\n"
+        << result.stderr_text;
+  }
+  auto client = kafka::MakeClient(
+      RD_KAFKA_PRODUCER,
+      kafka::MakeConf({{"bootstrap.servers", kafka_->BootstrapServers()}, {"log_level", "3"}}));
+  EXPECT_EQ(kafka::FindPartitionCount(client.get(), "agent.lifecycle.v1x", seconds(10)),
+            std::nullopt);
+  EXPECT_EQ(kafka::FindPartitionCount(client.get(), "agent.lifecycle.v1x.dlq", seconds(10)),
+            std::nullopt);
 }
 
 TEST_F(AnalyticsTest, MissingDsnIsAConfigError) {
