@@ -32,7 +32,7 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
   cmd->require_subcommand(0, 1);
   AddKafkaOptions(*cmd, options->kafka);
   consumers::AddServiceOptions(*cmd, options->service, "agentwire-analytics",
-                               "AGENTWIRE_ANALYTICS_GROUP");
+                               "AGENTWIRE_ANALYTICS_GROUP", consumers::kAnalyticsMetricsPort);
   cmd->add_option("--abandon-after", options->abandon_after,
                   "Mark a run abandoned when its newest event is this much older than the newest "
                   "event seen (e.g. 15m)")
@@ -65,6 +65,7 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
     consumers::AnalyticsConfig config;
     config.client_properties = options->kafka.ClientProperties();
     config.topic = options->kafka.topic;
+    config.dead_letter_topic = options->kafka.DeadLetterTopic();
     config.group_id = options->service.group;
     config.dsn = options->service.dsn;
     config.batch_size = options->service.batch_size;

@@ -26,7 +26,7 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
       "SIGINT/SIGTERM.");
   AddKafkaOptions(*cmd, options->kafka);
   consumers::AddServiceOptions(*cmd, options->service, "agentwire-archive",
-                               "AGENTWIRE_ARCHIVE_GROUP");
+                               "AGENTWIRE_ARCHIVE_GROUP", consumers::kArchiveMetricsPort);
   AddLogOptions(*cmd, options->log);
 
   return [options]() {

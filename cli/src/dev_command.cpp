@@ -106,6 +106,7 @@ class InProcessConsumers {
     consumers::AnalyticsConfig config;
     config.client_properties = Client(brokers);
     config.topic = topic;
+    config.dead_letter_topic = topic + ".dlq";
     config.dsn = dsn;
     config.batch_time = std::chrono::milliseconds(200);
     return config;

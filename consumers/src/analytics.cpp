@@ -14,6 +14,9 @@
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "dead_letter_queue.hpp"
+#include "event_text.hpp"
+#include "event_time.hpp"
 #include "pg_batch_consumer.hpp"
 
 namespace agentwire::consumers {
@@ -21,9 +24,16 @@ namespace {
 
 using Micros = int64_t;  // microseconds since the Unix epoch
 
-std::optional<Micros> EventTime(const v1::AgentEvent& event) {
-  if (!event.has_emitted_at()) return std::nullopt;
-  return event.emitted_at().seconds() * 1'000'000 + event.emitted_at().nanos() / 1000;
+// emitted_at, or the message's Kafka timestamp when emitted_at is more than 24 h away from it
+// (internal::EventTimeNanos): one worker with a broken clock must not move the watermark to
+// year 9999 and abandon everyone's running runs.
+std::optional<Micros> EventTime(const v1::AgentEvent& event, const rd_kafka_message_t* message,
+                                bool* replaced) {
+  rd_kafka_timestamp_type_t type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+  const auto nanos =
+      internal::EventTimeNanos(event, rd_kafka_message_timestamp(message, &type), replaced);
+  if (!nanos) return std::nullopt;
+  return *nanos / 1000;
 }
 
 std::optional<std::string> TimeText(std::optional<Micros> micros) {
@@ -168,9 +178,18 @@ class Analytics::Impl final : public internal::BatchWriter {
         events_(registry.GetCounter("agentwire_analytics_events_total",
                                     "Events applied to agent_runs / tool_calls")),
         skipped_(registry.GetCounter("agentwire_analytics_skipped_total",
-                                     "Messages skipped as undecodable (the archive DLQs them)")),
+                                     "Messages skipped (undecodable, invalid, NUL in a text, "
+                                     "refused by PostgreSQL) and copied to the DLQ topic")),
         abandoned_(
             registry.GetCounter("agentwire_analytics_abandoned_total", "Runs marked abandoned")),
+        times_replaced_(registry.GetCounter(
+            "agentwire_analytics_event_times_replaced_total",
+            "Events whose emitted_at was more than 24 h from their Kafka timestamp (the Kafka "
+            "timestamp was used)")),
+        dlq_failures_(registry.GetCounter("agentwire_analytics_dlq_delivery_failures_total",
+                                          "Skipped messages the DLQ topic did not acknowledge")),
+        dlq_(config_.client_properties, config_.topic, config_.dead_letter_topic, config_.group_id,
+             dlq_failures_),
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_analytics"),
                   *this) {}
 
@@ -186,8 +205,11 @@ class Analytics::Impl final : public internal::BatchWriter {
     connection.prepare("abandon", kAbandon);
     // After a restart the newest event already applied still counts for abandonment.
     pqxx::nontransaction tx(connection);
+    // (A time a day or more in the future, stored before times were checked against Kafka's,
+    // is not a watermark.)
     const auto row = tx.exec(
-        "SELECT (extract(epoch FROM max(last_event_at)) * 1000000)::bigint FROM agent_runs");
+        "SELECT (extract(epoch FROM max(last_event_at)) * 1000000)::bigint FROM agent_runs"
+        " WHERE last_event_at < now() + interval '24 hours'");
     if (!row[0][0].is_null()) watermark_ = Latest(watermark_, row[0][0].as<int64_t>());
   }
 
@@ -196,16 +218,31 @@ class Analytics::Impl final : public internal::BatchWriter {
     std::map<std::string, RunDelta> runs;
     size_t applied = 0;
     size_t skipped = 0;
+    size_t times_replaced = 0;
+    std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead;
     v1::AgentEvent event;
     for (const auto* message : messages) {
       event.Clear();
-      if (message->payload == nullptr ||
-          !event.ParseFromArray(message->payload, static_cast<int>(message->len)) ||
-          schemas::Validate(event).has_value()) {
+      // The archive's rule: undecodable or invalid messages, and text PostgreSQL cannot store
+      // (a NUL would be cut off, or break the run_id array literal), are skipped and counted.
+      std::string reason;
+      if (message->payload == nullptr || message->len == 0) {
+        reason = "empty message value";
+      } else if (!event.ParseFromArray(message->payload, static_cast<int>(message->len))) {
+        reason = "not a serialized agentwire.v1.AgentEvent (protobuf parse failed)";
+      } else if (const auto invalid = schemas::Validate(event)) {
+        reason = invalid->message;
+      } else if (internal::HasNulCharacter(event)) {
+        reason = "text contains a NUL character (PostgreSQL cannot store it)";
+      }
+      if (!reason.empty()) {
         ++skipped;
+        dead.emplace_back(message, std::move(reason));
         continue;
       }
-      const auto time = EventTime(event);
+      bool replaced = false;
+      const auto time = EventTime(event, message, &replaced);
+      if (replaced) ++times_replaced;
       watermark_ = Latest(watermark_, time);
       const int64_t seq = event.run_seq();
       auto& run = runs[event.run_id()];
@@ -265,28 +302,50 @@ class Analytics::Impl final : public internal::BatchWriter {
     pending_applied_ += applied;
     pending_skipped_ += skipped;
     pending_abandoned_ += abandoned;
+    pending_times_replaced_ += times_replaced;
+    for (auto& entry : dead) pending_dead_.push_back(std::move(entry));
   }
 
   void WriteRejected(pqxx::transaction_base&, const rd_kafka_message_t* message,
                      const std::string& reason) override {
     ++pending_skipped_;
-    log::Warn("analytics skipped a message PostgreSQL refused", {{"topic", config_.topic},
-                                                                 {"partition", message->partition},
-                                                                 {"offset", message->offset},
-                                                                 {"error", reason}});
+    pending_dead_.emplace_back(message, reason);
+  }
+
+  void BeforeCommit() override {
+    // As the archive: the DLQ copies are acknowledged before the commit, or the batch is
+    // retried.
+    for (const auto& [message, reason] : pending_dead_) dlq_.Produce(message, reason);
+    dlq_.FlushOrThrow();
   }
 
   void AfterCommit() override {
     events_.Inc(pending_applied_);
     skipped_.Inc(pending_skipped_);
     abandoned_.Inc(pending_abandoned_);
+    times_replaced_.Inc(pending_times_replaced_);
+    if (pending_times_replaced_ > 0) {
+      log::Warn(
+          "emitted_at more than 24 h away from the Kafka timestamp (a worker's clock is off): "
+          "used the Kafka timestamp instead",
+          {{"topic", config_.topic}, {"count", static_cast<uint64_t>(pending_times_replaced_)}});
+    }
+    for (const auto& [message, reason] : pending_dead_) {
+      log::Warn("analytics skipped a message it cannot apply (copied to the DLQ topic)",
+                {{"topic", config_.topic},
+                 {"partition", message->partition},
+                 {"offset", message->offset},
+                 {"error", reason}});
+    }
     AfterAbort();
   }
 
   void AfterAbort() override {
+    pending_dead_.clear();
     pending_applied_ = 0;
     pending_skipped_ = 0;
     pending_abandoned_ = 0;
+    pending_times_replaced_ = 0;
   }
 
  private:
@@ -327,11 +386,16 @@ class Analytics::Impl final : public internal::BatchWriter {
   metrics::Counter& events_;
   metrics::Counter& skipped_;
   metrics::Counter& abandoned_;
+  metrics::Counter& times_replaced_;
+  metrics::Counter& dlq_failures_;
+  internal::DeadLetterQueue dlq_;
   internal::PgBatchConsumer consumer_;
   std::optional<Micros> watermark_;
+  std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
   size_t pending_applied_ = 0;
   size_t pending_skipped_ = 0;
   size_t pending_abandoned_ = 0;
+  size_t pending_times_replaced_ = 0;
 };
 
 Analytics::Analytics(AnalyticsConfig config, metrics::Registry& registry)

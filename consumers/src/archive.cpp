@@ -11,20 +11,17 @@
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "dead_letter_queue.hpp"
+#include "event_text.hpp"
+#include "event_time.hpp"
 #include "pg_batch_consumer.hpp"
 
 namespace agentwire::consumers {
 namespace {
 
-constexpr const char* kReasonHeader = "agentwire-dlq-reason";
-constexpr const char* kSourceHeader = "agentwire-dlq-source";
-constexpr auto kDeadLetterFlushTimeout = std::chrono::seconds(10);
-
 const std::vector<std::string> kEventColumns = {
     "topic",   "partition", "\"offset\"", "event_id",   "user_id", "thread_id", "run_id",
     "run_seq", "type",      "emitted_at", "agent_name", "payload", "raw"};
-
-bool HasNul(const std::string& text) { return text.find('\0') != std::string::npos; }
 
 /// Decodes `value` into `event`; returns why it cannot be archived, or "" when it can.
 std::string Decode(const void* key, size_t key_size, const void* value, size_t value_size,
@@ -40,23 +37,11 @@ std::string Decode(const void* key, size_t key_size, const void* value, size_t v
     return fmt::format("key '{:.64}' is not the event's user_id '{:.64}'", key_text,
                        event.user_id());
   }
-  std::string payload = schemas::ToJson(event);
-  // PostgreSQL text and jsonb cannot hold U+0000; the JSON form escapes it as \u0000.
-  if (HasNul(event.event_id()) || HasNul(event.user_id()) ||
-      payload.find("\\u0000") != std::string::npos) {
+  if (internal::HasNulCharacter(event)) {
     return "text contains a NUL character (PostgreSQL cannot store it)";
   }
-  if (json != nullptr) *json = std::move(payload);
+  if (json != nullptr) *json = schemas::ToJson(event);
   return "";
-}
-
-void OnDeadLetterDelivery(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
-  if (message->err) {
-    static_cast<metrics::Counter*>(opaque)->Inc();
-    log::Error(
-        "dead letter not delivered to the DLQ topic (it is still in dead_letters)",
-        {{"topic", rd_kafka_topic_name(message->rkt)}, {"error", kafka::ErrorText(message->err)}});
-  }
 }
 
 }  // namespace
@@ -80,22 +65,14 @@ class Archive::Impl final : public internal::BatchWriter {
                                           "Messages written to dead_letters and the DLQ topic")),
         dlq_failures_(registry.GetCounter("agentwire_archive_dlq_delivery_failures_total",
                                           "Dead letters the DLQ topic did not acknowledge")),
+        times_replaced_(registry.GetCounter(
+            "agentwire_archive_event_times_replaced_total",
+            "Events whose emitted_at was more than 24 h from their Kafka timestamp (archived "
+            "with the Kafka timestamp)")),
+        dlq_(config_.client_properties, config_.topic, config_.dead_letter_topic, config_.group_id,
+             dlq_failures_),
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_archive"),
-                  *this) {
-    kafka::Properties properties = config_.client_properties;
-    properties["enable.idempotence"] = "true";
-    properties["acks"] = "all";
-    properties["linger.ms"] = "5";
-    properties["message.timeout.ms"] = "10000";
-    auto conf = kafka::MakeConf(properties);
-    rd_kafka_conf_set_dr_msg_cb(conf.get(), OnDeadLetterDelivery);
-    rd_kafka_conf_set_opaque(conf.get(), &dlq_failures_);
-    producer_ = kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
-  }
-
-  ~Impl() override {
-    if (producer_) rd_kafka_flush(producer_.get(), 10'000);
-  }
+                  *this) {}
 
   void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
   bool Ready() const noexcept { return consumer_.Ready(); }
@@ -116,11 +93,23 @@ class Archive::Impl final : public internal::BatchWriter {
     rows_.clear();
     dead_.clear();
     next_message_ = 0;
+    batch_times_replaced_ = 0;
     const size_t inserted = InsertRows(tx, messages);
+    // What replay --source postgres needs for cursors, so it never has to ask Kafka.
+    const int32_t partition_count = consumer_.TopicPartitionCount();
+    if (partition_count > 0 && partition_count != stored_partition_count_) {
+      tx.exec_params(
+          "INSERT INTO archive_topics (topic, partition_count) VALUES ($1, $2)"
+          " ON CONFLICT (topic) DO UPDATE SET partition_count = EXCLUDED.partition_count,"
+          " updated_at = now()",
+          config_.topic, partition_count);
+      pending_partition_count_ = partition_count;
+    }
     for (const auto& [message, reason] : dead_) InsertDeadLetter(tx, message, reason);
     // Staged only once everything above succeeded (a failed Write stages nothing).
     pending_archived_ += inserted;
     pending_duplicates_ += rows_.size() - inserted;
+    pending_times_replaced_ += batch_times_replaced_;
     for (auto& [message, reason] : dead_) pending_dead_.emplace_back(message, std::move(reason));
   }
 
@@ -132,22 +121,26 @@ class Archive::Impl final : public internal::BatchWriter {
 
   void BeforeCommit() override {
     // The DLQ copy is produced before the PostgreSQL commit and waited for: a crash in between
-    // produces it again after the restart (at-least-once), never zero times.
-    if (pending_dead_.empty()) return;
-    for (const auto& [message, reason] : pending_dead_) ProduceDeadLetter(message, reason);
-    if (rd_kafka_flush(
-            producer_.get(),
-            static_cast<int>(std::chrono::milliseconds(kDeadLetterFlushTimeout).count())) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR) {
-      log::Error("DLQ topic did not acknowledge in time; dead_letters keeps the messages",
-                 {{"topic", config_.dead_letter_topic}});
-    }
+    // produces it again after the restart (at-least-once), never zero times. So unless the DLQ
+    // topic acknowledged every dead letter of the batch, the batch is not committed: it is
+    // rolled back and retried (the consumer pauses and backs off as for a PostgreSQL outage).
+    for (const auto& [message, reason] : pending_dead_) dlq_.Produce(message, reason);
+    dlq_.FlushOrThrow();
   }
 
   void AfterCommit() override {
+    if (pending_partition_count_ > 0) stored_partition_count_ = pending_partition_count_;
     archived_.Inc(pending_archived_);
     duplicates_.Inc(pending_duplicates_);
     dead_letters_.Inc(pending_dead_.size());
+    times_replaced_.Inc(pending_times_replaced_);
+    if (pending_times_replaced_ > 0) {
+      log::Warn(
+          "emitted_at more than 24 h away from the Kafka timestamp (a worker's clock is off): "
+          "archived with the Kafka timestamp in agent_events.emitted_at; payload and raw keep "
+          "the original",
+          {{"topic", config_.topic}, {"count", static_cast<uint64_t>(pending_times_replaced_)}});
+    }
     for (const auto& [message, reason] : pending_dead_) {
       log::Warn("dead letter", {{"topic", config_.topic},
                                 {"partition", message->partition},
@@ -177,11 +170,17 @@ class Archive::Impl final : public internal::BatchWriter {
         dead_.emplace_back(message, std::move(reason));
         continue;
       }
+      // A clock far off the Kafka timestamp does not get to place the event in another era:
+      // the column (what time queries and replay --source postgres use) gets the Kafka
+      // timestamp then; payload and raw keep what the worker sent.
       std::optional<std::string> emitted_at;
-      if (event_.has_emitted_at()) {
-        emitted_at =
-            internal::TimestampText(event_.emitted_at().seconds(), event_.emitted_at().nanos());
+      rd_kafka_timestamp_type_t type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+      bool replaced = false;
+      if (const auto nanos = internal::EventTimeNanos(
+              event_, rd_kafka_message_timestamp(message, &type), &replaced)) {
+        emitted_at = internal::TimestampTextFromNanos(*nanos);
       }
+      if (replaced) ++batch_times_replaced_;
       rows_.emplace_back(
           config_.topic, message->partition, message->offset, event_.event_id(), event_.user_id(),
           event_.thread_id(), event_.run_id(), static_cast<int64_t>(event_.run_seq()),
@@ -231,6 +230,8 @@ class Archive::Impl final : public internal::BatchWriter {
   void Reset() {
     pending_archived_ = 0;
     pending_duplicates_ = 0;
+    pending_times_replaced_ = 0;
+    pending_partition_count_ = 0;
     pending_dead_.clear();
     stage_dirty_ = false;  // ON COMMIT DELETE ROWS / rollback emptied it
   }
@@ -247,43 +248,13 @@ class Archive::Impl final : public internal::BatchWriter {
         config_.topic, message->partition, message->offset, config_.group_id, reason, key, raw);
   }
 
-  void ProduceDeadLetter(const rd_kafka_message_t* message, const std::string& reason) {
-    rd_kafka_headers_t* original = nullptr;
-    rd_kafka_headers_t* headers = nullptr;
-    // rd_kafka_message_headers keeps ownership; the copy is handed to producev.
-    if (rd_kafka_message_headers(message, &original) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      headers = rd_kafka_headers_copy(original);
-    } else {
-      headers = rd_kafka_headers_new(2);
-    }
-    const std::string source =
-        fmt::format("{}/{}/{}", config_.topic, message->partition, message->offset);
-    rd_kafka_header_add(headers, kReasonHeader, -1, reason.data(),
-                        static_cast<ssize_t>(reason.size()));
-    rd_kafka_header_add(headers, kSourceHeader, -1, source.data(),
-                        static_cast<ssize_t>(source.size()));
-    const size_t key_size = message->key == nullptr ? 0 : message->key_len;
-    const size_t value_size = message->payload == nullptr ? 0 : message->len;
-    const rd_kafka_resp_err_t err = rd_kafka_producev(
-        producer_.get(), RD_KAFKA_V_TOPIC(config_.dead_letter_topic.c_str()),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(message->key, key_size),
-        RD_KAFKA_V_VALUE(message->payload, value_size), RD_KAFKA_V_HEADERS(headers),
-        RD_KAFKA_V_END);
-    if (err) {
-      rd_kafka_headers_destroy(headers);
-      dlq_failures_.Inc();
-      log::Error("cannot produce to the DLQ topic (dead_letters keeps the message)",
-                 {{"topic", config_.dead_letter_topic}, {"error", kafka::ErrorText(err)}});
-    }
-    rd_kafka_poll(producer_.get(), 0);
-  }
-
   ArchiveConfig config_;
   metrics::Counter& archived_;
   metrics::Counter& duplicates_;
   metrics::Counter& dead_letters_;
   metrics::Counter& dlq_failures_;
-  kafka::HandlePtr producer_;
+  metrics::Counter& times_replaced_;
+  internal::DeadLetterQueue dlq_;
   internal::PgBatchConsumer consumer_;
   // The batch being written, reused across batches.
   std::vector<Row> rows_;
@@ -294,6 +265,10 @@ class Archive::Impl final : public internal::BatchWriter {
   bool stage_dirty_ = false;
   size_t pending_archived_ = 0;
   size_t pending_duplicates_ = 0;
+  size_t batch_times_replaced_ = 0;
+  size_t pending_times_replaced_ = 0;
+  int32_t stored_partition_count_ = 0;  // in archive_topics (as far as this process knows)
+  int32_t pending_partition_count_ = 0;
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
 };
 

@@ -62,6 +62,12 @@ bool IsConnectionError(const std::exception& error) {
          }();
 }
 
+std::string RefusalState(const std::exception& error) {
+  const auto* sql = dynamic_cast<const pqxx::sql_error*>(&error);
+  if (sql == nullptr || IsConnectionError(error) || IsDataError(error)) return "";
+  return sql->sqlstate().empty() ? "unknown" : sql->sqlstate();
+}
+
 bool IsDataError(const std::exception& error) {
   const auto* sql = dynamic_cast<const pqxx::sql_error*>(&error);
   if (sql == nullptr || IsConnectionError(error)) return false;
@@ -94,6 +100,16 @@ std::string TimestampText(int64_t seconds, int32_t nanos) {
                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nanos / 1000);
 }
 
+std::string TimestampTextFromNanos(int64_t nanos) {
+  int64_t seconds = nanos / 1'000'000'000;
+  int64_t rest = nanos % 1'000'000'000;
+  if (rest < 0) {
+    rest += 1'000'000'000;
+    --seconds;
+  }
+  return TimestampText(seconds, static_cast<int32_t>(rest));
+}
+
 PgBatchConsumer::PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer)
     : config_(std::move(config)),
       writer_(writer),
@@ -110,6 +126,9 @@ PgBatchConsumer::PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer
       pg_errors_(config_.registry->GetCounter(
           config_.metric_prefix + "_pg_errors_total",
           "PostgreSQL failures (connection lost, refused, transaction failed)")),
+      retention_gap_(config_.registry->GetCounter(
+          config_.metric_prefix + "_retention_gap_messages_total",
+          "Messages deleted by Kafka retention before this group read them (never written)")),
       fenced_(config_.registry->GetCounter(
           config_.metric_prefix + "_fenced_total",
           "Partitions left out of a batch because another owner had moved their stored offset")),
@@ -135,6 +154,18 @@ void PgBatchConsumer::Run(std::stop_token stop) {
   consumer_ = kafka::MakeClient(RD_KAFKA_CONSUMER, std::move(conf));
   rd_kafka_poll_set_consumer(consumer_.get());
 
+  // A typo in --topic must fail now with one clear line, not subscribe to nothing forever. (An
+  // unreachable cluster is not a reason to exit: the consumer waits for it like for
+  // PostgreSQL.)
+  try {
+    if (!kafka::FindPartitionCount(consumer_.get(), config_.topic, std::chrono::seconds(10))) {
+      throw ConfigError(
+          fmt::format("--topic {}: {}", config_.topic, kafka::MissingTopicText(config_.topic)));
+    }
+  } catch (const KafkaError& e) {
+    log::Warn("cannot check the topic yet", {{"topic", config_.topic}, {"error", e.what()}});
+  }
+
   if (!Connect()) MarkPostgresDown("initial connection failed");
 
   auto topics = PartitionList(config_.topic, {RD_KAFKA_PARTITION_UA});
@@ -148,6 +179,7 @@ void PgBatchConsumer::Run(std::stop_token stop) {
     bool positions_needed = false;
     for (const auto& [p, state] : partitions_) positions_needed |= state.needs_position;
     if (postgres_down_ || positions_needed) Recover();
+    if (partition_count_stale_) RefreshPartitionCount();
     ready_.store(!postgres_down_ && connection_ != nullptr, std::memory_order_relaxed);
 
     auto timeout = kPollSlice;
@@ -170,6 +202,7 @@ void PgBatchConsumer::Run(std::stop_token stop) {
         // A message of a partition waiting to be re-positioned was fetched before the pause:
         // it is read again after the seek.
         if (found != partitions_.end() && !found->second.needs_position) {
+          CheckRetentionGap(found->second, *message);
           if (batch_.empty()) batch_deadline_ = Clock::now() + config_.batch_time;
           batch_.push_back(std::move(message));
         }
@@ -190,10 +223,41 @@ void PgBatchConsumer::Run(std::stop_token stop) {
   connection_.reset();
 }
 
+void PgBatchConsumer::CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message) {
+  // Positioned at a stored offset that retention has since deleted, the consumer continues
+  // from the oldest retained message (auto.offset.reset=earliest): those events are in neither
+  // Kafka nor PostgreSQL any more. Not silently: counted and logged, as the gateway does.
+  if (state.next_expected && message.offset > *state.next_expected) {
+    const int64_t missing = message.offset - *state.next_expected;
+    retention_gap_.Inc(static_cast<uint64_t>(missing));
+    log::Error(
+        "messages deleted by Kafka retention before this group read them: they are not in "
+        "PostgreSQL (the consumer was down or behind for longer than the topic's retention)",
+        {{"topic", config_.topic},
+         {"partition", message.partition},
+         {"offset", *state.next_expected},
+         {"count", missing}});
+  }
+  state.next_expected = message.offset + 1;
+}
+
+void PgBatchConsumer::RefreshPartitionCount() {
+  partition_count_stale_ = false;
+  try {
+    partition_count_ =
+        kafka::FindPartitionCount(consumer_.get(), config_.topic, std::chrono::seconds(5))
+            .value_or(0);
+  } catch (const std::exception& e) {
+    log::Warn("cannot read the topic's partition count",
+              {{"topic", config_.topic}, {"error", e.what()}});
+  }
+}
+
 void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
                                   rd_kafka_topic_partition_list_t* partitions) {
   const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(consumer)) == "COOPERATIVE";
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    partition_count_stale_ = true;  // partitions may have been added
     std::vector<int32_t> assigned;
     for (int i = 0; i < partitions->cnt; ++i) assigned.push_back(partitions->elems[i].partition);
     bool positioned = false;
@@ -207,11 +271,13 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
           PartitionState state;
           state.needs_position = false;
           if (found != stored.end()) state.stored = found->second;
+          state.next_expected = state.stored;
           element.offset = state.stored.value_or(RD_KAFKA_OFFSET_BEGINNING);
           partitions_[element.partition] = state;
         }
         positioned = true;
       } catch (const std::exception& e) {
+        refusal_ = RefusalState(e);
         MarkPostgresDown(e.what());
       }
     }
@@ -276,7 +342,13 @@ bool PgBatchConsumer::Connect() {
     return true;
   } catch (const std::exception& e) {
     connection_.reset();
-    log::Warn("cannot connect to PostgreSQL", {{"error", e.what()}});
+    refusal_ = RefusalState(e);
+    if (refusal_.empty()) {
+      log::Warn("cannot connect to PostgreSQL", {{"error", e.what()}});
+    } else {
+      log::Warn("PostgreSQL refused the consumer's set-up statements (schema or permission)",
+                {{"sqlstate", refusal_}, {"error", e.what()}});
+    }
     return false;
   }
 }
@@ -289,10 +361,26 @@ void PgBatchConsumer::Pause(const std::vector<int32_t>& partitions) {
 
 void PgBatchConsumer::MarkPostgresDown(const std::string& error) {
   pg_errors_.Inc();
-  if (!postgres_down_) {
-    log::Error("PostgreSQL unavailable: pausing consumption until it is back",
-               {{"topic", config_.topic}, {"error", error}});
+  if (!not_committed_.empty()) {
+    // Logged every time: each retry is a batch that could not be committed.
+    log::Error("batch not committed: pausing consumption and retrying with backoff",
+               {{"topic", config_.topic}, {"error", not_committed_}});
+  } else if (!postgres_down_) {
+    if (!refusal_.empty()) {
+      // Reachable, but the statement was refused: a missing table or column, a permission. No
+      // use saying "unavailable": the operator must change the schema or the grants.
+      log::Error(
+          "PostgreSQL refused the consumer's statements (schema or permission problem, not an "
+          "outage): pausing consumption and retrying with backoff; nothing is skipped. Hint: run "
+          "with --migrate, or grant the role SELECT/INSERT/UPDATE on the agentwire tables",
+          {{"topic", config_.topic}, {"sqlstate", refusal_}, {"error", error}});
+    } else {
+      log::Error("PostgreSQL unavailable: pausing consumption until it is back",
+                 {{"topic", config_.topic}, {"error", error}});
+    }
   }
+  refusal_.clear();
+  not_committed_.clear();
   postgres_down_ = true;
   ready_.store(false);
   connection_.reset();
@@ -322,6 +410,7 @@ void PgBatchConsumer::Recover() {
     stored = LoadStoredOffsets(tx);
   } catch (const std::exception& e) {
     connection_.reset();
+    refusal_ = RefusalState(e);
     MarkPostgresDown(e.what());
     return;
   }
@@ -360,6 +449,7 @@ void PgBatchConsumer::Recover() {
     }
     const auto found = stored.find(element.partition);
     state.stored = found != stored.end() ? std::optional<int64_t>(found->second) : std::nullopt;
+    state.next_expected = state.stored;
     state.needs_position = false;
   }
   if (!failed.empty()) {
@@ -459,6 +549,8 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
   } catch (const std::exception& e) {
     writer_.AfterAbort();
     error = e.what();
+    refusal_ = RefusalState(e);
+    if (dynamic_cast<const BatchNotCommitted*>(&e) != nullptr) not_committed_ = e.what();
     const bool data_error = IsDataError(e) && !one_by_one;
     return data_error ? Outcome::kDataError : Outcome::kConnectionLost;
   }

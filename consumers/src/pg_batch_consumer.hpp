@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <pqxx/pqxx>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -51,6 +52,14 @@ BatchConsumerConfig MakeBatchConsumerConfig(const ServiceConfig& config,
   c.metric_prefix = std::move(metric_prefix);
   return c;
 }
+
+/// Thrown by a BatchWriter (e.g. from BeforeCommit) when the batch must not be committed for
+/// a reason that is not PostgreSQL's: the batch is rolled back, consumption pauses and the
+/// batch is retried with backoff, and the log says what() instead of "PostgreSQL unavailable".
+class BatchNotCommitted final : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 /// What a consumer does with a batch, inside the transaction that also moves its offsets.
 /// Called on the consumer's thread only.
@@ -101,6 +110,10 @@ class PgBatchConsumer final {
   /// PostgreSQL reachable and the consumer subscribed. Thread-safe.
   bool Ready() const noexcept { return ready_.load(std::memory_order_relaxed); }
 
+  /// The topic's partition count as last read from the cluster's metadata (on start and after
+  /// each assignment); 0 while unknown. Consumer thread only (e.g. from BatchWriter::Write).
+  int32_t TopicPartitionCount() const noexcept { return partition_count_; }
+
   /// Called by the rebalance callback (a free function).
   void OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
                    rd_kafka_topic_partition_list_t* partitions);
@@ -109,6 +122,9 @@ class PgBatchConsumer final {
   struct PartitionState {
     std::optional<int64_t> stored;  // next_offset PostgreSQL holds (nullopt: no row yet)
     bool needs_position = true;     // paused until seeked to `stored`
+    /// The offset the next message should have (nullopt: unknown, a group's first read). A
+    /// message past it means retention deleted the messages between before they were read.
+    std::optional<int64_t> next_expected;
   };
 
   void Flush();
@@ -120,6 +136,8 @@ class PgBatchConsumer final {
   std::map<int32_t, int64_t> LoadStoredOffsets(pqxx::transaction_base& tx);
   void Pause(const std::vector<int32_t>& partitions);
   void UpdateLag();
+  void RefreshPartitionCount();
+  void CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message);
 
   BatchConsumerConfig config_;
   BatchWriter& writer_;
@@ -131,13 +149,18 @@ class PgBatchConsumer final {
   bool postgres_down_ = false;
   std::chrono::milliseconds backoff_{};
   std::chrono::steady_clock::time_point next_attempt_{};
-  int32_t lock_key_ = 0;  // advisory lock namespace for (group, topic)
+  int32_t lock_key_ = 0;       // advisory lock namespace for (group, topic)
+  std::string refusal_;        // SQLSTATE of the last refused statement, until it is logged
+  std::string not_committed_;  // a BatchNotCommitted's what(), until it is logged
+  int32_t partition_count_ = 0;
+  bool partition_count_stale_ = true;
   std::atomic<bool> ready_{false};
 
   metrics::Counter& messages_;
   metrics::Counter& batches_;
   metrics::Histogram& batch_seconds_;
   metrics::Counter& pg_errors_;
+  metrics::Counter& retention_gap_;
   metrics::Counter& fenced_;
   metrics::Gauge& lag_;
   metrics::Gauge& assigned_;
@@ -149,10 +172,17 @@ bool IsConnectionError(const std::exception& error);
 /// SQLSTATE classes 22, 23, 54: one message's data is at fault (retry one at a time).
 bool IsDataError(const std::exception& error);
 
+/// The SQLSTATE of an error by which a reachable PostgreSQL refused a statement for a reason
+/// that is neither a connection problem nor one message's data (42P01 undefined table, 42501
+/// insufficient privilege...): the schema or the grants must change. "" otherwise.
+std::string RefusalState(const std::exception& error);
+
 /// "\\x0a1b..." (bytea hex input form).
 std::string ByteaHex(const void* data, size_t size);
 
 /// RFC 3339 UTC with microseconds for a protobuf Timestamp given as seconds and nanos.
 std::string TimestampText(int64_t seconds, int32_t nanos);
+/// The same for nanoseconds since the epoch.
+std::string TimestampTextFromNanos(int64_t nanos);
 
 }  // namespace agentwire::consumers::internal

@@ -14,8 +14,10 @@
 
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/options.hpp"
 #include "agentwire/producers/murmur2.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "event_time.hpp"
 #include "replay_internal.hpp"
 
 namespace agentwire::consumers {
@@ -123,45 +125,6 @@ std::optional<TimePoint> ParseRfc3339(std::string_view text) {
       std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
 }
 
-// "90s", "15m", "2h", "7d", "1.5h": an age.
-std::optional<std::chrono::nanoseconds> ParseAge(std::string_view text) {
-  if (text.size() < 2) return std::nullopt;
-  const char unit = text.back();
-  double per_unit = 0;
-  switch (unit) {
-    case 's':
-      per_unit = 1e9;
-      break;
-    case 'm':
-      per_unit = 60e9;
-      break;
-    case 'h':
-      per_unit = 3600e9;
-      break;
-    case 'd':
-      per_unit = 86400e9;
-      break;
-    case 'w':
-      per_unit = 7 * 86400e9;
-      break;
-    default:
-      return std::nullopt;
-  }
-  const std::string number(text.substr(0, text.size() - 1));
-  if (number.empty() || !std::isdigit(static_cast<unsigned char>(number.front()))) {
-    return std::nullopt;
-  }
-  size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(number, &used);
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  if (used != number.size() || value < 0 || value > 1e6) return std::nullopt;
-  return std::chrono::nanoseconds(static_cast<int64_t>(value * per_unit));
-}
-
 std::string KnownTypesText() {
   std::string out;
   for (const auto type : schemas::KnownEventTypes()) {
@@ -249,12 +212,17 @@ class ProgressReporter final {
 TimePoint ParseTimeArgument(std::string_view text, std::string_view flag, TimePoint now) {
   if (text == "now") return now;
   if (auto absolute = ParseRfc3339(text)) return *absolute;
-  if (auto age = ParseAge(text)) {
-    return now - std::chrono::duration_cast<TimePoint::duration>(*age);
+  // An age needs its unit ("90s", "15m", "2h", "7d"): a bare number would be taken for a year.
+  if (!text.empty() && std::isalpha(static_cast<unsigned char>(text.back()))) {
+    try {
+      return now - std::chrono::duration_cast<TimePoint::duration>(ParseDuration(text, flag));
+    } catch (const ConfigError&) {
+      // Falls through to the message that names every accepted form.
+    }
   }
   throw ConfigError(fmt::format(
       "{} '{}': expected an RFC 3339 time like 2026-11-22T10:00:00Z (or with an offset, "
-      "+01:00), 'now', or an age like 15m, 2h, 7d",
+      "+01:00), 'now', or an age like 15m, 2h, 7d, 1w",
       flag, text));
 }
 
@@ -337,8 +305,7 @@ void ValidateReplayConfig(const ReplayConfig& config) {
 namespace replay {
 
 int64_t EmittedAtNanos(const v1::AgentEvent& event) {
-  if (!event.has_emitted_at()) return 0;
-  return event.emitted_at().seconds() * 1'000'000'000 + event.emitted_at().nanos();
+  return internal::EmittedAtNanos(event).value_or(0);
 }
 
 int64_t ToNanos(TimePoint time) {
@@ -364,11 +331,6 @@ bool EventFilter::Matches(const v1::AgentEvent& event) const {
         selection_.types.end()) {
       return false;
     }
-  }
-  if (since_ns_ || until_ns_) {
-    const int64_t at = EmittedAtNanos(event);
-    if (since_ns_ && at < *since_ns_) return false;
-    if (until_ns_ && at >= *until_ns_) return false;
   }
   return true;
 }
@@ -427,7 +389,7 @@ bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers, con
   };
   auto head_of = [&lanes](size_t index) {
     const Record& record = lanes[index].buffer.Front();
-    return Head{EmittedAtNanos(record.event), record.partition, index};
+    return Head{record.time_ns, record.partition, index};
   };
   std::priority_queue<Head, std::vector<Head>, std::greater<>> heap;
   for (size_t i = 0; i < lanes.size(); ++i) {
@@ -502,27 +464,8 @@ void PipelinedSink::Loop() {
 
 int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, std::string_view flag,
                                 std::chrono::milliseconds timeout) {
-  const rd_kafka_metadata_t* raw = nullptr;
-  const auto err =
-      rd_kafka_metadata(client, /*all_topics=*/1, nullptr, &raw, static_cast<int>(timeout.count()));
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    throw KafkaError(fmt::format("cluster metadata: {}. Hint: check --brokers / "
-                                 "AGENTWIRE_BROKERS and that the cluster is up",
-                                 kafka::ErrorText(err)),
-                     /*retryable=*/true);
-  }
-  kafka::MetadataPtr metadata(raw);
-  for (int i = 0; i < metadata->topic_cnt; ++i) {
-    const auto& t = metadata->topics[i];
-    if (topic != t.topic) continue;
-    if (t.err != RD_KAFKA_RESP_ERR_NO_ERROR || t.partition_cnt == 0) {
-      throw KafkaError(fmt::format("{} {}: {}", flag, topic, kafka::ErrorText(t.err)),
-                       /*retryable=*/true);
-    }
-    return t.partition_cnt;
-  }
-  throw ConfigError(fmt::format("{} {}: no such topic on the cluster ({})", flag, topic,
-                                metadata->orig_broker_name));
+  if (const auto count = kafka::FindPartitionCount(client, topic, timeout)) return *count;
+  throw ConfigError(fmt::format("{} {}: {}", flag, topic, kafka::MissingTopicText(topic)));
 }
 
 void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count) {
@@ -644,6 +587,12 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
                   static_cast<uint64_t>(stats.seconds > 0 ? stats.scanned / stats.seconds : 0));
   if (stats.undecodable > 0) {
     summary += fmt::format("; {} undecodable messages skipped", stats.undecodable);
+  }
+  if (const uint64_t replaced = progress.times_replaced.load(); replaced > 0) {
+    summary += fmt::format(
+        "; {} events with emitted_at more than 24 h from their Kafka timestamp were placed by "
+        "the Kafka timestamp",
+        replaced);
   }
   if (republisher) {
     summary += fmt::format("; republished {} to {}, {} failed", stats.republished,

@@ -29,6 +29,10 @@ struct Record {
   int32_t partition = 0;
   int64_t offset = 0;
   int64_t timestamp_ms = -1;  // Kafka message timestamp; -1 when unknown (the archive)
+  /// The event's time for --since/--until and the merge: emitted_at, or the Kafka timestamp
+  /// when emitted_at is more than 24 h away from it (event_time.hpp); 0 when unset.
+  int64_t time_ns = 0;
+  bool time_replaced = false;
   std::string key;
   /// The message value and headers, kept only when the selection is re-driven.
   std::string value;
@@ -44,7 +48,12 @@ class EventFilter final {
   bool MatchesKey(std::string_view key) const {
     return selection_.user_id.empty() || key == selection_.user_id;
   }
+  /// Everything but time.
   bool Matches(const v1::AgentEvent& event) const;
+  /// --since <= time_ns < --until.
+  bool MatchesTime(int64_t time_ns) const {
+    return !(since_ns_ && time_ns < *since_ns_) && !(until_ns_ && time_ns >= *until_ns_);
+  }
 
  private:
   const ReplaySelection& selection_;
@@ -52,7 +61,7 @@ class EventFilter final {
   std::optional<int64_t> until_ns_;
 };
 
-/// emitted_at in nanoseconds since the epoch (0 when unset).
+/// emitted_at in nanoseconds since the epoch, saturated to the int64 range (0 when unset).
 int64_t EmittedAtNanos(const v1::AgentEvent& event);
 int64_t ToNanos(TimePoint time);
 int64_t ToMillis(TimePoint time);
@@ -62,6 +71,8 @@ struct Progress {
   std::atomic<uint64_t> scanned{0};
   std::atomic<uint64_t> matched{0};
   std::atomic<uint64_t> undecodable{0};
+  /// Events whose emitted_at was more than 24 h from their Kafka timestamp.
+  std::atomic<uint64_t> times_replaced{0};
   /// Messages the source expects to read (0 = unknown): drives the percentage of the bar.
   std::atomic<uint64_t> expected{0};
 };
@@ -178,11 +189,9 @@ std::unique_ptr<Source> MakeKafkaSource(const ReplayConfig& config, Progress& pr
 std::unique_ptr<Source> MakePostgresSource(const ReplayConfig& config, Progress& progress,
                                            Console& console);
 
-/// The partition count of `topic`, asking for the whole cluster's metadata rather than the
-/// topic's: a request naming a missing topic makes brokers with auto.create.topics.enable (and
-/// the embedded Kafka) create it, and a typo in --topic or --republish-to must not create
-/// topics. Throws ConfigError naming `flag` when the topic does not exist, KafkaError when the
-/// cluster does not answer.
+/// The partition count of `topic` (kafka::FindPartitionCount: never creates the topic). Throws
+/// ConfigError naming `flag` when the topic does not exist, KafkaError when the cluster does not
+/// answer.
 int32_t ExistingTopicPartitions(rd_kafka_t* client, const std::string& topic, std::string_view flag,
                                 std::chrono::milliseconds timeout);
 

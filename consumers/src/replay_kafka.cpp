@@ -14,6 +14,7 @@
 #include "agentwire/core/kafka_handles.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/producers/murmur2.hpp"
+#include "event_time.hpp"
 #include "replay_internal.hpp"
 
 namespace agentwire::consumers::replay {
@@ -66,10 +67,16 @@ bool Decode(const rd_kafka_message_t& message, const EventFilter& filter, bool k
     return false;
   }
   if (!filter.Matches(record.event)) return false;
-  record.partition = message.partition;
-  record.offset = message.offset;
   rd_kafka_timestamp_type_t type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
   record.timestamp_ms = rd_kafka_message_timestamp(&message, &type);
+  record.time_replaced = false;
+  record.time_ns =
+      internal::EventTimeNanos(record.event, record.timestamp_ms, &record.time_replaced)
+          .value_or(0);
+  if (!filter.MatchesTime(record.time_ns)) return false;
+  if (record.time_replaced) progress.times_replaced.fetch_add(1, std::memory_order_relaxed);
+  record.partition = message.partition;
+  record.offset = message.offset;
   record.key.assign(key);
   if (keep_raw) {
     record.value.assign(static_cast<const char*>(message.payload), message.len);

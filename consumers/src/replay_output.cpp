@@ -27,9 +27,11 @@ TimePoint FromNanos(int64_t nanos) {
       std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(nanos)));
 }
 
-std::string EmittedAtText(const v1::AgentEvent& event) {
-  if (!event.has_emitted_at()) return "-";
-  return FormatTimeMillis(FromNanos(EmittedAtNanos(event)));
+// The time the replay placed the event by; a '*' marks a Kafka timestamp that replaced an
+// emitted_at more than 24 h away from it.
+std::string EventTimeText(const Record& record) {
+  if (!record.event.has_emitted_at()) return "-";
+  return FormatTimeMillis(FromNanos(record.time_ns)) + (record.time_replaced ? "*" : "");
 }
 
 // "2026-11-22T10:00:00" is the same for every event of a second: formatted once per second.
@@ -167,7 +169,39 @@ class JsonlWriter final : public EventWriter {
   std::string buffer_;
 };
 
-// Control characters become spaces, and the text is cut at `limit` code points.
+// The length of a C1 control character (U+0080..U+009F, 0xC2 0x80..0x9F in UTF-8) at `i`, or 0.
+// Terminals act on them like on ESC sequences (0x9B is CSI).
+size_t C1ControlAt(std::string_view text, size_t i) {
+  return i + 1 < text.size() && static_cast<unsigned char>(text[i]) == 0xC2 &&
+                 (static_cast<unsigned char>(text[i + 1]) & 0xE0) == 0x80
+             ? 2
+             : 0;
+}
+
+bool IsC0Control(unsigned char c) { return c < 0x20 || c == 0x7F; }
+
+// An identifier or name from an event, safe to print on a terminal: C0 and C1 control
+// characters (ESC, BEL, CR, CSI...) are shown as escapes like backslash-x1b, so an event can
+// neither retitle nor clear an SRE's terminal and the value stays recognizable.
+std::string TerminalSafe(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (IsC0Control(c)) {
+      out += fmt::format("\\x{:02x}", c);
+    } else if (C1ControlAt(text, i) != 0) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned char>(text[i + 1]));
+      ++i;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+// Free text on one line: control characters (C0 and C1) become spaces, and the text is cut at
+// `limit` code points.
 std::string OneLine(std::string_view text, size_t limit = 80) {
   std::string out;
   size_t points = 0;
@@ -181,7 +215,12 @@ std::string OneLine(std::string_view text, size_t limit = 80) {
       }
       ++points;
     }
-    out.push_back(c < 0x20 || c == 0x7F ? ' ' : static_cast<char>(c));
+    if (C1ControlAt(text, i) != 0) {
+      out.push_back(' ');
+      ++i;
+      continue;
+    }
+    out.push_back(IsC0Control(c) ? ' ' : static_cast<char>(c));
   }
   return out;
 }
@@ -229,9 +268,10 @@ class TableWriter final : public EventWriter {
 
   void Write(const Record& record) override {
     const auto& event = record.event;
-    std::string line = fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n",
-                                   EmittedAtText(event), event.user_id(), event.run_id(),
-                                   event.run_seq(), schemas::EventType(event), Summary(event));
+    std::string line =
+        fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n", EventTimeText(record),
+                    TerminalSafe(event.user_id()), TerminalSafe(event.run_id()), event.run_seq(),
+                    schemas::EventType(event), Summary(event));
     if (streaming_) {
       if (event.run_id() != last_run_) {
         out_ << '\n' << Header(event, 0);
@@ -276,9 +316,10 @@ class TableWriter final : public EventWriter {
 
   static std::string Header(const v1::AgentEvent& first, uint64_t events) {
     std::string header =
-        fmt::format("== run {}  user {}  thread {}  agent {}", first.run_id(), first.user_id(),
-                    first.thread_id().empty() ? "-" : first.thread_id(),
-                    first.agent_name().empty() ? "-" : first.agent_name());
+        fmt::format("== run {}  user {}  thread {}  agent {}", TerminalSafe(first.run_id()),
+                    TerminalSafe(first.user_id()),
+                    first.thread_id().empty() ? "-" : TerminalSafe(first.thread_id()),
+                    first.agent_name().empty() ? "-" : TerminalSafe(first.agent_name()));
     if (events > 0) header += fmt::format("  ({} events)", events);
     return header + '\n';
   }
@@ -369,8 +410,9 @@ void GapTracker::Report(std::ostream& out, bool selection_is_partial) {
     }
     if (!duplicates.empty()) problems.push_back("duplicated run_seq " + Ranges(duplicates));
     if (problems.empty()) continue;
-    details += fmt::format("  run {} (user {}, thread {}): ", run_id, run.user_id,
-                           run.thread_id.empty() ? "-" : run.thread_id);
+    details += fmt::format("  run {} (user {}, thread {}): ", TerminalSafe(run_id),
+                           TerminalSafe(run.user_id),
+                           run.thread_id.empty() ? "-" : TerminalSafe(run.thread_id));
     for (size_t i = 0; i < problems.size(); ++i) {
       details += (i == 0 ? "" : "; ") + problems[i];
     }

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <limits>
 #include <pqxx/pqxx>
 
 #include "agentwire/core/errors.hpp"
@@ -59,10 +60,29 @@ class PostgresPartitionReader final : public PartitionReader {
         out.DropLast();
         continue;
       }
-      if (!filter_.MatchesKey(record.event.user_id()) || !filter_.Matches(record.event)) {
+      // The archive stored the event's time as the Kafka source computes it (emitted_at, or the
+      // Kafka timestamp when emitted_at was more than 24 h off), in microseconds: the event's
+      // own nanoseconds when they agree, else the stored time.
+      const int64_t emitted_ns = EmittedAtNanos(record.event);
+      record.time_replaced = false;
+      if (row[3].is_null()) {
+        record.time_ns = emitted_ns;
+      } else {
+        const auto stored_us = row[3].as<int64_t>();
+        const int64_t emitted_us =
+            emitted_ns / 1000 - (emitted_ns % 1000 < 0 ? 1 : 0);  // floor, as PostgreSQL stores
+        record.time_replaced = stored_us != emitted_us;
+        constexpr int64_t kMaxMicros = std::numeric_limits<int64_t>::max() / 1000;
+        record.time_ns = !record.time_replaced    ? emitted_ns
+                         : stored_us > kMaxMicros ? std::numeric_limits<int64_t>::max()
+                                                  : stored_us * 1000;
+      }
+      if (!filter_.MatchesKey(record.event.user_id()) || !filter_.Matches(record.event) ||
+          !filter_.MatchesTime(record.time_ns)) {
         out.DropLast();
         continue;
       }
+      if (record.time_replaced) progress_.times_replaced.fetch_add(1, std::memory_order_relaxed);
       record.partition = row[0].as<int32_t>();
       record.offset = row[1].as<int64_t>();
       record.timestamp_ms = -1;
@@ -110,11 +130,19 @@ class PostgresSource final : public Source {
     max_partition_ = max_row[0].is_null() ? -1 : max_row[0].as<int32_t>();
 
     partition_count_ = config_.partition_count;
+    // The archive records the count it saw (archive_topics): reading the archive needs no Kafka.
+    if (partition_count_ == 0 &&
+        !tx_->exec1("SELECT to_regclass('archive_topics') IS NULL")[0].as<bool>()) {
+      const auto stored =
+          tx_->exec(fmt::format("SELECT partition_count FROM archive_topics WHERE topic = {}",
+                                tx_->quote(config_.topic)));
+      if (!stored.empty()) partition_count_ = stored[0][0].as<int32_t>();
+    }
     if (partition_count_ == 0) partition_count_ = PartitionCountFromKafka();
     if (partition_count_ == 0) {
       console_.Line(
-          "replay: warning: partition count unknown (Kafka not reachable and no "
-          "--partition-count): \"cursor\" is null in the output");
+          "replay: warning: partition count unknown (not recorded by the archive, Kafka not "
+          "reachable, and no --partition-count): \"cursor\" is null in the output");
     }
     CheckCursorAgainstTopic(config_, partition_count_);
   }
@@ -164,7 +192,10 @@ class PostgresSource final : public Source {
     }
     if (s.from_cursor) where += fmt::format(" AND \"offset\" >= {}", s.from_cursor->next_offset);
     return fmt::format(
-        "SELECT partition, \"offset\", raw FROM agent_events WHERE {} ORDER BY \"offset\"", where);
+        "SELECT partition, \"offset\", raw,"
+        " (extract(epoch FROM emitted_at) * 1000000)::bigint"
+        " FROM agent_events WHERE {} ORDER BY \"offset\"",
+        where);
   }
 
   // Cursors printed from the archive must resume on the gateways, which know the live count.

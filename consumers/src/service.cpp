@@ -42,8 +42,9 @@ std::chrono::milliseconds ServiceOptions::BatchTime() const {
 }
 
 void AddServiceOptions(CLI::App& app, ServiceOptions& options, const std::string& default_group,
-                       const std::string& group_env) {
+                       const std::string& group_env, int default_metrics_port) {
   options.group = default_group;
+  options.metrics_port = default_metrics_port;
   app.add_option("--pg", options.dsn, "PostgreSQL connection string")->envname("AGENTWIRE_PG_DSN");
   app.add_option("--group", options.group, "Consumer group id (offsets are kept per group)")
       ->envname(group_env)

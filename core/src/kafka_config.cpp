@@ -67,17 +67,17 @@ std::string ErrorText(rd_kafka_resp_err_t err) {
   return fmt::format("{} ({})", rd_kafka_err2str(err), rd_kafka_err2name(err));
 }
 
-int PartitionCount(rd_kafka_t* client, const std::string& topic,
-                   std::chrono::milliseconds timeout) {
-  // A topic handle restricts the metadata request to this one topic.
-  std::unique_ptr<rd_kafka_topic_t, HandleDeleter<rd_kafka_topic_t, rd_kafka_topic_destroy>> handle(
-      rd_kafka_topic_new(client, topic.c_str(), nullptr));
+std::optional<int> FindPartitionCount(rd_kafka_t* client, const std::string& topic,
+                                      std::chrono::milliseconds timeout) {
+  // The whole cluster's metadata, not the topic's: a request naming a missing topic makes
+  // brokers with auto.create.topics.enable (and the embedded Kafka) create it, and a typo in
+  // --topic must never create a topic.
   const rd_kafka_metadata_t* raw = nullptr;
   const auto err =
-      rd_kafka_metadata(client, 0, handle.get(), &raw, static_cast<int>(timeout.count()));
+      rd_kafka_metadata(client, /*all_topics=*/1, nullptr, &raw, static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    throw KafkaError(fmt::format("metadata for topic {}: {}. Hint: check --brokers / "
-                                 "AGENTWIRE_BROKERS and that the cluster is up",
+    throw KafkaError(fmt::format("cluster metadata (looking for topic {}): {}. Hint: check "
+                                 "--brokers / AGENTWIRE_BROKERS and that the cluster is up",
                                  topic, ErrorText(err)),
                      /*retryable=*/true);
   }
@@ -86,14 +86,26 @@ int PartitionCount(rd_kafka_t* client, const std::string& topic,
     const auto& t = metadata->topics[i];
     if (topic != t.topic) continue;
     if (t.err != RD_KAFKA_RESP_ERR_NO_ERROR || t.partition_cnt == 0) {
-      throw KafkaError(fmt::format("topic {}: {}. Hint: create it (agentwire broker "
-                                   "--topic {}:12, or infra/kafka on a real cluster)",
-                                   topic, ErrorText(t.err), topic),
+      throw KafkaError(fmt::format("topic {}: {}", topic, ErrorText(t.err)),
                        t.err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
     }
     return t.partition_cnt;
   }
-  throw KafkaError(fmt::format("topic {} missing from metadata", topic), true);
+  return std::nullopt;
+}
+
+std::string MissingTopicText(const std::string& topic) {
+  return fmt::format(
+      "no such topic on the cluster. Hint: check the name, or create it (agentwire broker "
+      "--topic {}:12, or infra/kafka on a real cluster)",
+      topic);
+}
+
+int PartitionCount(rd_kafka_t* client, const std::string& topic,
+                   std::chrono::milliseconds timeout) {
+  if (const auto count = FindPartitionCount(client, topic, timeout)) return *count;
+  throw KafkaError(fmt::format("topic {}: {}", topic, MissingTopicText(topic)),
+                   /*retryable=*/false);
 }
 
 void ValidateTopicName(std::string_view name, std::string_view what) {

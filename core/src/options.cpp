@@ -48,6 +48,10 @@ std::chrono::milliseconds ParseDuration(std::string_view text, std::string_view 
     millis_per_unit = 60'000;
   } else if (unit == "h") {
     millis_per_unit = 3'600'000;
+  } else if (unit == "d") {
+    millis_per_unit = 86'400'000;
+  } else if (unit == "w") {
+    millis_per_unit = 7 * 86'400'000.0;
   }
   // stod also takes "inf", "nan", hex and leading spaces: only plain decimal numbers are
   // durations, and nothing beyond ~30 years (which would overflow int64 milliseconds later).
@@ -57,8 +61,8 @@ std::chrono::milliseconds ParseDuration(std::string_view text, std::string_view 
   if (!plain || used == 0 || millis_per_unit == 0 || number < 0 || !in_range ||
       value.find_first_of("xXpP") != std::string::npos) {
     throw ConfigError(fmt::format(
-        "{} '{}': expected a duration like 250ms, 10s, 15m, 2h (a plain number is seconds)", what,
-        text));
+        "{} '{}': expected a duration like 250ms, 10s, 15m, 2h, 7d, 1w (a plain number is seconds)",
+        what, text));
   }
   return std::chrono::milliseconds(static_cast<int64_t>(number * millis_per_unit));
 }

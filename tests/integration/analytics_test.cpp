@@ -11,10 +11,13 @@
 #include <thread>
 
 #include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/core/kafka_config.hpp"
 #include "agentwire/producers/event_publisher.hpp"
+#include "support/kafka_test_utils.hpp"
 #include "support/postgres_fixture.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
+#include "support/ws_client.hpp"
 
 namespace agentwire {
 namespace {
@@ -25,7 +28,12 @@ using testing::SharedPostgres;
 using testing::Subprocess;
 
 constexpr const char* kTopic = "agent.lifecycle.v1";
-constexpr int64_t kT0 = 1'790'000'000;  // seconds; every event time is relative to it
+// Seconds; every event time is relative to it. An hour ago: analytics trusts emitted_at only
+// within 24 h of the Kafka timestamp, which is the publish time.
+const int64_t kT0 = std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count() -
+                    3600;
 
 class Script {
  public:
@@ -236,12 +244,129 @@ testing::Subprocess::Options NoPgDsnEnv() {
   return options;
 }
 
+TEST_F(AnalyticsTest, ATopicTypoIsAConfigErrorAndCreatesNothing) {
+  for (const std::string command : {"archive", "analytics"}) {
+    const auto result =
+        testing::Run(testing::ConsumerCommand(command, kafka_->BootstrapServers(), dsn_,
+                                              {"--topic", "agent.lifecycle.v1x"}),
+                     seconds(60));
+    EXPECT_EQ(result.exit_code, 2) << command << "\n" << result.stderr_text;
+    EXPECT_NE(result.stderr_text.find("--topic agent.lifecycle.v1x: no such topic on the cluster"),
+              std::string::npos)
+        << command << "\n"
+        << result.stderr_text;
+  }
+  auto client = kafka::MakeClient(
+      RD_KAFKA_PRODUCER,
+      kafka::MakeConf({{"bootstrap.servers", kafka_->BootstrapServers()}, {"log_level", "3"}}));
+  EXPECT_EQ(kafka::FindPartitionCount(client.get(), "agent.lifecycle.v1x", seconds(10)),
+            std::nullopt);
+  EXPECT_EQ(kafka::FindPartitionCount(client.get(), "agent.lifecycle.v1x.dlq", seconds(10)),
+            std::nullopt);
+}
+
 TEST_F(AnalyticsTest, MissingDsnIsAConfigError) {
   const auto result = testing::Run(
       {testing::AgentwireBinary(), "analytics", "--brokers", kafka_->BootstrapServers()},
       NoPgDsnEnv(), seconds(30));
   EXPECT_EQ(result.exit_code, 2) << result.stderr_text;
   EXPECT_NE(result.stderr_text.find("AGENTWIRE_PG_DSN"), std::string::npos) << result.stderr_text;
+}
+
+TEST_F(AnalyticsTest, ABrokenClockDoesNotAbandonAnotherUsersRunningRun) {
+  producers::PublisherConfig config;
+  config.client_properties = {{"bootstrap.servers", kafka_->BootstrapServers()}};
+  config.topic = kTopic;
+  producers::EventPublisher publisher(config);
+  Script s(publisher);
+  // Alice's run is running: her newest event is a minute old by the Kafka clock.
+  s.Started("alice", "run-alice", 59 * 60'000);
+  s.Thinking("alice", "run-alice", 59 * 60'000 + 500);
+  // Mallory's worker has a broken clock: 9999-12-31T23:59:59Z.
+  auto& future = s.Event("mallory", "run-mallory", 0);
+  future.mutable_emitted_at()->set_seconds(253'402'300'799);
+  future.mutable_emitted_at()->set_nanos(0);
+  future.mutable_agent_started()->set_input("hi");
+  // A NUL in the text: skipped like the archive does, not half-applied.
+  s.Event("nul", std::string("run-nul\0x", 9), 59 * 60'000).mutable_agent_started()->set_input("a");
+  const auto events = static_cast<int64_t>(s.Publish());
+
+  Subprocess analytics(testing::ConsumerCommand(
+      "analytics", kafka_->BootstrapServers(), dsn_,
+      {"--abandon-after", "15m", "--batch-size", "100", "--batch-ms", "20"}));
+  const auto deadline = std::chrono::steady_clock::now() + seconds(60);
+  for (;;) {
+    int64_t stored = 0;
+    try {
+      stored = SharedPostgres().QueryInt(
+          dsn_, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
+    } catch (const std::exception&) {  // not migrated yet
+    }
+    if (stored >= events) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << analytics.Describe();
+    ASSERT_TRUE(analytics.Running()) << analytics.Describe();
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  analytics.Signal(SIGTERM);
+  EXPECT_EQ(analytics.Wait(seconds(30)), 0) << analytics.Describe();
+
+  EXPECT_EQ(
+      SharedPostgres().Query(dsn_, "SELECT status FROM agent_runs WHERE run_id = 'run-alice'"),
+      "running");
+  // Mallory's run is placed at its Kafka timestamp (now), not in year 9999.
+  EXPECT_EQ(
+      SharedPostgres().QueryInt(
+          dsn_,
+          "SELECT count(*) FROM agent_runs WHERE run_id = 'run-mallory'"
+          " AND last_event_at BETWEEN now() - interval '1 hour' AND now() + interval '1 minute'"),
+      1);
+  EXPECT_EQ(
+      SharedPostgres().QueryInt(dsn_, "SELECT count(*) FROM agent_runs WHERE user_id = 'nul'"), 0);
+  EXPECT_TRUE(analytics.StderrText().find("emitted_at more than 24 h away") != std::string::npos)
+      << analytics.Describe();
+  EXPECT_TRUE(analytics.StderrText().find("analytics skipped a message") != std::string::npos)
+      << analytics.Describe();
+  // Like the archive, the skipped message is in the DLQ topic, marked as analytics'.
+  const auto dlq =
+      testing::ConsumeAll(kafka_->BootstrapServers(), std::string(kTopic) + ".dlq", 1, seconds(30));
+  ASSERT_EQ(dlq.size(), 1U);
+  EXPECT_EQ(dlq[0].key, "nul");
+  EXPECT_EQ(dlq[0].headers.at("agentwire-dlq-group"), "agentwire-analytics");
+  EXPECT_NE(dlq[0].headers.at("agentwire-dlq-reason").find("NUL"), std::string::npos);
+  EXPECT_EQ(dlq[0].headers.at("agentwire-dlq-source").rfind(std::string(kTopic) + "/", 0), 0U);
+}
+
+TEST_F(AnalyticsTest, ArchiveAndAnalyticsStartSideBySideWithTheirDefaultMetricsPorts) {
+  // A new user starts both on one host without --metrics-port: each serves its own /metrics.
+  auto without_port = [&](const std::string& command) {
+    auto argv = testing::ConsumerCommand(command, kafka_->BootstrapServers(), dsn_, {});
+    const auto flag = std::find(argv.begin(), argv.end(), "--metrics-port");
+    argv.erase(flag, flag + 2);
+    testing::Subprocess::Options options;
+    options.unset_env = {"AGENTWIRE_METRICS_PORT"};
+    return std::make_unique<Subprocess>(argv, options);
+  };
+  auto archive = without_port("archive");
+  ASSERT_TRUE(archive->WaitForStderr("consumer started", seconds(60))) << archive->Describe();
+  auto analytics = without_port("analytics");
+  const auto deadline = std::chrono::steady_clock::now() + seconds(60);
+  for (;;) {
+    const auto archive_metrics = testing::HttpGet(9464, "/metrics");
+    const auto analytics_metrics = testing::HttpGet(9465, "/metrics");
+    if (archive_metrics.body.find("agentwire_archive_batches_total") != std::string::npos &&
+        analytics_metrics.body.find("agentwire_analytics_batches_total") != std::string::npos) {
+      break;
+    }
+    ASSERT_TRUE(archive->Running()) << archive->Describe();
+    ASSERT_TRUE(analytics->Running()) << analytics->Describe();
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+        << archive->Describe() << analytics->Describe();
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  for (auto* process : {archive.get(), analytics.get()}) {
+    process->Signal(SIGTERM);
+    EXPECT_EQ(process->Wait(seconds(30)), 0) << process->Describe();
+  }
 }
 
 }  // namespace

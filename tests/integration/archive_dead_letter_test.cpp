@@ -14,6 +14,7 @@
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/core/kafka_config.hpp"
+#include "support/kafka_test_utils.hpp"
 #include "support/postgres_fixture.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
@@ -104,7 +105,8 @@ std::vector<DlqMessage> ReadDlq(const std::string& brokers, size_t expected) {
 
 /// Runs `agentwire archive` until the stored offsets cover `total` messages, then stops it
 /// with SIGTERM (exit 0 expected).
-void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int64_t total) {
+void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int64_t total,
+                        const std::vector<std::string>& expected_in_log = {}) {
   auto& pg = SharedPostgres();
   Subprocess archive(testing::ConsumerCommand("archive", brokers, dsn,
                                               {"--batch-size", "300", "--batch-ms", "50"}));
@@ -122,6 +124,9 @@ void ArchiveUntilStored(const std::string& brokers, const std::string& dsn, int6
   }
   archive.Signal(SIGTERM);
   EXPECT_EQ(archive.Wait(seconds(30)), 0) << archive.Describe();
+  for (const auto& needle : expected_in_log) {
+    EXPECT_NE(archive.StderrText().find(needle), std::string::npos) << archive.Describe();
+  }
 }
 
 TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsStillArchived) {
@@ -156,6 +161,10 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
     poison.push_back({"user-3", no_body.SerializeAsString(), "type"});
     poison.push_back({"someone-else", GoodEvent(1002).SerializeAsString(), "key"});
     poison.push_back({"user-1", "", "empty"});
+    // A real NUL anywhere in the text (here a map value) cannot be stored in PostgreSQL.
+    auto nul = GoodEvent(1003);
+    (*nul.mutable_attributes())["tenant"] = std::string("ac\0me", 5);
+    poison.push_back({nul.user_id(), nul.SerializeAsString(), "NUL"});
   }
 
   constexpr int kGood = 2000;
@@ -166,7 +175,11 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
                                             {"partitioner", "murmur2_random"}}));
     size_t next_poison = 0;
     for (int i = 0; i < kGood; ++i) {
-      const auto event = GoodEvent(i);
+      auto event = GoodEvent(i);
+      // Valid events that an earlier archive dead-lettered or misplaced: the six characters
+      // \u0000 in a text (its JSON holds "\\u0000", not a NUL), and a worker clock in year 9999.
+      if (i == 8) event.mutable_tool_executing()->set_input(R"({"path":"C:\u0000"})");
+      if (i == 9) event.mutable_emitted_at()->set_seconds(253'402'300'799);
       Produce(producer.get(), event.user_id(), event.SerializeAsString());
       if (i % 200 == 100 && next_poison < poison.size()) {
         Produce(producer.get(), poison[next_poison].key, poison[next_poison].value);
@@ -188,6 +201,17 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kGood);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events WHERE event_id NOT LIKE 'good-%'"),
             0);
+  EXPECT_EQ(pg.Query(dsn,
+                     "SELECT payload->'tool_executing'->>'input' FROM agent_events"
+                     " WHERE event_id = 'good-8'"),
+            R"({"path":"C:\u0000"})");
+  // The year-9999 event is archived with its Kafka timestamp (the publish time) as emitted_at;
+  // its bytes keep what the worker sent.
+  EXPECT_EQ(pg.QueryInt(dsn,
+                        "SELECT count(*) FROM agent_events WHERE event_id = 'good-9'"
+                        " AND emitted_at BETWEEN now() - interval '1 hour' AND now()"
+                        " AND payload->>'emitted_at' LIKE '9999-12-31%'"),
+            1);
 
   // Every poison message in dead_letters with its reason, key and exact bytes.
   const auto rows = pg.QueryRows(
@@ -270,6 +294,83 @@ TEST(ArchiveDeadLetterTest, AnEventPublishedTwiceIsArchivedOnce) {
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kDistinct);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 0);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"), total);
+}
+
+TEST(ArchiveDeadLetterTest, NoCommitUntilTheDlqTopicAcknowledges) {
+  kafka::EmbeddedKafka kafka(1);
+  kafka.CreateTopic({kTopic, kPartitions});
+  kafka.CreateTopic({kDlqTopic, kPartitions});
+  auto& pg = SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("dlq_refuses");
+
+  constexpr int kGood = 200;
+  const std::string poison_value = GoodEvent(5000).SerializeAsString();
+  {
+    auto producer = kafka::MakeClient(
+        RD_KAFKA_PRODUCER, kafka::MakeConf({{"bootstrap.servers", kafka.BootstrapServers()},
+                                            {"enable.idempotence", "true"},
+                                            {"partitioner", "murmur2_random"}}));
+    for (int i = 0; i < kGood; ++i) {
+      const auto event = GoodEvent(i);
+      Produce(producer.get(), event.user_id(), event.SerializeAsString());
+      if (i == kGood / 2) Produce(producer.get(), "not-the-user", poison_value);
+    }
+    ASSERT_EQ(rd_kafka_flush(producer.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  // From now on the only producer is the archive's DLQ producer: its next produce requests are
+  // refused (the DLQ topic does not accept writes, then it does again).
+  constexpr int16_t kProduceApiKey = 0;
+  kafka.PushRequestErrors(kProduceApiKey, std::vector<rd_kafka_resp_err_t>(
+                                              3, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED));
+
+  ASSERT_NO_FATAL_FAILURE(ArchiveUntilStored(
+      kafka.BootstrapServers(), dsn, kGood + 1,
+      {"batch not committed", "did not acknowledge the batch's 1 dead letters"}));
+  // Committed only once the DLQ held the dead letter: it is there (at least once), and in
+  // dead_letters once.
+  const auto dlq = ReadDlq(kafka.BootstrapServers(), 1);
+  ASSERT_GE(dlq.size(), 1U);
+  EXPECT_EQ(dlq[0].value, poison_value);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 1);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kGood);
+}
+
+TEST(ArchiveDeadLetterTest, ARetentionGapIsCountedAndLoggedNotSkippedSilently) {
+  // The archive is down while retention deletes events it never read: on restart it goes on
+  // from the oldest retained message, and says how many it could not archive.
+  kafka::EmbeddedKafka kafka(1);
+  kafka.CreateTopic({kTopic, 1});
+  kafka.CreateTopic({kDlqTopic, 1});
+  auto& pg = SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("retention_gap");
+  auto producer = kafka::MakeClient(
+      RD_KAFKA_PRODUCER, kafka::MakeConf({{"bootstrap.servers", kafka.BootstrapServers()},
+                                          {"enable.idempotence", "true"}}));
+  for (int i = 0; i < 10; ++i) {
+    const auto event = GoodEvent(i);
+    Produce(producer.get(), event.user_id(), event.SerializeAsString());
+  }
+  ASSERT_EQ(rd_kafka_flush(producer.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_NO_FATAL_FAILURE(ArchiveUntilStored(kafka.BootstrapServers(), dsn, 10));
+
+  // ~8 MiB more: the embedded Kafka keeps about 5 MiB per partition.
+  constexpr int kMore = 12'000;
+  for (int i = 10; i < 10 + kMore; ++i) {
+    auto event = GoodEvent(i);
+    event.mutable_tool_executing()->set_input(std::string(700, 'x'));
+    Produce(producer.get(), event.user_id(), event.SerializeAsString());
+  }
+  ASSERT_EQ(rd_kafka_flush(producer.get(), 60'000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  const int64_t low = testing::LowWatermarks(kafka.BootstrapServers(), kTopic, seconds(10)).at(0);
+  ASSERT_GT(low, 10) << "retention deleted nothing the archive had not read; publish more";
+
+  ASSERT_NO_FATAL_FAILURE(
+      ArchiveUntilStored(kafka.BootstrapServers(), dsn, 10 + kMore,
+                         {"deleted by Kafka retention before this group read them",
+                          "offset=10 count=" + std::to_string(low - 10)}));
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), 10 + (10 + kMore - low));
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT min(\"offset\") FROM agent_events WHERE \"offset\" >= 10"),
+            low);
 }
 
 }  // namespace

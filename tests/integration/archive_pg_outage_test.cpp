@@ -117,5 +117,57 @@ TEST(ArchivePgOutageTest, PostgresStoppedMidRunLosesAndDuplicatesNothing) {
             0);
 }
 
+TEST(ArchivePgOutageTest, ASchemaProblemIsReportedAsSuchAndNothingIsSkipped) {
+  kafka::EmbeddedKafka kafka(1);
+  kafka.CreateTopic({kTopic, 4});
+  kafka.CreateTopic({std::string(kTopic) + ".dlq", 2});
+  auto& pg = SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("pg_refused");
+
+  // Migrated and running, then the table is taken away (an operator's mistake, a half-applied
+  // change) before any event arrives.
+  Subprocess archive(testing::ConsumerCommand("archive", kafka.BootstrapServers(), dsn,
+                                              {"--batch-size", "100", "--batch-ms", "20"}));
+  ASSERT_TRUE(archive.WaitForStderr("partitions assigned", seconds(60))) << archive.Describe();
+  pg.Query(dsn, "ALTER TABLE agent_events RENAME TO agent_events_elsewhere");
+
+  producers::PublisherConfig config;
+  config.client_properties = {{"bootstrap.servers", kafka.BootstrapServers()}};
+  config.topic = kTopic;
+  producers::EventPublisher publisher(config);
+  constexpr int kCount = 500;
+  for (int i = 0; i < kCount; ++i) {
+    v1::AgentEvent event;
+    event.set_event_id("ev-" + std::to_string(i));
+    event.set_user_id("user-" + std::to_string(i % 13));
+    event.set_run_id("run-" + std::to_string(i % 13));
+    event.set_run_seq(static_cast<uint32_t>(i / 13 + 1));
+    event.mutable_message_delta()->set_text("text");
+    ASSERT_EQ(publisher.Publish(event, {}, seconds(30)), producers::PublishStatus::kAccepted);
+  }
+  ASSERT_EQ(publisher.Flush(seconds(60)), 0u);
+
+  ASSERT_TRUE(archive.WaitForStderr("schema or permission problem", seconds(60)))
+      << archive.Describe();
+  EXPECT_NE(archive.StderrText().find("42P01"), std::string::npos) << archive.Describe();
+  EXPECT_EQ(archive.StderrText().find("PostgreSQL unavailable"), std::string::npos)
+      << archive.Describe();
+  EXPECT_EQ(QueryOr(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets", -1), 0)
+      << "offsets moved past events that were not archived";
+
+  // Fixed: everything is archived, once.
+  pg.Query(dsn, "ALTER TABLE agent_events_elsewhere RENAME TO agent_events");
+  const auto done = std::chrono::steady_clock::now() + seconds(60);
+  while (QueryOr(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets", 0) < kCount) {
+    ASSERT_LT(std::chrono::steady_clock::now(), done) << archive.Describe();
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  archive.Signal(SIGTERM);
+  EXPECT_EQ(archive.Wait(seconds(30)), 0) << archive.Describe();
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kCount);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kCount);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 0);
+}
+
 }  // namespace
 }  // namespace agentwire

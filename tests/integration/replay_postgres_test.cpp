@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -286,6 +287,47 @@ TEST_F(ReplayPostgresTest, RepublishFromTheArchive) {
     EXPECT_EQ(copies[i].value, source[i]->value) << i;
     EXPECT_EQ(copies[i].headers, source[i]->headers) << i;
   }
+}
+
+TEST_F(ReplayPostgresTest, ReadingAnArchiveWrittenByTheArchiveNeedsNoKafka) {
+  // The real archive fills a database; then replay reads it with no Kafka anywhere (no
+  // --brokers; the default address has nothing listening): no librdkafka noise, real cursors,
+  // the same lines as from Kafka.
+  const std::string archived = SharedPostgres().CreateDatabase("replay_archived");
+  {
+    Subprocess archive(ConsumerCommand("archive", kafka_->BootstrapServers(), archived,
+                                       {"--topic", kTopic, "--batch-ms", "20"}));
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      int64_t stored = 0;
+      try {
+        stored = SharedPostgres().QueryInt(
+            archived, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
+      } catch (const std::exception&) {
+      }
+      if (stored >= static_cast<int64_t>(records_->size())) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << archive.Describe();
+      ASSERT_TRUE(archive.Running()) << archive.Describe();
+      std::this_thread::sleep_for(100ms);
+    }
+    archive.Signal(SIGTERM);
+    ASSERT_EQ(archive.Wait(30s), 0) << archive.Describe();
+  }
+  Subprocess::Options options;
+  options.unset_env = {"AGENTWIRE_BROKERS", "AGENTWIRE_TOPIC", "AGENTWIRE_PG_DSN",
+                       "AGENTWIRE_TOPIC_EPOCH"};
+  const auto from_pg = agentwire::testing::Run(
+      {AgentwireBinary(), "replay", "--topic", kTopic, "--source", "postgres", "--pg", archived},
+      options, 60s);
+  ASSERT_EQ(from_pg.exit_code, 0) << from_pg.stderr_text;
+  EXPECT_EQ(from_pg.stderr_text.find("rdkafka"), std::string::npos) << from_pg.stderr_text;
+  EXPECT_EQ(from_pg.stderr_text.find("9092"), std::string::npos) << from_pg.stderr_text;
+  EXPECT_EQ(from_pg.stderr_text.find("partition count unknown"), std::string::npos)
+      << from_pg.stderr_text;
+  EXPECT_EQ(from_pg.stdout_text.find("\"cursor\":null"), std::string::npos);
+  const auto from_kafka = Replay({});
+  ASSERT_EQ(from_kafka.exit_code, 0) << from_kafka.stderr_text;
+  EXPECT_EQ(from_pg.stdout_text, WithoutTimestamps(from_kafka.stdout_text));
 }
 
 TEST_F(ReplayPostgresTest, ArchiveErrors) {

@@ -98,10 +98,12 @@ TEST(ParseDuration, AcceptsUnits) {
   EXPECT_EQ(ParseDuration("2h", "--x"), milliseconds(2 * 3'600'000));
   EXPECT_EQ(ParseDuration("1.5", "--x"), milliseconds(1'500));
   EXPECT_EQ(ParseDuration("0", "--x"), milliseconds(0));
+  EXPECT_EQ(ParseDuration("7d", "--x"), milliseconds(7 * 86'400'000));
+  EXPECT_EQ(ParseDuration("1.5w", "--x"), milliseconds(907'200'000));
 }
 
 TEST(ParseDuration, RejectsGarbageNamingTheFlag) {
-  for (const char* text : {"", "abc", "10 s", "10sec", "-5s", "5d", "ms", "infh", "nan", " 5s",
+  for (const char* text : {"", "abc", "10 s", "10sec", "-5s", "5y", "ms", "infh", "nan", " 5s",
                            "0x10s", "1e30h", "99999999999h"}) {
     const auto message = ConfigErrorOf([&] { (void)ParseDuration(text, "--flush-timeout"); });
     EXPECT_TRUE(Contains(message, "--flush-timeout")) << text << ": " << message;

@@ -18,6 +18,7 @@ namespace agentwire::consumers {
 struct AnalyticsConfig {
   kafka::Properties client_properties;  // bootstrap.servers and --kafka extras
   std::string topic = "agent.lifecycle.v1";
+  std::string dead_letter_topic = "agent.lifecycle.v1.dlq";
   std::string group_id = "agentwire-analytics";
   std::string dsn;
   size_t batch_size = 5000;
@@ -31,7 +32,9 @@ struct AnalyticsConfig {
 /// offsets-in-the-transaction pattern as the archive. Every update is a merge that gives the same
 /// row when applied twice (earliest start, latest event, the terminal event with the highest
 /// run_seq, tool counts recomputed from tool_calls), so replays and redelivery change nothing.
-/// Undecodable messages are skipped and counted (the archive dead-letters them).
+/// Messages it cannot apply (undecodable, invalid, NUL in a text) are skipped, counted and
+/// copied to the DLQ topic like the archive does (header agentwire-dlq-group tells the groups
+/// apart); a batch commits only once the DLQ acknowledged them.
 class Analytics final {
  public:
   Analytics(AnalyticsConfig config, metrics::Registry& registry);

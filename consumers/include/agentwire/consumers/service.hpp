@@ -24,7 +24,7 @@ struct ServiceOptions {
   bool migrate = false;                     // --migrate
   size_t batch_size = 5000;                 // --batch-size
   std::string batch_time = "200";           // --batch-ms (milliseconds, or a duration like 1s)
-  int metrics_port = 9464;                  // --metrics-port, AGENTWIRE_METRICS_PORT (0 = off)
+  int metrics_port = 0;                     // --metrics-port, AGENTWIRE_METRICS_PORT (0 = off)
   std::string metrics_address = "0.0.0.0";  // --metrics-address
 
   /// Throws ConfigError naming the flag.
@@ -32,9 +32,14 @@ struct ServiceOptions {
   std::chrono::milliseconds BatchTime() const;
 };
 
+/// Default --metrics-port of each service: distinct, so archive and analytics can run on one
+/// host with their defaults.
+inline constexpr int kArchiveMetricsPort = 9464;
+inline constexpr int kAnalyticsMetricsPort = 9465;
+
 /// Registers the flags above on `app`; `group_env` is the group's variable name.
 void AddServiceOptions(CLI::App& app, ServiceOptions& options, const std::string& default_group,
-                       const std::string& group_env);
+                       const std::string& group_env, int default_metrics_port);
 
 /// --migrate: applies pending migrations; otherwise checks that the schema is current.
 /// Throws ConfigError.

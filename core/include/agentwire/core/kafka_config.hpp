@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,8 +29,16 @@ HandlePtr MakeClient(rd_kafka_type_t type, ConfPtr conf);
 /// "Broker: Not leader for partition (NOT_LEADER_FOR_PARTITION)".
 std::string ErrorText(rd_kafka_resp_err_t err);
 
-/// Number of partitions of `topic`, or throws KafkaError (retryable when the cluster
-/// did not answer in time, fatal when the topic does not exist).
+/// Number of partitions of `topic`, nullopt when the cluster has no such topic. Never creates
+/// the topic (it asks for the whole cluster's metadata). Throws KafkaError (retryable) when the
+/// cluster does not answer in time or reports the topic in error.
+std::optional<int> FindPartitionCount(rd_kafka_t* client, const std::string& topic,
+                                      std::chrono::milliseconds timeout);
+
+/// "no such topic on the cluster. Hint: ..." for callers of FindPartitionCount.
+std::string MissingTopicText(const std::string& topic);
+
+/// FindPartitionCount, throwing KafkaError (fatal) when the topic does not exist.
 int PartitionCount(rd_kafka_t* client, const std::string& topic, std::chrono::milliseconds timeout);
 
 /// A topic name Kafka accepts: 1-249 chars of [a-zA-Z0-9._-]. Throws ConfigError
