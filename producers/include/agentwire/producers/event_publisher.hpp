@@ -33,6 +33,10 @@ struct PublisherStats {
 /// reorder a user's events; key = user_id with the Java-compatible murmur2_random
 /// partitioner; value = serialized AgentEvent; headers content-type and schema.
 ///
+/// Publish refuses an event it can never deliver (too large, unknown topic, invalid) with a
+/// permanent status that names librdkafka's error and what to change; only kQueueFull is
+/// retryable. Delivery reports carry the same classification.
+///
 /// Delivery reports run on an internal poll thread. When librdkafka raises a fatal error
 /// (an idempotence invariant broken on the broker side), the publisher builds a new
 /// producer and re-sends every event not yet acknowledged, in the original order; events
@@ -58,6 +62,16 @@ class EventPublisher final : public EventSink {
   size_t Pending() const;
   PublisherStats Stats() const;
   const std::string& Topic() const;
+
+  /// The largest serialized event Publish takes with room to spare: nine tenths of the
+  /// producer's message.max.bytes (900,000 by default), leaving room for the key and headers.
+  /// RunEmitter cuts its events to fit it.
+  size_t MaxEventBytes() const override;
+
+  /// Asks the cluster whether the topic exists (the producer never creates topics). Throws
+  /// KafkaError: permanent when it does not exist, retryable when the cluster did not answer
+  /// within `timeout`. For CLIs, so a mistyped --topic fails at start instead of per event.
+  void CheckTopic(std::chrono::milliseconds timeout);
 
   /// Test hook: raises a librdkafka fatal error as if the broker had broken idempotence,
   /// to exercise producer recreation.
