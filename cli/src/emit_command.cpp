@@ -17,13 +17,19 @@
 namespace agentwire::cli {
 namespace {
 
-producers::PublisherConfig MakePublisherConfig(const KafkaOptions& kafka) {
+producers::PublisherConfig MakePublisherConfig(const KafkaOptions& kafka,
+                                               bool serve_reports_in_caller) {
   kafka.Validate();
   producers::PublisherConfig config;
   config.client_properties = kafka.ClientProperties();
   config.topic = kafka.topic;
+  config.serve_reports_in_caller = serve_reports_in_caller;
   return config;
 }
+
+constexpr const char* kServeReportsHelp =
+    "Serve Kafka's delivery reports on the publishing thread instead of a second one "
+    "(faster for one publishing thread; see docs/benchmarks.md)";
 
 // A mistyped --topic fails at start with one line (exit 2) instead of once per event: the
 // publisher never creates topics.
@@ -45,6 +51,8 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
     std::string file;
     std::string flush_timeout = "60s";
     bool truncate = false;
+    bool serve_reports_in_caller = false;
+    bool sim_serve_reports_in_caller = false;
     size_t max_line_bytes = producers::JsonLinesOptions{}.max_line_bytes;
 
     KafkaOptions sim_kafka;
@@ -72,6 +80,7 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
                    "Longer input lines are reported and skipped")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 31));
+  emit->add_flag("--serve-reports-in-caller", options->serve_reports_in_caller, kServeReportsHelp);
 
   auto* simulate = emit->add_subcommand(
       "simulate", "Play realistic agent runs at a given rate (load generator)");
@@ -94,13 +103,15 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   simulate->add_option("--seed", sim.seed, "Random seed (0 = random)");
   simulate->add_option("--user-prefix", sim.user_prefix, "User id prefix")->capture_default_str();
+  simulate->add_flag("--serve-reports-in-caller", options->sim_serve_reports_in_caller,
+                     kServeReportsHelp);
 
   return [options]() -> int {
     if (options->simulate->parsed()) {
       options->sim_log.Apply();
       auto& sim = options->simulator;
       sim.duration = ParseDuration(options->duration, "--duration");
-      auto config = MakePublisherConfig(options->sim_kafka);
+      auto config = MakePublisherConfig(options->sim_kafka, options->sim_serve_reports_in_caller);
       BlockTerminationSignals();
       producers::EventPublisher publisher(config);
       CheckTopic(publisher);
@@ -128,7 +139,7 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
     }
 
     options->log.Apply();
-    auto config = MakePublisherConfig(options->kafka);
+    auto config = MakePublisherConfig(options->kafka, options->serve_reports_in_caller);
     producers::JsonLinesOptions lines;
     lines.flush_timeout = ParseDuration(options->flush_timeout, "--flush-timeout");
     lines.truncate = options->truncate;

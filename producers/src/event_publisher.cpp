@@ -229,7 +229,7 @@ class EventPublisher::Impl {
     }
     producer_ = MakeProducer();
     max_message_bytes_ = ConfiguredMaxMessageBytes();
-    poll_thread_ = std::thread([this] { PollLoop(); });
+    if (!config_.serve_reports_in_caller) poll_thread_ = std::thread([this] { PollLoop(); });
   }
 
   ~Impl() { Close(); }
@@ -237,6 +237,9 @@ class EventPublisher::Impl {
   PublishStatus Publish(const v1::AgentEvent& event, DeliveryCallback callback,
                         std::chrono::milliseconds wait_for_space) {
     if (closing_.load()) return {PublishStatus::kClosed, {}, "the publisher is shutting down"};
+    // Reports of earlier events first, like kcat's rd_kafka_poll(0) per message: their
+    // memory is freed on the thread that allocated it.
+    if (config_.serve_reports_in_caller) Serve(std::chrono::milliseconds(0));
     if (auto invalid = schemas::Validate(event)) {
       return {PublishStatus::kInvalidEvent, {}, std::move(invalid->message)};
     }
@@ -276,6 +279,16 @@ class EventPublisher::Impl {
   }
 
   size_t Flush(std::chrono::milliseconds timeout) {
+    if (config_.serve_reports_in_caller) {
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      while (pending_.load() > 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        Serve(std::min(left, std::chrono::milliseconds(10)));
+      }
+      return pending_.load();
+    }
     std::unique_lock lock(space_mutex_);
     ++waiters_;
     space_cv_.wait_for(lock, timeout, [this] { return pending_.load() == 0; });
@@ -388,6 +401,19 @@ class EventPublisher::Impl {
     if (pending_.fetch_add(1) < config_.max_pending) return true;
     pending_.fetch_sub(1);
     if (wait.count() <= 0) return false;
+    if (config_.serve_reports_in_caller) {
+      // Nobody else serves reports: make room by serving them while waiting.
+      const auto deadline = std::chrono::steady_clock::now() + wait;
+      for (;;) {
+        if (closing_.load()) return false;
+        if (pending_.fetch_add(1) < config_.max_pending) return true;
+        pending_.fetch_sub(1);
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        Serve(std::min(left, std::chrono::milliseconds(10)));
+      }
+    }
     bool reserved = false;
     std::unique_lock lock(space_mutex_);
     ++waiters_;
@@ -473,12 +499,22 @@ class EventPublisher::Impl {
   }
 
   void PollLoop() {
-    while (!stop_poll_.load()) {
-      rd_kafka_poll(producer_.get(), 50);
-      if (fatal_.load() && !closing_.load()) Recover();
-    }
+    while (!stop_poll_.load()) Serve(std::chrono::milliseconds(50));
   }
 
+  // Serves delivery reports: on the poll thread, or on the caller's with
+  // serve_reports_in_caller. Either way only one thread at a time, which Recover relies on.
+  void Serve(std::chrono::milliseconds timeout) {
+    rd_kafka_poll(producer_.get(), static_cast<int>(timeout.count()));
+    if (fatal_.load() && !closing_.load()) Recover();
+  }
+
+ public:
+  void Poll(std::chrono::milliseconds timeout) {
+    if (config_.serve_reports_in_caller) Serve(timeout);
+  }
+
+ private:
   // Runs on the poll thread, which alone swaps producer_ (under mutex_ for Publish).
   void Recover() {
     {
@@ -537,10 +573,10 @@ class EventPublisher::Impl {
       std::lock_guard lock(mutex_);
       rd_kafka_purge(producer_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     }
-    // Let the poll thread serve the purge reports, then stop it.
+    // Let the poll thread (or Flush itself) serve the purge reports, then stop it.
     (void)Flush(std::chrono::seconds(5));
     stop_poll_.store(true);
-    poll_thread_.join();
+    if (poll_thread_.joinable()) poll_thread_.join();
     // Events parked during a recovery that never finished.
     std::vector<OutgoingMessage*> orphans = std::move(retained_);
     orphans.insert(orphans.end(), backlog_.begin(), backlog_.end());
@@ -588,6 +624,7 @@ PublishStatus EventPublisher::Publish(const v1::AgentEvent& event, DeliveryCallb
   return impl_->Publish(event, std::move(on_delivery), wait_for_space);
 }
 size_t EventPublisher::Flush(std::chrono::milliseconds timeout) { return impl_->Flush(timeout); }
+void EventPublisher::Poll(std::chrono::milliseconds timeout) { impl_->Poll(timeout); }
 size_t EventPublisher::Pending() const { return impl_->Pending(); }
 PublisherStats EventPublisher::Stats() const { return impl_->Stats(); }
 const std::string& EventPublisher::Topic() const { return impl_->Topic(); }

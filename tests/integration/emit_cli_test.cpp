@@ -488,7 +488,9 @@ TEST_F(EmitCli, HostileLinesAreReportedByNumberAndNeverAbort) {
   std::string text;
   for (const auto& line : lines) text += line + "\n";
   const std::string file = WriteFile("hostile.jsonl", text);
-  const auto result = Emit({"--brokers", bootstrap_, "--topic", "emit.hostile", "--file", file});
+  // (In the opt-in mode that serves delivery reports on emit's own thread.)
+  const auto result = Emit({"--brokers", bootstrap_, "--topic", "emit.hostile", "--file", file,
+                            "--serve-reports-in-caller"});
   ASSERT_TRUE(result.exit_code.has_value()) << "emit did not finish";
   EXPECT_EQ(*result.exit_code, kExitFailure)
       << "not a crash: " << result.stderr_text.substr(0, 2000);

@@ -694,5 +694,42 @@ TEST_F(PublisherTest, RunEmitterCutsAFiveMegabyteToolOutputToFitAndKeepsTheRunWh
   EXPECT_EQ(seqs, (std::vector<uint32_t>{1, 2, 3, 4, 5})) << "no hole, the terminal arrives";
 }
 
+// The opt-in mode for single-threaded publishers: no poll thread, every delivery report (and
+// callback) runs on the publishing thread, and nothing is lost or reordered.
+TEST_F(PublisherTest, ServeReportsInCallerRunsEveryCallbackOnThePublishingThread) {
+  constexpr int kCount = 20'000;
+  const auto events = MakeEvents(kUsers, kCount);
+  auto config = Config();
+  config.serve_reports_in_caller = true;
+  config.max_pending = 500;  // full often: Publish must serve reports to make room
+  const auto publishing_thread = std::this_thread::get_id();
+  std::atomic<size_t> on_other_threads{0};
+  ReportCounter counter;
+  const auto count = counter.Callback();
+  {
+    EventPublisher publisher(config);
+    for (const auto& event : events) {
+      const auto status = publisher.Publish(
+          event,
+          [&](const DeliveryReport& report) {
+            if (std::this_thread::get_id() != publishing_thread) on_other_threads.fetch_add(1);
+            count(report);
+          },
+          30s);
+      ASSERT_EQ(status, PublishStatus::kAccepted) << status;
+    }
+    EXPECT_EQ(publisher.Flush(60s), 0U);
+    publisher.Poll(0ms);
+    EXPECT_EQ(publisher.Stats().delivered, static_cast<uint64_t>(kCount));
+  }
+  EXPECT_EQ(on_other_threads.load(), 0U);
+  EXPECT_EQ(counter.Ok(), static_cast<size_t>(kCount));
+  EXPECT_EQ(counter.Failed(), 0U) << counter.FirstError();
+  const auto records = ConsumeAll(kafka_->BootstrapServers(), kTopic, StoredCount(), 30s);
+  const auto audit = AuditDelivery(ByUser(events), records, kPartitions);
+  std::cout << "[ audit    ] " << audit.Summary() << "\n";
+  ExpectClean(audit, events.size());
+}
+
 }  // namespace
 }  // namespace agentwire

@@ -19,6 +19,13 @@ struct PublisherConfig {
   size_t max_pending = 200'000;
   /// How long the destructor waits for outstanding deliveries.
   std::chrono::milliseconds close_timeout{10'000};
+  /// Opt-in, for single-threaded high-rate publishers (`emit`, `emit simulate`): no internal
+  /// poll thread; delivery reports, and so the callbacks, run inside Publish(), Poll() and
+  /// Flush() on the caller's thread. Each message is then allocated and freed on one thread
+  /// (across threads, glibc's allocator takes its slow locked path: see docs/benchmarks.md).
+  /// Publish must then be called from one thread at a time, and a caller that stops
+  /// publishing for a while calls Poll() or Flush(), or reports wait.
+  bool serve_reports_in_caller = false;
 };
 
 struct PublisherStats {
@@ -58,6 +65,10 @@ class EventPublisher final : public EventSink {
   /// Waits until every accepted event has been reported; returns how many are still
   /// outstanding when `timeout` expires (0 = all done).
   size_t Flush(std::chrono::milliseconds timeout);
+
+  /// With serve_reports_in_caller: serves the delivery reports that are ready, waiting up to
+  /// `timeout` for the first. Without: does nothing (the poll thread serves them).
+  void Poll(std::chrono::milliseconds timeout);
 
   size_t Pending() const;
   PublisherStats Stats() const;
