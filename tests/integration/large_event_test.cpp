@@ -1,0 +1,77 @@
+// The largest event a worker can publish: RunEmitter cuts a 5 MB tool output to the size
+// limit, and the gateway delivers that event to the browser (a frame of several megabytes when
+// the text is mostly characters JSON escapes), marked truncated, with the run intact.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "agentwire/producers/event_publisher.hpp"
+#include "agentwire/producers/run_emitter.hpp"
+#include "agentwire/producers/size_policy.hpp"
+#include "support/gateway_harness.hpp"
+#include "support/ws_client.hpp"
+
+namespace agentwire::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+size_t CountEvents(const std::vector<Frame>& frames) {
+  return static_cast<size_t>(std::count_if(frames.begin(), frames.end(),
+                                           [](const Frame& f) { return f.type == "event"; }));
+}
+
+TEST(LargeEvent, AFiveMegabyteToolOutputReachesTheBrowserCutAndMarked) {
+  GatewayHarness harness(4);
+  harness.StartGateway();
+  WsClient client;
+  ASSERT_EQ(client.Connect(harness.ClientOptions("big-user")).status, 101);
+  const auto ready = ReadUntil(
+      client, [](const auto& f) { return !f.empty(); }, 10s);
+  ASSERT_EQ(ready.size(), 1U);
+  ASSERT_EQ(ready[0].type, "ready");
+
+  // An HTML page: '<' and '>' become \u003c / \u003e in JSON, six bytes each.
+  std::string page;
+  while (page.size() < 5'000'000) page += "<div class=\"row\">résultat é</div>\n";
+  producers::EventPublisher publisher([&] {
+    producers::PublisherConfig config;
+    config.client_properties = {{"bootstrap.servers", harness.Kafka().BootstrapServers()}};
+    config.topic = harness.Topic();
+    return config;
+  }());
+  {
+    producers::RunEmitter run(publisher, {"big-user", "t-1", "r-big", "researcher", "", {}});
+    ASSERT_EQ(run.Started("fetch the page"), producers::PublishStatus::kAccepted);
+    ASSERT_EQ(run.ToolExecuting("fetch", R"({"url":"https://example.com"})", "c1"),
+              producers::PublishStatus::kAccepted);
+    ASSERT_EQ(run.ToolCompleted("fetch", page, 812, "", "c1"), producers::PublishStatus::kAccepted);
+    ASSERT_EQ(run.Completed("done", 1500), producers::PublishStatus::kAccepted);
+  }
+  ASSERT_EQ(publisher.Flush(30s), 0U);
+
+  const auto frames = ReadUntil(
+      client, [](const auto& f) { return CountEvents(f) >= 4; }, 30s);
+  ASSERT_EQ(CountEvents(frames), 4U) << "the gateway delivers the whole run";
+  for (size_t i = 0; i < frames.size(); ++i) {
+    EXPECT_EQ(frames[i].run_seq, i + 1) << "no hole";
+  }
+  const auto& event = frames[2].json["event"];
+  ASSERT_EQ(event["type"], "tool_completed");
+  ASSERT_TRUE(event.contains("truncated")) << "marked in the JSON the browser gets";
+  EXPECT_EQ(event["truncated"]["fields"], nlohmann::json::array({"output"}));
+  EXPECT_GT(event["truncated"]["original_bytes"].get<uint64_t>(), 5'000'000U);
+  EXPECT_EQ(event["truncated"]["limit_bytes"].get<uint64_t>(), producers::kDefaultMaxEventBytes);
+  const auto output = event["tool_completed"]["output"].get<std::string>();
+  EXPECT_GT(output.size(), 800'000U);
+  EXPECT_EQ(page.compare(0, output.size(), output), 0) << "the first bytes, unchanged";
+  EXPECT_EQ(frames[3].json["event"]["type"], "agent_completed") << "the terminal event arrives";
+  EXPECT_FALSE(frames[3].json["event"].contains("truncated"));
+}
+
+}  // namespace
+}  // namespace agentwire::testing
