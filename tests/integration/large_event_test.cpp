@@ -1,18 +1,23 @@
 // The largest event a worker can publish: RunEmitter cuts a 5 MB tool output to the size
-// limit, and the gateway delivers that event to the browser (a frame of several megabytes when
-// the text is mostly characters JSON escapes), marked truncated, with the run intact.
+// limit, the gateway delivers that event to the browser (a frame of several megabytes when
+// the text is mostly characters JSON escapes), marked truncated, with the run intact, and the
+// archive stores it.
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agentwire/producers/event_publisher.hpp"
 #include "agentwire/producers/run_emitter.hpp"
 #include "agentwire/producers/size_policy.hpp"
 #include "support/gateway_harness.hpp"
+#include "support/postgres_fixture.hpp"
+#include "support/subprocess.hpp"
+#include "support/test_paths.hpp"
 #include "support/ws_client.hpp"
 
 namespace agentwire::testing {
@@ -71,6 +76,30 @@ TEST(LargeEvent, AFiveMegabyteToolOutputReachesTheBrowserCutAndMarked) {
   EXPECT_EQ(page.compare(0, output.size(), output), 0) << "the first bytes, unchanged";
   EXPECT_EQ(frames[3].json["event"]["type"], "agent_completed") << "the terminal event arrives";
   EXPECT_FALSE(frames[3].json["event"].contains("truncated"));
+
+  // The archive stores the same event: raw bytes and the JSON payload, marker included.
+  const std::string dsn = SharedPostgres().CreateDatabase("large_event");
+  Subprocess archive(ConsumerCommand("archive", harness.Kafka().BootstrapServers(), dsn,
+                                     {"--topic", harness.Topic(), "--batch-ms", "100"}));
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  int64_t rows = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    rows = SharedPostgres().QueryInt(
+        dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'agent_events'");
+    if (rows == 1) rows = SharedPostgres().QueryInt(dsn, "SELECT count(*) FROM agent_events");
+    if (rows >= 4) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_EQ(rows, 4) << archive.Describe();
+  const std::string where = " FROM agent_events WHERE run_id = 'r-big' AND run_seq = 3";
+  EXPECT_LE(SharedPostgres().QueryInt(dsn, "SELECT length(raw)" + where),
+            static_cast<int64_t>(producers::kDefaultMaxEventBytes));
+  EXPECT_EQ(SharedPostgres().Query(dsn, "SELECT payload->'truncated'->>'fields'" + where),
+            R"(["output"])");
+  EXPECT_EQ(SharedPostgres().QueryInt(
+                dsn, "SELECT octet_length(payload->'tool_completed'->>'output')" + where),
+            static_cast<int64_t>(output.size()))
+      << "the stored text is the delivered text";
 }
 
 }  // namespace
