@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -100,6 +101,24 @@ TEST(LargeEvent, AFiveMegabyteToolOutputReachesTheBrowserCutAndMarked) {
                 dsn, "SELECT octet_length(payload->'tool_completed'->>'output')" + where),
             static_cast<int64_t>(output.size()))
       << "the stored text is the delivered text";
+
+  // And an SRE reading the run sees which event was cut.
+  Subprocess::Options options;
+  options.unset_env = {"AGENTWIRE_BROKERS", "AGENTWIRE_TOPIC", "AGENTWIRE_PG_DSN",
+                       "AGENTWIRE_TOPIC_EPOCH", "AGENTWIRE_LOG_FORMAT"};
+  const auto table = agentwire::testing::Run(
+      {AgentwireBinary(), "replay", "--brokers", harness.Kafka().BootstrapServers(), "--topic",
+       harness.Topic(), "--run", "r-big", "--format", "table"},
+      options, 120s);
+  ASSERT_EQ(table.exit_code, 0) << table.stderr_text;
+  size_t marked = 0;
+  std::istringstream lines(table.stdout_text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("[truncated]") == std::string::npos) continue;
+    ++marked;
+    EXPECT_NE(line.find("tool_completed"), std::string::npos) << line;
+  }
+  EXPECT_EQ(marked, 1U) << table.stdout_text.substr(0, 2000);
 }
 
 }  // namespace
