@@ -55,6 +55,16 @@ int RunCli(int argc, char** argv) {
     } catch (const KafkaError& e) {
       std::cerr << "agentwire " << subcommand->get_name() << ": " << e.what() << '\n';
       return kExitFailure;
+    } catch (const std::exception& e) {
+      // Anything else a command lets escape. Being caught here unwinds the command's stack
+      // first, so its publisher flushes what it had accepted (an uncaught exception would
+      // terminate without unwinding and lose it).
+      std::cerr << "agentwire " << subcommand->get_name() << ": unexpected error: " << e.what()
+                << '\n';
+      return kExitFailure;
+    } catch (...) {
+      std::cerr << "agentwire " << subcommand->get_name() << ": unexpected error\n";
+      return kExitFailure;
     }
   }
   return kExitConfig;

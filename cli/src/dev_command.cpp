@@ -44,6 +44,7 @@ class PrintingSink final : public producers::EventSink {
     }
     return status;
   }
+  size_t MaxEventBytes() const override { return inner_.MaxEventBytes(); }
 
  private:
   producers::EventSink& inner_;

@@ -17,12 +17,29 @@
 namespace agentwire::cli {
 namespace {
 
-producers::PublisherConfig MakePublisherConfig(const KafkaOptions& kafka) {
+producers::PublisherConfig MakePublisherConfig(const KafkaOptions& kafka,
+                                               bool serve_reports_in_caller) {
   kafka.Validate();
   producers::PublisherConfig config;
   config.client_properties = kafka.ClientProperties();
   config.topic = kafka.topic;
+  config.serve_reports_in_caller = serve_reports_in_caller;
   return config;
+}
+
+constexpr const char* kServeReportsHelp =
+    "Serve Kafka's delivery reports on the publishing thread instead of a second one "
+    "(faster for one publishing thread; see docs/benchmarks.md)";
+
+// A mistyped --topic fails at start with one line (exit 2) instead of once per event: the
+// publisher never creates topics.
+void CheckTopic(producers::EventPublisher& publisher) {
+  try {
+    publisher.CheckTopic(std::chrono::seconds(10));
+  } catch (const KafkaError& e) {
+    if (e.IsRetryable()) throw;
+    throw ConfigError(fmt::format("--topic: {}", e.what()));
+  }
 }
 
 }  // namespace
@@ -33,6 +50,10 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
     LogOptions log;
     std::string file;
     std::string flush_timeout = "60s";
+    bool truncate = false;
+    bool serve_reports_in_caller = false;
+    bool sim_serve_reports_in_caller = false;
+    size_t max_line_bytes = producers::JsonLinesOptions{}.max_line_bytes;
 
     KafkaOptions sim_kafka;
     LogOptions sim_log;
@@ -52,6 +73,14 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
   emit->add_option("--flush-timeout", options->flush_timeout,
                    "How long to wait for Kafka to acknowledge everything")
       ->capture_default_str();
+  emit->add_flag("--truncate", options->truncate,
+                 "Cut the large text fields of an event over the size limit (9/10 of "
+                 "message.max.bytes) to fit, marking it truncated, instead of reporting the line");
+  emit->add_option("--max-line-bytes", options->max_line_bytes,
+                   "Longer input lines are reported and skipped")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 31));
+  emit->add_flag("--serve-reports-in-caller", options->serve_reports_in_caller, kServeReportsHelp);
 
   auto* simulate = emit->add_subcommand(
       "simulate", "Play realistic agent runs at a given rate (load generator)");
@@ -74,15 +103,18 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   simulate->add_option("--seed", sim.seed, "Random seed (0 = random)");
   simulate->add_option("--user-prefix", sim.user_prefix, "User id prefix")->capture_default_str();
+  simulate->add_flag("--serve-reports-in-caller", options->sim_serve_reports_in_caller,
+                     kServeReportsHelp);
 
   return [options]() -> int {
     if (options->simulate->parsed()) {
       options->sim_log.Apply();
       auto& sim = options->simulator;
       sim.duration = ParseDuration(options->duration, "--duration");
-      auto config = MakePublisherConfig(options->sim_kafka);
+      auto config = MakePublisherConfig(options->sim_kafka, options->sim_serve_reports_in_caller);
       BlockTerminationSignals();
       producers::EventPublisher publisher(config);
+      CheckTopic(publisher);
       std::stop_source stop;
       std::thread signal_watcher([&stop] {
         while (!stop.stop_requested()) {
@@ -107,8 +139,11 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
     }
 
     options->log.Apply();
-    auto config = MakePublisherConfig(options->kafka);
-    const auto flush_timeout = ParseDuration(options->flush_timeout, "--flush-timeout");
+    auto config = MakePublisherConfig(options->kafka, options->serve_reports_in_caller);
+    producers::JsonLinesOptions lines;
+    lines.flush_timeout = ParseDuration(options->flush_timeout, "--flush-timeout");
+    lines.truncate = options->truncate;
+    lines.max_line_bytes = options->max_line_bytes;
     std::ifstream file;
     if (!options->file.empty()) {
       file.open(options->file);
@@ -116,11 +151,13 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
     }
     std::istream& in = options->file.empty() ? std::cin : file;
     producers::EventPublisher publisher(config);
-    const auto result = producers::PublishJsonLines(in, publisher, std::cerr, flush_timeout);
-    std::cerr << fmt::format("emit: {} published, {} failed ({} bad lines, {} not delivered)\n",
-                             result.published,
-                             result.bad_lines + result.delivery_failed + result.undelivered,
-                             result.bad_lines, result.delivery_failed + result.undelivered);
+    CheckTopic(publisher);
+    const auto result = producers::PublishJsonLines(in, publisher, std::cerr, lines);
+    std::cerr << fmt::format(
+        "emit: {} published, {} failed ({} bad lines, {} not delivered){}\n", result.published,
+        result.bad_lines + result.delivery_failed + result.undelivered, result.bad_lines,
+        result.delivery_failed + result.undelivered,
+        result.truncated > 0 ? fmt::format(", {} cut to fit", result.truncated) : "");
     return result.AllOk() ? kExitOk : kExitFailure;
   };
 }

@@ -106,6 +106,7 @@ class RunCard {
     item.dataset.type = event.type || '';
     item.dataset.arrival = String(arrival);
     item.title = `#${event.run_seq} ${event.type} · ${event.emitted_at || ''}`;
+    if (event.truncated) item.append(make('span', 'meta truncated', ` [${(event.truncated.fields || []).join(', ')} truncated: ${event.truncated.original_bytes} bytes cut to fit]`));
     this.foot.textContent = `${this.events} event${this.events === 1 ? '' : 's'} · last #${event.run_seq}`;
   }
 

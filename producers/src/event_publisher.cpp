@@ -4,13 +4,16 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <ostream>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -22,18 +25,42 @@
 
 namespace agentwire::producers {
 
-const char* ToString(PublishStatus status) noexcept {
-  switch (status) {
+namespace {
+
+const char* CodeName(PublishStatus::Code code) {
+  switch (code) {
     case PublishStatus::kAccepted:
       return "accepted";
     case PublishStatus::kQueueFull:
-      return "queue full (retryable: wait for deliveries or raise max_pending)";
+      return "queue full";
     case PublishStatus::kInvalidEvent:
-      return "invalid event (needs user_id, run_id and a body)";
+      return "invalid event";
+    case PublishStatus::kTooLarge:
+      return "too large";
+    case PublishStatus::kUnknownTopic:
+      return "unknown topic";
+    case PublishStatus::kRejected:
+      return "rejected";
     case PublishStatus::kClosed:
       return "publisher closed";
   }
   return "unknown";
+}
+
+}  // namespace
+
+std::string ToString(const PublishStatus& status) {
+  if (status.Accepted()) return "accepted";
+  std::string out = CodeName(status.code);
+  out += status.IsRetryable() ? " (retryable" : " (permanent";
+  if (!status.kafka_error.empty()) out += ", " + status.kafka_error;
+  out += ")";
+  if (!status.detail.empty()) out += ": " + status.detail;
+  return out;
+}
+
+std::ostream& operator<<(std::ostream& out, const PublishStatus& status) {
+  return out << ToString(status);
 }
 
 kafka::Properties DefaultProducerProperties() {
@@ -45,10 +72,93 @@ kafka::Properties DefaultProducerProperties() {
       {"compression.type", "lz4"},
       {"linger.ms", "5"},
       {"client.id", "agentwire-publisher"},
+      // Topics come from infra/ (or `agentwire broker --topic`) with the partition count every
+      // cursor depends on; a mistyped --topic must fail, not create a topic with the broker's
+      // default partition count.
+      {"allow.auto.create.topics", "false"},
   };
 }
 
 namespace {
+
+// What librdkafka adds to key + value when it checks message.max.bytes: the record framing
+// (at most ~64 bytes in MessageSet v2) and the two headers agentwire sets.
+constexpr size_t kRecordOverheadBytes = 64 + 2 * 4 + 12 + 22 + 6 + 23;
+
+bool IsUnknownTopic(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+}
+
+// Delivery failures that publishing the same event again may cure: librdkafka gave up after
+// its own retries (timeouts, brokers unreachable) or the publisher closed first. Everything
+// else, including errors this list does not know, is permanent.
+bool IsRetryableDeliveryError(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    case RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// What to change, for the errors a user can act on.
+std::string Hint(rd_kafka_resp_err_t err, const std::string& topic) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+      return " Hint: the event is over the producer's message.max.bytes (--kafka "
+             "message.max.bytes=N) or the topic's max.message.bytes on the broker; RunEmitter "
+             "and `agentwire emit --truncate` cut large text fields to fit";
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+      return fmt::format(
+          " Hint: create topic {} (agentwire broker --topic {}:12, or infra/kafka on a real "
+          "cluster) or fix --topic / AGENTWIRE_TOPIC",
+          topic, topic);
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+      return fmt::format(
+          " Hint: the client's principal needs Write on topic {} and IdempotentWrite on the "
+          "cluster",
+          topic);
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+      return " Hint: not acknowledged within message.timeout.ms; check that the brokers are "
+             "reachable (--brokers / AGENTWIRE_BROKERS), then publish the event again";
+    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+      return " Hint: the publisher closed before Kafka acknowledged the event (close_timeout); "
+             "publish it again";
+    default:
+      return {};
+  }
+}
+
+DeliveryReport Failure(std::string event_id, std::string user_id, rd_kafka_resp_err_t err,
+                       const std::string& topic, std::string_view context = {}) {
+  DeliveryReport report;
+  report.event_id = std::move(event_id);
+  report.user_id = std::move(user_id);
+  report.retryable = IsRetryableDeliveryError(err);
+  report.error_name = rd_kafka_err2name(err);
+  report.error = fmt::format("{}{} ({}).{}", context, kafka::ErrorText(err),
+                             report.retryable ? "retryable" : "permanent", Hint(err, topic));
+  return report;
+}
 
 constexpr const char* kContentType = "application/x-protobuf";
 constexpr const char* kSchemaName = "agentwire.v1.AgentEvent";
@@ -68,10 +178,11 @@ class OutgoingMessage {
   using Ptr = std::unique_ptr<OutgoingMessage, Deleter>;
 
   /// Key, event id and the serialized event, written in place.
-  static Ptr Create(const v1::AgentEvent& event) {
+  /// `value_size` is event.ByteSizeLong(), called just before (it caches the sizes the
+  /// serialization uses).
+  static Ptr Create(const v1::AgentEvent& event, size_t value_size) {
     const std::string& key = event.user_id();
     const std::string& id = event.event_id();
-    const size_t value_size = event.ByteSizeLong();
     void* memory = ::operator new(sizeof(OutgoingMessage) + key.size() + id.size() + value_size);
     Ptr message(new (memory) OutgoingMessage(key.size(), id.size(), value_size));
     char* out = message->Bytes();
@@ -87,8 +198,9 @@ class OutgoingMessage {
   std::string_view Key() const { return {Bytes(), key_size_}; }
   std::string_view EventId() const { return {Bytes() + key_size_, id_size_}; }
   std::string_view Value() const { return {Bytes() + key_size_ + id_size_, value_size_}; }
-  DeliveryReport FailedReport(std::string error) const {
-    return {std::string(EventId()), std::string(Key()), false, -1, -1, std::move(error)};
+  DeliveryReport FailedReport(rd_kafka_resp_err_t err, const std::string& topic,
+                              std::string_view context) const {
+    return Failure(std::string(EventId()), std::string(Key()), err, topic, context);
   }
 
  private:
@@ -116,19 +228,33 @@ class EventPublisher::Impl {
       throw ConfigError("publisher: bootstrap.servers is not set (--brokers / AGENTWIRE_BROKERS)");
     }
     producer_ = MakeProducer();
-    poll_thread_ = std::thread([this] { PollLoop(); });
+    max_message_bytes_ = ConfiguredMaxMessageBytes();
+    if (!config_.serve_reports_in_caller) poll_thread_ = std::thread([this] { PollLoop(); });
   }
 
   ~Impl() { Close(); }
 
   PublishStatus Publish(const v1::AgentEvent& event, DeliveryCallback callback,
                         std::chrono::milliseconds wait_for_space) {
-    if (closing_.load()) return PublishStatus::kClosed;
-    if (schemas::Validate(event)) return PublishStatus::kInvalidEvent;
-    if (!ReserveSlot(wait_for_space)) {
-      return closing_.load() ? PublishStatus::kClosed : PublishStatus::kQueueFull;
+    if (closing_.load()) return {PublishStatus::kClosed, {}, "the publisher is shutting down"};
+    // Reports of earlier events first, like kcat's rd_kafka_poll(0) per message: their
+    // memory is freed on the thread that allocated it.
+    if (config_.serve_reports_in_caller) Serve(std::chrono::milliseconds(0));
+    if (auto invalid = schemas::Validate(event)) {
+      return {PublishStatus::kInvalidEvent, {}, std::move(invalid->message)};
     }
-    auto message = OutgoingMessage::Create(event);
+    const size_t value_size = event.ByteSizeLong();
+    if (event.user_id().size() + value_size + kRecordOverheadBytes > max_message_bytes_) {
+      return TooLarge(event.user_id().size() + value_size, {});
+    }
+    if (!ReserveSlot(wait_for_space)) {
+      if (closing_.load()) return {PublishStatus::kClosed, {}, "the publisher is shutting down"};
+      return {PublishStatus::kQueueFull,
+              {},
+              fmt::format("{} events await delivery (max_pending); wait for deliveries",
+                          pending_.load())};
+    }
+    auto message = OutgoingMessage::Create(event, value_size);
     message->callback = std::move(callback);
 
     std::lock_guard lock(mutex_);
@@ -143,7 +269,7 @@ class EventPublisher::Impl {
         backlog_.push_back(message.release());
       } else if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         ReleaseSlot();
-        return PublishStatus::kQueueFull;
+        return RefusedByLibrdkafka(err, message->Key().size() + message->Value().size());
       } else {
         (void)message.release();  // owned by librdkafka's opaque until the report
       }
@@ -153,6 +279,16 @@ class EventPublisher::Impl {
   }
 
   size_t Flush(std::chrono::milliseconds timeout) {
+    if (config_.serve_reports_in_caller) {
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      while (pending_.load() > 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        Serve(std::min(left, std::chrono::milliseconds(10)));
+      }
+      return pending_.load();
+    }
     std::unique_lock lock(space_mutex_);
     ++waiters_;
     space_cv_.wait_for(lock, timeout, [this] { return pending_.load() == 0; });
@@ -167,6 +303,35 @@ class EventPublisher::Impl {
   }
 
   const std::string& Topic() const { return config_.topic; }
+
+  size_t MaxEventBytes() const { return max_message_bytes_ / 10 * 9; }
+
+  void CheckTopic(std::chrono::milliseconds timeout) {
+    // All topics, not a request naming this one: a request naming a missing topic makes
+    // brokers with auto.create.topics.enable (and the embedded Kafka) create it.
+    const rd_kafka_metadata_t* raw = nullptr;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    {
+      std::lock_guard lock(mutex_);
+      err = rd_kafka_metadata(producer_.get(), /*all_topics=*/1, nullptr, &raw,
+                              static_cast<int>(timeout.count()));
+    }
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      throw KafkaError(fmt::format("cluster metadata: {}. Hint: check --brokers / "
+                                   "AGENTWIRE_BROKERS and that the cluster is up",
+                                   kafka::ErrorText(err)),
+                       /*retryable=*/true);
+    }
+    kafka::MetadataPtr metadata(raw);
+    for (int i = 0; i < metadata->topic_cnt; ++i) {
+      if (config_.topic == metadata->topics[i].topic && metadata->topics[i].partition_cnt > 0) {
+        return;
+      }
+    }
+    throw KafkaError(fmt::format("topic {} does not exist on the cluster.{}", config_.topic,
+                                 Hint(RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC, config_.topic)),
+                     /*retryable=*/false);
+  }
 
   void InjectFatalError() {
     std::lock_guard lock(mutex_);
@@ -185,6 +350,43 @@ class EventPublisher::Impl {
     return kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
   }
 
+  size_t ConfiguredMaxMessageBytes() const {
+    std::array<char, 32> value{};
+    size_t size = value.size();
+    if (rd_kafka_conf_get(rd_kafka_conf(producer_.get()), "message.max.bytes", value.data(),
+                          &size) != RD_KAFKA_CONF_OK) {
+      return 1'000'000;  // librdkafka's default
+    }
+    return std::strtoull(value.data(), nullptr, 10);
+  }
+
+  PublishStatus TooLarge(size_t bytes, std::string kafka_error) const {
+    return {PublishStatus::kTooLarge, std::move(kafka_error),
+            fmt::format("event is {} bytes (key and value), over the limit of {} bytes "
+                        "(message.max.bytes, with {} bytes of record overhead). Hint: raise it "
+                        "with --kafka message.max.bytes=N (the topic's max.message.bytes must "
+                        "allow it too), or cut large text fields to fit (RunEmitter does; "
+                        "`agentwire emit --truncate`)",
+                        bytes, max_message_bytes_, kRecordOverheadBytes)};
+  }
+
+  // producev refused the event. Only a full local queue is worth retrying.
+  PublishStatus RefusedByLibrdkafka(rd_kafka_resp_err_t err, size_t bytes) const {
+    std::string name = rd_kafka_err2name(err);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      return {PublishStatus::kQueueFull, std::move(name),
+              "librdkafka's queue is full (queue.buffering.max.messages / .kbytes); wait for "
+              "deliveries"};
+    }
+    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) return TooLarge(bytes, std::move(name));
+    if (IsUnknownTopic(err)) {
+      return {PublishStatus::kUnknownTopic, std::move(name),
+              kafka::ErrorText(err) + "." + Hint(err, config_.topic)};
+    }
+    return {PublishStatus::kRejected, std::move(name),
+            kafka::ErrorText(err) + "." + Hint(err, config_.topic)};
+  }
+
   rd_kafka_resp_err_t Produce(rd_kafka_t* producer, OutgoingMessage* message) {
     // No copy flag: the bytes live in `message` until its delivery report.
     return rd_kafka_producev(
@@ -199,6 +401,19 @@ class EventPublisher::Impl {
     if (pending_.fetch_add(1) < config_.max_pending) return true;
     pending_.fetch_sub(1);
     if (wait.count() <= 0) return false;
+    if (config_.serve_reports_in_caller) {
+      // Nobody else serves reports: make room by serving them while waiting.
+      const auto deadline = std::chrono::steady_clock::now() + wait;
+      for (;;) {
+        if (closing_.load()) return false;
+        if (pending_.fetch_add(1) < config_.max_pending) return true;
+        pending_.fetch_sub(1);
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        Serve(std::min(left, std::chrono::milliseconds(10)));
+      }
+    }
     bool reserved = false;
     std::unique_lock lock(space_mutex_);
     ++waiters_;
@@ -251,13 +466,16 @@ class EventPublisher::Impl {
       return;
     }
     DeliveryReport report;
-    // The message is deleted right after the report: hand its strings over.
-    report.event_id = message->EventId();
-    report.user_id = message->Key();
-    report.ok = err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // The message is deleted right after the report: hand its strings over.
+      report.event_id = message->EventId();
+      report.user_id = message->Key();
+      report.ok = true;
+    } else {
+      report = message->FailedReport(err, self->config_.topic, {});
+    }
     report.partition = kafka_message->partition;
     report.offset = kafka_message->offset;
-    if (!report.ok) report.error = kafka::ErrorText(err);
     self->Report(message, report);
   }
 
@@ -281,12 +499,22 @@ class EventPublisher::Impl {
   }
 
   void PollLoop() {
-    while (!stop_poll_.load()) {
-      rd_kafka_poll(producer_.get(), 50);
-      if (fatal_.load() && !closing_.load()) Recover();
-    }
+    while (!stop_poll_.load()) Serve(std::chrono::milliseconds(50));
   }
 
+  // Serves delivery reports: on the poll thread, or on the caller's with
+  // serve_reports_in_caller. Either way only one thread at a time, which Recover relies on.
+  void Serve(std::chrono::milliseconds timeout) {
+    rd_kafka_poll(producer_.get(), static_cast<int>(timeout.count()));
+    if (fatal_.load() && !closing_.load()) Recover();
+  }
+
+ public:
+  void Poll(std::chrono::milliseconds timeout) {
+    if (config_.serve_reports_in_caller) Serve(timeout);
+  }
+
+ private:
   // Runs on the poll thread, which alone swaps producer_ (under mutex_ for Publish).
   void Recover() {
     {
@@ -322,8 +550,8 @@ class EventPublisher::Impl {
     for (auto* message : resend) {
       const auto err = Produce(producer_.get(), message);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        Report(message, message->FailedReport("re-send after producer recreation: " +
-                                              kafka::ErrorText(err)));
+        Report(message,
+               message->FailedReport(err, config_.topic, "re-send after producer recreation: "));
       }
     }
     recovering_ = false;
@@ -345,22 +573,24 @@ class EventPublisher::Impl {
       std::lock_guard lock(mutex_);
       rd_kafka_purge(producer_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     }
-    // Let the poll thread serve the purge reports, then stop it.
+    // Let the poll thread (or Flush itself) serve the purge reports, then stop it.
     (void)Flush(std::chrono::seconds(5));
     stop_poll_.store(true);
-    poll_thread_.join();
+    if (poll_thread_.joinable()) poll_thread_.join();
     // Events parked during a recovery that never finished.
     std::vector<OutgoingMessage*> orphans = std::move(retained_);
     orphans.insert(orphans.end(), backlog_.begin(), backlog_.end());
     backlog_.clear();
     for (auto* message : orphans) {
-      Report(message, message->FailedReport("publisher closed"));
+      Report(message, message->FailedReport(RD_KAFKA_RESP_ERR__PURGE_QUEUE, config_.topic,
+                                            "publisher closed: "));
     }
     producer_.reset();
   }
 
   PublisherConfig config_;
   kafka::Properties properties_;
+  size_t max_message_bytes_ = 1'000'000;  // the producer's message.max.bytes
 
   std::mutex mutex_;  // guards producer_ (for Publish), recovering_, backlog_, next_seq_
   kafka::HandlePtr producer_;
@@ -394,9 +624,12 @@ PublishStatus EventPublisher::Publish(const v1::AgentEvent& event, DeliveryCallb
   return impl_->Publish(event, std::move(on_delivery), wait_for_space);
 }
 size_t EventPublisher::Flush(std::chrono::milliseconds timeout) { return impl_->Flush(timeout); }
+void EventPublisher::Poll(std::chrono::milliseconds timeout) { impl_->Poll(timeout); }
 size_t EventPublisher::Pending() const { return impl_->Pending(); }
 PublisherStats EventPublisher::Stats() const { return impl_->Stats(); }
 const std::string& EventPublisher::Topic() const { return impl_->Topic(); }
+size_t EventPublisher::MaxEventBytes() const { return impl_->MaxEventBytes(); }
+void EventPublisher::CheckTopic(std::chrono::milliseconds timeout) { impl_->CheckTopic(timeout); }
 void EventPublisher::InjectFatalErrorForTesting() { impl_->InjectFatalError(); }
 
 }  // namespace agentwire::producers

@@ -6,11 +6,13 @@
 namespace agentwire::producers {
 
 RunEmitter::RunEmitter(EventSink& sink, RunIdentity identity,
-                       std::chrono::milliseconds wait_for_space, DeliveryCallback on_delivery)
+                       std::chrono::milliseconds wait_for_space, DeliveryCallback on_delivery,
+                       size_t max_event_bytes)
     : sink_(sink),
       identity_(std::move(identity)),
       wait_for_space_(wait_for_space),
-      on_delivery_(std::move(on_delivery)) {
+      on_delivery_(std::move(on_delivery)),
+      max_event_bytes_(max_event_bytes != 0 ? max_event_bytes : sink.MaxEventBytes()) {
   if (identity_.run_id.empty()) identity_.run_id = schemas::NewEventId();
 }
 
@@ -47,7 +49,22 @@ PublishStatus RunEmitter::Emit(v1::AgentEvent event) {
   event.set_trace_id(identity_.trace_id);
   for (const auto& [key, value] : identity_.attributes) (*event.mutable_attributes())[key] = value;
   event.set_run_seq(next_seq_);
-  schemas::FillDefaults(event);
+  schemas::FillDefaults(event, last_emitted_at_);
+  if (!FitToSize(event, max_event_bytes_)) {
+    // Only an envelope (ids, attributes) over the limit gets here: the sink refuses it.
+    log::Error("event envelope alone is over the size limit; not cut",
+               {{"user", identity_.user_id},
+                {"run", identity_.run_id},
+                {"bytes", static_cast<uint64_t>(event.ByteSizeLong())},
+                {"limit", static_cast<uint64_t>(max_event_bytes_)}});
+  } else if (event.has_truncated()) {
+    log::Warn("event over the size limit: large text fields cut to fit",
+              {{"user", identity_.user_id},
+               {"run", identity_.run_id},
+               {"event_id", event.event_id()},
+               {"bytes", event.truncated().original_bytes()},
+               {"limit", static_cast<uint64_t>(max_event_bytes_)}});
+  }
   const auto status = sink_.Publish(event, on_delivery_, wait_for_space_);
   if (status == PublishStatus::kAccepted) {
     ++next_seq_;  // only an accepted event consumes a sequence number: no holes

@@ -30,8 +30,9 @@ constexpr int64_t kMaxSeconds = 253'402'300'799;
 bool SchemaIsKnown() {
   static const bool known = [] {
     const auto* event = v1::AgentEvent::descriptor();
-    const std::array<std::pair<const google::protobuf::Descriptor*, int>, 8> expected = {{
-        {event, 16},
+    const std::array<std::pair<const google::protobuf::Descriptor*, int>, 9> expected = {{
+        {event, 17},
+        {v1::Truncation::descriptor(), 3},
         {v1::AgentStarted::descriptor(), 2},
         {v1::AgentThinking::descriptor(), 1},
         {v1::ToolExecuting::descriptor(), 3},
@@ -273,6 +274,19 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
     }
   }
   out.push_back('}');
+  if (event.has_truncated()) {
+    // Where the printer puts it: after attributes, before the body.
+    const auto& truncated = event.truncated();
+    out.append(",\"truncated\":{\"fields\":[");
+    for (int i = 0; i < truncated.fields_size(); ++i) {
+      ok = ok && AppendStringField(i == 0 ? "\"" : ",\"", truncated.fields(i), out);
+    }
+    out.append("],\"original_bytes\":");
+    AppendNumber(truncated.original_bytes(), out);
+    out.append(",\"limit_bytes\":");
+    AppendNumber(truncated.limit_bytes(), out);
+    out.push_back('}');
+  }
   if (!type.empty()) {
     out.push_back(',');
     AppendQuoted(type, out);

@@ -47,6 +47,7 @@ struct Options {
   int partitions = 64;
   std::string kcat = "kcat";
   bool no_kcat = false;
+  bool serve_reports_in_caller = false;
   std::string tmp_dir = std::filesystem::temp_directory_path().string();
 };
 
@@ -148,7 +149,8 @@ TopicCounts CountTopic(const std::string& bootstrap, const std::string& topic) {
 }
 
 RunResult RunLibrary(const std::string& bootstrap, const std::string& topic,
-                     const std::vector<v1::AgentEvent>& events, size_t bytes) {
+                     const std::vector<v1::AgentEvent>& events, size_t bytes,
+                     bool serve_reports_in_caller) {
   std::atomic<size_t> ok{0};
   std::atomic<size_t> failed{0};
   const producers::DeliveryCallback on_delivery = [&](const producers::DeliveryReport& report) {
@@ -160,6 +162,7 @@ RunResult RunLibrary(const std::string& bootstrap, const std::string& topic,
   producers::PublisherConfig config;
   config.client_properties = {{"bootstrap.servers", bootstrap}};
   config.topic = topic;
+  config.serve_reports_in_caller = serve_reports_in_caller;
   producers::EventPublisher publisher(config);
   Clock::time_point published;
   for (const auto& event : events) {
@@ -268,6 +271,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--kcat", options.kcat, "kcat executable");
   app.add_flag("--no-kcat", options.no_kcat, "skip the kcat reference run");
+  app.add_flag("--serve-reports-in-caller", options.serve_reports_in_caller,
+               "the publisher's opt-in mode: delivery reports on the publishing thread");
   app.add_option("--tmp-dir", options.tmp_dir, "where kcat's input file is written");
   CLI11_PARSE(app, argc, argv);
   log::Setup(log::Format::kText, "warn");
@@ -292,9 +297,10 @@ int Main(int argc, char** argv) {
   for (const auto& [key, value] : producers::DefaultProducerProperties()) {
     library_settings += fmt::format(" {}={}", key, value);
   }
-  fmt::print("library settings:{} queue.buffering.max.messages={} (max_pending={})\n",
+  fmt::print("library settings:{} queue.buffering.max.messages={} (max_pending={}){}\n",
              library_settings, producers::PublisherConfig{}.max_pending + 1024,
-             producers::PublisherConfig{}.max_pending);
+             producers::PublisherConfig{}.max_pending,
+             options.serve_reports_in_caller ? " serve_reports_in_caller" : "");
 
   std::string input;
   if (!options.no_kcat) input = WriteKcatInput(options, events);
@@ -310,7 +316,8 @@ int Main(int argc, char** argv) {
     cluster.CreateTopic({library_topic, options.partitions});
     cluster.CreateTopic({kcat_topic, options.partitions});
 
-    const auto library = RunLibrary(cluster.BootstrapServers(), library_topic, events, bytes);
+    const auto library = RunLibrary(cluster.BootstrapServers(), library_topic, events, bytes,
+                                    options.serve_reports_in_caller);
     PrintRun("library", library);
     const auto library_counts = CountTopic(cluster.BootstrapServers(), library_topic);
     fmt::print("  topic {} holds {} messages ({} partitions past the 5 MiB cap)\n", library_topic,

@@ -31,7 +31,8 @@ using namespace std::chrono_literals;
 
 // One topic per test, so each test sees only what it published.
 const std::vector<std::pair<std::string, int>> kTopics = {
-    {"emit.mixed", 4}, {"emit.good", 4}, {"emit.stdin", 4}, {"emit.sim", 6}, {"emit.flags", 1}};
+    {"emit.mixed", 4}, {"emit.good", 4},  {"emit.stdin", 4}, {"emit.sim", 6},
+    {"emit.flags", 1}, {"emit.large", 2}, {"emit.cut", 2},   {"emit.hostile", 2}};
 
 std::string GoodLine(const std::string& event_id, const std::string& user, int run_seq,
                      const std::string& type = "agent_thinking") {
@@ -121,9 +122,30 @@ std::multiset<std::string> CheckRecordsAndCollectIds(const std::vector<Decoded>&
               "agentwire.v1.AgentEvent");
     EXPECT_FALSE(schemas::Validate(d.event)) << schemas::ToJson(d.event);
     EXPECT_TRUE(d.event.has_emitted_at()) << "emit fills emitted_at";
+    EXPECT_NE(d.event.emitted_at().nanos(), 0) << "sub-second emitted_at";
     ids.insert(d.event.event_id());
   }
   return ids;
+}
+
+/// Within each run, in log order (a run's events share the user's partition), emitted_at
+/// never goes back.
+void ExpectEmittedAtNeverDecreasesWithinARun(const std::vector<Decoded>& records) {
+  std::map<int32_t, std::vector<const Decoded*>> by_partition;
+  for (const auto& d : records) by_partition[d.record.partition].push_back(&d);
+  std::map<std::string, std::pair<int64_t, int32_t>> last;
+  for (auto& [partition, list] : by_partition) {
+    std::sort(list.begin(), list.end(), [](const Decoded* a, const Decoded* b) {
+      return a->record.offset < b->record.offset;
+    });
+    for (const auto* d : list) {
+      const std::pair at(d->event.emitted_at().seconds(), d->event.emitted_at().nanos());
+      auto [it, inserted] = last.try_emplace(d->event.run_id(), at);
+      EXPECT_GE(at, it->second) << d->event.run_id() << " went back at run_seq "
+                                << d->event.run_seq();
+      it->second = at;
+    }
+  }
 }
 
 class EmitCli : public ::testing::Test {
@@ -257,7 +279,9 @@ TEST_F(EmitCli, AllGoodFileExitsZero) {
   EXPECT_NE(result.stderr_text.find("51 published, 0 failed"), std::string::npos)
       << result.stderr_text;
 
-  auto ids = CheckRecordsAndCollectIds(ReadTopic(bootstrap_, "emit.good"));
+  const auto good_records = ReadTopic(bootstrap_, "emit.good");
+  ExpectEmittedAtNeverDecreasesWithinARun(good_records);
+  auto ids = CheckRecordsAndCollectIds(good_records);
   ASSERT_EQ(ids.size(), 51U);
   std::string generated;
   for (const auto& id : ids) {
@@ -324,6 +348,7 @@ TEST_F(EmitCli, SimulatePublishesGaplessRunsEachWithOneTerminalEvent) {
   const auto records = ReadTopic(bootstrap_, "emit.sim");
   ASSERT_GE(records.size(), 2000U);
   CheckRecordsAndCollectIds(records);
+  ExpectEmittedAtNeverDecreasesWithinARun(records);
 
   // Per run, in log order (a run's events share the user's partition, so offset order is
   // publish order).
@@ -371,6 +396,116 @@ TEST_F(EmitCli, SimulatePublishesGaplessRunsEachWithOneTerminalEvent) {
   EXPECT_EQ(gapped, 0U);
   EXPECT_EQ(without_one_terminal, 0U);
   EXPECT_GT(runs.size(), 20U);
+}
+
+std::string LargeThinkingLine(const std::string& event_id, size_t bytes) {
+  return fmt::format(
+      R"({{"event_id":"{}","type":"agent_thinking","user_id":"gina","run_id":"r-gina",)"
+      R"("run_seq":2,"agent_thinking":{{"text":"{}"}}}})",
+      event_id, std::string(bytes, 'x'));
+}
+
+// Issue: a 3 MB line made emit spin forever and never publish the line after it.
+TEST_F(EmitCli, AnEventOverTheLimitIsReportedWithItsSizeAndTheRestIsPublished) {
+  const std::string file =
+      WriteFile("large.jsonl", GoodLine("emit-large-1", "gina", 1, "agent_started") + "\n" +
+                                   LargeThinkingLine("emit-large-2", 3'000'000) + "\n" +
+                                   GoodLine("emit-large-3", "gina", 3, "agent_completed") + "\n");
+  const auto result = Emit({"--brokers", bootstrap_, "--topic", "emit.large", "--file", file});
+  ASSERT_TRUE(result.exit_code.has_value()) << "emit did not finish";
+  EXPECT_EQ(*result.exit_code, kExitFailure) << result.stderr_text;
+  EXPECT_EQ(ReportedLines(result.stderr_text), (std::set<int>{2})) << result.stderr_text;
+  const std::string reason = ReasonForLine(result.stderr_text, 2);
+  EXPECT_TRUE(std::regex_search(reason, std::regex(R"(\b30000\d\d bytes)")))
+      << "names the event's size: " << reason;
+  EXPECT_NE(reason.find("1000000"), std::string::npos) << "and the limit: " << reason;
+  EXPECT_NE(reason.find("message.max.bytes"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("--truncate"), std::string::npos) << "and what to change: " << reason;
+  EXPECT_NE(reason.find("permanent"), std::string::npos) << reason;
+  EXPECT_NE(result.stderr_text.find("2 published, 1 failed"), std::string::npos)
+      << result.stderr_text;
+  const auto ids = CheckRecordsAndCollectIds(ReadTopic(bootstrap_, "emit.large"));
+  EXPECT_EQ(ids, (std::multiset<std::string>{"emit-large-1", "emit-large-3"}));
+}
+
+TEST_F(EmitCli, TruncateCutsTheLargeEventToFitAndMarksIt) {
+  const std::string file =
+      WriteFile("cut.jsonl", GoodLine("emit-cut-1", "gina", 1, "agent_started") + "\n" +
+                                 LargeThinkingLine("emit-cut-2", 3'000'000) + "\n" +
+                                 GoodLine("emit-cut-3", "gina", 3, "agent_completed") + "\n");
+  const auto result =
+      Emit({"--brokers", bootstrap_, "--topic", "emit.cut", "--file", file, "--truncate"});
+  ASSERT_TRUE(result.exit_code.has_value()) << "emit did not finish";
+  EXPECT_EQ(*result.exit_code, kExitOk) << result.stderr_text;
+  EXPECT_TRUE(ReportedLines(result.stderr_text).empty()) << result.stderr_text;
+  EXPECT_NE(result.stderr_text.find("line 2 cut to fit"), std::string::npos) << result.stderr_text;
+  const auto records = ReadTopic(bootstrap_, "emit.cut");
+  const auto ids = CheckRecordsAndCollectIds(records);
+  EXPECT_EQ(ids, (std::multiset<std::string>{"emit-cut-1", "emit-cut-2", "emit-cut-3"}));
+  for (const auto& d : records) {
+    if (d.event.event_id() != "emit-cut-2") {
+      EXPECT_FALSE(d.event.has_truncated());
+      continue;
+    }
+    ASSERT_TRUE(d.event.has_truncated());
+    EXPECT_EQ(d.event.truncated().fields_size(), 1);
+    EXPECT_GT(d.event.truncated().original_bytes(), 3'000'000U);
+    EXPECT_EQ(d.event.truncated().limit_bytes(), 900'000U);
+    EXPECT_LE(d.record.value.size(), 900'000U);
+    EXPECT_GT(d.event.agent_thinking().text().size(), 800'000U);
+    EXPECT_EQ(d.event.run_seq(), 2U);
+  }
+}
+
+TEST_F(EmitCli, AnUnknownTopicFailsAtStartWithOneClearLine) {
+  const std::string file =
+      WriteFile("nosuch.jsonl", GoodLine("emit-nosuch-1", "hank", 1, "agent_started") + "\n" +
+                                    LargeThinkingLine("emit-nosuch-2", 3'000'000) + "\n" +
+                                    GoodLine("emit-nosuch-3", "hank", 3) + "\n");
+  const auto result = Emit({"--brokers", bootstrap_, "--topic", "emit.no.such", "--file", file});
+  ASSERT_TRUE(result.exit_code.has_value()) << "emit did not finish";
+  EXPECT_EQ(*result.exit_code, kExitConfig) << result.stderr_text;
+  EXPECT_NE(result.stderr_text.find("emit.no.such"), std::string::npos) << result.stderr_text;
+  EXPECT_NE(result.stderr_text.find("does not exist"), std::string::npos) << result.stderr_text;
+  EXPECT_NE(result.stderr_text.find("create topic"), std::string::npos) << result.stderr_text;
+  EXPECT_TRUE(ReportedLines(result.stderr_text).empty()) << "one line, not one per event";
+}
+
+// Issue: hostile lines aborted emit (std::terminate, SIGSEGV) and lost the good line before.
+TEST_F(EmitCli, HostileLinesAreReportedByNumberAndNeverAbort) {
+  const std::string deep = std::string(200'000, '[') + std::string(200'000, ']');
+  const std::vector<std::string> lines = {
+      GoodLine("emit-hostile-1", "ivy", 1, "agent_started"),                                // 1
+      R"({"type":"agent_thinking","user_id":"ivy","run_id":"r-ivy","run_seq":1e400})",      // 2
+      deep,                                                                                 // 3
+      R"({"type":"agent_thinking","user_id":"ivy","user_id":"mallory","run_id":"r-ivy"})",  // 4
+      GoodLine("emit-hostile-5", "ivy", 2),                                                 // 5
+      R"({"type":"agent_thinking","user_id":"ivy","run_id":"r","run_seq":1e10})",           // 6
+      "{\"type\":\"agent_thinking\",\"user_id\":\"ivy\xff\",\"run_id\":\"r\"}",             // 7
+      "{\"a\":" + std::string(100'000, '{'),                                                // 8
+      GoodLine("emit-hostile-9", "ivy", 3, "agent_completed"),                              // 9
+  };
+  std::string text;
+  for (const auto& line : lines) text += line + "\n";
+  const std::string file = WriteFile("hostile.jsonl", text);
+  // (In the opt-in mode that serves delivery reports on emit's own thread.)
+  const auto result = Emit({"--brokers", bootstrap_, "--topic", "emit.hostile", "--file", file,
+                            "--serve-reports-in-caller"});
+  ASSERT_TRUE(result.exit_code.has_value()) << "emit did not finish";
+  EXPECT_EQ(*result.exit_code, kExitFailure)
+      << "not a crash: " << result.stderr_text.substr(0, 2000);
+  EXPECT_EQ(ReportedLines(result.stderr_text), (std::set<int>{2, 3, 4, 6, 7, 8}))
+      << result.stderr_text.substr(0, 2000);
+  EXPECT_NE(ReasonForLine(result.stderr_text, 2).find("1e400"), std::string::npos);
+  EXPECT_NE(ReasonForLine(result.stderr_text, 3).find("nested deeper"), std::string::npos);
+  EXPECT_NE(ReasonForLine(result.stderr_text, 4).find(R"(duplicate key "user_id")"),
+            std::string::npos)
+      << ReasonForLine(result.stderr_text, 4);
+  EXPECT_NE(ReasonForLine(result.stderr_text, 6).find("run_seq"), std::string::npos)
+      << ReasonForLine(result.stderr_text, 6);
+  const auto ids = CheckRecordsAndCollectIds(ReadTopic(bootstrap_, "emit.hostile"));
+  EXPECT_EQ(ids,
+            (std::multiset<std::string>{"emit-hostile-1", "emit-hostile-5", "emit-hostile-9"}));
 }
 
 }  // namespace

@@ -19,9 +19,11 @@
 #include <vector>
 
 #include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/core/errors.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "agentwire/producers/murmur2.hpp"
+#include "agentwire/producers/run_emitter.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "support/kafka_test_utils.hpp"
 
@@ -538,6 +540,7 @@ TEST_F(PublisherTest, BoundedQueueAnswersQueueFullWhileTheClusterIsDown) {
     const auto no_wait = std::chrono::steady_clock::now() - start;
     EXPECT_EQ(full, PublishStatus::kQueueFull);
     EXPECT_TRUE(producers::IsRetryable(full));
+    EXPECT_FALSE(full.IsPermanent()) << full;
     // "Quickly": it does not wait for the cluster (message timeouts are minutes).
     EXPECT_LT(no_wait, 1s);
     EXPECT_EQ(publisher.Publish(events[kMaxPending], counter.Callback(), 100ms),
@@ -558,6 +561,174 @@ TEST_F(PublisherTest, BoundedQueueAnswersQueueFullWhileTheClusterIsDown) {
   const auto audit = AuditDelivery(ByUser(accepted), records, kPartitions);
   std::cout << "[ audit    ] " << audit.Summary() << "\n";
   ExpectClean(audit, accepted.size());
+}
+
+// What a caller must be able to rely on: an event that can never be delivered is reported as
+// permanent (so nobody retries it forever), with librdkafka's error name and what to change.
+TEST_F(PublisherTest, PermanentErrorsArePermanentInTheStatusAndTheDeliveryReport) {
+  auto event = MakeEvents(1, 1).front();
+  event.mutable_agent_thinking()->set_text(std::string(3'000'000, 'x'));
+  {
+    EventPublisher publisher(Config());
+    EXPECT_EQ(publisher.MaxEventBytes(), 900'000U) << "9/10 of message.max.bytes' default";
+    const auto status = publisher.Publish(event, {}, 1s);
+    EXPECT_EQ(status, PublishStatus::kTooLarge) << status;
+    EXPECT_TRUE(status.IsPermanent());
+    EXPECT_FALSE(status.IsRetryable());
+    EXPECT_NE(status.detail.find(std::to_string(event.ByteSizeLong() + event.user_id().size())),
+              std::string::npos)
+        << "names the size: " << status.detail;
+    EXPECT_NE(status.detail.find("1000000"), std::string::npos) << "and the limit: " << status;
+    EXPECT_NE(status.detail.find("message.max.bytes"), std::string::npos) << status;
+    EXPECT_EQ(publisher.Stats().accepted, 0U);
+    EXPECT_EQ(publisher.Pending(), 0U);
+  }
+  {
+    // The limit follows the producer's setting.
+    auto config = Config();
+    config.client_properties["message.max.bytes"] = "4000000";
+    EventPublisher publisher(config);
+    EXPECT_EQ(publisher.MaxEventBytes(), 3'600'000U);
+    ReportCounter counter;
+    EXPECT_EQ(publisher.Publish(event, counter.Callback(), 1s), PublishStatus::kAccepted);
+    EXPECT_EQ(publisher.Flush(30s), 0U);
+    EXPECT_EQ(counter.Ok(), 1U) << counter.FirstError();
+  }
+  {
+    // A topic that does not exist: CheckTopic says so (for CLIs, before publishing anything).
+    auto config = Config();
+    config.topic = "no.such.topic";
+    EventPublisher publisher(config);
+    try {
+      publisher.CheckTopic(10s);
+      ADD_FAILURE() << "CheckTopic accepted a missing topic";
+    } catch (const KafkaError& e) {
+      EXPECT_FALSE(e.IsRetryable()) << e.what();
+      EXPECT_NE(std::string(e.what()).find("no.such.topic"), std::string::npos) << e.what();
+    }
+  }
+  {
+    // A permanent error from the broker (a topic whose max.message.bytes is below the event):
+    // the delivery report says permanent, with librdkafka's name and a hint. A retryable one
+    // (request timed out) is retried by librdkafka and never reaches the caller.
+    EventPublisher publisher(Config());
+    ReportCounter warmup;
+    const auto events = MakeEvents(1, 3);
+    ASSERT_EQ(publisher.Publish(events[0], warmup.Callback(), 1s), PublishStatus::kAccepted);
+    ASSERT_EQ(publisher.Flush(30s), 0U);
+    std::mutex mutex;
+    std::vector<DeliveryReport> reports;
+    const auto record = [&](const DeliveryReport& report) {
+      std::lock_guard lock(mutex);
+      reports.push_back(report);
+    };
+    kafka_->PushRequestErrors(kProduceApiKey, {RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                               RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE});
+    ASSERT_EQ(publisher.Publish(events[1], record, 1s), PublishStatus::kAccepted);
+    ASSERT_EQ(publisher.Flush(30s), 0U);
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(reports.size(), 1U);
+    const auto& report = reports[0];
+    EXPECT_FALSE(report.ok);
+    EXPECT_FALSE(report.retryable) << report.error;
+    EXPECT_EQ(report.error_name, "MSG_SIZE_TOO_LARGE");
+    EXPECT_NE(report.error.find("permanent"), std::string::npos) << report.error;
+    EXPECT_NE(report.error.find("max.message.bytes"), std::string::npos) << report.error;
+  }
+}
+
+TEST_F(PublisherTest, RunEmitterCutsAFiveMegabyteToolOutputToFitAndKeepsTheRunWhole) {
+  std::string page;
+  for (int i = 0; page.size() < 5'000'000; ++i) page += fmt::format("line {} of the page é\n", i);
+  ReportCounter counter;
+  producers::RunIdentity identity;
+  identity.user_id = "alice";
+  identity.thread_id = "t-1";
+  identity.run_id = "r-big";
+  {
+    EventPublisher publisher(Config());
+    {
+      producers::RunEmitter run(publisher, identity, 10s, counter.Callback());
+      ASSERT_EQ(run.Started("fetch the page"), PublishStatus::kAccepted);
+      ASSERT_EQ(run.ToolExecuting("fetch", R"({"url":"https://example.com"})", "c1"),
+                PublishStatus::kAccepted);
+      ASSERT_EQ(run.ToolCompleted("fetch", page, 812, "", "c1"), PublishStatus::kAccepted);
+      ASSERT_EQ(run.Thinking(page), PublishStatus::kAccepted);
+      ASSERT_EQ(run.Completed("done", 1500), PublishStatus::kAccepted);
+    }
+    EXPECT_EQ(publisher.Flush(30s), 0U);
+  }
+  EXPECT_EQ(counter.Ok(), 5U) << counter.FirstError();
+  EXPECT_EQ(counter.Failed(), 0U) << counter.FirstError();
+
+  const auto records = ConsumeAll(kafka_->BootstrapServers(), kTopic, StoredCount(), 30s);
+  ASSERT_EQ(records.size(), 5U);
+  std::vector<uint32_t> seqs;
+  google::protobuf::Timestamp previous;
+  for (const auto& record : records) {
+    v1::AgentEvent event;
+    ASSERT_TRUE(event.ParseFromString(record.value));
+    seqs.push_back(event.run_seq());
+    EXPECT_LE(record.value.size(), producers::kDefaultMaxEventBytes);
+    EXPECT_NE(event.emitted_at().nanos(), 0) << "sub-second emitted_at";
+    EXPECT_FALSE(std::pair(event.emitted_at().seconds(), event.emitted_at().nanos()) <
+                 std::pair(previous.seconds(), previous.nanos()))
+        << "emitted_at went back at run_seq " << event.run_seq();
+    previous = event.emitted_at();
+    const std::string* text = nullptr;
+    if (event.has_tool_completed()) text = &event.tool_completed().output();
+    if (event.has_agent_thinking()) text = &event.agent_thinking().text();
+    if (text == nullptr) {
+      EXPECT_FALSE(event.has_truncated()) << "small events stay whole: " << event.run_seq();
+      continue;
+    }
+    ASSERT_TRUE(event.has_truncated()) << event.run_seq();
+    EXPECT_EQ(event.truncated().fields_size(), 1);
+    EXPECT_EQ(event.truncated().fields(0), event.has_tool_completed() ? "output" : "text");
+    EXPECT_GT(event.truncated().original_bytes(), 5'000'000U);
+    EXPECT_EQ(event.truncated().limit_bytes(), producers::kDefaultMaxEventBytes);
+    EXPECT_GT(text->size(), 800'000U) << "cut to the limit, not far below it";
+    EXPECT_EQ(page.compare(0, text->size(), *text), 0) << "the first bytes are kept";
+    EXPECT_NE(schemas::ToJson(event).find(R"("truncated":{"fields":[)"), std::string::npos);
+  }
+  EXPECT_EQ(seqs, (std::vector<uint32_t>{1, 2, 3, 4, 5})) << "no hole, the terminal arrives";
+}
+
+// The opt-in mode for single-threaded publishers: no poll thread, every delivery report (and
+// callback) runs on the publishing thread, and nothing is lost or reordered.
+TEST_F(PublisherTest, ServeReportsInCallerRunsEveryCallbackOnThePublishingThread) {
+  constexpr int kCount = 20'000;
+  const auto events = MakeEvents(kUsers, kCount);
+  auto config = Config();
+  config.serve_reports_in_caller = true;
+  config.max_pending = 500;  // full often: Publish must serve reports to make room
+  const auto publishing_thread = std::this_thread::get_id();
+  std::atomic<size_t> on_other_threads{0};
+  ReportCounter counter;
+  const auto count = counter.Callback();
+  {
+    EventPublisher publisher(config);
+    for (const auto& event : events) {
+      const auto status = publisher.Publish(
+          event,
+          [&](const DeliveryReport& report) {
+            if (std::this_thread::get_id() != publishing_thread) on_other_threads.fetch_add(1);
+            count(report);
+          },
+          30s);
+      ASSERT_EQ(status, PublishStatus::kAccepted) << status;
+    }
+    EXPECT_EQ(publisher.Flush(60s), 0U);
+    publisher.Poll(0ms);
+    EXPECT_EQ(publisher.Stats().delivered, static_cast<uint64_t>(kCount));
+  }
+  EXPECT_EQ(on_other_threads.load(), 0U);
+  EXPECT_EQ(counter.Ok(), static_cast<size_t>(kCount));
+  EXPECT_EQ(counter.Failed(), 0U) << counter.FirstError();
+  const auto records = ConsumeAll(kafka_->BootstrapServers(), kTopic, StoredCount(), 30s);
+  const auto audit = AuditDelivery(ByUser(events), records, kPartitions);
+  std::cout << "[ audit    ] " << audit.Summary() << "\n";
+  ExpectClean(audit, events.size());
 }
 
 }  // namespace

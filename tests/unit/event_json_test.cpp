@@ -244,8 +244,67 @@ INSTANTIATE_TEST_SUITE_P(
             "BadTimestamp",
             R"({"type":"agent_thinking","user_id":"u","run_id":"r","emitted_at":"yesterday"})",
             "emitted_at"},
-        BadJsonCase{"MissingType", R"({"user_id":"u","run_id":"r"})", "missing \"type\""}),
+        BadJsonCase{"MissingType", R"({"user_id":"u","run_id":"r"})", "missing \"type\""},
+        // nlohmann throws out_of_range (not parse_error) for these: once a crash of emit.
+        BadJsonCase{"NumberOverflow",
+                    R"({"type":"agent_thinking","user_id":"u","run_id":"r","run_seq":1e400})",
+                    "1e400"},
+        BadJsonCase{"DuplicateKey",
+                    R"({"type":"agent_thinking","user_id":"a","user_id":"b","run_id":"r"})",
+                    "duplicate key \"user_id\""},
+        BadJsonCase{"DuplicateKeyInBody",
+                    R"({"type":"agent_thinking","user_id":"a","run_id":"r",
+                        "agent_thinking":{"text":"x","text":"y"}})",
+                    "duplicate key \"text\""},
+        BadJsonCase{
+            "TooDeep",
+            R"({"type":"agent_thinking","user_id":"u","run_id":"r","attributes":)"
+            R"({"a":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}})",
+            "nested deeper than 32 levels"}),
     [](const ::testing::TestParamInfo<BadJsonCase>& info) { return info.param.name; });
+
+TEST(EventJson, HostileNestingIsRefusedWithoutRecursion) {
+  // 200,000 levels: parsing, dumping or destroying it recursively would overflow the stack.
+  const std::string deep = std::string(200'000, '[') + std::string(200'000, ']');
+  const std::string deep_objects = [] {
+    std::string json;
+    for (int i = 0; i < 200'000; ++i) json += R"({"a":)";
+    json += "1";
+    json += std::string(200'000, '}');
+    return json;
+  }();
+  for (const auto& json : {deep, deep_objects}) {
+    v1::AgentEvent event;
+    const auto error = FromJson(json, event);
+    ASSERT_TRUE(error);
+    EXPECT_NE(error->message.find("nested deeper"), std::string::npos) << error->message;
+  }
+  // Brackets inside strings are text, not nesting.
+  v1::AgentEvent event;
+  const auto error =
+      FromJson(R"({"type":"agent_thinking","user_id":"u","run_id":"r","agent_thinking":{"text":")" +
+                   std::string(100, '[') + R"(\"{{{{"}})",
+               event);
+  ASSERT_FALSE(error) << error->message;
+  EXPECT_EQ(event.agent_thinking().text(), std::string(100, '[') + "\"{{{{");
+}
+
+TEST(EventJson, ReadsTheTruncationRecord) {
+  v1::AgentEvent event;
+  ASSERT_FALSE(FromJson(R"({"type":"tool_completed","user_id":"u","run_id":"r",)"
+                        R"("truncated":{"fields":["output"],"original_bytes":5000000,)"
+                        R"("limit_bytes":900000},"tool_completed":{"output":"abc"}})",
+                        event));
+  ASSERT_TRUE(event.has_truncated());
+  EXPECT_EQ(event.truncated().fields_size(), 1);
+  EXPECT_EQ(event.truncated().original_bytes(), 5'000'000U);
+  const auto json = nlohmann::json::parse(ToJson(event));
+  EXPECT_EQ(json["truncated"]["fields"][0], "output");
+  EXPECT_EQ(json["truncated"]["limit_bytes"], 900000);
+  // An event published whole has no "truncated" member at all.
+  event.clear_truncated();
+  EXPECT_FALSE(nlohmann::json::parse(ToJson(event)).contains("truncated"));
+}
 
 TEST(EventJson, MissingTypeListsTheKnownTypes) {
   v1::AgentEvent event;
@@ -295,19 +354,52 @@ TEST(EventJsonDefaults, FillsOnlyWhatIsMissing) {
   event.set_user_id("u");
   event.set_run_id("r");
   event.mutable_agent_thinking();
-  const auto before = TimeUtil::GetCurrentTime();
+  const auto before = TimeUtil::GetCurrentTime();  // whole seconds (protobuf 3.21)
   FillDefaults(event);
-  const auto after = TimeUtil::GetCurrentTime();
+  const auto after = TimeUtil::GetCurrentTime() + TimeUtil::SecondsToDuration(1);
   EXPECT_EQ(event.event_id().size(), 26U);
   ASSERT_TRUE(event.has_emitted_at());
   EXPECT_GE(event.emitted_at(), before);
-  EXPECT_LE(event.emitted_at(), after);
+  EXPECT_LT(event.emitted_at(), after);
 
   auto preset = Envelope();
   preset.mutable_agent_thinking();
   const auto copy = preset;
   FillDefaults(preset);
   EXPECT_TRUE(MessageDifferencer::Equals(preset, copy)) << "existing values are kept";
+}
+
+TEST(EventJsonDefaults, EmittedAtHasMicrosecondsAndNeverGoesBackWithinARun) {
+  // Sub-second resolution: over many stamps the fractions differ, and are whole microseconds.
+  std::set<int32_t> fractions;
+  for (int i = 0; i < 200; ++i) {
+    const auto now = TimestampNow();
+    EXPECT_EQ(now.nanos() % 1000, 0) << "microseconds, as PostgreSQL keeps them";
+    fractions.insert(now.nanos());
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  EXPECT_GT(fractions.size(), 100U);
+
+  // A run whose previous event was stamped in the future (a clock stepped back since): the
+  // next stamps do not go below it.
+  google::protobuf::Timestamp run_clock = TimestampNow() + TimeUtil::SecondsToDuration(60);
+  const auto ahead = run_clock;
+  v1::AgentEvent event;
+  FillDefaults(event, run_clock);
+  EXPECT_EQ(event.emitted_at(), ahead);
+  EXPECT_EQ(run_clock, ahead);
+  // A clock behind the current time moves forward with it.
+  google::protobuf::Timestamp old_clock = TimestampNow() - TimeUtil::SecondsToDuration(60);
+  v1::AgentEvent second;
+  FillDefaults(second, old_clock);
+  EXPECT_GT(second.emitted_at(), TimestampNow() - TimeUtil::SecondsToDuration(5));
+  EXPECT_EQ(old_clock, second.emitted_at());
+  // An emitted_at the caller set is kept, and does not move the run's clock.
+  auto preset = Envelope();
+  const auto preset_time = preset.emitted_at();
+  FillDefaults(preset, old_clock);
+  EXPECT_EQ(preset.emitted_at(), preset_time);
+  EXPECT_EQ(old_clock, second.emitted_at());
 }
 
 constexpr std::string_view kCrockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -439,6 +531,13 @@ TEST(EventJsonWriter, WritesTheSameBytesAsProtobufsPrinter) {
     event.set_agent_name(RandomText(random));
     event.set_trace_id(RandomText(random));
     if (random() % 2) (*event.mutable_attributes())[RandomText(random)] = RandomText(random);
+    if (random() % 5 == 0) {
+      auto* truncated = event.mutable_truncated();
+      const int fields = static_cast<int>(random() % 3);
+      for (int f = 0; f < fields; ++f) truncated->add_fields(RandomText(random));
+      truncated->set_original_bytes(random());
+      truncated->set_limit_bytes(random() % 2 ? random() : 0);
+    }
     switch (random() % 8) {
       case 0:
         event.mutable_agent_started()->set_input(RandomText(random));

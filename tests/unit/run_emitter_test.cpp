@@ -10,10 +10,12 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "agentwire/producers/event_sink.hpp"
 #include "agentwire/producers/simulator.hpp"
+#include "agentwire/producers/size_policy.hpp"
 #include "agentwire/schemas/event_json.hpp"
 
 namespace agentwire::producers {
@@ -262,6 +264,163 @@ TEST(RunEmitter, ConcurrentCallsGiveAGaplessSequenceInPublishOrder) {
   EXPECT_TRUE(events.back().has_agent_completed());
 }
 
+TEST(RunEmitter, StampsMicrosecondsThatNeverGoBackWithinTheRun) {
+  RecordingSink sink;
+  {
+    RunEmitter run(sink, Alice(), kNoWait);
+    ASSERT_EQ(run.Started("q"), PublishStatus::kAccepted);
+    for (int i = 0; i < 500; ++i) ASSERT_EQ(run.Thinking("t"), PublishStatus::kAccepted);
+    ASSERT_EQ(run.Completed("done", 5), PublishStatus::kAccepted);
+  }
+  const auto events = sink.Events();
+  ASSERT_EQ(events.size(), 502U);
+  std::set<int32_t> distinct;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const auto& at = events[i].emitted_at();
+    EXPECT_NE(at.nanos(), 0) << "sub-second resolution";
+    EXPECT_EQ(at.nanos() % 1000, 0) << "whole microseconds";
+    distinct.insert(at.nanos());
+    if (i > 0) {
+      const auto& before = events[i - 1].emitted_at();
+      EXPECT_GE(std::pair(at.seconds(), at.nanos()), std::pair(before.seconds(), before.nanos()))
+          << "emitted_at went back at run_seq " << events[i].run_seq();
+    }
+  }
+  EXPECT_GT(distinct.size(), 10U) << "the clock moves between events (not whole seconds)";
+}
+
+/// A sink that takes at most `max` bytes per event, like an EventPublisher with a smaller
+/// message.max.bytes.
+class SmallSink final : public EventSink {
+ public:
+  explicit SmallSink(size_t max) : max_(max) {}
+  PublishStatus Publish(const v1::AgentEvent& event, DeliveryCallback /*on_delivery*/,
+                        std::chrono::milliseconds /*wait_for_space*/) override {
+    if (event.ByteSizeLong() > max_) return {PublishStatus::kTooLarge, {}, "too large"};
+    events.push_back(event);
+    return PublishStatus::kAccepted;
+  }
+  size_t MaxEventBytes() const override { return max_; }
+  std::vector<v1::AgentEvent> events;
+
+ private:
+  size_t max_;
+};
+
+TEST(RunEmitter, CutsOversizedTextToFitAndMarksTheEventNeverDroppingIt) {
+  std::string page = std::string(5'000'000, 'a');
+  for (size_t i = 0; i < page.size(); i += 7) page[i] = 'z';
+  RecordingSink sink;  // default limit
+  {
+    RunEmitter run(sink, Alice(), kNoWait);
+    ASSERT_EQ(run.Started("fetch"), PublishStatus::kAccepted);
+    ASSERT_EQ(run.ToolCompleted("fetch", page, 10, std::string(3'000'000, 'e'), "c1"),
+              PublishStatus::kAccepted);
+    ASSERT_EQ(run.MessageDelta("small"), PublishStatus::kAccepted);
+    ASSERT_EQ(run.Completed(page, 20), PublishStatus::kAccepted);
+  }
+  const auto events = sink.Events();
+  ASSERT_EQ(events.size(), 4U);
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].run_seq(), i + 1);
+    EXPECT_LE(events[i].ByteSizeLong(), kDefaultMaxEventBytes);
+  }
+  EXPECT_FALSE(events[0].has_truncated());
+  EXPECT_FALSE(events[2].has_truncated());
+  const auto& tool = events[1];
+  ASSERT_TRUE(tool.has_truncated());
+  EXPECT_EQ(
+      std::vector<std::string>(tool.truncated().fields().begin(), tool.truncated().fields().end()),
+      (std::vector<std::string>{"output", "error"}));
+  EXPECT_GT(tool.truncated().original_bytes(), 8'000'000U);
+  EXPECT_EQ(tool.truncated().limit_bytes(), kDefaultMaxEventBytes);
+  // Both cut to about half of the room each, keeping their first bytes.
+  EXPECT_GT(tool.tool_completed().output().size(), 400'000U);
+  EXPECT_GT(tool.tool_completed().error().size(), 400'000U);
+  EXPECT_EQ(page.compare(0, tool.tool_completed().output().size(), tool.tool_completed().output()),
+            0);
+  EXPECT_EQ(tool.tool_completed().tool_call_id(), "c1");
+  EXPECT_EQ(tool.tool_completed().duration_ms(), 10U);
+  ASSERT_TRUE(events[3].has_agent_completed()) << "the terminal event arrives, cut";
+  EXPECT_TRUE(events[3].has_truncated());
+
+  // The limit comes from the sink, or from the caller.
+  SmallSink small(10'000);
+  {
+    RunEmitter run(small, Alice(), kNoWait);
+    ASSERT_EQ(run.Thinking(page), PublishStatus::kAccepted);
+  }
+  ASSERT_EQ(small.events.size(), 2U);
+  EXPECT_LE(small.events[0].ByteSizeLong(), 10'000U);
+  EXPECT_GT(small.events[0].ByteSizeLong(), 9'000U);
+  EXPECT_EQ(small.events[0].truncated().limit_bytes(), 10'000U);
+  SmallSink large(2'000'000);
+  {
+    RunEmitter run(large, Alice(), kNoWait, {}, 5'000);
+    ASSERT_EQ(run.Thinking(page), PublishStatus::kAccepted);
+  }
+  EXPECT_LE(large.events.at(0).ByteSizeLong(), 5'000U);
+}
+
+TEST(RunEmitter, AnEnvelopeOverTheLimitIsRefusedWithoutAHole) {
+  SmallSink sink(1'000);
+  RunIdentity identity = Alice();
+  {
+    RunEmitter run(sink, identity, kNoWait);
+    ASSERT_EQ(run.Started("q"), PublishStatus::kAccepted);
+  }
+  identity.attributes["blob"] = std::string(5'000, 'b');
+  RunEmitter run(sink, identity, kNoWait);
+  const auto status = run.Thinking("t");
+  EXPECT_EQ(status, PublishStatus::kTooLarge);
+  EXPECT_TRUE(status.IsPermanent());
+  EXPECT_EQ(run.NextSeq(), 1U) << "a refused event consumes no run_seq";
+}
+
+TEST(FitToSize, CutsOnCharacterBoundariesLargestFieldFirst) {
+  v1::AgentEvent event;
+  event.set_user_id("u");
+  event.set_run_id("r");
+  std::string text;
+  while (text.size() < 100'000) text += "ü€😀";  // 2-, 3- and 4-byte characters
+  event.mutable_tool_completed()->set_output(text);
+  event.mutable_tool_completed()->set_error("short error");
+  const auto whole = event;
+  EXPECT_TRUE(FitToSize(event, 200'000));
+  EXPECT_FALSE(event.has_truncated()) << "already fits: untouched";
+
+  for (const size_t limit : {50'000UL, 1'001UL, 999UL, 500UL}) {
+    event = whole;
+    ASSERT_TRUE(FitToSize(event, limit)) << limit;
+    EXPECT_LE(event.ByteSizeLong(), limit);
+    EXPECT_GT(event.ByteSizeLong(), limit - 64) << "uses the room it has";
+    const auto& output = event.tool_completed().output();
+    EXPECT_EQ(text.compare(0, output.size(), output), 0);
+    // Still valid UTF-8: protobuf parses it back (it rejects broken strings).
+    v1::AgentEvent parsed;
+    EXPECT_TRUE(parsed.ParseFromString(event.SerializeAsString())) << limit;
+    EXPECT_EQ(event.tool_completed().error(), "short error") << "the short field stays whole";
+    ASSERT_EQ(event.truncated().fields_size(), 1);
+    EXPECT_EQ(event.truncated().fields(0), "output");
+    EXPECT_EQ(event.truncated().original_bytes(), whole.ByteSizeLong());
+  }
+
+  // Cut again later (e.g. re-published under a smaller limit): the first size is kept.
+  event = whole;
+  ASSERT_TRUE(FitToSize(event, 50'000));
+  ASSERT_TRUE(FitToSize(event, 10'000));
+  EXPECT_LE(event.ByteSizeLong(), 10'000U);
+  EXPECT_EQ(event.truncated().original_bytes(), whole.ByteSizeLong());
+  EXPECT_EQ(event.truncated().limit_bytes(), 10'000U);
+
+  // Nothing to cut in the envelope: refused, untouched.
+  event = whole;
+  event.set_trace_id(std::string(2'000, 't'));
+  EXPECT_FALSE(FitToSize(event, 1'500));
+  EXPECT_EQ(event.tool_completed().output(), text);
+  EXPECT_FALSE(event.has_truncated());
+}
+
 // Checks the simulator's output per run: starts with agent_started at run_seq 1, run_seq
 // gapless, exactly one terminal event and it is the last, every event valid.
 void ExpectWellFormedRuns(const std::vector<v1::AgentEvent>& events) {
@@ -271,12 +430,18 @@ void ExpectWellFormedRuns(const std::vector<v1::AgentEvent>& events) {
     int terminals = 0;
     bool terminal_last = true;
     std::string user;
+    std::pair<int64_t, int32_t> last_emitted_at{0, 0};
   };
   std::map<std::string, Run> runs;
   for (const auto& e : events) {
     ASSERT_FALSE(schemas::Validate(e)) << schemas::ToJson(e);
     ASSERT_EQ(e.event_id().size(), 26U);
     auto& run = runs[e.run_id()];
+    // emitted_at: the wall clock with sub-second resolution, never going back within a run.
+    EXPECT_NE(e.emitted_at().nanos(), 0) << schemas::ToJson(e);
+    const std::pair at(e.emitted_at().seconds(), e.emitted_at().nanos());
+    EXPECT_GE(at, run.last_emitted_at) << schemas::ToJson(e);
+    run.last_emitted_at = at;
     if (run.seqs.empty()) {
       run.first_type = std::string(schemas::EventType(e));
       run.user = e.user_id();

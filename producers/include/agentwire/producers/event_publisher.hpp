@@ -19,6 +19,13 @@ struct PublisherConfig {
   size_t max_pending = 200'000;
   /// How long the destructor waits for outstanding deliveries.
   std::chrono::milliseconds close_timeout{10'000};
+  /// Opt-in, for single-threaded high-rate publishers (`emit`, `emit simulate`): no internal
+  /// poll thread; delivery reports, and so the callbacks, run inside Publish(), Poll() and
+  /// Flush() on the caller's thread. Each message is then allocated and freed on one thread
+  /// (across threads, glibc's allocator takes its slow locked path: see docs/benchmarks.md).
+  /// Publish must then be called from one thread at a time, and a caller that stops
+  /// publishing for a while calls Poll() or Flush(), or reports wait.
+  bool serve_reports_in_caller = false;
 };
 
 struct PublisherStats {
@@ -32,6 +39,10 @@ struct PublisherStats {
 /// idempotent producer (enable.idempotence, acks=all) so broker faults neither lose nor
 /// reorder a user's events; key = user_id with the Java-compatible murmur2_random
 /// partitioner; value = serialized AgentEvent; headers content-type and schema.
+///
+/// Publish refuses an event it can never deliver (too large, unknown topic, invalid) with a
+/// permanent status that names librdkafka's error and what to change; only kQueueFull is
+/// retryable. Delivery reports carry the same classification.
 ///
 /// Delivery reports run on an internal poll thread. When librdkafka raises a fatal error
 /// (an idempotence invariant broken on the broker side), the publisher builds a new
@@ -55,9 +66,23 @@ class EventPublisher final : public EventSink {
   /// outstanding when `timeout` expires (0 = all done).
   size_t Flush(std::chrono::milliseconds timeout);
 
+  /// With serve_reports_in_caller: serves the delivery reports that are ready, waiting up to
+  /// `timeout` for the first. Without: does nothing (the poll thread serves them).
+  void Poll(std::chrono::milliseconds timeout);
+
   size_t Pending() const;
   PublisherStats Stats() const;
   const std::string& Topic() const;
+
+  /// The largest serialized event Publish takes with room to spare: nine tenths of the
+  /// producer's message.max.bytes (900,000 by default), leaving room for the key and headers.
+  /// RunEmitter cuts its events to fit it.
+  size_t MaxEventBytes() const override;
+
+  /// Asks the cluster whether the topic exists (the producer never creates topics). Throws
+  /// KafkaError: permanent when it does not exist, retryable when the cluster did not answer
+  /// within `timeout`. For CLIs, so a mistyped --topic fails at start instead of per event.
+  void CheckTopic(std::chrono::milliseconds timeout);
 
   /// Test hook: raises a librdkafka fatal error as if the broker had broken idempotence,
   /// to exercise producer recreation.

@@ -21,9 +21,14 @@ struct RunIdentity {
 };
 
 /// One per agent run. Assigns run_seq 1, 2, 3, ... in call order, stamps event_id and
-/// emitted_at, and guarantees a terminal event: destroyed without Completed() or Failed()
-/// it emits agent_failed with error_code "run_abandoned" — the bug class where users saw
-/// runs that started and never ended.
+/// emitted_at (the wall clock to the nanosecond, never decreasing within the run), and
+/// guarantees a terminal event: destroyed without Completed() or Failed() it emits
+/// agent_failed with error_code "run_abandoned" — the bug class where users saw runs that
+/// started and never ended.
+///
+/// Size policy: an event larger than `max_event_bytes` (0 = the sink's MaxEventBytes(),
+/// 900,000 bytes for an EventPublisher with default settings) has its large text fields cut
+/// to fit and is marked in `truncated` (FitToSize); it is never dropped for its size.
 ///
 /// Each call waits up to `wait_for_space` when the sink is full; a call that returns
 /// anything but kAccepted did not consume a run_seq, so the sequence never has holes.
@@ -33,7 +38,7 @@ class RunEmitter final {
  public:
   RunEmitter(EventSink& sink, RunIdentity identity,
              std::chrono::milliseconds wait_for_space = std::chrono::seconds(5),
-             DeliveryCallback on_delivery = {});
+             DeliveryCallback on_delivery = {}, size_t max_event_bytes = 0);
   ~RunEmitter();
   RunEmitter(const RunEmitter&) = delete;
   RunEmitter& operator=(const RunEmitter&) = delete;
@@ -60,8 +65,10 @@ class RunEmitter final {
   RunIdentity identity_;
   std::chrono::milliseconds wait_for_space_;
   DeliveryCallback on_delivery_;
+  size_t max_event_bytes_;
   mutable std::mutex mutex_;
   uint32_t next_seq_ = 1;
+  google::protobuf::Timestamp last_emitted_at_;  // the run's clock never goes back
   bool finished_ = false;
 };
 

@@ -45,9 +45,14 @@ struct JsonError {
   std::string message;
 };
 
+/// Deeper JSON nesting is refused before parsing (an event is at most 3 levels deep).
+inline constexpr int kMaxJsonDepth = 32;
+
 /// Parses the JSON form. `"type"` selects the body; a body object without `"type"` is
-/// accepted too; `"type"` without a body means an empty body. Unknown fields are errors.
-/// On error `out` is unspecified. Returns nullopt on success.
+/// accepted too; `"type"` without a body means an empty body. Unknown fields, duplicate keys,
+/// numbers out of range and nesting deeper than kMaxJsonDepth are errors. Never throws (any
+/// failure, whatever its cause, is a JsonError). On error `out` is unspecified. Returns
+/// nullopt on success.
 [[nodiscard]] std::optional<JsonError> FromJson(std::string_view json, v1::AgentEvent& out);
 
 /// What every published event must carry: user_id (the Kafka key), run_id and a body.
@@ -57,7 +62,17 @@ struct JsonError {
 /// Crockford base32), so ids sort by creation time. Thread-safe.
 std::string NewEventId();
 
-/// Sets event_id and emitted_at (now) when they are absent.
+/// The system clock as a Timestamp, to the microsecond: the resolution PostgreSQL's
+/// timestamptz keeps, so the archive stores exactly what was published. (protobuf 3.21's
+/// TimeUtil::GetCurrentTime() reads time(): whole seconds.)
+google::protobuf::Timestamp TimestampNow();
+
+/// Sets event_id and emitted_at (TimestampNow()) when they are absent.
 void FillDefaults(v1::AgentEvent& event);
+
+/// The same, except that a filled emitted_at is never earlier than `not_before`, which is then
+/// set to it: callers keep one per run (RunEmitter) or per input (emit), so a wall clock stepped
+/// back (NTP) cannot make a run's emitted_at decrease. An emitted_at already set is kept as is.
+void FillDefaults(v1::AgentEvent& event, google::protobuf::Timestamp& not_before);
 
 }  // namespace agentwire::schemas
