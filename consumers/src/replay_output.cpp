@@ -268,12 +268,10 @@ class TableWriter final : public EventWriter {
 
   void Write(const Record& record) override {
     const auto& event = record.event;
-    std::string line =
-        fmt::format("{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}
-", EventTimeText(record),
-                    TerminalSafe(event.user_id()), TerminalSafe(event.run_id()), event.run_seq(),
-                    schemas::EventType(event),
-                    (event.has_truncated() ? "[truncated] " : "") + Summary(event));
+    std::string line = fmt::format(
+        "{:<24}  {:<12}  {:<26}  {:>4}  {:<15} {}\n", EventTimeText(record),
+        TerminalSafe(event.user_id()), TerminalSafe(event.run_id()), event.run_seq(),
+        schemas::EventType(event), (event.has_truncated() ? "[truncated] " : "") + Summary(event));
     if (streaming_) {
       if (event.run_id() != last_run_) {
         out_ << '\n' << Header(event, 0);
