@@ -11,6 +11,9 @@ bash "$root/scripts/bootstrap.sh"
 
 # ccache keys on paths relative to the repo, so every clone shares one cache.
 export CCACHE_BASEDIR="$root"
+# ...and ignores the build directory's absolute path (debug info would otherwise key every
+# object on it, so a fresh clone in another folder, as CI uses, would miss the whole cache).
+export CCACHE_NOHASHDIR=1
 export CCACHE_DIR="${CCACHE_DIR:-${HOME:-/tmp}/.cache/ccache}"
 jobs="${AGENTWIRE_JOBS:-$(nproc)}"
 
