@@ -49,15 +49,8 @@ v1::AgentEvent GoodEvent(int i) {
 }
 
 void Produce(rd_kafka_t* producer, const std::string& key, const std::string& value) {
-  rd_kafka_resp_err_t err;
-  do {
-    err = rd_kafka_producev(
-        producer, RD_KAFKA_V_TOPIC(kTopic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(key.data(), key.size()),
-        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_END);
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(producer, 10);
-  } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
-  ASSERT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_EQ(agentwire::testing::ProduceRaw(producer, kTopic, key, value),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
 struct DlqMessage {

@@ -9,6 +9,7 @@
 #include "agentwire/producers/murmur2.hpp"
 #include "agentwire/producers/run_emitter.hpp"
 #include "support/gateway_harness.hpp"
+#include "support/kafka_test_utils.hpp"
 
 namespace agentwire::testing {
 namespace {
@@ -238,11 +239,7 @@ TEST_F(GatewayDeliveryTest, RecordWhoseKeyIsNotItsUserIsDeliveredToNobody) {
   auto producer = kafka::MakeClient(
       RD_KAFKA_PRODUCER,
       kafka::MakeConf({{"bootstrap.servers", harness_->Kafka().BootstrapServers()}}));
-  ASSERT_EQ(rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC(harness_->Topic().c_str()),
-                              RD_KAFKA_V_PARTITION(partition),
-                              RD_KAFKA_V_KEY(other_key.data(), other_key.size()),
-                              RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+  ASSERT_EQ(ProduceRaw(producer.get(), harness_->Topic(), other_key, value, partition),
             RD_KAFKA_RESP_ERR_NO_ERROR);
   ASSERT_EQ(rd_kafka_flush(producer.get(), 10'000), RD_KAFKA_RESP_ERR_NO_ERROR);
   const std::string genuine = harness_->Publish(user, "r-genuine", 1);

@@ -11,6 +11,7 @@
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/core/kafka_config.hpp"
 #include "agentwire/core/kafka_handles.hpp"
+#include "support/kafka_test_utils.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
 
@@ -33,15 +34,8 @@ std::string Serialized(const std::string& user, const std::string& id) {
 }
 
 void Produce(rd_kafka_t* producer, const std::string& key, const std::string& value) {
-  rd_kafka_resp_err_t err;
-  do {
-    err = rd_kafka_producev(
-        producer, RD_KAFKA_V_TOPIC(kTopic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(key.data(), key.size()),
-        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_END);
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(producer, 10);
-  } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
-  ASSERT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_EQ(agentwire::testing::ProduceRaw(producer, kTopic, key, value),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
 TEST(ProtobufLogs, InvalidUtf8RecordsGiveFewStructuredLines) {

@@ -228,4 +228,18 @@ std::map<int32_t, int64_t> LowWatermarks(const std::string& bootstrap, const std
   return low;
 }
 
+int ProduceRaw(rd_kafka_t* producer, const std::string& topic, const std::string& key,
+               const std::string& value, int32_t partition) {
+  rd_kafka_resp_err_t err;
+  do {
+    err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC(topic.c_str()),
+        RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.data(), key.size()),
+        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(producer, 10);
+  } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
+  return err;
+}
+
 }  // namespace agentwire::testing

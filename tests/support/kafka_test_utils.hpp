@@ -10,7 +10,16 @@
 #include <string>
 #include <vector>
 
+struct rd_kafka_s;
+
 namespace agentwire::testing {
+
+/// Produces one raw record (any key, any bytes; `partition` < 0: the partitioner decides),
+/// polling while librdkafka's queue is full. Returns librdkafka's error code (0 = queued).
+/// For tests that must put on the topic what EventPublisher never would: poison values,
+/// keys that are not the payload's user.
+int ProduceRaw(rd_kafka_s* producer, const std::string& topic, const std::string& key,
+               const std::string& value, int32_t partition = -1);
 
 /// One message as a plain consumer sees it.
 struct ConsumedRecord {
