@@ -11,6 +11,8 @@
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/producers/murmur2.hpp"
 #include "support/gateway_harness.hpp"
+#include "support/subprocess.hpp"
+#include "support/test_paths.hpp"
 
 namespace agentwire::testing {
 namespace {
@@ -269,6 +271,33 @@ TEST(GatewayResume, MalformedCursorIsRejectedBeforeTheUpgrade) {
       EncodeCursor({1, TopicHash(harness.Topic()), 12, static_cast<uint32_t>((mine + 1) % 12), 0});
   WsClient client;
   EXPECT_EQ(client.Connect(harness.ClientOptions("alice", "cursor=" + other)).status, 400);
+}
+
+// The catch-up and warm-start flags refuse nonsense at start: one line naming the flag, exit 2
+// (never a gateway that pauses every session at 0 bytes or waits forever to be ready).
+TEST(GatewayResumeConfig, HostileCatchupAndWarmStartFlagsRefuseToStart) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--catchup-session-bytes", "10"},
+      {"--catchup-session-bytes", "-5"},
+      {"--catchup-buffer-bytes", "1e400"},
+      {"--catchup-buffer-bytes", "70000", "--catchup-session-bytes", "1048576"},
+      {"--warm-start-timeout", "abc"},
+      {"--warm-start-timeout", "999999999999d"},
+      {"--warm-start", "maybe"},
+  };
+  Subprocess::Options options;
+  options.unset_env = {"AGENTWIRE_CATCHUP_BUFFER_BYTES", "AGENTWIRE_WARM_START",
+                       "AGENTWIRE_WARM_START_TIMEOUT"};
+  for (const auto& flags : cases) {
+    std::vector<std::string> argv{AgentwireBinary(), "gateway",      "--brokers",
+                                  "127.0.0.1:9",     "--jwt-secret", kTestJwtSecret};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    const auto result = agentwire::testing::Run(argv, options, 20s);
+    EXPECT_EQ(result.exit_code, std::optional<int>(2)) << flags[0] << " " << flags[1] << "\n"
+                                                       << result.stderr_text;
+    EXPECT_NE(result.stderr_text.find(flags[0].substr(0, 8)), std::string::npos)
+        << result.stderr_text;
+  }
 }
 
 }  // namespace
