@@ -74,6 +74,12 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
   cmd.add_option("--catchup-session-bytes", o.config.catchup_session_bytes,
                  "The same for one session (it is paused until its client has read)")
       ->capture_default_str();
+  cmd.add_option("--max-catchup-events", o.config.max_catchup_events,
+                 "A client without a cursor (cursor=earliest) is caught up from at most this many "
+                 "of its partition's newest records; older ones get `reset` catchup_limit "
+                 "(0 = no limit)")
+      ->envname("AGENTWIRE_MAX_CATCHUP_EVENTS")
+      ->capture_default_str();
   cmd.add_option("--fetch-wait-ms", o.fetch_wait_ms, "Kafka fetch wait of the tailer")
       ->capture_default_str();
   cmd.add_option("--max-frame-bytes", o.config.max_inbound_frame_bytes,

@@ -12,6 +12,12 @@ namespace agentwire::gateway {
 std::string EventFrame(std::string_view cursor, const v1::AgentEvent& event);
 /// {"type":"ready","cursor":"…","replayed":N}
 std::string ReadyFrame(std::string_view cursor, uint64_t replayed);
+/// Why a `reset` is sent (docs/protocol.md): the history the client asked for is gone (or
+/// from another topic identity) ...
+inline constexpr std::string_view kResetHistoryUnavailable = "history_unavailable";
+/// ... or the client came without a cursor and the log holds more than --max-catchup-events
+/// records: the catch-up starts at that bound, on this connection.
+inline constexpr std::string_view kResetCatchupLimit = "catchup_limit";
 /// {"type":"reset","reason":"history_unavailable"}
 std::string ResetFrame(std::string_view reason);
 /// The JSON body of an HTTP error before the upgrade: {"error":code,"message":text}.

@@ -32,6 +32,9 @@ void GatewayConfig::Validate() const {
     throw ConfigError(
         "--catchup-session-bytes: at least 65536, and --catchup-buffer-bytes at least as large");
   }
+  if (max_catchup_events < 0) {
+    throw ConfigError("--max-catchup-events: expected 0 (no limit) or a positive number");
+  }
   if (allowed_origins.empty()) {
     throw ConfigError("--allowed-origins / AGENTWIRE_ALLOWED_ORIGINS: empty; use * to allow any");
   }

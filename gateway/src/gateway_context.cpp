@@ -15,7 +15,11 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
       resumes_kafka(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",
                                  {{"source", "kafka"}})),
       resets(r.GetCounter("agentwire_gateway_resets_total",
-                          "reset frames sent (cursor beyond retention or from another topic)")),
+                          "reset frames sent (cursor beyond retention or from another topic, "
+                          "or a catch-up without a cursor cut at --max-catchup-events)")),
+      catchup_limited(r.GetCounter(
+          "agentwire_gateway_catchup_limited_total",
+          "Catch-ups without a cursor started at --max-catchup-events (reset catchup_limit)")),
       slow_closes(r.GetCounter("agentwire_gateway_slow_client_closes_total",
                                "Sessions closed with 1013 because the client fell behind")),
       rejected_unauthorized(r.GetCounter("agentwire_gateway_upgrades_rejected_total",

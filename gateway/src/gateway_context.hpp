@@ -29,6 +29,7 @@ struct GatewayMetrics {
   metrics::Counter& resumes_cache;
   metrics::Counter& resumes_kafka;
   metrics::Counter& resets;
+  metrics::Counter& catchup_limited;  // `reset` catchup_limit (also counted in resets)
   metrics::Counter& slow_closes;
   metrics::Counter& rejected_unauthorized;
   metrics::Counter& rejected_forbidden;

@@ -112,6 +112,7 @@ void KafkaTailer::Start() {
     warm_targets_[static_cast<size_t>(p)] = high;
     warm_total += high - start;
     hub_.SetStartOffset(p, start);
+    hub_.SetLogStart(p, low);
     rd_kafka_topic_partition_list_add(assignment.get(), identity_.topic.c_str(), p)->offset = start;
   }
   started_at_ = std::chrono::steady_clock::now();
@@ -194,6 +195,7 @@ void KafkaTailer::UpdateLag() {
       known = false;
       continue;
     }
+    if (low >= 0) hub_.SetLogStart(p, low);
     const int64_t next = hub_.DispatchedEnd(p);
     total += std::max<int64_t>(0, high - next);
   }

@@ -18,15 +18,36 @@ void PartitionHub::SetStartOffset(int partition, int64_t offset) {
   p.covered_from = offset;
 }
 
+void PartitionHub::SetLogStart(int partition, int64_t offset) {
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  std::lock_guard lock(p.mutex);
+  p.log_start = offset;
+}
+
+int64_t PartitionHub::LogStart(int partition) const {
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  std::lock_guard lock(p.mutex);
+  return p.log_start;
+}
+
 void PartitionHub::Dispatch(int partition, LogEntryPtr entry) {
   auto& p = *partitions_[static_cast<size_t>(partition)];
+  // Built outside the lock: a frame-less copy of an entry too large to cache (an event of a
+  // megabyte of '<' is a 6 MB frame, which would otherwise evict the whole partition's cache).
+  LogEntryPtr cached = entry;
+  if (cache_bytes_per_partition_ > 0 && entry->Bytes() > cache_bytes_per_partition_ / 8) {
+    auto stub = std::make_shared<LogEntry>(*entry);
+    stub->frame.reset();
+    stub->frame_not_cached = true;
+    cached = std::move(stub);
+  }
   std::vector<std::shared_ptr<LiveListener>> targets;
   {
     std::lock_guard lock(p.mutex);
     p.dispatched_end = entry->offset + 1;
     if (cache_bytes_per_partition_ > 0) {
-      p.cache_bytes += entry->Bytes();
-      p.cache.push_back(entry);
+      p.cache_bytes += cached->Bytes();
+      p.cache.push_back(std::move(cached));
       while (p.cache_bytes > cache_bytes_per_partition_ && !p.cache.empty()) {
         p.cache_bytes -= p.cache.front()->Bytes();
         p.covered_from = p.cache.front()->offset + 1;
@@ -113,7 +134,10 @@ PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::strin
   auto& p = *partitions_.at(static_cast<size_t>(partition));
   CacheRead read;
   std::lock_guard lock(p.mutex);
-  if (from < p.covered_from || p.covered_from < 0) return read;
+  if (from < p.covered_from || p.covered_from < 0) {
+    read.next_offset = to;
+    return read;
+  }
   read.covered = true;
   to = std::min(to, p.dispatched_end);
   read.next_offset = std::max(from, to);
@@ -126,10 +150,19 @@ PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::strin
       read.next_offset = (*it)->offset;
       return read;
     }
-    if ((*it)->user_id == user_id) {
-      bytes += (*it)->frame ? (*it)->frame->size() : 0;
-      read.entries.push_back(*it);
+    if ((*it)->user_id != user_id) continue;
+    if ((*it)->frame_not_cached) {
+      // Hand back what was read before it; from there on, Kafka serves this one entry.
+      if (!read.entries.empty()) {
+        read.next_offset = (*it)->offset;
+      } else {
+        read.covered = false;
+        read.next_offset = (*it)->offset + 1;
+      }
+      return read;
     }
+    bytes += (*it)->frame ? (*it)->frame->size() : 0;
+    read.entries.push_back(*it);
   }
   return read;
 }

@@ -19,6 +19,9 @@ struct LogEntry {
   // replica had not read yet (retention overtook the tailer). No user, no frame; every
   // listener of the partition gets it and answers with `reset`.
   bool gap = false;
+  // The cache's copy of an entry too large to keep (see PartitionHub::Dispatch): everything but
+  // the frame, which a reader fetches from Kafka.
+  bool frame_not_cached = false;
   std::string user_id;
   std::string thread_id;
   std::string run_id;
@@ -51,8 +54,14 @@ class PartitionHub final {
 
   /// Where the tailer starts reading a partition (before any Dispatch).
   void SetStartOffset(int partition, int64_t offset);
+  /// Tailer thread: the partition's first retained offset (Kafka's low watermark), as last seen.
+  void SetLogStart(int partition, int64_t offset);
+  /// The last SetLogStart value; -1 while unknown.
+  int64_t LogStart(int partition) const;
 
-  /// Tailer thread: appends to the cache and hands the entry to the user's listeners.
+  /// Tailer thread: appends to the cache and hands the entry to the user's listeners. An entry
+  /// larger than an eighth of the partition's cache share is cached without its frame, so one
+  /// huge event cannot evict everything before it; readers fetch that one frame from Kafka.
   void Dispatch(int partition, LogEntryPtr entry);
   /// Tailer thread: an offset with nothing to deliver (undecodable message, control record).
   void Skip(int partition, int64_t offset);
@@ -72,8 +81,11 @@ class PartitionHub final {
   void Detach(int partition, const std::string& user_id, const LiveListener* listener);
 
   struct CacheRead {
-    bool covered = false;              // false: `from` is older than the cache; read Kafka instead
-    std::vector<LogEntryPtr> entries;  // the user's entries in [from, next_offset)
+    // false: read [from, next_offset) from Kafka instead, then ask again. next_offset is `to`
+    // when `from` is older than the cache, or just past the user's next entry that was too
+    // large to cache.
+    bool covered = false;
+    std::vector<LogEntryPtr> entries;  // covered: the user's entries in [from, next_offset)
     int64_t next_offset = 0;           // where the next read continues
   };
   /// The user's cached entries in [from, to), at most about `max_bytes` of frames (and a bounded
@@ -94,6 +106,7 @@ class PartitionHub final {
     mutable std::mutex mutex;
     int64_t dispatched_end = -1;  // -1 until the tailer's start offset is known
     int64_t covered_from = -1;    // the cache holds every entry in [covered_from, dispatched_end)
+    int64_t log_start = -1;       // Kafka's low watermark as the tailer last saw it
     std::deque<LogEntryPtr> cache;
     size_t cache_bytes = 0;
     std::map<std::string, std::vector<ListenerRef>> listeners;

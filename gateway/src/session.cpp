@@ -101,21 +101,37 @@ std::string Session::CursorAt(int64_t next_offset) const {
                        static_cast<uint32_t>(partition_), next_offset});
 }
 
-void Session::SendReset() {
+void Session::SendReset(std::string_view reason) {
   context_->metrics.resets.Inc();
   // A retention gap resets every session of a partition at once: one line a second.
   static log::RateLimited reset_log;
-  reset_log.Write(log::Level::kInfo, "cursor not resumable; sent reset",
-                  {{"session", id_}, {"user", user_id_}});
+  reset_log.Write(log::Level::kInfo, "sent reset",
+                  {{"session", id_}, {"user", user_id_}, {"reason", std::string(reason)}});
   // Queued only: every caller writes next, and a write from here could start the catch-up
   // before the session is attached.
-  Push({std::make_shared<const std::string>(ResetFrame("history_unavailable")), 0, false});
+  Push({std::make_shared<const std::string>(ResetFrame(reason)), 0, false});
+}
+
+void Session::StartFromEarliest() {
+  earliest_ = true;
+  catchup_pos_ = 0;
+  // A client without a cursor would otherwise make this replica scan its whole partition
+  // (up to the log's retention) on every page load: it gets the newest records only, and is
+  // told with `reset` when the log holds older ones it will not see.
+  const int64_t limit = context_->config.max_catchup_events;
+  if (limit <= 0 || attach_end_ <= limit) return;
+  const int64_t bound = attach_end_ - limit;
+  const int64_t log_start = context_->hub.LogStart(partition_);  // -1 while unknown
+  if (log_start >= bound) return;  // retention already keeps less than the limit
+  catchup_pos_ = bound;
+  context_->metrics.catchup_limited.Inc();
+  SendReset(kResetCatchupLimit);
 }
 
 void Session::BeginCatchUp() {
   phase_ = Phase::kCatchingUp;
   if (start_.reset) {
-    SendReset();
+    SendReset(kResetHistoryUnavailable);
     start_.kind = StartPosition::Kind::kLive;
   }
   attach_end_ = context_->hub.Attach(partition_, user_id_, shared_from_this());
@@ -125,8 +141,7 @@ void Session::BeginCatchUp() {
     case StartPosition::Kind::kLive:
       break;
     case StartPosition::Kind::kEarliest:
-      earliest_ = true;
-      catchup_pos_ = 0;
+      StartFromEarliest();
       break;
     case StartPosition::Kind::kCursor:
       if (start_.next_offset <= attach_end_) {
@@ -179,7 +194,7 @@ void Session::PumpCatchUp() {
         counted_kafka_ = true;
         context_->metrics.resumes_kafka.Inc();
       }
-      SubmitHistory(catchup_pos_, catchup_target_);
+      SubmitHistory(catchup_pos_, std::min(read.next_offset, catchup_target_));
       return;
     }
     if (!counted_cache_ && !counted_kafka_) {
@@ -220,7 +235,7 @@ void Session::HandleHistory(HistoryChunk chunk) {
       break;
     case Status::kOutOfRange:
       history_in_flight_ = false;
-      SendReset();
+      SendReset(kResetHistoryUnavailable);
       // History is gone (or the cursor came from a topic that was recreated): go on live from
       // this replica's tail.
       if (probing_ahead_) catchup_target_ = attach_end_;
@@ -316,7 +331,7 @@ void Session::AcceptLive(const LogEntryPtr& entry) {
   if (entry->gap) {
     // Events this session had not received are gone from the log (the tailer logged which):
     // say so, then go on live from where the log now starts.
-    SendReset();
+    SendReset(kResetHistoryUnavailable);
     return;
   }
   if (!filters_.Matches(*entry)) return;

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -99,7 +100,9 @@ class Session final : public LiveListener,
   void AddCatchup(LogEntryPtr entry, size_t charged_bytes);
   void ReleaseCatchup(size_t bytes);
   void DropCatchup();
-  void SendReset();
+  void SendReset(std::string_view reason);
+  /// `cursor=earliest`: from the log's start, or from the newest --max-catchup-events records.
+  void StartFromEarliest();
   void HandleLive(const LogEntryPtr& entry);
   /// Live phase: applies the offset rule, gap markers and filters; queues without writing.
   void AcceptLive(const LogEntryPtr& entry);

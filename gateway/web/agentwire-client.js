@@ -22,6 +22,8 @@
  *   a replayed event is never handed to `onEvent` twice;
  * - on a `reset` frame (cursor older than the retained log) forgets the cursor and the ids,
  *   calls `onReset` so the application clears its view, and reconnects with `cursor=earliest`;
+ *   a `reset` with reason `catchup_limit` (no cursor, and the log holds more than the gateway
+ *   replays to such a client) only calls `onReset`: the catch-up goes on from that bound;
  * - stops on HTTP 401 (state `unauthorized`) and 403 (state `closed`); a 400 caused by a
  *   stored cursor is treated like a reset; a close with 1000 or 1009 from the gateway ends
  *   the subscription (state `closed`), every other close or network error means reconnect.
@@ -530,6 +532,13 @@ export class AgentwireClient {
         return;
       case 'reset':
         this.#counts.resets++;
+        if (frame.reason === 'catchup_limit') {
+          // No cursor was sent and the log holds more than the gateway replays to such a
+          // client: the catch-up starts at that bound on this connection. Older events are
+          // not coming; reconnecting would only get the same answer.
+          this.#call(this.#onReset, { reason: frame.reason });
+          return;
+        }
         this.#forgetHistory();
         this.#call(this.#onReset, { reason: frame.reason || 'reset' });
         // Start over right away from the oldest retained event on a fresh connection.

@@ -387,7 +387,12 @@ function main() {
       onReady: ({ replayed }) => {
         connection.node.title = `caught up: ${replayed} event${replayed === 1 ? '' : 's'} replayed`;
       },
-      onReset: () => {
+      onReset: ({ reason }) => {
+        if (reason === 'catchup_limit') {
+          // The catch-up continues on this connection from the gateway's bound.
+          showNotice('Showing the most recent events; older ones are in the log (agentwire replay).');
+          return;
+        }
         timeline.clear();
         showNotice('The saved position is older than the retained history; showing what the log still holds.');
       },

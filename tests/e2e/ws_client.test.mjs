@@ -235,3 +235,54 @@ test('a cursor from another topic epoch gets reset; the client replays from the 
   assert.equal(fresh.counts.resets, 1);
   assert.notEqual(storage.getItem('carol'), old.cursor, 'an epoch-2 cursor replaced the old one');
 });
+
+test('without a cursor the client gets the newest records only (reset catchup_limit) and stays connected', async (t) => {
+  // A replica that replays at most 20 records of a partition to a client without a cursor.
+  const bounded = await startGateway(broker.bootstrap, 0, ['--max-catchup-events', '20']);
+  gateways.push(bounded);
+  const token = await mintToken('dave');
+  const dave = runEvents({ user: 'dave', threadId: 't-d', runId: 'ws-rd', prefix: 'ws-d', count: 60 });
+  // A live watcher tells when the replica has read all of them (then the bound is exact).
+  let watched = 0;
+  const watcher = new AgentwireClient({
+    url: bounded.wsUrl,
+    token,
+    WebSocketImpl: WebSocket,
+    storage: new MemoryStorage(),
+    startFrom: 'live',
+    onEvent: () => watched++,
+  });
+  t.after(() => watcher.close());
+  watcher.connect();
+  await waitFor('the watcher live', () => watcher.state === ClientState.LIVE);
+  await emit(broker.bootstrap, dave);
+  await waitFor('the replica read dave\'s events', () => watched === dave.length);
+
+  const received = [];
+  const resets = [];
+  const client = new AgentwireClient({
+    url: bounded.wsUrl,
+    token,
+    WebSocketImpl: WebSocket,
+    storage: new MemoryStorage(),
+    storageKey: 'dave',
+    startFrom: 'earliest',
+    onEvent: (event) => received.push(event.event_id),
+    onReset: (info) => resets.push(info.reason),
+  });
+  t.after(() => client.close());
+  client.connect();
+  await waitFor('live', () => client.state === ClientState.LIVE);
+  assert.deepEqual(resets, ['catchup_limit']);
+  // dave's 60 events are the newest of his partition: the newest 20 records are all his.
+  const caughtUp = received.length;
+  assert.deepEqual(received, dave.slice(-20).map((event) => event.event_id));
+
+  const more = runEvents({ user: 'dave', threadId: 't-d', runId: 'ws-rd2', prefix: 'ws-d2', count: 5 });
+  await emit(broker.bootstrap, more);
+  await waitFor('the live events', () => received.length === caughtUp + 5);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(received.slice(caughtUp), more.map((event) => event.event_id));
+  assert.equal(client.counts.connections, 1, 'no reconnect: the catch-up went on from the bound');
+  assert.equal(client.counts.resets, 1);
+});

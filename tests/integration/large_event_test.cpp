@@ -33,7 +33,8 @@ size_t CountEvents(const std::vector<Frame>& frames) {
 
 TEST(LargeEvent, AFiveMegabyteToolOutputReachesTheBrowserCutAndMarked) {
   GatewayHarness harness(4);
-  harness.StartGateway();
+  // 8 MiB of cache per partition: entries over 1 MiB are too large to cache (see below).
+  harness.StartGateway([](gateway::GatewayConfig& config) { config.cache_bytes = 32u << 20; });
   WsClient client;
   ASSERT_EQ(client.Connect(harness.ClientOptions("big-user")).status, 101);
   const auto ready = ReadUntil(
@@ -77,6 +78,22 @@ TEST(LargeEvent, AFiveMegabyteToolOutputReachesTheBrowserCutAndMarked) {
   EXPECT_EQ(page.compare(0, output.size(), output), 0) << "the first bytes, unchanged";
   EXPECT_EQ(frames[3].json["event"]["type"], "agent_completed") << "the terminal event arrives";
   EXPECT_FALSE(frames[3].json["event"].contains("truncated"));
+
+  // The frame (~1.5 MB: '<', '>' and '"' grow in JSON) is too large for the recent-log cache
+  // (over an eighth of the 8 MiB per partition), so the cache keeps the entry without it
+  // instead of evicting the partition. A resume from the start reads that one record from
+  // Kafka and the rest from memory: the same four events, the big one unchanged.
+  WsClient resumed;
+  ASSERT_EQ(resumed.Connect(harness.ClientOptions("big-user", "cursor=" + ready[0].cursor)).status,
+            101);
+  const auto replay = ReadUntil(
+      resumed, [](const auto& f) { return !f.empty() && f.back().type == "ready"; }, 30s);
+  ASSERT_EQ(CountEvents(replay), 4U);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(replay[i].json, frames[i].json) << "event " << i;
+  const auto metrics = harness.Gateway().Metrics().RenderPrometheus();
+  EXPECT_NE(metrics.find(R"(agentwire_gateway_resumes_total{source="kafka"} 1)"), std::string::npos)
+      << "the big event came from Kafka\n"
+      << metrics;
 
   // The archive stores the same event: raw bytes and the JSON payload, marker included.
   const std::string dsn = SharedPostgres().CreateDatabase("large_event");

@@ -114,6 +114,54 @@ TEST(PartitionHubTest, EvictionMovesCoverageForward) {
   EXPECT_LE(hub.CachedBytes(), 2'600u);
 }
 
+// One huge event (a megabyte of '<' is a 6 MB frame) used to evict the whole partition's
+// cache. Now it is kept without its frame: the entries around it stay cached, listeners still
+// get the whole entry live, and a reader is sent to Kafka for that one offset only.
+TEST(PartitionHubTest, AnEntryTooLargeToCacheLeavesTheRestCachedAndSendsReadersToKafkaForIt) {
+  // 1 partition with a 64 KiB share: an entry over 8 KiB is too large to cache.
+  PartitionHub hub(1, 64 * 1024);
+  hub.SetStartOffset(0, 0);
+  auto alice = std::make_shared<RecordingListener>(hub, "alice");
+  hub.Attach(0, "alice", alice);
+  for (int64_t o = 0; o < 20; ++o) hub.Dispatch(0, Entry(o, o % 2 == 0 ? "alice" : "bob"));
+  hub.Dispatch(0, Entry(20, "bob", 60 * 1024));    // another user's: skipped by alice's reads
+  hub.Dispatch(0, Entry(21, "alice", 60 * 1024));  // alice's: read from Kafka
+  for (int64_t o = 22; o < 30; ++o) hub.Dispatch(0, Entry(o, "alice"));
+
+  EXPECT_EQ(alice->Offsets().size(), 19u) << "live delivery is unchanged";
+  EXPECT_LT(hub.CachedBytes(), 16u * 1024) << "the frames of the huge entries are not kept";
+
+  // Alice's catch-up from 0: cache, then Kafka for [21, 22), then cache again.
+  auto read = hub.ReadCached(0, "alice", 0, 30, 1 << 20);
+  ASSERT_TRUE(read.covered) << "nothing before the huge entries was evicted";
+  ASSERT_EQ(read.entries.size(), 10u);
+  EXPECT_EQ(read.entries.back()->offset, 18);
+  EXPECT_EQ(read.next_offset, 21);
+  read = hub.ReadCached(0, "alice", 21, 30, 1 << 20);
+  EXPECT_FALSE(read.covered);
+  EXPECT_EQ(read.next_offset, 22) << "Kafka serves that one offset";
+  read = hub.ReadCached(0, "alice", 22, 30, 1 << 20);
+  ASSERT_TRUE(read.covered);
+  EXPECT_EQ(read.entries.size(), 8u);
+  EXPECT_EQ(read.next_offset, 30);
+
+  // Bob's huge entry at the front of a read: Kafka for it, then the cache.
+  read = hub.ReadCached(0, "bob", 19, 30, 1 << 20);
+  ASSERT_TRUE(read.covered);
+  EXPECT_EQ(read.entries.size(), 1u);
+  EXPECT_EQ(read.next_offset, 20);
+  read = hub.ReadCached(0, "bob", 20, 30, 1 << 20);
+  EXPECT_FALSE(read.covered);
+  EXPECT_EQ(read.next_offset, 21);
+  // A read older than the cache is sent to Kafka for its whole range.
+  PartitionHub small(1, 2'600);
+  small.SetStartOffset(0, 0);
+  for (int64_t o = 0; o < 50; ++o) small.Dispatch(0, Entry(o, "alice"));
+  read = small.ReadCached(0, "alice", 0, 50, 1 << 20);
+  EXPECT_FALSE(read.covered);
+  EXPECT_EQ(read.next_offset, 50);
+}
+
 TEST(PartitionHubTest, GapDropsTheCacheAndReachesEveryListenerOfThePartition) {
   PartitionHub hub(1, 1 << 20);
   hub.SetStartOffset(0, 0);

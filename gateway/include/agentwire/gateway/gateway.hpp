@@ -37,6 +37,11 @@ struct GatewayConfig {
   /// session is paused until its client has read it.
   size_t catchup_buffer_bytes = 64u << 20;
   size_t catchup_session_bytes = 1u << 20;
+  /// A client without a cursor (`cursor=earliest`) is caught up from at most this many of its
+  /// partition's newest records (all users' records: what a catch-up costs is the scan). When
+  /// the log holds more, it gets `reset` with reason `catchup_limit` first. Clients with a
+  /// cursor are never cut. 0 = no limit.
+  int64_t max_catchup_events = 100'000;
 
   AuthConfig auth;
   /// Browser Origins allowed to connect; {"*"} = any. Requests without Origin are judged by
