@@ -1,17 +1,23 @@
 #pragma once
 
+#include <array>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/core/buffers_cat.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/role.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/websocket/teardown.hpp>
+#include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -105,11 +111,50 @@ void teardown(boost::beast::role_type role, CoalescingStream<NextLayer>& stream,
   teardown(role, stream.next_layer(), ec);
 }
 
-template <class NextLayer, class TeardownHandler>
-void async_teardown(boost::beast::role_type role, CoalescingStream<NextLayer>& stream,
-                    TeardownHandler&& handler) {
-  using boost::beast::websocket::async_teardown;
-  async_teardown(role, stream.next_layer(), std::forward<TeardownHandler>(handler));
+/// The server's half of a WebSocket teardown, as a lingering close: shut down sending, then
+/// read and discard what the client still sends until it closes too (at most 1 MiB or 2 s),
+/// then close. Closing a socket with unread input makes the kernel answer with RST, which
+/// can destroy the close frame (with its code: 1009, 1012, 1013) before the client has read
+/// it. Beast 1.74's own teardown reads only once (its issue 1373).
+struct LingeringTeardown {
+  static constexpr std::size_t kMaxDrainBytes = 1u << 20;
+  static constexpr std::chrono::seconds kMaxDrainTime{2};
+
+  boost::beast::tcp_stream& stream;
+  std::unique_ptr<std::array<char, 16 * 1024>> scratch =
+      std::make_unique<std::array<char, 16 * 1024>>();
+  std::size_t drained = 0;
+  bool started = false;
+
+  template <class Self>
+  void operator()(Self& self, boost::beast::error_code ec = {}, std::size_t bytes = 0) {
+    if (!started) {
+      started = true;
+      boost::beast::error_code ignored;
+      stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+      stream.expires_after(kMaxDrainTime);
+      stream.async_read_some(boost::asio::buffer(*scratch), std::move(self));
+      return;
+    }
+    drained += bytes;
+    if (!ec && drained < kMaxDrainBytes) {
+      stream.async_read_some(boost::asio::buffer(*scratch), std::move(self));
+      return;
+    }
+    stream.close();
+    self.complete({});  // EOF, timeout or reset: the connection is down either way
+  }
+};
+
+template <class TeardownHandler>
+auto async_teardown(boost::beast::role_type role,
+                    CoalescingStream<boost::beast::tcp_stream>& stream, TeardownHandler&& handler) {
+  if (role != boost::beast::role_type::server) {
+    using boost::beast::websocket::async_teardown;
+    return async_teardown(role, stream.next_layer(), std::forward<TeardownHandler>(handler));
+  }
+  return boost::asio::async_compose<TeardownHandler, void(boost::beast::error_code)>(
+      LingeringTeardown{stream.next_layer()}, handler, stream.next_layer());
 }
 
 }  // namespace agentwire::gateway
