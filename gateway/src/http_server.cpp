@@ -16,8 +16,10 @@
 #include "agentwire/producers/murmur2.hpp"
 #include "frames.hpp"
 #include "session.hpp"
+#include "sse_transport.hpp"
 #include "url.hpp"
 #include "web_assets.hpp"
+#include "websocket_transport.hpp"
 
 namespace agentwire::gateway {
 
@@ -36,6 +38,14 @@ constexpr int kRetryAfterFullSeconds = 5;
 
 // Boost 1.74's beast::string_view is boost::string_view.
 std::string_view Sv(beast::string_view text) { return {text.data(), text.size()}; }
+
+// EventSource sends `Accept: text/event-stream`; a plain GET (the reference client's probe)
+// does not.
+bool AcceptsEventStream(std::string_view accept) {
+  return accept.find("text/event-stream") != std::string_view::npos;
+}
+
+enum class Wire { kWebSocket, kSse };
 
 /// One plain HTTP connection; hands itself over to a Session on a valid upgrade.
 class HttpConnection final : public std::enable_shared_from_this<HttpConnection> {
@@ -79,7 +89,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     const auto target = ParseTarget(Sv(request.target()));
     if (beast::websocket::is_upgrade(request)) {
       if (target.path == "/v1/events") {
-        Upgrade(std::move(request), target);
+        Subscribe(std::move(request), target, Wire::kWebSocket);
       } else {
         SendError(http::status::not_found, "not_found", "WebSocket endpoint is /v1/events", false);
       }
@@ -100,6 +110,9 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
            "application/json", fmt::format(R"({{"status":"{}"}})", status));
     } else if (target.path == "/metrics") {
       Send(http::status::ok, "text/plain; version=0.0.4", context_->registry.RenderPrometheus());
+    } else if (target.path == "/v1/events" && !head_ &&
+               AcceptsEventStream(Sv(request[http::field::accept]))) {
+      Subscribe(std::move(request), target, Wire::kSse);
     } else if (target.path == "/v1/events") {
       // Browsers cannot read why a WebSocket handshake failed, so the reference client
       // probes with a plain GET: the same capacity, Origin and token checks, then 426.
@@ -145,7 +158,9 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
                        [&](const std::string& a) { return a == "*" || a == origin; });
   }
 
-  void Upgrade(http::request<http::string_body> request, const ParsedTarget& target) {
+  /// A WebSocket upgrade or an SSE request of /v1/events: the same checks, cursor rules and
+  /// session; only the transport differs.
+  void Subscribe(http::request<http::string_body> request, const ParsedTarget& target, Wire wire) {
     const std::string redacted = RedactTarget(Sv(request.target()));
     if (context_->draining.load()) {
       SendError(http::status::service_unavailable, "draining",
@@ -183,8 +198,13 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     const int partition = producers::PartitionForKey(user, identity.partition_count);
 
     StartPosition start;
-    if (target.Has("cursor") && !target.Param("cursor").empty()) {
-      const std::string text = target.Param("cursor");
+    // EventSource resends the last `id:` it saw as Last-Event-ID when it reconnects; that
+    // wins over the cursor= of the URL it was opened with (DESIGN.md "Other transports").
+    const auto last_event_id = Sv(request["Last-Event-ID"]);
+    std::string cursor_text = target.Param("cursor");
+    if (wire == Wire::kSse && !last_event_id.empty()) cursor_text = std::string(last_event_id);
+    if (!cursor_text.empty()) {
+      const std::string& text = cursor_text;
       if (text == "earliest") {
         start.kind = StartPosition::Kind::kEarliest;
       } else {
@@ -225,9 +245,23 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     }
     SessionFilters filters{target.Param("thread_id"), target.Param("run_id")};
     const uint64_t id = g_next_session_id.fetch_add(1);
-    log::Debug("websocket upgrade", {{"session", id}, {"user", user}, {"partition", partition}});
-    auto session = std::make_shared<Session>(stream_.release_socket(), context_, user, partition,
-                                             start, std::move(filters), id);
+    std::unique_ptr<Transport> transport;
+    if (wire == Wire::kSse) {
+      // Allowed (checked above): name it for CORS, so a page of another origin may read.
+      transport = std::make_unique<SseTransport>(stream_.release_socket(),
+                                                 std::string(Sv(request[http::field::origin])));
+    } else {
+      transport = std::make_unique<WebSocketTransport>(stream_.release_socket(),
+                                                       context_->config.idle_timeout,
+                                                       context_->config.max_inbound_frame_bytes);
+    }
+    log::Debug(wire == Wire::kSse ? "sse subscribe" : "websocket upgrade",
+               {{"session", id},
+                {"user", user},
+                {"partition", partition},
+                {"transport", std::string(transport->Name())}});
+    auto session = std::make_shared<Session>(std::move(transport), context_, user, partition, start,
+                                             std::move(filters), id);
     context_->AddSession(session);
     session->Run(std::move(request));
   }

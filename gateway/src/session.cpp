@@ -31,10 +31,10 @@ bool IsNormalEnd(const beast::error_code& ec) {
 
 }  // namespace
 
-Session::Session(asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> context,
+Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayContext> context,
                  std::string user_id, int partition, StartPosition start, SessionFilters filters,
                  uint64_t id)
-    : ws_(std::move(socket)),
+    : transport_(std::move(transport)),
       context_(std::move(context)),
       user_id_(std::move(user_id)),
       partition_(partition),
@@ -42,7 +42,8 @@ Session::Session(asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext>
       filters_(std::move(filters)),
       id_(id),
       created_at_(std::chrono::steady_clock::now()),
-      close_timer_(ws_.get_executor()) {
+      close_timer_(transport_->GetExecutor()),
+      keep_alive_timer_(transport_->GetExecutor()) {
   context_->metrics.connections.Add(1);
   context_->metrics.connections_total.Inc();
 }
@@ -56,32 +57,16 @@ Session::~Session() {
 }
 
 void Session::Run(beast::http::request<beast::http::string_body> request) {
-  auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
-  timeouts.handshake_timeout = std::chrono::seconds(10);
-  timeouts.idle_timeout = context_->config.idle_timeout;
-  timeouts.keep_alive_pings = true;
-  ws_.set_option(timeouts);
-  // RFC 6455: name the subprotocol the client offered (the token's marker), never the token.
-  const auto offered = request[beast::http::field::sec_websocket_protocol];
-  ws_.set_option(websocket::stream_base::decorator(
-      [protocol = std::string(AcceptedSubprotocol({offered.data(), offered.size()}))](
-          websocket::response_type& response) {
-        response.set(beast::http::field::server, "agentwire-gateway");
-        if (!protocol.empty()) response.set(beast::http::field::sec_websocket_protocol, protocol);
-      }));
-  ws_.read_message_max(context_->config.max_inbound_frame_bytes);
-  ws_.auto_fragment(false);
-  // The stream's own timeouts now govern; the HTTP phase's deadline must not fire.
-  beast::get_lowest_layer(ws_).expires_never();
-  ws_.async_accept(request, beast::bind_front_handler(&Session::OnAccept, shared_from_this()));
+  transport_->Accept(request, beast::bind_front_handler(&Session::OnAccept, shared_from_this()));
 }
 
 void Session::OnAccept(beast::error_code ec) {
   if (ec) {
-    log::Debug("websocket accept failed", {{"session", id_}, {"error", ec.message()}});
+    log::Debug("accept failed", {{"session", id_},
+                                 {"transport", std::string(transport_->Name())},
+                                 {"error", ec.message()}});
     return;
   }
-  ws_.text(true);
   if (close_on_accept_) {
     auto [code, reason] = std::move(*close_on_accept_);
     close_on_accept_.reset();
@@ -91,7 +76,23 @@ void Session::OnAccept(beast::error_code ec) {
     return;
   }
   ReadLoop();
+  ScheduleKeepAlive();
   BeginCatchUp();
+}
+
+void Session::ScheduleKeepAlive() {
+  const auto interval = transport_->KeepAliveInterval();
+  if (!interval) return;
+  keep_alive_timer_.expires_after(*interval);
+  keep_alive_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->phase_ == Phase::kClosing || self->phase_ == Phase::kClosed) return;
+    if (!std::exchange(self->wrote_since_keep_alive_, false) && !self->writing_) {
+      static const auto kNothing = std::make_shared<const std::string>();
+      self->Push({kNothing, 0, FrameKind::kKeepAlive});
+      self->WriteNext();
+    }
+    self->ScheduleKeepAlive();
+  });
 }
 
 std::string Session::CursorAt(int64_t next_offset) const {
@@ -109,7 +110,7 @@ void Session::SendReset(std::string_view reason) {
                   {{"session", id_}, {"user", user_id_}, {"reason", std::string(reason)}});
   // Queued only: every caller writes next, and a write from here could start the catch-up
   // before the session is attached.
-  Push({std::make_shared<const std::string>(ResetFrame(reason)), 0, false});
+  Push({std::make_shared<const std::string>(ResetFrame(reason)), 0, FrameKind::kControl});
 }
 
 void Session::StartFromEarliest() {
@@ -208,9 +209,10 @@ void Session::PumpCatchUp() {
 
 void Session::OnHistory(HistoryChunk chunk) {
   pending_catchup_bytes_.fetch_add(chunk.charged_bytes);
-  asio::post(ws_.get_executor(), [self = shared_from_this(), chunk = std::move(chunk)]() mutable {
-    self->HandleHistory(std::move(chunk));
-  });
+  asio::post(transport_->GetExecutor(),
+             [self = shared_from_this(), chunk = std::move(chunk)]() mutable {
+               self->HandleHistory(std::move(chunk));
+             });
 }
 
 void Session::HandleHistory(HistoryChunk chunk) {
@@ -260,7 +262,7 @@ void Session::GoLive() {
   context_->metrics.time_to_ready.Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - created_at_).count());
   Push({std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)), 0,
-        false});
+        FrameKind::kControl});
   // Live events that arrived meanwhile, minus what the catch-up already covered.
   auto buffered = std::move(live_buffer_);
   live_buffer_.clear();
@@ -292,7 +294,7 @@ void Session::DropCatchup() {
 }
 
 void Session::OnLive(const LogEntryPtr& entry) {
-  asio::dispatch(ws_.get_executor(),
+  asio::dispatch(transport_->GetExecutor(),
                  [self = shared_from_this(), entry] { self->HandleLive(entry); });
 }
 
@@ -335,7 +337,7 @@ void Session::AcceptLive(const LogEntryPtr& entry) {
     return;
   }
   if (!filters_.Matches(*entry)) return;
-  Push({entry->frame, entry->timestamp_ms, true});
+  Push({entry->frame, entry->timestamp_ms, FrameKind::kEvent});
 }
 
 bool Session::OverLimits() const {
@@ -353,10 +355,12 @@ void Session::WriteNext() {
   if (phase_ == Phase::kClosing) {
     if (close_after_write_) {
       close_after_write_ = false;
-      ws_.async_close(pending_close_, [self = shared_from_this()](beast::error_code) {
-        self->phase_ = Phase::kClosed;
-        self->close_timer_.cancel();
-      });
+      transport_->Close(pending_close_code_, pending_close_reason_,
+                        [self = shared_from_this()](beast::error_code) {
+                          self->phase_ = Phase::kClosed;
+                          self->close_timer_.cancel();
+                          self->keep_alive_timer_.cancel();
+                        });
     }
     return;
   }
@@ -370,7 +374,7 @@ void Session::WriteNext() {
     auto item = std::move(catchup_.front());
     catchup_.pop_front();
     ReleaseCatchup(item.charged_bytes);
-    next = {item.entry->frame, 0, true};
+    next = {item.entry->frame, 0, FrameKind::kEvent};
     ++replayed_;
   } else {
     return;  // history on its way, or live and idle
@@ -381,21 +385,20 @@ void Session::WriteNext() {
 void Session::StartWrite(Queued item, bool more_follows) {
   writing_ = true;
   in_flight_ = std::move(item);
-  // A frame followed at once by another leaves in the same write syscall as that one.
-  if (more_follows) ws_.next_layer().HoldNextWrite();
-  ws_.async_write(asio::buffer(*in_flight_.frame),
-                  beast::bind_front_handler(&Session::OnWrite, shared_from_this()));
+  wrote_since_keep_alive_ = true;
+  transport_->Write(in_flight_.frame, in_flight_.kind, more_follows,
+                    beast::bind_front_handler(&Session::OnWrite, shared_from_this()));
 }
 
-void Session::OnWrite(beast::error_code ec, std::size_t /*bytes*/) {
+void Session::OnWrite(beast::error_code ec) {
   writing_ = false;
   if (ec) {
-    if (!IsNormalEnd(ec))
-      log::Debug("websocket write failed", {{"session", id_}, {"error", ec.message()}});
+    if (!IsNormalEnd(ec)) log::Debug("write failed", {{"session", id_}, {"error", ec.message()}});
     phase_ = Phase::kClosed;
+    keep_alive_timer_.cancel();
     return;
   }
-  if (in_flight_.is_event) context_->metrics.events_delivered.Inc();
+  if (in_flight_.kind == FrameKind::kEvent) context_->metrics.events_delivered.Inc();
   if (in_flight_.timestamp_ms > 0) {
     context_->metrics.delivery_latency.Observe(
         static_cast<double>(NowMillis() - in_flight_.timestamp_ms) / 1000.0);
@@ -405,10 +408,10 @@ void Session::OnWrite(beast::error_code ec, std::size_t /*bytes*/) {
 }
 
 void Session::ReadLoop() {
-  ws_.async_read(read_buffer_, beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+  transport_->Read(beast::bind_front_handler(&Session::OnRead, shared_from_this()));
 }
 
-void Session::OnRead(beast::error_code ec, std::size_t /*bytes*/) {
+void Session::OnRead(beast::error_code ec) {
   if (ec) {
     // message_too_big: Beast already answered with close 1009.
     if (!IsNormalEnd(ec) && ec != websocket::error::message_too_big) {
@@ -420,16 +423,16 @@ void Session::OnRead(beast::error_code ec, std::size_t /*bytes*/) {
     }
     phase_ = Phase::kClosed;
     close_timer_.cancel();
+    keep_alive_timer_.cancel();
     return;
   }
   // Clients have nothing to say on this stream yet; inbound frames are read (for pings,
   // close and the size limit) and dropped.
-  read_buffer_.consume(read_buffer_.size());
   ReadLoop();
 }
 
 void Session::Close(websocket::close_code code, std::string reason) {
-  asio::dispatch(ws_.get_executor(),
+  asio::dispatch(transport_->GetExecutor(),
                  [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
                    self->StartClose(code, std::move(reason));
                  });
@@ -451,18 +454,14 @@ void Session::StartClose(websocket::close_code code, std::string reason) {
   queued_bytes_ = 0;
   DropCatchup();
   live_buffer_.clear();
-  pending_close_ = websocket::close_reason(code, reason);
+  pending_close_code_ = code;
+  pending_close_reason_ = std::move(reason);
   close_after_write_ = true;
   // A client that stopped reading never lets the write in flight finish: give up on the
   // close handshake after a while and drop the TCP connection.
   close_timer_.expires_after(std::chrono::seconds(5));
   close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-    if (!ec && self->phase_ != Phase::kClosed) {
-      beast::error_code ignored;
-      beast::get_lowest_layer(self->ws_).socket().shutdown(asio::ip::tcp::socket::shutdown_both,
-                                                           ignored);
-      beast::get_lowest_layer(self->ws_).close();
-    }
+    if (!ec && self->phase_ != Phase::kClosed) self->transport_->Abort();
   });
   WriteNext();
 }

@@ -15,11 +15,11 @@
 #include <utility>
 #include <vector>
 
-#include "coalescing_stream.hpp"
 #include "fifo.hpp"
 #include "gateway_context.hpp"
 #include "history.hpp"
 #include "partition_hub.hpp"
+#include "transport.hpp"
 
 namespace agentwire::gateway {
 
@@ -40,7 +40,8 @@ struct SessionFilters {
   }
 };
 
-/// One WebSocket client. Lifecycle: accept -> catch-up -> `ready` -> live.
+/// One client of a user's stream, over WebSocket or SSE (the Transport frames and moves the
+/// bytes; everything else is here, once). Lifecycle: accept -> catch-up -> `ready` -> live.
 ///
 /// Catch-up is pulled as the client reads: the session fetches the next piece of its user's
 /// history (from the recent-log cache, or as chunks from the replica's HistoryService) only
@@ -59,12 +60,12 @@ class Session final : public LiveListener,
                       public HistorySink,
                       public std::enable_shared_from_this<Session> {
  public:
-  Session(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> context,
+  Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayContext> context,
           std::string user_id, int partition, StartPosition start, SessionFilters filters,
           uint64_t id);
   ~Session() override;
 
-  /// Completes the upgrade with the already-read HTTP request.
+  /// Completes the handshake (upgrade, or SSE response head) for the already-read request.
   void Run(boost::beast::http::request<boost::beast::http::string_body> request);
 
   void OnLive(const LogEntryPtr& entry) override;
@@ -75,13 +76,12 @@ class Session final : public LiveListener,
 
  private:
   using Frame = std::shared_ptr<const std::string>;
-  using Stream = CoalescingStream<boost::beast::tcp_stream>;
   enum class Phase { kAccepting, kCatchingUp, kLive, kClosing, kClosed };
 
   struct Queued {
     Frame frame;
     int64_t timestamp_ms = 0;  // Kafka time of a live event (latency metric); 0 otherwise
-    bool is_event = false;     // counts as a delivered event
+    FrameKind kind = FrameKind::kControl;
   };
   struct CatchupItem {
     LogEntryPtr entry;
@@ -110,13 +110,15 @@ class Session final : public LiveListener,
   void Push(Queued item);
   void WriteNext();
   void StartWrite(Queued item, bool more_follows);
-  void OnWrite(boost::beast::error_code ec, std::size_t bytes);
+  void OnWrite(boost::beast::error_code ec);
   void ReadLoop();
-  void OnRead(boost::beast::error_code ec, std::size_t bytes);
+  void OnRead(boost::beast::error_code ec);
+  /// Transports without their own keep-alive (SSE): a comment when nothing else was written.
+  void ScheduleKeepAlive();
   void StartClose(boost::beast::websocket::close_code code, std::string reason);
   std::string CursorAt(int64_t next_offset) const;
 
-  boost::beast::websocket::stream<Stream> ws_;
+  std::unique_ptr<Transport> transport_;
   std::shared_ptr<GatewayContext> context_;
   const std::string user_id_;
   const int partition_;
@@ -154,9 +156,11 @@ class Session final : public LiveListener,
   bool close_after_write_ = false;
   // A close requested while the WebSocket handshake was still under way (see StartClose).
   std::optional<std::pair<boost::beast::websocket::close_code, std::string>> close_on_accept_;
-  boost::beast::websocket::close_reason pending_close_;
+  boost::beast::websocket::close_code pending_close_code_{};
+  std::string pending_close_reason_;
   boost::asio::steady_timer close_timer_;
-  boost::beast::flat_buffer read_buffer_;
+  boost::asio::steady_timer keep_alive_timer_;
+  bool wrote_since_keep_alive_ = false;
 };
 
 }  // namespace agentwire::gateway

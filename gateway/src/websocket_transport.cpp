@@ -1,0 +1,71 @@
+#include "websocket_transport.hpp"
+
+#include <boost/asio/buffer.hpp>
+#include <string>
+#include <utility>
+
+#include "agentwire/gateway/auth.hpp"
+
+namespace agentwire::gateway {
+
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+
+WebSocketTransport::WebSocketTransport(boost::asio::ip::tcp::socket&& socket,
+                                       std::chrono::seconds idle_timeout,
+                                       std::size_t max_inbound_frame_bytes)
+    : ws_(std::move(socket)),
+      idle_timeout_(idle_timeout),
+      max_inbound_frame_bytes_(max_inbound_frame_bytes) {}
+
+void WebSocketTransport::Accept(const Request& request, Done done) {
+  auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+  timeouts.handshake_timeout = std::chrono::seconds(10);
+  timeouts.idle_timeout = idle_timeout_;
+  timeouts.keep_alive_pings = true;
+  ws_.set_option(timeouts);
+  // RFC 6455: name the subprotocol the client offered (the token's marker), never the token.
+  const auto offered = request[beast::http::field::sec_websocket_protocol];
+  ws_.set_option(websocket::stream_base::decorator(
+      [protocol = std::string(AcceptedSubprotocol({offered.data(), offered.size()}))](
+          websocket::response_type& response) {
+        response.set(beast::http::field::server, "agentwire-gateway");
+        if (!protocol.empty()) response.set(beast::http::field::sec_websocket_protocol, protocol);
+      }));
+  ws_.read_message_max(max_inbound_frame_bytes_);
+  ws_.auto_fragment(false);
+  // The stream's own timeouts now govern; the HTTP phase's deadline must not fire.
+  beast::get_lowest_layer(ws_).expires_never();
+  ws_.async_accept(request, [this, done = std::move(done)](beast::error_code ec) {
+    if (!ec) ws_.text(true);
+    done(ec);
+  });
+}
+
+void WebSocketTransport::Write(const Frame& frame, FrameKind /*kind*/, bool more_follows,
+                               Done done) {
+  // A frame followed at once by another leaves in the same write syscall as that one.
+  if (more_follows) ws_.next_layer().HoldNextWrite();
+  ws_.async_write(boost::asio::buffer(*frame),
+                  [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
+}
+
+void WebSocketTransport::Read(Done done) {
+  ws_.async_read(read_buffer_, [this, done = std::move(done)](beast::error_code ec, std::size_t) {
+    read_buffer_.consume(read_buffer_.size());
+    done(ec);
+  });
+}
+
+void WebSocketTransport::Close(websocket::close_code code, const std::string& reason, Done done) {
+  ws_.async_close(websocket::close_reason(code, reason), std::move(done));
+}
+
+void WebSocketTransport::Abort() {
+  beast::error_code ignored;
+  beast::get_lowest_layer(ws_).socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both,
+                                                 ignored);
+  beast::get_lowest_layer(ws_).close();
+}
+
+}  // namespace agentwire::gateway

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <chrono>
+#include <cstddef>
+
+#include "coalescing_stream.hpp"
+#include "transport.hpp"
+
+namespace agentwire::gateway {
+
+/// The WebSocket protocol (RFC 6455) over a CoalescingStream: text frames, Beast's keep-alive
+/// pings and idle timeout, the inbound frame limit (1009), and the subprotocol echo of the
+/// token's marker (never the token).
+class WebSocketTransport final : public Transport {
+ public:
+  WebSocketTransport(boost::asio::ip::tcp::socket&& socket, std::chrono::seconds idle_timeout,
+                     std::size_t max_inbound_frame_bytes);
+
+  boost::asio::any_io_executor GetExecutor() override { return ws_.get_executor(); }
+  std::string_view Name() const override { return "websocket"; }
+  void Accept(const Request& request, Done done) override;
+  void Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) override;
+  void Read(Done done) override;
+  void Close(boost::beast::websocket::close_code code, const std::string& reason,
+             Done done) override;
+  void Abort() override;
+  std::optional<std::chrono::milliseconds> KeepAliveInterval() const override {
+    return std::nullopt;
+  }
+
+ private:
+  boost::beast::websocket::stream<CoalescingStream<boost::beast::tcp_stream>> ws_;
+  std::chrono::seconds idle_timeout_;
+  std::size_t max_inbound_frame_bytes_;
+  boost::beast::flat_buffer read_buffer_;
+};
+
+}  // namespace agentwire::gateway
