@@ -512,6 +512,7 @@ AuthResult TokenVerifier::Verify(std::string_view token,
   AuthResult result;
   result.ok = true;
   result.user_id = subject;
+  result.expires_at = *exp;
   return result;
 }
 

@@ -20,6 +20,13 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
       catchup_limited(r.GetCounter(
           "agentwire_gateway_catchup_limited_total",
           "Catch-ups without a cursor started at --max-catchup-events (reset catchup_limit)")),
+      token_expired_closes(r.GetCounter(
+          "agentwire_gateway_token_expired_closes_total",
+          "Sessions ended at their token's exp + leeway (WebSocket 4001, SSE event: error)")),
+      refreshes_accepted(r.GetCounter("agentwire_gateway_token_refreshes_total",
+                                      "In-band token refreshes", {{"result", "accepted"}})),
+      refreshes_refused(r.GetCounter("agentwire_gateway_token_refreshes_total",
+                                     "In-band token refreshes", {{"result", "refused"}})),
       slow_closes(r.GetCounter("agentwire_gateway_slow_client_closes_total",
                                "Sessions closed with 1013 because the client fell behind")),
       rejected_unauthorized(r.GetCounter("agentwire_gateway_upgrades_rejected_total",

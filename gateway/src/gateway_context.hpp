@@ -30,6 +30,9 @@ struct GatewayMetrics {
   metrics::Counter& resumes_kafka;
   metrics::Counter& resets;
   metrics::Counter& catchup_limited;  // `reset` catchup_limit (also counted in resets)
+  metrics::Counter& token_expired_closes;
+  metrics::Counter& refreshes_accepted;
+  metrics::Counter& refreshes_refused;
   metrics::Counter& slow_closes;
   metrics::Counter& rejected_unauthorized;
   metrics::Counter& rejected_forbidden;

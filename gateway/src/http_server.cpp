@@ -262,6 +262,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
                 {"transport", std::string(transport->Name())}});
     auto session = std::make_shared<Session>(std::move(transport), context_, user, partition, start,
                                              std::move(filters), id);
+    session->SetTokenExpiry(auth.expires_at);
     context_->AddSession(session);
     session->Run(std::move(request));
   }

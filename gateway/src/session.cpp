@@ -3,6 +3,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <chrono>
+#include <nlohmann/json.hpp>
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/logging.hpp"
@@ -43,7 +44,8 @@ Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayCo
       id_(id),
       created_at_(std::chrono::steady_clock::now()),
       close_timer_(transport_->GetExecutor()),
-      keep_alive_timer_(transport_->GetExecutor()) {
+      keep_alive_timer_(transport_->GetExecutor()),
+      token_timer_(transport_->GetExecutor()) {
   context_->metrics.connections.Add(1);
   context_->metrics.connections_total.Inc();
 }
@@ -77,7 +79,54 @@ void Session::OnAccept(beast::error_code ec) {
   }
   ReadLoop();
   ScheduleKeepAlive();
+  ArmTokenTimer();
   BeginCatchUp();
+}
+
+void Session::ArmTokenTimer() {
+  if (token_expires_at_ <= 0) return;
+  const double leeway = static_cast<double>(context_->config.auth.leeway.count());
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(std::max(0.0, token_expires_at_ + leeway - now)));
+  token_timer_.expires_after(left);
+  token_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec) return;  // cancelled: refreshed, or the session ended
+    self->context_->metrics.token_expired_closes.Inc();
+    static log::RateLimited expired_log;
+    expired_log.Write(log::Level::kInfo, "token expired; closing with 4001",
+                      {{"session", self->id_}, {"user", self->user_id_}});
+    self->StartClose(kCloseTokenExpired, "token_expired");
+  });
+}
+
+void Session::HandleClientMessage(const std::string& message) {
+  const auto json = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object() || json.value("type", "") != "refresh") return;
+  const auto* token = json.contains("token") && json["token"].is_string()
+                          ? json["token"].get_ptr<const std::string*>()
+                          : nullptr;
+  const auto auth = context_->verifier.Verify(token ? *token : std::string());
+  if (!auth.ok || auth.user_id != user_id_) {
+    context_->metrics.refreshes_refused.Inc();
+    static log::RateLimited refused_log;
+    refused_log.Write(log::Level::kInfo, "token refresh refused; closing with 4003",
+                      {{"session", id_},
+                       {"user", user_id_},
+                       {"error", auth.ok ? std::string("token_other_subject") : auth.error_code}});
+    StartClose(kCloseRefreshRefused, "refresh_refused");
+    return;
+  }
+  context_->metrics.refreshes_accepted.Inc();
+  token_expires_at_ = auth.expires_at;
+  ArmTokenTimer();  // replaces the pending wait (expires_after cancels it)
+}
+
+void Session::CancelTimers() {
+  close_timer_.cancel();
+  keep_alive_timer_.cancel();
+  token_timer_.cancel();
 }
 
 void Session::ScheduleKeepAlive() {
@@ -358,8 +407,7 @@ void Session::WriteNext() {
       transport_->Close(pending_close_code_, pending_close_reason_,
                         [self = shared_from_this()](beast::error_code) {
                           self->phase_ = Phase::kClosed;
-                          self->close_timer_.cancel();
-                          self->keep_alive_timer_.cancel();
+                          self->CancelTimers();
                         });
     }
     return;
@@ -395,7 +443,7 @@ void Session::OnWrite(beast::error_code ec) {
   if (ec) {
     if (!IsNormalEnd(ec)) log::Debug("write failed", {{"session", id_}, {"error", ec.message()}});
     phase_ = Phase::kClosed;
-    keep_alive_timer_.cancel();
+    CancelTimers();
     return;
   }
   if (in_flight_.kind == FrameKind::kEvent) context_->metrics.events_delivered.Inc();
@@ -422,12 +470,13 @@ void Session::OnRead(beast::error_code ec) {
                 {{"session", id_}, {"user", user_id_}});
     }
     phase_ = Phase::kClosed;
-    close_timer_.cancel();
-    keep_alive_timer_.cancel();
+    CancelTimers();
     return;
   }
-  // Clients have nothing to say on this stream yet; inbound frames are read (for pings,
-  // close and the size limit) and dropped.
+  // Inbound frames are read for pings, close and the size limit; the one message clients
+  // send is a token refresh.
+  HandleClientMessage(transport_->TakeMessage());
+  if (phase_ == Phase::kClosed) return;
   ReadLoop();
 }
 

@@ -65,6 +65,9 @@ class Session final : public LiveListener,
           uint64_t id);
   ~Session() override;
 
+  /// The token's exp (seconds since the epoch): the session ends at exp + leeway (close 4001)
+  /// unless the client refreshes it. Call before Run.
+  void SetTokenExpiry(double expires_at) { token_expires_at_ = expires_at; }
   /// Completes the handshake (upgrade, or SSE response head) for the already-read request.
   void Run(boost::beast::http::request<boost::beast::http::string_body> request);
 
@@ -115,6 +118,12 @@ class Session final : public LiveListener,
   void OnRead(boost::beast::error_code ec);
   /// Transports without their own keep-alive (SSE): a comment when nothing else was written.
   void ScheduleKeepAlive();
+  /// Closes with 4001 at the token's exp + leeway.
+  void ArmTokenTimer();
+  /// A message from the client: `{"type":"refresh","token":…}` replaces the token (same sub,
+  /// else 4003); anything else is ignored.
+  void HandleClientMessage(const std::string& message);
+  void CancelTimers();
   void StartClose(boost::beast::websocket::close_code code, std::string reason);
   std::string CursorAt(int64_t next_offset) const;
 
@@ -160,6 +169,8 @@ class Session final : public LiveListener,
   std::string pending_close_reason_;
   boost::asio::steady_timer close_timer_;
   boost::asio::steady_timer keep_alive_timer_;
+  boost::asio::steady_timer token_timer_;
+  double token_expires_at_ = 0;
   bool wrote_since_keep_alive_ = false;
 };
 

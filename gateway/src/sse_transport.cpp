@@ -136,14 +136,24 @@ void SseTransport::Read(Done done) {
       [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
 }
 
-void SseTransport::Close(boost::beast::websocket::close_code /*code*/,
-                         const std::string& /*reason*/, Done done) {
+void SseTransport::Close(boost::beast::websocket::close_code code, const std::string& reason,
+                         Done done) {
   // SSE has no close frame: the end of the response is the signal, and EventSource
-  // reconnects with Last-Event-ID (to any replica).
-  beast::error_code ec;
-  stream_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
-  stream_.next_layer().close();
-  asio::post(stream_.get_executor(), [done = std::move(done)] { done({}); });
+  // reconnects with Last-Event-ID (to any replica). Only the token's end needs words: the
+  // client must reconnect with a new token, not the same one.
+  auto end = [this, done = std::move(done)](beast::error_code, std::size_t) {
+    beast::error_code ignored;
+    stream_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    stream_.next_layer().close();
+    done({});
+  };
+  if (code == kCloseTokenExpired || code == kCloseRefreshRefused) {
+    // Reasons are fixed identifiers (token_expired, refresh_refused): no JSON escaping needed.
+    prefix_ = "event: error\ndata: {\"error\":\"" + reason + "\"}\n\n";
+    asio::async_write(stream_, asio::buffer(prefix_), std::move(end));
+    return;
+  }
+  asio::post(stream_.get_executor(), [end = std::move(end)]() mutable { end({}, 0); });
 }
 
 void SseTransport::Abort() {

@@ -25,6 +25,11 @@ enum class FrameKind {
 /// limits, drain) is one state machine whatever the wire; a transport only frames and moves
 /// bytes: the WebSocket protocol, or Server-Sent Events on a plain HTTP response.
 ///
+/// Close codes of the token lifetime (DESIGN.md "Token lifetime"); SSE ends the response with
+/// `event: error` instead.
+inline constexpr auto kCloseTokenExpired = static_cast<boost::beast::websocket::close_code>(4001);
+inline constexpr auto kCloseRefreshRefused = static_cast<boost::beast::websocket::close_code>(4003);
+
 /// Every call is made on the transport's executor (the connection's strand), with at most one
 /// Write and one Read in flight; handlers run on that executor.
 class Transport {
@@ -43,9 +48,11 @@ class Transport {
   /// Writes one frame as built by frames.hpp. `more_follows`: another frame is written right
   /// after, so this one may wait to share its write syscall.
   virtual void Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) = 0;
-  /// Completes when the client sent a message (dropped: clients have nothing to say yet) or
-  /// the connection ended (the error says how).
+  /// Completes when the client sent a message (TakeMessage returns it) or the connection
+  /// ended (the error says how).
   virtual void Read(Done done) = 0;
+  /// The message the last successful Read received ("" for transports clients cannot send on).
+  virtual std::string TakeMessage() { return {}; }
   /// Ends the stream after the write in flight: a WebSocket close frame with `code`; for SSE,
   /// the end of the response (the browser reconnects with Last-Event-ID).
   virtual void Close(boost::beast::websocket::close_code code, const std::string& reason,

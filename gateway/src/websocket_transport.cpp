@@ -1,6 +1,7 @@
 #include "websocket_transport.hpp"
 
 #include <boost/asio/buffer.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
 #include <string>
 #include <utility>
 
@@ -51,10 +52,15 @@ void WebSocketTransport::Write(const Frame& frame, FrameKind /*kind*/, bool more
 }
 
 void WebSocketTransport::Read(Done done) {
-  ws_.async_read(read_buffer_, [this, done = std::move(done)](beast::error_code ec, std::size_t) {
-    read_buffer_.consume(read_buffer_.size());
-    done(ec);
-  });
+  read_buffer_.consume(read_buffer_.size());
+  ws_.async_read(read_buffer_,
+                 [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
+}
+
+std::string WebSocketTransport::TakeMessage() {
+  std::string message = beast::buffers_to_string(read_buffer_.data());
+  read_buffer_.consume(read_buffer_.size());
+  return message;
 }
 
 void WebSocketTransport::Close(websocket::close_code code, const std::string& reason, Done done) {

@@ -25,6 +25,7 @@ class WebSocketTransport final : public Transport {
   void Accept(const Request& request, Done done) override;
   void Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) override;
   void Read(Done done) override;
+  std::string TakeMessage() override;
   void Close(boost::beast::websocket::close_code code, const std::string& reason,
              Done done) override;
   void Abort() override;

@@ -50,6 +50,7 @@ inline constexpr std::string_view kAnyAudience = "any";
 struct AuthResult {
   bool ok = false;
   std::string user_id;     // the token's sub (only when ok)
+  double expires_at = 0;   // the token's exp, seconds since the epoch (only when ok)
   std::string error_code;  // empty when ok
   std::string message;     // empty when ok
 };
