@@ -48,6 +48,11 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
       ->envname("AGENTWIRE_JWT_ISSUER");
   cmd.add_option("--jwt-audience", o.config.auth.audience, "Required aud claim")
       ->envname("AGENTWIRE_JWT_AUDIENCE");
+  cmd.add_option("--jwt-leeway", o.jwt_leeway,
+                 "Clock skew allowed for exp/nbf/iat; a connection ends at its token's exp + this "
+                 "(0s-1h)")
+      ->envname("AGENTWIRE_JWT_LEEWAY")
+      ->capture_default_str();
   cmd.add_option("--allowed-origins", o.allowed_origins,
                  "Comma-separated browser Origins allowed to connect (* = any)")
       ->envname("AGENTWIRE_ALLOWED_ORIGINS")
@@ -122,6 +127,8 @@ gateway::GatewayConfig GatewayOptions::Build(const KafkaOptions& kafka) {
   config.idle_timeout = std::chrono::duration_cast<std::chrono::seconds>(
       ParseDuration(idle_timeout, "--idle-timeout"));
   config.drain_grace = ParseDuration(drain_grace, "--drain-grace / AGENTWIRE_DRAIN_GRACE");
+  config.auth.leeway = std::chrono::duration_cast<std::chrono::seconds>(
+      ParseDuration(jwt_leeway, "--jwt-leeway / AGENTWIRE_JWT_LEEWAY"));
   config.warm_start_timeout =
       ParseDuration(warm_start_timeout, "--warm-start-timeout / AGENTWIRE_WARM_START_TIMEOUT");
   config.Validate();

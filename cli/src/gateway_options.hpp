@@ -22,6 +22,7 @@ struct GatewayOptions {
   std::string idle_timeout = "60s";
   std::string drain_grace = "10s";
   std::string warm_start_timeout = "30s";
+  std::string jwt_leeway = "30s";
 
   /// Validates everything; throws ConfigError.
   gateway::GatewayConfig Build(const KafkaOptions& kafka);

@@ -136,16 +136,42 @@ export class MemoryStorage {
  * @returns {string} the subject, or "" when the token is not a readable JWT
  */
 export function tokenSubject(token) {
+  const claims = tokenClaims(token);
+  return typeof claims.sub === 'string' ? claims.sub : '';
+}
+
+/**
+ * When a JWT expires (its `exp`, in ms since the epoch), read without verifying it.
+ * @param {string} token
+ * @returns {number} 0 when the token is not a readable JWT or has no exp
+ */
+export function tokenExpiry(token) {
+  const exp = tokenClaims(token).exp;
+  return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : 0;
+}
+
+function tokenClaims(token) {
   try {
     const part = String(token).split('.')[1];
     const base64 = part.replace(/-/g, '+').replace(/_/g, '/');
     const binary = atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4));
     const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
     const claims = JSON.parse(new TextDecoder().decode(bytes));
-    return typeof claims.sub === 'string' ? claims.sub : '';
+    return claims && typeof claims === 'object' ? claims : {};
   } catch {
-    return '';
+    return {};
   }
+}
+
+/** Close codes of the token lifetime (docs/protocol.md). */
+const kCloseTokenExpired = 4001;
+const kCloseRefreshRefused = 4003;
+
+// When to refresh a token in-band: a minute before exp, or a fifth of what is left when the
+// token is short-lived, never sooner than a second from now.
+function refreshDelayMs(expiresAtMs, now) {
+  const left = expiresAtMs - now;
+  return Math.max(1000, left - Math.min(60000, left / 5));
 }
 
 function defaultStorage() {
@@ -197,8 +223,10 @@ function statusFromError(message) {
 /**
  * @typedef {object} AgentwireClientOptions
  * @property {string} [url] `ws(s)://host/v1/events`; default: `v1/events` beside the page
- * @property {string | (() => string | Promise<string>)} token JWT, or a function called before
- *   every connection attempt (to refresh short-lived tokens)
+ * @property {string | (() => string | Promise<string>)} token JWT, or a function (getToken)
+ *   called before every connection attempt and, on an open connection, before the token's
+ *   `exp`: its result is sent in-band (`{"type":"refresh"}`) so the gateway does not close the
+ *   connection with 4001; after a 4001 the client reconnects at once with a fresh token
  * @property {string} [threadId] deliver only this thread's events
  * @property {string} [runId] deliver only this run's events
  * @property {'live'|'earliest'} [startFrom] where to start when there is no stored cursor:
@@ -264,7 +292,7 @@ export class AgentwireClient {
   #generation = 0;  // bumps on connect()/close(); stale async work checks it
   #socket = null;
   #timer = null;
-  #counts = { events: 0, duplicates: 0, connections: 0, resets: 0 };
+  #counts = { events: 0, duplicates: 0, connections: 0, resets: 0, refreshes: 0 };
   #onOnline = () => {
     if (this.#state === ClientState.RECONNECTING) this.#reconnect(0);
   };
@@ -386,6 +414,29 @@ export class AgentwireClient {
     }
   }
 
+  // Keeps an open connection alive past its token: shortly before exp, asks the token function
+  // for a fresh token and sends it in-band. Only with a token function: a fixed token cannot
+  // be renewed, and the gateway closes with 4001 at its exp.
+  #scheduleRefresh(socket, connection, token) {
+    if (typeof this.#token !== 'function') return;
+    const expiresAt = tokenExpiry(token);
+    if (!expiresAt) return;
+    clearTimeout(connection.refreshTimer);
+    connection.refreshTimer = setTimeout(async () => {
+      let fresh;
+      try {
+        fresh = await this.#resolveToken();
+      } catch (error) {
+        this.#onError(error);  // the gateway closes with 4001 at exp; reconnecting asks again
+        return;
+      }
+      if (this.#socket !== socket || socket.readyState !== 1) return;
+      socket.send(JSON.stringify({ type: 'refresh', token: fresh }));
+      this.#counts.refreshes++;
+      if (tokenExpiry(fresh) > expiresAt) this.#scheduleRefresh(socket, connection, fresh);
+    }, refreshDelayMs(expiresAt, Date.now()));
+  }
+
   async #resolveToken() {
     return typeof this.#token === 'function' ? await this.#token() : this.#token;
   }
@@ -471,7 +522,7 @@ export class AgentwireClient {
       return;
     }
     this.#socket = socket;
-    const connection = { opened: false, openedAt: 0, ready: false, error: '', resetting: false };
+    const connection = { opened: false, openedAt: 0, ready: false, error: '', resetting: false, refreshTimer: null };
     const handshakeTimer = setTimeout(() => {
       if (!connection.opened && this.#socket === socket) socket.close();
     }, this.#connectTimeoutMs);
@@ -482,6 +533,7 @@ export class AgentwireClient {
       connection.opened = true;
       connection.openedAt = Date.now();
       this.#counts.connections++;
+      this.#scheduleRefresh(socket, connection, token);
     };
     socket.onerror = (event) => {
       connection.error = (event && (event.message || (event.error && event.error.message))) || '';
@@ -492,6 +544,7 @@ export class AgentwireClient {
     };
     socket.onclose = (event) => {
       clearTimeout(handshakeTimer);
+      clearTimeout(connection.refreshTimer);
       if (this.#socket !== socket) return;  // closed by close() or superseded
       this.#socket = null;
       this.#handleClose(connection, event || {}, href, sentCursor, generation, probeToken);
@@ -573,6 +626,18 @@ export class AgentwireClient {
         // The gateway ended the stream on purpose (1009: this client sent an oversized frame):
         // per the protocol, reconnecting would not help.
         this.#stop(ClientState.CLOSED, info);
+        return;
+      }
+      if (info.code === kCloseTokenExpired && typeof this.#token === 'function') {
+        // The token ran out (no refresh in time): a fresh one and the cursor, at once.
+        this.#setState(ClientState.RECONNECTING, { ...info, attempt: 0, delayMs: 0, retryAt: Date.now() });
+        this.#reconnect(0);
+        return;
+      }
+      if ((info.code === kCloseTokenExpired || info.code === kCloseRefreshRefused) &&
+          typeof this.#token !== 'function') {
+        // A fixed token cannot be renewed: reconnecting would only get 401.
+        this.#stop(ClientState.UNAUTHORIZED, info);
         return;
       }
       if (Date.now() - connection.openedAt >= this.#stableAfterMs) this.#attempt = 0;

@@ -286,3 +286,51 @@ test('without a cursor the client gets the newest records only (reset catchup_li
   assert.equal(client.counts.connections, 1, 'no reconnect: the catch-up went on from the bound');
   assert.equal(client.counts.resets, 1);
 });
+
+test('with a token function the client refreshes in-band and a run outlives its 3 s tokens', async (t) => {
+  // Connections live no longer than their token (exp + leeway, here 1 s): without a refresh
+  // this client would be closed with 4001 twice during the run.
+  const strict = await startGateway(broker.bootstrap, 0, ['--jwt-leeway', '1s']);
+  gateways.push(strict);
+  let minted = 0;
+  const getToken = async () => {
+    minted++;
+    return mintToken('erin', { ttl: '3s' });
+  };
+  const run = runEvents({ user: 'erin', threadId: 't-e', runId: 'ws-re', prefix: 'ws-e', count: 40 });
+  const received = [];
+  const client = new AgentwireClient({
+    url: strict.wsUrl,
+    token: getToken,
+    WebSocketImpl: WebSocket,
+    storage: new MemoryStorage(),
+    storageKey: 'erin',
+    startFrom: 'live',
+    onEvent: (event) => received.push(event.event_id),
+  });
+  t.after(() => client.close());
+  client.connect();
+  await waitFor('live', () => client.state === ClientState.LIVE);
+  // About 8 s of run: well past the first token's end.
+  await emit(broker.bootstrap, run, { pauseEvery: 2, pauseMs: 400 });
+  await waitFor('the whole run', () => received.length >= run.length, { timeoutMs: 60000 });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(received, run.map((event) => event.event_id), 'every event once, in order');
+  assert.ok(client.counts.refreshes >= 2, `refreshed in-band ${client.counts.refreshes} times`);
+  assert.equal(client.counts.connections, 1, 'the refreshes kept the one connection open');
+  assert.ok(minted >= 3);
+
+  // A fixed token cannot be refreshed: the gateway closes at exp + leeway with 4001 and the
+  // client stops as unauthorized instead of retrying a dead token.
+  const fixed = new AgentwireClient({
+    url: strict.wsUrl,
+    token: await mintToken('erin', { ttl: '2s' }),
+    WebSocketImpl: WebSocket,
+    storage: new MemoryStorage(),
+    storageKey: 'erin-fixed',
+  });
+  t.after(() => fixed.close());
+  fixed.connect();
+  await waitFor('live', () => fixed.state === ClientState.LIVE);
+  await waitFor('closed at expiry', () => fixed.state === ClientState.UNAUTHORIZED, { timeoutMs: 20000 });
+});

@@ -110,8 +110,8 @@ export async function startGateway(bootstrap, port = 0, extraArgs = []) {
 }
 
 /** `agentwire token --user U`: a JWT the gateways accept. */
-export async function mintToken(user) {
-  const child = new Child('token', ['token', '--user', user]);
+export async function mintToken(user, { ttl = '' } = {}) {
+  const child = new Child('token', ['token', '--user', user, ...(ttl ? ['--ttl', ttl] : [])]);
   child.proc.stdin.end();
   let out = '';
   child.proc.stdout.on('data', (chunk) => {
