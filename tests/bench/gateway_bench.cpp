@@ -99,6 +99,7 @@ int64_t RealtimeNs() {
 struct Options {
   std::string target = "gateway";
   std::string scenario = "steps";
+  std::string transport = "websocket";  // or sse: GET /v1/events as text/event-stream
   int connections = 1000;
   int users = 1000;
   std::vector<int> rates{10'000};
@@ -135,7 +136,7 @@ struct Options {
                "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
                "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
                "[--storm-tail-seconds S] [--storm-downtime-seconds S] [--storm-timeout-seconds S] "
-               "[--max-catchup-buffered B] "
+               "[--max-catchup-buffered B] [--transport websocket|sse] "
                "[--gateway-arg ARG]... [--agentwire PATH] [--baseline PATH]\n";
   std::exit(2);
 }
@@ -151,6 +152,9 @@ Options ParseOptions(int argc, char** argv) {
     };
     if (arg == "--target") {
       o.target = value();
+    } else if (arg == "--transport") {
+      o.transport = value();
+      if (o.transport != "websocket" && o.transport != "sse") Usage("--transport websocket|sse");
     } else if (arg == "--scenario") {
       o.scenario = value();
     } else if (arg == "--connections") {
@@ -210,6 +214,8 @@ Options ParseOptions(int argc, char** argv) {
   if (o.target != "gateway" && o.target != "baseline") Usage("--target gateway|baseline");
   if (o.users < 1 || o.connections < 1 || o.rates.empty()) Usage("bad counts");
   if (o.scenario == "resume" && o.target != "gateway") Usage("resume needs --target gateway");
+  if (o.transport == "sse" && o.target != "gateway")
+    Usage("--transport sse needs --target gateway");
   if (o.scenario == "storm" && o.target != "gateway") Usage("storm needs --target gateway");
   if (o.storm_signal != "kill" && o.storm_signal != "term") Usage("--storm-signal kill|term");
   return o;
@@ -615,6 +621,11 @@ class LoadGenerator final {
     uint64_t generation = 0;
     std::unique_ptr<websocket::stream<beast::tcp_stream>> ws;
     beast::flat_buffer buffer;
+    // --transport sse: the response stream, what was read and not parsed yet, the request.
+    std::unique_ptr<beast::tcp_stream> sse;
+    std::string sse_pending;
+    std::string sse_request;
+    bool sse_head_done = false;
     std::string cursor;
     std::string cursor_query;
     bool live = false;  // ready frame received on the current connection
@@ -766,6 +777,102 @@ class LoadGenerator final {
       beast::get_lowest_layer(*c.ws).socket().shutdown(tcp::socket::shutdown_both, ignored);
       beast::get_lowest_layer(*c.ws).socket().close(ignored);
     }
+    if (c.sse) {
+      beast::error_code ignored;
+      c.sse->socket().shutdown(tcp::socket::shutdown_both, ignored);
+      c.sse->socket().close(ignored);
+    }
+  }
+
+  // --transport sse: the same client over Server-Sent Events. Each SSE event is turned back
+  // into the WebSocket frame it stands for, so OnFrame audits both transports alike.
+  void ConnectSse(Client& c, uint64_t generation) {
+    c.sse = std::make_unique<beast::tcp_stream>(io_);
+    c.sse_pending.clear();
+    c.sse_head_done = false;
+    c.sse->async_connect(
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
+        [this, &c, generation](beast::error_code ec) {
+          if (generation != c.generation) return ConnectDone();
+          if (ec) {
+            --connecting_;
+            return ConnectFailed(c, "connect: " + ec.message());
+          }
+          c.sse->socket().set_option(tcp::no_delay(true));
+          std::string target = "/v1/events";
+          if (!c.cursor.empty()) {
+            target += "?cursor=" + c.cursor;
+          } else if (!c.cursor_query.empty()) {
+            target += "?" + c.cursor_query;
+          }
+          c.sse_request = "GET " + target +
+                          " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                          "Authorization: Bearer " +
+                          tokens_[static_cast<size_t>(c.user)] + "\r\n\r\n";
+          asio::async_write(*c.sse, asio::buffer(c.sse_request),
+                            [this, &c, generation](beast::error_code ec, std::size_t) {
+                              ConnectDone();
+                              if (generation != c.generation) return;
+                              if (ec) return ConnectFailed(c, "request: " + ec.message());
+                              ReadSse(c, generation);
+                            });
+        });
+  }
+
+  void ReadSse(Client& c, uint64_t generation) {
+    auto chunk = c.buffer.prepare(64 * 1024);
+    c.sse->async_read_some(chunk, [this, &c, generation](beast::error_code ec, std::size_t n) {
+      if (generation != c.generation) return;
+      if (ec) {
+        ++totals_.unexpected_closes;
+        if (totals_.unexpected_closes <= 5) {
+          std::cerr << "client " << c.slot << " sse ended: " << ec.message() << "\n";
+        }
+        c.open = false;
+        c.live = false;
+        pending_connects_.push_back(c.slot);
+        PumpConnects();
+        return;
+      }
+      c.buffer.commit(n);
+      const auto data = c.buffer.cdata();
+      c.sse_pending.append(static_cast<const char*>(data.data()), data.size());
+      c.buffer.consume(c.buffer.size());
+      if (!c.sse_head_done) {
+        const auto end = c.sse_pending.find("\r\n\r\n");
+        if (end == std::string::npos) return ReadSse(c, generation);
+        if (c.sse_pending.compare(0, 12, "HTTP/1.1 200") != 0) {
+          std::cerr << "client " << c.slot << " sse refused: " << c.sse_pending.substr(0, 40)
+                    << "\n";
+          return ConnectFailed(c, "sse refused");
+        }
+        c.sse_pending.erase(0, end + 4);
+        c.sse_head_done = true;
+      }
+      size_t at = 0;
+      for (size_t end; (end = c.sse_pending.find("\n\n", at)) != std::string::npos; at = end + 2) {
+        const std::string_view block(c.sse_pending.data() + at, end - at);
+        std::string_view id, type, body;
+        for (size_t line = 0; line < block.size();) {
+          const auto eol = std::min(block.find('\n', line), block.size());
+          const auto text = block.substr(line, eol - line);
+          if (text.starts_with("id: ")) id = text.substr(4);
+          if (text.starts_with("event: ")) type = text.substr(7);
+          if (text.starts_with("data: ")) body = text.substr(6);
+          line = eol + 1;
+        }
+        if (type == "event") {
+          OnFrame(c, std::string(R"({"type":"event","cursor":")") + std::string(id) +
+                         R"(","event":)" + std::string(body) + "}");
+        } else if (type == "ready") {
+          OnFrame(c, std::string(R"({"type":"ready",)") + std::string(body.substr(1)));
+        } else if (type == "reset") {
+          OnFrame(c, R"({"type":"reset"})");
+        }
+      }
+      c.sse_pending.erase(0, at);
+      ReadSse(c, generation);
+    });
   }
 
   void PumpConnects() {
@@ -779,11 +886,12 @@ class LoadGenerator final {
   void Connect(Client& c) {
     ++connecting_;
     const uint64_t generation = ++c.generation;
-    c.ws = std::make_unique<websocket::stream<beast::tcp_stream>>(io_);
     c.buffer.clear();
     c.live = false;
     c.open = true;
     c.replayed = 0;
+    if (options_.transport == "sse") return ConnectSse(c, generation);
+    c.ws = std::make_unique<websocket::stream<beast::tcp_stream>>(io_);
     beast::get_lowest_layer(*c.ws).async_connect(
         tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
         [this, &c, generation](beast::error_code ec) {
@@ -966,11 +1074,11 @@ Percentiles Summarize(std::vector<int64_t> ns) {
 
 void PrintHeader(const Options& o) {
   std::printf(
-      "# gateway_bench target=%s scenario=%s connections=%d users=%d partitions=%d "
+      "# gateway_bench target=%s transport=%s scenario=%s connections=%d users=%d partitions=%d "
       "fetch_wait_ms=%d cache_bytes=%s server_threads=%d linger_ms=%d http_batch=%d load=%s\n",
-      o.target.c_str(), o.scenario.c_str(), o.connections, o.users, o.partitions, o.fetch_wait_ms,
-      o.cache_bytes.empty() ? "default" : o.cache_bytes.c_str(), o.server_threads, o.linger_ms,
-      o.http_batch, LoadAverage().c_str());
+      o.target.c_str(), o.transport.c_str(), o.scenario.c_str(), o.connections, o.users,
+      o.partitions, o.fetch_wait_ms, o.cache_bytes.empty() ? "default" : o.cache_bytes.c_str(),
+      o.server_threads, o.linger_ms, o.http_batch, LoadAverage().c_str());
   std::fflush(stdout);
 }
 
