@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/gateway_harness.hpp"
@@ -138,6 +140,58 @@ TEST(GatewaySse, SameEventsAsWebSocketAndAResumeWithLastEventIdAcrossADrain) {
       << "every later event exactly once, in order";
   EXPECT_EQ(rest.back().event, "ready");
   EXPECT_EQ(nlohmann::json::parse(rest.back().data).at("replayed"), alice.size() - consumed);
+}
+
+// One user on two replicas at once: a WebSocket on one, SSE on the other. Both receive the
+// same events in the same order with the same cursors (replicas share nothing but Kafka).
+TEST(GatewaySse, WebSocketOnOneReplicaAndSseOnAnotherSeeTheSameSequence) {
+  GatewayHarness harness(12);
+  harness.StartGateway();
+  gateway::Gateway other(harness.BaseConfig());
+  other.Start();
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (HttpGet(other.Port(), "/readyz").status != 200) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "second replica never ready";
+    std::this_thread::sleep_for(20ms);
+  }
+
+  WsClient ws;
+  ASSERT_EQ(ws.Connect(harness.ClientOptions("carol", "cursor=earliest")).status, 101);
+  SseClient sse;
+  auto options = SseOptions(harness, "carol", "cursor=earliest");
+  options.port = other.Port();
+  ASSERT_EQ(sse.Connect(options).status, 200);
+
+  std::vector<std::string> carol;
+  for (uint32_t seq = 1; seq <= 200; ++seq) {
+    carol.push_back(harness.Publish("carol", "run-c" + std::to_string(seq / 50), seq));
+    harness.Publish("dave", "run-d", seq);
+  }
+  harness.Flush();
+
+  const auto frames = ReadUntil(
+      ws,
+      [](const auto& f) {
+        return std::count_if(f.begin(), f.end(),
+                             [](const Frame& x) { return x.type == "event"; }) >= 200;
+      },
+      60s);
+  std::vector<std::string> ws_ids;
+  std::vector<std::string> ws_cursors;
+  for (const auto& f : frames) {
+    if (f.type != "event") continue;
+    ws_ids.push_back(f.event_id);
+    ws_cursors.push_back(f.cursor);
+  }
+  const auto events = ReadSse(sse, 200, 60s);
+  std::vector<std::string> sse_cursors;
+  for (const auto& e : events) {
+    if (e.event == "event") sse_cursors.push_back(e.id);
+  }
+  EXPECT_EQ(ws_ids, carol) << "WebSocket: every event once, in order";
+  EXPECT_EQ(EventIds(events), carol) << "SSE on the other replica: the same";
+  EXPECT_EQ(sse_cursors, ws_cursors) << "and the same cursors";
+  other.Drain();
 }
 
 TEST(GatewaySse, RefusalsComeBeforeTheStreamAsJson) {
