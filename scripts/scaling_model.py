@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Capacity plan for agentwire: gateway replicas, Kafka egress, partitions and archive writers,
+from measured per-event costs (docs/operations.md, "Scaling"; the formulas there are the ones
+below). Every input has a flag: re-run it with your own measurements.
+
+    python3 scripts/scaling_model.py                        # the table in docs/operations.md
+    python3 scripts/scaling_model.py --t-e-us 1.0           # with a cheaper ingest (issue 12)
+    python3 scripts/scaling_model.py --c-max 1000           # Cloud Run containerConcurrency
+
+  D = E x c                          frames/s delivered, all replicas
+  R = max(2, ceil(N / C_max), ceil(D x t_w / (U x P - E x t_e)))
+  egress = E x s / k x (R + G + RF - 1)   must stay below B
+When E x t_e >= U x P the tail alone fills a replica: no R helps. That is where reading the
+whole topic on every replica stops being viable (partition-affine tailing, `--tail auto`, or a
+cheaper ingest is needed); the same happens to Kafka when egress exceeds B.
+"""
+import argparse
+import math
+
+
+def plan(users, a):
+    e = users * a.active_fraction * a.events_per_user  # E: events/s into the topic
+    n = users * a.connections_per_user  # N: open connections
+    d = e * a.c  # D: frames/s delivered
+    budget = a.u * a.p  # cores available per replica
+    tail = e * a.t_e_us / 1e6  # cores every replica spends on the tail
+    if tail >= budget:
+        r = None
+    else:
+        r = max(2, math.ceil(n / a.c_max), math.ceil(d * a.t_w_us / 1e6 / (budget - tail)))
+    egress = None if r is None else e * a.s / a.k * (r + a.g + a.rf - 1) / 1e6
+    return {
+        "users": users,
+        "e": e,
+        "n": n,
+        "tail": tail,
+        "r": r,
+        "rss_mib": None if r is None else n / r * a.kib_per_connection / 1024 + a.cache_mib,
+        "egress": egress,
+        "partitions": max(12, math.ceil(e / a.events_per_partition)),
+        "writers": max(1, math.ceil(e / a.archive_rows_per_writer)),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", default="10000,100000,1000000", help="concurrent users, comma-separated")
+    p.add_argument("--active-fraction", type=float, default=0.2, help="share of users with a run in progress")
+    p.add_argument("--events-per-user", type=float, default=2.0, help="events/s of a user with a run in progress")
+    p.add_argument("--connections-per-user", type=float, default=1.5, help="open tabs per user")
+    p.add_argument("--c", type=float, default=1.5, help="sessions per user that receives an event")
+    # Measured (docs/benchmarks.md): t_e from issue 12's no-subscriber run, t_w = CPU per
+    # delivered frame at 10,000 events/s (sections 2 and 8: 30.5-32.4 µs) minus t_e.
+    p.add_argument("--t-e-us", type=float, default=4.2, help="CPU per event per replica (tail)")
+    p.add_argument("--t-w-us", type=float, default=27.0, help="CPU per frame written to one client")
+    p.add_argument("--kib-per-connection", type=float, default=7.41, help="RSS per idle connection")
+    p.add_argument("--cache-mib", type=float, default=64, help="--cache-bytes")
+    p.add_argument("--archive-rows-per-writer", type=float, default=20000, help="archive rows/s per writer")
+    # Planning choices.
+    p.add_argument("--p", type=float, default=2, help="cores per replica")
+    p.add_argument("--u", type=float, default=0.6, help="target utilisation")
+    p.add_argument("--c-max", type=int, default=15000, help="connections per replica (descriptors, memory)")
+    p.add_argument("--s", type=float, default=400, help="average record size in Kafka, bytes")
+    p.add_argument("--k", type=float, default=2, help="compression ratio on the wire")
+    p.add_argument("--g", type=int, default=2, help="consumer groups (archive, analytics)")
+    p.add_argument("--rf", type=int, default=3, help="replication factor")
+    p.add_argument("--b-mbs", type=float, default=300, help="usable Kafka egress, MB/s")
+    p.add_argument("--events-per-partition", type=float, default=5000, help="events/s per partition")
+    a = p.parse_args()
+
+    print(f"# {a.active_fraction:g} of users active at {a.events_per_user:g} events/s; "
+          f"{a.connections_per_user:g} connections per user; t_e {a.t_e_us:g} µs, "
+          f"t_w {a.t_w_us:g} µs, {a.kib_per_connection:g} KiB/connection; replica {a.p:g} cores "
+          f"at {a.u:.0%}, C_max {a.c_max:,}; Kafka B = {a.b_mbs:g} MB/s")
+    print("| users | E (events/s) | N (connections) | tail per replica (cores) | replicas R "
+          "| RSS per replica | Kafka egress (MB/s) | partitions | archive writers |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for users in (int(u) for u in a.users.split(",")):
+        r = plan(users, a)
+        if r["r"] is None:
+            replicas, rss, egress = "**not viable**: the tail fills a replica", "-", "-"
+        else:
+            replicas = f"{r['r']:,}"
+            rss = f"{r['rss_mib']:,.0f} MiB"
+            egress = f"{r['egress']:,.0f}" + (" (**over B**)" if r["egress"] > a.b_mbs else "")
+        print(f"| {r['users']:,} | {r['e']:,.0f} | {r['n']:,.0f} | {r['tail']:.2f} | {replicas} | "
+              f"{rss} | {egress} | {r['partitions']:,} | {r['writers']:,} |")
+
+
+if __name__ == "__main__":
+    main()
