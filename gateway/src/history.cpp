@@ -16,7 +16,7 @@ using Clock = std::chrono::steady_clock;
 constexpr int kWatermarkTimeoutMs = 5'000;
 constexpr int kJoinEveryMessages = 256;
 
-size_t FrameBytes(const LogEntryPtr& entry) { return entry->frame ? entry->frame->size() : 0; }
+size_t FrameBytes(const LogEntryPtr& entry) { return entry->Bytes(); }
 
 }  // namespace
 

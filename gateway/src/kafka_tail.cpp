@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <map>
 
@@ -16,7 +17,83 @@ namespace {
 
 constexpr int kMetadataTimeoutMs = 10'000;
 
+bool ReadVarint(const uint8_t*& at, const uint8_t* end, uint64_t& value) {
+  value = 0;
+  for (int shift = 0; shift < 64 && at < end; shift += 7) {
+    const uint8_t byte = *at++;
+    value |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// The frame of a record, built by the first reader that needs it (LogEntry::Frame).
+std::shared_ptr<const std::string> BuildEventFrame(const LogEntry& entry, std::string_view raw) {
+  v1::AgentEvent event;
+  if (!event.ParseFromArray(raw.data(), static_cast<int>(raw.size())) ||
+      event.user_id() != entry.user_id) {
+    // Routable on the wire but not a valid AgentEvent (e.g. a string that is not UTF-8):
+    // nobody gets it, on every path alike.
+    static log::RateLimited undecodable_log;
+    undecodable_log.Warn(
+        "record routable but not decodable; delivered to nobody",
+        {{"partition", static_cast<int64_t>(entry.cursor.partition)}, {"offset", entry.offset}});
+    return nullptr;
+  }
+  return std::make_shared<const std::string>(EventFrame(EncodeCursor(entry.cursor), event));
+}
+
 }  // namespace
+
+bool ScanRoutingFields(std::string_view value, RoutingFields& fields) {
+  const auto* at = reinterpret_cast<const uint8_t*>(value.data());
+  const auto* end = at + value.size();
+  while (at < end) {
+    uint64_t tag = 0;
+    if (!ReadVarint(at, end, tag) || (tag >> 3) == 0) return false;
+    switch (tag & 7) {
+      case 0: {  // varint
+        uint64_t ignored = 0;
+        if (!ReadVarint(at, end, ignored)) return false;
+        break;
+      }
+      case 1:  // 64-bit
+        if (end - at < 8) return false;
+        at += 8;
+        break;
+      case 5:  // 32-bit
+        if (end - at < 4) return false;
+        at += 4;
+        break;
+      case 2: {  // length-delimited: strings, nested messages, maps
+        uint64_t length = 0;
+        if (!ReadVarint(at, end, length) || length > static_cast<uint64_t>(end - at)) {
+          return false;
+        }
+        const std::string_view bytes(reinterpret_cast<const char*>(at), length);
+        // Like protobuf, the last occurrence of a singular field wins.
+        switch (tag >> 3) {
+          case 2:
+            fields.user_id = bytes;
+            break;
+          case 3:
+            fields.thread_id = bytes;
+            break;
+          case 4:
+            fields.run_id = bytes;
+            break;
+          default:
+            break;
+        }
+        at += length;
+        break;
+      }
+      default:  // groups (3, 4) are not used by AgentEvent; 6 and 7 do not exist
+        return false;
+    }
+  }
+  return true;
+}
 
 kafka::Properties TailConsumerProperties(const kafka::Properties& base,
                                          std::chrono::milliseconds fetch_wait) {
@@ -47,22 +124,23 @@ LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t o
     return nullptr;
   };
   if (problem != nullptr) *problem = EntryProblem::kNone;
-  v1::AgentEvent event;
-  if (!event.ParseFromArray(value.data(), static_cast<int>(value.size())) ||
-      event.user_id().empty()) {
+  RoutingFields routing;
+  if (!ScanRoutingFields(value, routing) || routing.user_id.empty()) {
     return fail(EntryProblem::kUndecodable);
   }
-  if (event.user_id() != key) return fail(EntryProblem::kKeyMismatch);
+  if (routing.user_id != key) return fail(EntryProblem::kKeyMismatch);
   auto entry = std::make_shared<LogEntry>();
   entry->offset = offset;
   entry->timestamp_ms = timestamp_ms;
-  const auto cursor = EncodeCursor({identity.epoch, identity.topic_hash,
-                                    static_cast<uint32_t>(identity.partition_count),
-                                    static_cast<uint32_t>(partition), offset + 1});
-  entry->frame = std::make_shared<const std::string>(EventFrame(cursor, event));
-  entry->user_id = std::move(*event.mutable_user_id());
-  entry->thread_id = std::move(*event.mutable_thread_id());
-  entry->run_id = std::move(*event.mutable_run_id());
+  entry->user_id = routing.user_id;
+  entry->thread_id = routing.thread_id;
+  entry->run_id = routing.run_id;
+  entry->cursor = {identity.epoch, identity.topic_hash,
+                   static_cast<uint32_t>(identity.partition_count),
+                   static_cast<uint32_t>(partition), offset + 1};
+  // JSON spells out field names and escapes some bytes: about twice the record, plus the
+  // envelope and cursor. Only the cache's byte budget uses the estimate.
+  entry->SetLazyFrame(std::string(value), &BuildEventFrame, 2 * value.size() + 128);
   return entry;
 }
 
@@ -230,8 +308,14 @@ void KafkaTailer::CheckWarm() {
 void KafkaTailer::Run() {
   auto next_lag_check = std::chrono::steady_clock::now();
   auto next_warm_check = next_lag_check;
+  // Messages are taken in batches from the consumer queue: one queue lock and wake-up per
+  // batch instead of per message is a good part of what the tailer pays for every event of
+  // the topic (docs/benchmarks.md, "ingest").
+  constexpr size_t kBatch = 256;
+  kafka::QueuePtr queue(rd_kafka_queue_get_consumer(consumer_.get()));
+  std::array<rd_kafka_message_t*, kBatch> batch{};
   while (!stop_.load()) {
-    kafka::MessagePtr message(rd_kafka_consumer_poll(consumer_.get(), 100));
+    const ssize_t count = rd_kafka_consume_batch_queue(queue.get(), 100, batch.data(), kBatch);
     const auto now = std::chrono::steady_clock::now();
     if (!behind_retention_.empty()) RecoverFromRetention();
     if (!warm_.load() && now >= next_warm_check) {
@@ -242,47 +326,52 @@ void KafkaTailer::Run() {
       UpdateLag();
       next_lag_check = now + std::chrono::milliseconds(500);
     }
-    if (!message) continue;
-    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
-      if (message->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && message->partition >= 0 &&
-          message->partition < identity_.partition_count) {
-        // Retention deleted messages this replica had not read yet. librdkafka stops fetching
-        // the partition (auto.offset.reset=error): move on to the log's start, and tell the
-        // partition's sessions with `reset` instead of skipping the lost events silently.
-        behind_retention_.insert(message->partition);
-      }
-      static log::RateLimited consume_error_log;
-      consume_error_log.Warn("kafka consume error", {{"topic", identity_.topic},
-                                                     {"partition", message->partition},
-                                                     {"error", kafka::ErrorText(message->err)}});
-      continue;
+    for (ssize_t i = 0; i < count; ++i) {
+      kafka::MessagePtr message(batch[static_cast<size_t>(i)]);
+      Handle(*message);
     }
-    consumed_.Inc();
-    const int partition = message->partition;
-    rd_kafka_timestamp_type_t type;
-    const int64_t timestamp = rd_kafka_message_timestamp(message.get(), &type);
-    EntryProblem problem = EntryProblem::kNone;
-    auto entry =
-        MakeLogEntry(identity_, partition, message->offset, timestamp,
-                     {static_cast<const char*>(message->key), message->key ? message->key_len : 0},
-                     {static_cast<const char*>(message->payload), message->len}, &problem);
-    if (!entry) {
-      // Per message: rate-limited, the counters have the totals.
-      static log::RateLimited undecodable_log;
-      static log::RateLimited mismatch_log;
-      const bool mismatch = problem == EntryProblem::kKeyMismatch;
-      (mismatch ? key_mismatch_ : undecodable_).Inc();
-      (mismatch ? mismatch_log : undecodable_log)
-          .Warn(
-              mismatch ? "skipping a message whose key is not its user_id"
-                       : "skipping a message that is not an AgentEvent",
-              {{"topic", identity_.topic}, {"partition", partition}, {"offset", message->offset}});
-      hub_.Skip(partition, message->offset);
-      continue;
-    }
-    hub_.Dispatch(partition, std::move(entry));
   }
+}
+
+void KafkaTailer::Handle(const rd_kafka_message_t& message) {
+  if (message.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (message.err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
+    if (message.err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && message.partition >= 0 &&
+        message.partition < identity_.partition_count) {
+      // Retention deleted messages this replica had not read yet. librdkafka stops fetching
+      // the partition (auto.offset.reset=error): move on to the log's start, and tell the
+      // partition's sessions with `reset` instead of skipping the lost events silently.
+      behind_retention_.insert(message.partition);
+    }
+    static log::RateLimited consume_error_log;
+    consume_error_log.Warn("kafka consume error", {{"topic", identity_.topic},
+                                                   {"partition", message.partition},
+                                                   {"error", kafka::ErrorText(message.err)}});
+    return;
+  }
+  consumed_.Inc();
+  const int partition = message.partition;
+  rd_kafka_timestamp_type_t type;
+  const int64_t timestamp = rd_kafka_message_timestamp(&message, &type);
+  EntryProblem problem = EntryProblem::kNone;
+  auto entry =
+      MakeLogEntry(identity_, partition, message.offset, timestamp,
+                   {static_cast<const char*>(message.key), message.key ? message.key_len : 0},
+                   {static_cast<const char*>(message.payload), message.len}, &problem);
+  if (!entry) {
+    // Per message: rate-limited, the counters have the totals.
+    static log::RateLimited undecodable_log;
+    static log::RateLimited mismatch_log;
+    const bool mismatch = problem == EntryProblem::kKeyMismatch;
+    (mismatch ? key_mismatch_ : undecodable_).Inc();
+    (mismatch ? mismatch_log : undecodable_log)
+        .Warn(mismatch ? "skipping a message whose key is not its user_id"
+                       : "skipping a message that is not an AgentEvent",
+              {{"topic", identity_.topic}, {"partition", partition}, {"offset", message.offset}});
+    hub_.Skip(partition, message.offset);
+    return;
+  }
+  hub_.Dispatch(partition, std::move(entry));
 }
 
 }  // namespace agentwire::gateway

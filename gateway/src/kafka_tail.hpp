@@ -27,7 +27,18 @@ struct TopicIdentity {
 /// Why a message produced no LogEntry.
 enum class EntryProblem { kNone, kUndecodable, kKeyMismatch };
 
-/// Decodes one Kafka message into a LogEntry with its frame; nullptr when the value is not an
+/// The routing fields of an AgentEvent record (user_id = 2, thread_id = 3, run_id = 4), read
+/// straight off the protobuf wire format without decoding the rest; views into `value`.
+struct RoutingFields {
+  std::string_view user_id;
+  std::string_view thread_id;
+  std::string_view run_id;
+};
+/// false when `value` is not well-formed protobuf wire format.
+bool ScanRoutingFields(std::string_view value, RoutingFields& fields);
+
+/// Turns one Kafka message into a LogEntry (routing fields now, the frame on first use);
+/// nullptr when the value is not an
 /// AgentEvent (the archive sends those to the DLQ; the gateway just skips them) or when its key
 /// is not its user_id. One routing rule for every path (live, cache, Kafka catch-up): a record
 /// belongs to the user its key names, and one whose payload names another user is delivered to
@@ -69,6 +80,8 @@ class KafkaTailer final {
 
  private:
   void Run();
+  /// One consumed message: dispatched to the hub, or skipped and counted.
+  void Handle(const rd_kafka_message_t& message);
   void UpdateLag();
   void CheckWarm();
   void RecoverFromRetention();

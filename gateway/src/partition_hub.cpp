@@ -4,6 +4,40 @@
 
 namespace agentwire::gateway {
 
+std::shared_ptr<LogEntry> LogEntry::MetadataOf(const LogEntry& other) {
+  auto copy = std::make_shared<LogEntry>();
+  copy->offset = other.offset;
+  copy->timestamp_ms = other.timestamp_ms;
+  copy->gap = other.gap;
+  copy->user_id = other.user_id;
+  copy->thread_id = other.thread_id;
+  copy->run_id = other.run_id;
+  copy->cursor = other.cursor;
+  return copy;
+}
+
+void LogEntry::SetFrame(std::shared_ptr<const std::string> frame) {
+  frame_bytes_ = frame ? frame->size() : 0;
+  frame_ = std::move(frame);
+  build_ = nullptr;
+}
+
+void LogEntry::SetLazyFrame(std::string raw, FrameBuilder build, size_t estimated_frame_bytes) {
+  raw_ = std::move(raw);
+  build_ = build;
+  frame_bytes_ = estimated_frame_bytes;
+}
+
+const std::shared_ptr<const std::string>& LogEntry::Frame() const {
+  if (build_ != nullptr) {
+    std::call_once(built_, [this] {
+      frame_ = build_(*this, raw_);
+      std::string().swap(raw_);  // the record is not needed any more
+    });
+  }
+  return frame_;
+}
+
 PartitionHub::PartitionHub(int partition_count, size_t cache_bytes_total)
     : cache_bytes_per_partition_(cache_bytes_total /
                                  static_cast<size_t>(std::max(1, partition_count))) {
@@ -36,8 +70,7 @@ void PartitionHub::Dispatch(int partition, LogEntryPtr entry) {
   // megabyte of '<' is a 6 MB frame, which would otherwise evict the whole partition's cache).
   LogEntryPtr cached = entry;
   if (cache_bytes_per_partition_ > 0 && entry->Bytes() > cache_bytes_per_partition_ / 8) {
-    auto stub = std::make_shared<LogEntry>(*entry);
-    stub->frame.reset();
+    auto stub = LogEntry::MetadataOf(*entry);
     stub->frame_not_cached = true;
     cached = std::move(stub);
   }
@@ -161,7 +194,7 @@ PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::strin
       }
       return read;
     }
-    bytes += (*it)->frame ? (*it)->frame->size() : 0;
+    bytes += (*it)->Bytes();  // not Frame(): no frame is built under the partition lock
     read.entries.push_back(*it);
   }
   return read;

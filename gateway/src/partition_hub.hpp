@@ -6,13 +6,27 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "agentwire/core/cursor.hpp"
 
 namespace agentwire::gateway {
 
-/// One event as the gateway keeps it: where it is in the log, whom it is for, and its
-/// frame, encoded once and shared by every session (and the cache) that sends it.
+/// One event as the gateway keeps it: where it is in the log, whom it is for, and its frame,
+/// encoded once and shared by every session (and the cache) that sends it.
+///
+/// The frame is built lazily: the tailer reads every event of the topic, most of them for
+/// users with no session on this replica, so it keeps the raw record and the routing fields
+/// (read straight off the protobuf wire) and the first reader that needs the frame builds it,
+/// once, for all later readers (Frame()). What the cache charges for an entry (Bytes()) is
+/// fixed when it is made, with the frame estimated from the record's size.
 struct LogEntry {
+  /// Builds the frame of `raw` (the protobuf record) at `cursor` (the resume point after it);
+  /// nullptr when the record turns out not to decode, or to belong to another user.
+  using FrameBuilder = std::shared_ptr<const std::string> (*)(const LogEntry& entry,
+                                                              std::string_view raw);
+
   int64_t offset = 0;
   int64_t timestamp_ms = 0;  // Kafka message time (producer CreateTime)
   // A gap marker rather than an event: the log lost everything before offset + 1 that this
@@ -25,12 +39,31 @@ struct LogEntry {
   std::string user_id;
   std::string thread_id;
   std::string run_id;
-  std::shared_ptr<const std::string> frame;
+  Cursor cursor;  // the resume point after this entry (what its frame carries)
 
+  LogEntry() = default;
+  /// The routing fields of `other`, without its frame or record (a cache stub).
+  static std::shared_ptr<LogEntry> MetadataOf(const LogEntry& other);
+
+  /// A frame built already (tests, stubs).
+  void SetFrame(std::shared_ptr<const std::string> frame);
+  /// A frame built from `raw` by `build` on first use.
+  void SetLazyFrame(std::string raw, FrameBuilder build, size_t estimated_frame_bytes);
+
+  /// The frame; built on the first call (thread-safe). nullptr for gap markers, cache stubs
+  /// and records that did not decode.
+  const std::shared_ptr<const std::string>& Frame() const;
+  /// Memory charged for this entry (fixed at creation).
   size_t Bytes() const {
-    return sizeof(LogEntry) + user_id.size() + thread_id.size() + run_id.size() +
-           (frame ? frame->size() : 0);
+    return sizeof(LogEntry) + user_id.size() + thread_id.size() + run_id.size() + frame_bytes_;
   }
+
+ private:
+  mutable std::once_flag built_;
+  mutable std::shared_ptr<const std::string> frame_;
+  mutable std::string raw_;  // released once the frame is built
+  FrameBuilder build_ = nullptr;
+  size_t frame_bytes_ = 0;
 };
 using LogEntryPtr = std::shared_ptr<const LogEntry>;
 

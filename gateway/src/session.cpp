@@ -270,7 +270,7 @@ void Session::HandleHistory(HistoryChunk chunk) {
     return;
   }
   for (auto& entry : chunk.entries) {
-    const size_t bytes = entry->frame ? entry->frame->size() : 0;
+    const size_t bytes = entry->Bytes();  // what the history reader charged for it
     AddCatchup(std::move(entry), bytes);
   }
   using Status = HistoryChunk::Status;
@@ -354,7 +354,7 @@ void Session::HandleLive(const LogEntryPtr& entry) {
     const size_t max_bytes = std::min<size_t>(context_->config.send_queue_max_bytes, 512 * 1024);
     if (live_overflowed_) return;  // the extended catch-up will cover it
     live_buffer_.push_back(entry);
-    live_buffer_bytes_ += entry->frame ? entry->frame->size() : 0;
+    live_buffer_bytes_ += entry->Bytes();
     if (live_buffer_.size() > max_frames || live_buffer_bytes_ > max_bytes) {
       live_overflowed_ = true;
       live_buffer_.clear();
@@ -386,7 +386,9 @@ void Session::AcceptLive(const LogEntryPtr& entry) {
     return;
   }
   if (!filters_.Matches(*entry)) return;
-  Push({entry->frame, entry->timestamp_ms, FrameKind::kEvent});
+  const auto& frame = entry->Frame();  // built here, on the first session that sends it
+  if (!frame) return;                  // a record that did not decode: nobody gets it
+  Push({frame, entry->timestamp_ms, FrameKind::kEvent});
 }
 
 bool Session::OverLimits() const {
@@ -418,14 +420,19 @@ void Session::WriteNext() {
     next = std::move(queue_.front());
     queue_.pop_front();
     queued_bytes_ -= next.frame->size();
-  } else if (!catchup_.empty()) {
-    auto item = std::move(catchup_.front());
-    catchup_.pop_front();
-    ReleaseCatchup(item.charged_bytes);
-    next = {item.entry->frame, 0, FrameKind::kEvent};
-    ++replayed_;
   } else {
-    return;  // history on its way, or live and idle
+    while (!catchup_.empty() && !next.frame) {
+      auto item = std::move(catchup_.front());
+      catchup_.pop_front();
+      ReleaseCatchup(item.charged_bytes);
+      next = {item.entry->Frame(), 0, FrameKind::kEvent};  // null: did not decode, skipped
+    }
+    if (!next.frame) {
+      if (phase_ == Phase::kCatchingUp && catchup_.empty()) PumpCatchUp();
+      if (!catchup_.empty() || !queue_.empty()) return WriteNext();
+      return;  // history on its way, or live and idle
+    }
+    ++replayed_;
   }
   StartWrite(std::move(next), !queue_.empty() || !catchup_.empty());
 }

@@ -17,6 +17,8 @@
 //           per rate (latency p50/p99/p99.9, CPU seconds of every process, CPU per event);
 //           stops after the first rate whose p99 exceeds --stop-p99-ms
 //   idle    RSS of the server before/after --connections idle (authenticated) connections
+//   ingest  no client; --resume-events events over --users users; the gateway's CPU per
+//           consumed event (what every replica pays for the whole topic)
 //   churn   steps at one rate, and every second --churn-fraction of the clients drop the TCP
 //           connection and reconnect with their last cursor; exits 1 unless lost, duplicated
 //           and reordered are all 0
@@ -130,7 +132,7 @@ struct Options {
 [[noreturn]] void Usage(const std::string& problem) {
   std::cerr << "gateway_bench: " << problem
             << "\nusage: gateway_bench [--target gateway|baseline] "
-               "[--scenario steps|idle|churn|resume] [--connections N] [--users N] "
+               "[--scenario steps|idle|ingest|churn|resume|storm] [--connections N] [--users N] "
                "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
                "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
                "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
@@ -563,6 +565,20 @@ class LoadGenerator final {
   void PublishBurst(int count) {
     for (int i = 0; i < count; ++i) {
       auto event = MakeEvent(0, ++published_[0], RealtimeNs());
+      while (publisher_->Publish(event, {}, std::chrono::milliseconds(1000)) !=
+             agentwire::producers::PublishStatus::kAccepted) {
+      }
+      ++total_published_;
+    }
+    publisher_->Flush(std::chrono::seconds(60));
+  }
+
+  /// Publishes `count` events round-robin over every user, as fast as the publisher accepts.
+  void PublishSpread(int count) {
+    const int users = static_cast<int>(published_.size());
+    for (int i = 0; i < count; ++i) {
+      const int user = i % users;
+      auto event = MakeEvent(user, ++published_[static_cast<size_t>(user)], RealtimeNs());
       while (publisher_->Publish(event, {}, std::chrono::milliseconds(1000)) !=
              agentwire::producers::PublishStatus::kAccepted) {
       }
@@ -1238,6 +1254,37 @@ int RunResume(Options o) {
   return clean ? 0 : 1;
 }
 
+double Metric(uint16_t port, const std::string& name);
+
+/// Ingest cost: no client connected, --resume-events events spread over --users users; the
+/// gateway's CPU seconds while its tailer consumes them, per consumed event (issue 12's
+/// "ingest <= 1 us per consumed event without a subscriber").
+int RunIngest(const Options& o) {
+  Servers servers(o);
+  servers.StartGateway(o.cache_bytes);
+  LoadGenerator lg(o, servers);
+  const char* kConsumed = "agentwire_gateway_kafka_messages_total";
+  const double consumed0 = Metric(servers.Port(), kConsumed);
+  const auto cpu0 = CpuSnapshot::Take(servers, 0);
+  const auto start = Clock::now();
+  lg.PublishSpread(o.resume_events);
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  double consumed = 0;
+  while ((consumed = Metric(servers.Port(), kConsumed) - consumed0) < o.resume_events &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto cpu1 = CpuSnapshot::Take(servers, 0);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double cpu = cpu1.server - cpu0.server;
+  std::printf(
+      "ingest events=%d users=%d consumed=%.0f wall_s=%.2f | cpu_s gateway=%.3f broker=%.2f "
+      "loadgen=%.2f | gateway_us_per_consumed_event=%.2f load=%s\n",
+      o.resume_events, o.users, consumed, seconds, cpu, cpu1.broker - cpu0.broker,
+      cpu1.self - cpu0.self, consumed > 0 ? cpu * 1e6 / consumed : 0.0, LoadAverage().c_str());
+  return consumed >= o.resume_events ? 0 : 1;
+}
+
 /// Reads one sample's value from the Prometheus text of replica `port` (0 when absent).
 double Metric(uint16_t port, const std::string& name) {
   const auto response = agentwire::testing::HttpGet(port, "/metrics");
@@ -1343,6 +1390,7 @@ int main(int argc, char** argv) {
     if (options.scenario == "steps") return RunSteps(options, false);
     if (options.scenario == "churn") return RunSteps(options, true);
     if (options.scenario == "idle") return RunIdle(options);
+    if (options.scenario == "ingest") return RunIngest(options);
     if (options.scenario == "resume") return RunResume(options);
     if (options.scenario == "storm") return RunStorm(options);
   } catch (const std::exception& e) {

@@ -20,7 +20,7 @@ LogEntryPtr Entry(int64_t offset, const std::string& user, size_t frame_bytes = 
   auto entry = std::make_shared<LogEntry>();
   entry->offset = offset;
   entry->user_id = user;
-  entry->frame = std::make_shared<const std::string>(frame_bytes, 'x');
+  entry->SetFrame(std::make_shared<const std::string>(frame_bytes, 'x'));
   return entry;
 }
 
