@@ -14,6 +14,7 @@
 #include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/producers/murmur2.hpp"
+#include "ai_sdk_transport.hpp"
 #include "frames.hpp"
 #include "session.hpp"
 #include "sse_transport.hpp"
@@ -45,7 +46,18 @@ bool AcceptsEventStream(std::string_view accept) {
   return accept.find("text/event-stream") != std::string_view::npos;
 }
 
-enum class Wire { kWebSocket, kSse };
+enum class Wire { kWebSocket, kSse, kAiSdk };
+
+// GET /v1/ai-sdk/chats/{thread_id}/stream: the thread id, or "" for any other path.
+std::string AiSdkThread(std::string_view path) {
+  constexpr std::string_view kPrefix = "/v1/ai-sdk/chats/";
+  constexpr std::string_view kSuffix = "/stream";
+  if (!path.starts_with(kPrefix) || !path.ends_with(kSuffix) ||
+      path.size() <= kPrefix.size() + kSuffix.size()) {
+    return {};
+  }
+  return std::string(path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size()));
+}
 
 /// One plain HTTP connection; hands itself over to a Session on a valid upgrade.
 class HttpConnection final : public std::enable_shared_from_this<HttpConnection> {
@@ -97,6 +109,22 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     }
     keep_alive_ = request.keep_alive();
     head_ = request.method() == http::verb::head;
+    cors_origin_.clear();
+    const std::string ai_sdk_thread = AiSdkThread(target.path);
+    if (!ai_sdk_thread.empty()) {
+      // The AI SDK fetches this from the chat page's origin with an Authorization header:
+      // a CORS preflight (OPTIONS) first when the gateway is on another origin.
+      const auto origin = Sv(request[http::field::origin]);
+      if (!origin.empty() && OriginAllowed(origin)) cors_origin_ = std::string(origin);
+      if (request.method() == http::verb::options) {
+        Send(http::status::no_content, "text/plain", "");
+        return;
+      }
+      if (request.method() == http::verb::get) {
+        Subscribe(std::move(request), target, Wire::kAiSdk, ai_sdk_thread);
+        return;
+      }
+    }
     if (request.method() != http::verb::get && !head_) {
       SendError(http::status::method_not_allowed, "method_not_allowed", "only GET is served",
                 keep_alive_);
@@ -158,9 +186,10 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
                        [&](const std::string& a) { return a == "*" || a == origin; });
   }
 
-  /// A WebSocket upgrade or an SSE request of /v1/events: the same checks, cursor rules and
-  /// session; only the transport differs.
-  void Subscribe(http::request<http::string_body> request, const ParsedTarget& target, Wire wire) {
+  /// A WebSocket upgrade or an SSE request of /v1/events, or the AI SDK resume stream of
+  /// `ai_sdk_thread`: the same checks, cursor rules and session; only the transport differs.
+  void Subscribe(http::request<http::string_body> request, const ParsedTarget& target, Wire wire,
+                 const std::string& ai_sdk_thread = {}) {
     const std::string redacted = RedactTarget(Sv(request.target()));
     if (context_->draining.load()) {
       SendError(http::status::service_unavailable, "draining",
@@ -198,10 +227,22 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     const int partition = producers::PartitionForKey(user, identity.partition_count);
 
     StartPosition start;
+    std::optional<RunInProgress> run;
+    if (wire == Wire::kAiSdk) {
+      // The run of this thread in progress, replayed from its agent_started: none, 204.
+      run = context_->hub.RunOf(partition, user, ai_sdk_thread);
+      if (!run) {
+        keep_alive_ = false;
+        Send(http::status::no_content, "text/plain", "");
+        return;
+      }
+      start.kind = StartPosition::Kind::kCursor;
+      start.next_offset = run->started_at;
+    }
     // EventSource resends the last `id:` it saw as Last-Event-ID when it reconnects; that
     // wins over the cursor= of the URL it was opened with (DESIGN.md "Other transports").
     const auto last_event_id = Sv(request["Last-Event-ID"]);
-    std::string cursor_text = target.Param("cursor");
+    std::string cursor_text = wire == Wire::kAiSdk ? std::string() : target.Param("cursor");
     if (wire == Wire::kSse && !last_event_id.empty()) cursor_text = std::string(last_event_id);
     if (!cursor_text.empty()) {
       const std::string& text = cursor_text;
@@ -244,9 +285,12 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
       return;
     }
     SessionFilters filters{target.Param("thread_id"), target.Param("run_id")};
+    if (run) filters = SessionFilters{ai_sdk_thread, run->run_id};
     const uint64_t id = g_next_session_id.fetch_add(1);
     std::unique_ptr<Transport> transport;
-    if (wire == Wire::kSse) {
+    if (wire == Wire::kAiSdk) {
+      transport = std::make_unique<AiSdkTransport>(stream_.release_socket(), cors_origin_);
+    } else if (wire == Wire::kSse) {
       // Allowed (checked above): name it for CORS, so a page of another origin may read.
       transport = std::make_unique<SseTransport>(stream_.release_socket(),
                                                  std::string(Sv(request[http::field::origin])));
@@ -288,6 +332,13 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
                   beast::string_view(content_type.data(), content_type.size()));
     response->set(http::field::cache_control, "no-store");
     if (retry_after_ > 0) response->set(http::field::retry_after, std::to_string(retry_after_));
+    if (!cors_origin_.empty()) {
+      response->set(http::field::access_control_allow_origin, cors_origin_);
+      response->set(http::field::access_control_allow_methods, "GET, OPTIONS");
+      response->set(http::field::access_control_allow_headers, "Authorization, Content-Type");
+      response->set(http::field::access_control_max_age, "600");
+      response->set(http::field::vary, "Origin");
+    }
     response->keep_alive(keep_alive_);
     if (head_) {
       // HEAD: the headers GET would send, Content-Length included, and no body: a body here
@@ -320,8 +371,9 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<GatewayContext> context_;
   bool keep_alive_ = false;
-  bool head_ = false;    // the request being answered is a HEAD
-  int retry_after_ = 0;  // seconds; a Retry-After header when positive
+  bool head_ = false;        // the request being answered is a HEAD
+  int retry_after_ = 0;      // seconds; a Retry-After header when positive
+  std::string cors_origin_;  // the AI SDK endpoint's allowed Origin: CORS headers when set
 };
 
 }  // namespace

@@ -82,6 +82,8 @@ bool ScanRoutingFields(std::string_view value, RoutingFields& fields) {
             fields.run_id = bytes;
             break;
           default:
+            if ((tag >> 3) >= 20 && (tag >> 3) <= 29)
+              fields.body_field = static_cast<int>(tag >> 3);
             break;
         }
         at += length;
@@ -134,6 +136,7 @@ LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t o
   entry->user_id = routing.user_id;
   entry->thread_id = routing.thread_id;
   entry->run_id = routing.run_id;
+  entry->kind = static_cast<EventKind>(routing.body_field);
   entry->cursor = {identity.epoch, identity.topic_hash,
                    static_cast<uint32_t>(identity.partition_count),
                    static_cast<uint32_t>(partition), offset + 1};

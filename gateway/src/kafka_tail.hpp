@@ -33,6 +33,7 @@ struct RoutingFields {
   std::string_view user_id;
   std::string_view thread_id;
   std::string_view run_id;
+  int body_field = 0;  // the oneof body's field number (20 agent_started ... 26 message_delta)
 };
 /// false when `value` is not well-formed protobuf wire format.
 bool ScanRoutingFields(std::string_view value, RoutingFields& fields);

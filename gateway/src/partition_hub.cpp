@@ -12,6 +12,7 @@ std::shared_ptr<LogEntry> LogEntry::MetadataOf(const LogEntry& other) {
   copy->user_id = other.user_id;
   copy->thread_id = other.thread_id;
   copy->run_id = other.run_id;
+  copy->kind = other.kind;
   copy->cursor = other.cursor;
   return copy;
 }
@@ -78,6 +79,7 @@ void PartitionHub::Dispatch(int partition, LogEntryPtr entry) {
   {
     std::lock_guard lock(p.mutex);
     p.dispatched_end = entry->offset + 1;
+    TrackRun(p, *entry);
     if (cache_bytes_per_partition_ > 0) {
       p.cache_bytes += cached->Bytes();
       p.cache.push_back(std::move(cached));
@@ -198,6 +200,43 @@ PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::strin
     read.entries.push_back(*it);
   }
   return read;
+}
+
+void PartitionHub::TrackRun(Partition& p, const LogEntry& entry) {
+  if (entry.kind != EventKind::kAgentStarted && entry.kind != EventKind::kAgentCompleted &&
+      entry.kind != EventKind::kAgentFailed) {
+    return;
+  }
+  std::string key = entry.user_id;
+  key.push_back('\0');
+  key += entry.thread_id;
+  if (entry.kind == EventKind::kAgentStarted) {
+    p.runs[std::move(key)] = {entry.run_id, entry.offset};
+    if (p.runs.size() > kMaxRunsPerPartition) {
+      // Runs that never ended (a worker that died without its terminal event) must not grow
+      // this without bound: drop the oldest start.
+      auto oldest = p.runs.begin();
+      for (auto it = p.runs.begin(); it != p.runs.end(); ++it) {
+        if (it->second.started_at < oldest->second.started_at) oldest = it;
+      }
+      p.runs.erase(oldest);
+    }
+    return;
+  }
+  const auto it = p.runs.find(key);
+  if (it != p.runs.end() && it->second.run_id == entry.run_id) p.runs.erase(it);
+}
+
+std::optional<RunInProgress> PartitionHub::RunOf(int partition, const std::string& user_id,
+                                                 const std::string& thread_id) const {
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  std::string key = user_id;
+  key.push_back('\0');
+  key += thread_id;
+  std::lock_guard lock(p.mutex);
+  const auto it = p.runs.find(key);
+  if (it == p.runs.end()) return std::nullopt;
+  return it->second;
 }
 
 int64_t PartitionHub::DispatchedEnd(int partition) const {

@@ -5,13 +5,33 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "agentwire/core/cursor.hpp"
 
 namespace agentwire::gateway {
+
+/// What an event is, as far as the gateway cares (the AgentEvent oneof's field numbers).
+enum class EventKind : uint8_t {
+  kOther = 0,
+  kAgentStarted = 20,
+  kAgentThinking = 21,
+  kToolExecuting = 22,
+  kToolCompleted = 23,
+  kAgentCompleted = 24,
+  kAgentFailed = 25,
+  kMessageDelta = 26,
+};
+
+/// The run of a thread that has started and not ended yet, as the log shows it.
+struct RunInProgress {
+  std::string run_id;
+  int64_t started_at = 0;  // offset of its agent_started
+};
 
 /// One event as the gateway keeps it: where it is in the log, whom it is for, and its frame,
 /// encoded once and shared by every session (and the cache) that sends it.
@@ -36,6 +56,7 @@ struct LogEntry {
   // The cache's copy of an entry too large to keep (see PartitionHub::Dispatch): everything but
   // the frame, which a reader fetches from Kafka.
   bool frame_not_cached = false;
+  EventKind kind = EventKind::kOther;
   std::string user_id;
   std::string thread_id;
   std::string run_id;
@@ -128,6 +149,12 @@ class PartitionHub final {
                        size_t max_bytes) const;
 
   int64_t DispatchedEnd(int partition) const;
+  /// The run of `thread_id` (of `user_id`) in progress: started, not completed or failed, as
+  /// far as this replica has read the log (since its warm start). Kept for at most
+  /// kMaxRunsPerPartition threads per partition (the oldest starts are dropped first).
+  std::optional<RunInProgress> RunOf(int partition, const std::string& user_id,
+                                     const std::string& thread_id) const;
+  static constexpr size_t kMaxRunsPerPartition = 100'000;
   size_t CachedBytes() const;
 
  private:
@@ -143,7 +170,11 @@ class PartitionHub final {
     std::deque<LogEntryPtr> cache;
     size_t cache_bytes = 0;
     std::map<std::string, std::vector<ListenerRef>> listeners;
+    std::unordered_map<std::string, RunInProgress> runs;  // key: user_id '\0' thread_id
   };
+
+  /// Keeps `runs` current with a started or ended run (under the partition's lock).
+  static void TrackRun(Partition& p, const LogEntry& entry);
 
   std::vector<std::unique_ptr<Partition>> partitions_;
   size_t cache_bytes_per_partition_;

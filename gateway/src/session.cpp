@@ -454,6 +454,11 @@ void Session::OnWrite(beast::error_code ec) {
     return;
   }
   if (in_flight_.kind == FrameKind::kEvent) context_->metrics.events_delivered.Inc();
+  if (transport_->Finished()) {
+    in_flight_ = {};
+    StartClose(websocket::close_code::normal, "stream complete");
+    return;
+  }
   if (in_flight_.timestamp_ms > 0) {
     context_->metrics.delivery_latency.Observe(
         static_cast<double>(NowMillis() - in_flight_.timestamp_ms) / 1000.0);

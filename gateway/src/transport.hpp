@@ -59,6 +59,8 @@ class Transport {
                      Done done) = 0;
   /// Drops the TCP connection now (a client that stopped reading never lets a close finish).
   virtual void Abort() = 0;
+  /// The stream is complete (the AI SDK stream after `[DONE]`): the session ends it normally.
+  virtual bool Finished() const { return false; }
   /// How often the session writes a keep-alive frame when it has nothing else to send;
   /// nullopt when the protocol keeps the connection alive itself (WebSocket pings).
   virtual std::optional<std::chrono::milliseconds> KeepAliveInterval() const = 0;

@@ -46,7 +46,8 @@ SseClient::Head SseClient::Connect(const Options& options) {
     Close();
     return head;
   }
-  std::string request = "GET " + options.target + " HTTP/1.1\r\nHost: " + options.host + "\r\n";
+  std::string request =
+      options.method + " " + options.target + " HTTP/1.1\r\nHost: " + options.host + "\r\n";
   if (!options.accept.empty()) request += "Accept: " + options.accept + "\r\n";
   if (!options.bearer.empty()) request += "Authorization: Bearer " + options.bearer + "\r\n";
   if (!options.last_event_id.empty()) request += "Last-Event-ID: " + options.last_event_id + "\r\n";

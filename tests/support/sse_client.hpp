@@ -22,6 +22,7 @@ class SseClient final {
   struct Options {
     std::string host = "127.0.0.1";
     uint16_t port = 0;
+    std::string method = "GET";
     std::string target = "/v1/events";
     std::string bearer;         // Authorization: Bearer <bearer> when non-empty
     std::string last_event_id;  // Last-Event-ID header when non-empty
