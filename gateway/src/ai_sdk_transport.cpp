@@ -2,7 +2,6 @@
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/write.hpp>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -32,25 +31,15 @@ std::string StringAt(const json& object, const char* body, const char* field) {
 }  // namespace
 
 AiSdkTransport::AiSdkTransport(asio::ip::tcp::socket&& socket, std::string allow_origin)
-    : stream_(std::move(socket)), allow_origin_(std::move(allow_origin)) {}
+    : EventStreamTransport(std::move(socket), std::move(allow_origin),
+                           "x-vercel-ai-ui-message-stream: v1\r\n", "") {}
 
-void AiSdkTransport::Accept(const Request& /*request*/, Done done) {
-  out_ =
-      "HTTP/1.1 200 OK\r\n"
-      "Server: agentwire-gateway\r\n"
-      "Content-Type: text/event-stream; charset=utf-8\r\n"
-      "Cache-Control: no-cache, no-store, no-transform\r\n"
-      "Connection: close\r\n"
-      "X-Accel-Buffering: no\r\n"
-      "x-vercel-ai-ui-message-stream: v1\r\n";
-  if (!allow_origin_.empty()) {
-    out_.append("Access-Control-Allow-Origin: ").append(allow_origin_).append("\r\n");
-    out_.append("Vary: Origin\r\n");
-  }
-  out_.append("\r\n");
-  stream_.next_layer().expires_never();
-  asio::async_write(stream_, asio::buffer(out_),
-                    [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
+std::string AiSdkTransport::ErrorAndDone(const std::string& error_text) {
+  std::string out;
+  AppendChunk(out, {{"type", "error"}, {"errorText", error_text}});
+  out.append("data: [DONE]\n\n");
+  finished_ = true;
+  return out;
 }
 
 std::string AiSdkTransport::ChunksFor(const std::string& frame) {
@@ -138,28 +127,22 @@ std::string AiSdkTransport::ChunksFor(const std::string& frame) {
     close_text();
     std::string message = StringAt(event, "agent_failed", "message");
     if (message.empty()) message = StringAt(event, "agent_failed", "error_code");
-    AppendChunk(out, {{"type", "error"}, {"errorText", message}});
-    out.append("data: [DONE]\n\n");
-    finished_ = true;
+    out += ErrorAndDone(message);
   }
   return out;
 }
 
 void AiSdkTransport::Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) {
-  if (finished_) {  // after [DONE] nothing more belongs to this stream
-    asio::post(stream_.get_executor(), [done = std::move(done)] { done({}); });
-    return;
-  }
   std::string text;
-  if (kind == FrameKind::kEvent) {
+  if (finished_) {
+    // After [DONE] nothing more belongs to this stream.
+  } else if (kind == FrameKind::kEvent) {
     text = ChunksFor(*frame);
   } else if (kind == FrameKind::kKeepAlive) {
-    text = ": keep-alive\n\n";
+    text = kKeepAlive;
   } else if (frame->find(R"("type":"reset")") != std::string::npos) {
     // The run's history is gone from the log: the SDK gets an error, not a partial message.
-    AppendChunk(text, {{"type", "error"}, {"errorText", "history_unavailable"}});
-    text.append("data: [DONE]\n\n");
-    finished_ = true;
+    text = ErrorAndDone("history_unavailable");
   }
   if (text.empty()) {  // `ready`: nothing to say in this protocol
     asio::post(stream_.get_executor(), [done = std::move(done)] { done({}); });
@@ -169,30 +152,13 @@ void AiSdkTransport::Write(const Frame& frame, FrameKind kind, bool more_follows
   Send(std::move(text), std::move(done));
 }
 
-void AiSdkTransport::Send(std::string text, Done done) {
-  out_ = std::move(text);
-  asio::async_write(stream_, asio::buffer(out_),
-                    [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
-}
-
-void AiSdkTransport::Read(Done done) {
-  stream_.async_read_some(
-      asio::buffer(discard_),
-      [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
-}
-
-void AiSdkTransport::Close(beast::websocket::close_code /*code*/, const std::string& /*reason*/,
-                           Done done) {
-  beast::error_code ignored;
-  stream_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-  stream_.next_layer().close();
-  asio::post(stream_.get_executor(), [done = std::move(done)] { done({}); });
-}
-
-void AiSdkTransport::Abort() {
-  beast::error_code ignored;
-  stream_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  stream_.next_layer().close();
+std::string AiSdkTransport::ClosingText(beast::websocket::close_code code,
+                                        const std::string& reason) {
+  if (finished_) return {};  // the normal end, after [DONE]
+  // A drain or a slow client just ends the response: the SDK resumes again, from the start of
+  // the run, on any replica. An expired token cannot be resumed with: say so.
+  if (code != kCloseTokenExpired && code != kCloseRefreshRefused) return {};
+  return ErrorAndDone(reason);
 }
 
 }  // namespace agentwire::gateway

@@ -1,13 +1,10 @@
 #pragma once
 
-#include <array>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <map>
 #include <string>
 
-#include "coalescing_stream.hpp"
-#include "transport.hpp"
+#include "event_stream_transport.hpp"
 
 namespace agentwire::gateway {
 
@@ -21,37 +18,29 @@ namespace agentwire::gateway {
 /// Part ids are derived from the run id and the event's log offset, so a replay of the same
 /// run yields the same bytes; a text part is always opened before its deltas and closed before
 /// anything else.
-class AiSdkTransport final : public Transport {
+class AiSdkTransport final : public EventStreamTransport {
  public:
   AiSdkTransport(boost::asio::ip::tcp::socket&& socket, std::string allow_origin);
 
-  boost::asio::any_io_executor GetExecutor() override { return stream_.get_executor(); }
   std::string_view Name() const override { return "ai-sdk"; }
-  void Accept(const Request& request, Done done) override;
   void Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) override;
-  void Read(Done done) override;
-  void Close(boost::beast::websocket::close_code code, const std::string& reason,
-             Done done) override;
-  void Abort() override;
   bool Finished() const override { return finished_; }
-  std::optional<std::chrono::milliseconds> KeepAliveInterval() const override {
-    return std::chrono::milliseconds(10'000);
-  }
 
   /// The chunks (SSE text) for one event frame; advances the part state. Public for tests.
   std::string ChunksFor(const std::string& frame);
 
  private:
-  void Send(std::string text, Done done);
+  /// A stream whose token expires before its run ended ends in `error{token_expired}` and
+  /// [DONE]; a drain or a slow client just ends it (the SDK can resume on any replica).
+  std::string ClosingText(boost::beast::websocket::close_code code,
+                          const std::string& reason) override;
+  /// `error{errorText}` + [DONE]; the stream is finished.
+  std::string ErrorAndDone(const std::string& error_text);
 
-  CoalescingStream<boost::beast::tcp_stream> stream_;
-  std::string allow_origin_;
-  std::string out_;
-  std::string open_text_;  // id of the text part open now ("" when none)
-  bool started_ = false;   // `start` and the first `start-step` were written
-  bool finished_ = false;  // `[DONE]` was written
+  std::string open_text_;                          // id of the open text part ("" = none)
+  bool started_ = false;                           // `start` and the first `start-step` sent
+  bool finished_ = false;                          // `[DONE]` was written
   std::map<std::string, std::string> open_calls_;  // tool name -> call id awaiting output
-  std::array<char, 512> discard_{};
 };
 
 }  // namespace agentwire::gateway

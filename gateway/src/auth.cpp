@@ -249,6 +249,13 @@ struct TokenVerifier::Keys {
 };
 
 void AuthConfig::Validate() const {
+  // Here too (not only in TokenVerifier), so a bad --jwt-leeway fails at start, before Kafka.
+  if (leeway < std::chrono::seconds::zero() || leeway > kMaxLeeway) {
+    throw ConfigError(
+        fmt::format("--jwt-leeway / AGENTWIRE_JWT_LEEWAY {}s: must be between 0s "
+                    "and {}s",
+                    leeway.count(), kMaxLeeway.count()));
+  }
   if (!jwks_file.empty() && audience.empty()) {
     throw ConfigError(
         "AGENTWIRE_JWKS_FILE is set but --jwt-audience / AGENTWIRE_JWT_AUDIENCE is not: an "

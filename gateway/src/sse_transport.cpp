@@ -24,7 +24,6 @@ struct SseParts {
 constexpr std::string_view kTypeHead = R"({"type":")";
 constexpr std::string_view kCursorField = R"("cursor":")";
 constexpr std::string_view kEventField = R"(,"event":)";
-constexpr std::string_view kKeepAlive = ": keep-alive\n\n";
 constexpr std::string_view kEnd = "\n\n";
 
 std::string_view CursorIn(std::string_view frame) {
@@ -73,7 +72,7 @@ SseParts Split(std::string_view frame, FrameKind kind) {
 }  // namespace
 
 std::string SseEventText(const std::string& frame, FrameKind kind) {
-  if (kind == FrameKind::kKeepAlive) return std::string(kKeepAlive);
+  if (kind == FrameKind::kKeepAlive) return std::string(EventStreamTransport::kKeepAlive);
   const auto parts = Split(frame, kind);
   std::string text = parts.prefix;
   if (parts.open_brace && parts.data_size > 0) text.push_back('{');
@@ -83,30 +82,8 @@ std::string SseEventText(const std::string& frame, FrameKind kind) {
 }
 
 SseTransport::SseTransport(asio::ip::tcp::socket&& socket, std::string allow_origin)
-    : stream_(std::move(socket)), allow_origin_(std::move(allow_origin)) {}
-
-void SseTransport::Accept(const Request& /*request*/, Done done) {
-  // The response is open-ended: no Content-Length, closed by the server (HTTP/1.1 allows a
-  // body delimited by the end of the connection). X-Accel-Buffering stops nginx from holding
-  // events back; no-cache/no-transform stops any proxy from storing or compressing them.
-  head_ =
-      "HTTP/1.1 200 OK\r\n"
-      "Server: agentwire-gateway\r\n"
-      "Content-Type: text/event-stream; charset=utf-8\r\n"
-      "Cache-Control: no-cache, no-store, no-transform\r\n"
-      "Connection: close\r\n"
-      "X-Accel-Buffering: no\r\n";
-  if (!allow_origin_.empty()) {
-    head_.append("Access-Control-Allow-Origin: ").append(allow_origin_).append("\r\n");
-    head_.append("Vary: Origin\r\n");
-  }
-  head_.append("\r\nretry: ").append(std::to_string(kRetryMs)).append("\n\n");
-  // The HTTP phase's deadline must not end the stream; a dead client shows as a failed write
-  // (keep-alive comments) or a read that ends.
-  stream_.next_layer().expires_never();
-  asio::async_write(stream_, asio::buffer(head_),
-                    [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
-}
+    : EventStreamTransport(std::move(socket), std::move(allow_origin), "",
+                           "retry: " + std::to_string(kRetryMs) + "\n\n") {}
 
 void SseTransport::Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) {
   if (more_follows) stream_.HoldNextWrite();
@@ -129,37 +106,11 @@ void SseTransport::Write(const Frame& frame, FrameKind kind, bool more_follows, 
   asio::async_write(stream_, buffers, std::move(handler));
 }
 
-void SseTransport::Read(Done done) {
-  // Anything a client sends after its request is ignored; the read only tells when it left.
-  stream_.async_read_some(
-      asio::buffer(discard_),
-      [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
-}
-
-void SseTransport::Close(boost::beast::websocket::close_code code, const std::string& reason,
-                         Done done) {
-  // SSE has no close frame: the end of the response is the signal, and EventSource
-  // reconnects with Last-Event-ID (to any replica). Only the token's end needs words: the
-  // client must reconnect with a new token, not the same one.
-  auto end = [this, done = std::move(done)](beast::error_code, std::size_t) {
-    beast::error_code ignored;
-    stream_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-    stream_.next_layer().close();
-    done({});
-  };
-  if (code == kCloseTokenExpired || code == kCloseRefreshRefused) {
-    // Reasons are fixed identifiers (token_expired, refresh_refused): no JSON escaping needed.
-    prefix_ = "event: error\ndata: {\"error\":\"" + reason + "\"}\n\n";
-    asio::async_write(stream_, asio::buffer(prefix_), std::move(end));
-    return;
-  }
-  asio::post(stream_.get_executor(), [end = std::move(end)]() mutable { end({}, 0); });
-}
-
-void SseTransport::Abort() {
-  beast::error_code ignored;
-  stream_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  stream_.next_layer().close();
+std::string SseTransport::ClosingText(boost::beast::websocket::close_code code,
+                                      const std::string& reason) {
+  if (code != kCloseTokenExpired && code != kCloseRefreshRefused) return {};
+  // Reasons are fixed identifiers (token_expired, refresh_refused): no JSON escaping needed.
+  return "event: error\ndata: {\"error\":\"" + reason + "\"}\n\n";
 }
 
 }  // namespace agentwire::gateway

@@ -1,13 +1,9 @@
 #pragma once
 
-#include <array>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <chrono>
 #include <string>
 
-#include "coalescing_stream.hpp"
-#include "transport.hpp"
+#include "event_stream_transport.hpp"
 
 namespace agentwire::gateway {
 
@@ -21,35 +17,25 @@ namespace agentwire::gateway {
 /// The response has no length: it ends when the session closes (drain, slow client, expired
 /// token) and the browser's EventSource reconnects by itself with Last-Event-ID. A `retry:`
 /// hint follows the head; a comment line keeps proxies from timing the response out.
-class SseTransport final : public Transport {
+class SseTransport final : public EventStreamTransport {
  public:
   /// `allow_origin`: the request's Origin when it is allowed (CORS), else empty.
   SseTransport(boost::asio::ip::tcp::socket&& socket, std::string allow_origin);
 
-  boost::asio::any_io_executor GetExecutor() override { return stream_.get_executor(); }
   std::string_view Name() const override { return "sse"; }
-  void Accept(const Request& request, Done done) override;
   void Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) override;
-  void Read(Done done) override;
-  void Close(boost::beast::websocket::close_code code, const std::string& reason,
-             Done done) override;
-  void Abort() override;
-  std::optional<std::chrono::milliseconds> KeepAliveInterval() const override {
-    return kKeepAliveInterval;
-  }
 
-  /// A comment line at least this often (the protocol promises one every 15 s).
-  static constexpr std::chrono::milliseconds kKeepAliveInterval{10'000};
   /// EventSource waits this long before it reconnects after the response ends.
   static constexpr int kRetryMs = 1000;
 
  private:
-  CoalescingStream<boost::beast::tcp_stream> stream_;
-  std::string allow_origin_;
-  std::string head_;                 // the response head, then the `retry:` hint
-  std::string prefix_;               // the fields before this write's data
-  Frame in_flight_;                  // keeps the frame alive while its slice is being written
-  std::array<char, 512> discard_{};  // a client has nothing to send: read and dropped
+  /// The token's end (4001, 4003) is said as `event: error`: the client must reconnect with a
+  /// new token, not the same one. Any other end is just the end of the response.
+  std::string ClosingText(boost::beast::websocket::close_code code,
+                          const std::string& reason) override;
+
+  std::string prefix_;  // the fields before this write's data
+  Frame in_flight_;     // keeps the frame alive while its slice is being written
 };
 
 /// The SSE text of one frame, for tests and for transports that need it whole:

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "agentwire/gateway/auth.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "agentwire/producers/run_emitter.hpp"
 #include "support/gateway_harness.hpp"
@@ -38,6 +39,15 @@ class GatewayAiSdk : public ::testing::Test {
     options.target = "/v1/ai-sdk/chats/" + thread + "/stream";
     options.accept = "text/event-stream";
     return options;
+  }
+
+  // A live WebSocket of `user`, past its `ready`: it tells when the replica has read events.
+  void ConnectWatcher(WsClient& watcher, const std::string& user) {
+    ASSERT_EQ(watcher.Connect(harness_.ClientOptions(user)).status, 101);
+    ASSERT_EQ(ReadUntil(
+                  watcher, [](const auto& f) { return !f.empty(); }, 10s)
+                  .size(),
+              1u);
   }
 
   // Waits until the replica has read `count` events of `user` (a live WebSocket sees them).
@@ -74,11 +84,7 @@ class GatewayAiSdk : public ::testing::Test {
 
 TEST_F(GatewayAiSdk, ARunInProgressIsReplayedFromItsStartAndFollowedLiveToDone) {
   WsClient watcher;
-  ASSERT_EQ(watcher.Connect(harness_.ClientOptions("alice")).status, 101);
-  ASSERT_EQ(ReadUntil(
-                watcher, [](const auto& f) { return !f.empty(); }, 10s)
-                .size(),
-            1u);  // ready
+  ASSERT_NO_FATAL_FAILURE(ConnectWatcher(watcher, "alice"));
 
   {
     SseClient none;
@@ -136,11 +142,7 @@ TEST_F(GatewayAiSdk, ARunInProgressIsReplayedFromItsStartAndFollowedLiveToDone) 
 
 TEST_F(GatewayAiSdk, ReplaysAreIdenticalAndAFailedRunEndsInAnError) {
   WsClient watcher;
-  ASSERT_EQ(watcher.Connect(harness_.ClientOptions("carol")).status, 101);
-  ASSERT_EQ(ReadUntil(
-                watcher, [](const auto& f) { return !f.empty(); }, 10s)
-                .size(),
-            1u);
+  ASSERT_NO_FATAL_FAILURE(ConnectWatcher(watcher, "carol"));
   producers::RunEmitter run(*publisher_, {"carol", "t-9", "r-9", "researcher", "", {}});
   ASSERT_EQ(run.Started("plan a trip"), producers::PublishStatus::kAccepted);
   ASSERT_EQ(run.Thinking("consider trains"), producers::PublishStatus::kAccepted);
@@ -192,6 +194,39 @@ TEST_F(GatewayAiSdk, PreflightAndCorsForAllowedOriginsAndTheTokenIsRequired) {
   EXPECT_EQ(empty.status, 204);
   EXPECT_NE(empty.headers.find("Access-Control-Allow-Origin: https://chat.example"),
             std::string::npos);
+}
+
+TEST_F(GatewayAiSdk, HostileThreadIdsAreJustThreadsWithoutARun) {
+  for (const std::string& thread :
+       {std::string("%00"), std::string("a%0Ab%1B[2J"), std::string(4000, 't'),
+        std::string("..%2F..%2Fetc"), std::string("%E2%80%AE%F0%9F%98%80")}) {
+    SseClient client;
+    EXPECT_EQ(client.Connect(StreamOptions("alice", thread)).status, 204) << thread.substr(0, 40);
+  }
+  SseClient empty;
+  auto options = StreamOptions("alice", "");
+  EXPECT_EQ(empty.Connect(options).status, 404) << "no thread id: not this endpoint";
+}
+
+TEST_F(GatewayAiSdk, AStreamWhoseTokenExpiresEndsInAnErrorTheSdkShows) {
+  harness_.StartGateway([](gateway::GatewayConfig& config) { config.auth.leeway = 1s; });
+  WsClient watcher;
+  ASSERT_NO_FATAL_FAILURE(ConnectWatcher(watcher, "dora"));
+  producers::RunEmitter run(*publisher_, {"dora", "t-5", "r-5", "researcher", "", {}});
+  ASSERT_EQ(run.Started("a long task"), producers::PublishStatus::kAccepted);
+  ASSERT_EQ(publisher_->Flush(10s), 0u);
+  WaitDelivered(watcher, 1);
+
+  SseClient client;
+  auto options = StreamOptions("dora", "t-5");
+  options.port = harness_.Port();
+  options.bearer = gateway::MintHs256Token(kTestJwtSecret, "dora", 2s);
+  ASSERT_EQ(client.Connect(options).status, 200);
+  const auto data = ReadData(client);  // start, start-step, then nothing until the token ends
+  EXPECT_EQ(Types(data), (std::vector<std::string>{"start", "start-step", "error", "[DONE]"}));
+  ASSERT_EQ(data.size(), 4u);
+  EXPECT_EQ(json::parse(data[2]).at("errorText"), "token_expired");
+  run.Completed("done");
 }
 
 }  // namespace

@@ -284,10 +284,17 @@ TEST(GatewayResumeConfig, HostileCatchupAndWarmStartFlagsRefuseToStart) {
       {"--warm-start-timeout", "abc"},
       {"--warm-start-timeout", "999999999999d"},
       {"--warm-start", "maybe"},
+      {"--max-catchup-events", "-1"},
+      {"--max-catchup-events", "1e400"},
+      {"--max-catchup-events", "ten"},
+      {"--jwt-leeway", "-5s"},
+      {"--jwt-leeway", "2h"},
+      {"--jwt-leeway", "9999999999999999999s"},
   };
   Subprocess::Options options;
   options.unset_env = {"AGENTWIRE_CATCHUP_BUFFER_BYTES", "AGENTWIRE_WARM_START",
-                       "AGENTWIRE_WARM_START_TIMEOUT"};
+                       "AGENTWIRE_WARM_START_TIMEOUT", "AGENTWIRE_MAX_CATCHUP_EVENTS",
+                       "AGENTWIRE_JWT_LEEWAY"};
   for (const auto& flags : cases) {
     std::vector<std::string> argv{AgentwireBinary(), "gateway",      "--brokers",
                                   "127.0.0.1:9",     "--jwt-secret", kTestJwtSecret};

@@ -47,6 +47,11 @@ std::vector<SseEvent> ReadSse(SseClient& client, size_t count, std::chrono::mill
   return got;
 }
 
+size_t CountEventFrames(const std::vector<Frame>& frames) {
+  return static_cast<size_t>(std::count_if(frames.begin(), frames.end(),
+                                           [](const Frame& f) { return f.type == "event"; }));
+}
+
 std::vector<std::string> EventIds(const std::vector<SseEvent>& events) {
   std::vector<std::string> ids;
   for (const auto& e : events) {
@@ -95,12 +100,7 @@ TEST(GatewaySse, SameEventsAsWebSocketAndAResumeWithLastEventIdAcrossADrain) {
 
   // The WebSocket client of the same user sees the same events with the same cursors.
   const auto frames = ReadUntil(
-      ws,
-      [](const auto& f) {
-        return std::count_if(f.begin(), f.end(),
-                             [](const Frame& x) { return x.type == "event"; }) >= 60;
-      },
-      30s);
+      ws, [](const auto& f) { return CountEventFrames(f) >= 60; }, 30s);
   std::vector<std::string> ws_ids;
   std::vector<std::string> ws_cursors;
   for (const auto& f : frames) {
@@ -170,12 +170,7 @@ TEST(GatewaySse, WebSocketOnOneReplicaAndSseOnAnotherSeeTheSameSequence) {
   harness.Flush();
 
   const auto frames = ReadUntil(
-      ws,
-      [](const auto& f) {
-        return std::count_if(f.begin(), f.end(),
-                             [](const Frame& x) { return x.type == "event"; }) >= 200;
-      },
-      60s);
+      ws, [](const auto& f) { return CountEventFrames(f) >= 200; }, 60s);
   std::vector<std::string> ws_ids;
   std::vector<std::string> ws_cursors;
   for (const auto& f : frames) {
