@@ -112,7 +112,8 @@ TEST(GatewayTokenLifetime, ARefreshForAnotherUserOrABadTokenIsRefusedWith4003) {
       {"a refresh without a token", R"({"type":"refresh"})", true},
       {"a refresh whose token is a number", R"({"type":"refresh","token":12345})", true},
       {"a refresh with a 40 KB token", RefreshFrame(std::string(40'000, 'x')), true},
-      {"a token with NUL and control characters", RefreshFrame(std::string("a.b\0\x01.c\n")), true},
+      {"a token with NUL and control characters", RefreshFrame(std::string("a.b\0\x01.c\n", 8)),
+       true},
       {"not JSON", "\x01\x02 not json {", false},
       {"JSON nested 30,000 deep", std::string(30'000, '[') + std::string(30'000, ']'), false},
   };
