@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/logging.hpp"
 
 namespace agentwire::consumers::internal {
@@ -29,12 +30,7 @@ void RebalanceCallback(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
 int32_t LockKey(const std::string& group, const std::string& topic) {
   // FNV-1a of "group/topic": the first key of pg_advisory_xact_lock(int, int); the partition
   // is the second.
-  uint32_t hash = 2166136261u;
-  for (const char c : group + "/" + topic) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 16777619u;
-  }
-  return static_cast<int32_t>(hash);
+  return static_cast<int32_t>(Fnv1a32(group + "/" + topic));
 }
 
 kafka::TopicPartitionListPtr PartitionList(const std::string& topic,
@@ -284,16 +280,15 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
     if (!positioned) {
       for (const int32_t p : assigned) partitions_[p] = PartitionState{};
     }
-    rd_kafka_error_t* error = nullptr;
+    kafka::ErrorPtr error;
     if (cooperative) {
-      error = rd_kafka_incremental_assign(consumer, partitions);
+      error.reset(rd_kafka_incremental_assign(consumer, partitions));
     } else {
       // An eager protocol (set with --kafka) hands over the whole assignment each time.
       rd_kafka_assign(consumer, partitions);
     }
-    if (error != nullptr) {
-      log::Error("incremental assign failed", {{"error", rd_kafka_error_string(error)}});
-      rd_kafka_error_destroy(error);
+    if (error) {
+      log::Error("incremental assign failed", {{"error", rd_kafka_error_string(error.get())}});
     }
     if (!positioned) Pause(assigned);
     log::Info("partitions assigned", {{"topic", config_.topic},
@@ -311,9 +306,8 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
       return std::find(revoked.begin(), revoked.end(), m->partition) != revoked.end();
     });
     if (cooperative) {
-      if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(consumer, partitions)) {
-        log::Error("incremental unassign failed", {{"error", rd_kafka_error_string(error)}});
-        rd_kafka_error_destroy(error);
+      if (const kafka::ErrorPtr error{rd_kafka_incremental_unassign(consumer, partitions)}) {
+        log::Error("incremental unassign failed", {{"error", rd_kafka_error_string(error.get())}});
       }
     } else {
       rd_kafka_assign(consumer, nullptr);
@@ -431,10 +425,9 @@ void PgBatchConsumer::Recover() {
   }
   // Resume first, then seek: the seek discards anything fetched from the old position.
   rd_kafka_resume_partitions(consumer_.get(), list.get());
-  if (rd_kafka_error_t* error =
-          rd_kafka_seek_partitions(consumer_.get(), list.get(), kSeekTimeoutMs)) {
-    log::Warn("seek failed; will retry", {{"error", rd_kafka_error_string(error)}});
-    rd_kafka_error_destroy(error);
+  if (const kafka::ErrorPtr error{
+          rd_kafka_seek_partitions(consumer_.get(), list.get(), kSeekTimeoutMs)}) {
+    log::Warn("seek failed; will retry", {{"error", rd_kafka_error_string(error.get())}});
     Pause(waiting);
     next_attempt_ = Clock::now() + config_.min_backoff;
     return;

@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/kafka_config.hpp"
 #include "agentwire/core/options.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "event_time.hpp"
 #include "replay_internal.hpp"
@@ -479,7 +479,7 @@ void CheckCursorAgainstTopic(const ReplayConfig& config, int32_t partition_count
   }
   const auto& user = config.selection.user_id;
   if (!user.empty()) {
-    const int32_t partition = producers::PartitionForKey(user, partition_count);
+    const int32_t partition = PartitionForKey(user, partition_count);
     if (static_cast<int32_t>(cursor->partition) != partition) {
       throw ConfigError(fmt::format(
           "--from-cursor points into partition {}, but user '{}' lives in partition {}: the "

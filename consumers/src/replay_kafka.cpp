@@ -10,18 +10,17 @@
 #include <thread>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/kafka_config.hpp"
 #include "agentwire/core/kafka_handles.hpp"
 #include "agentwire/core/logging.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "event_time.hpp"
 #include "replay_internal.hpp"
 
 namespace agentwire::consumers::replay {
 namespace {
 
-using TopicPtr = std::unique_ptr<rd_kafka_topic_t,
-                                 kafka::HandleDeleter<rd_kafka_topic_t, rd_kafka_topic_destroy>>;
+using kafka::TopicPtr;
 
 constexpr auto kMetadataTimeout = std::chrono::seconds(10);
 constexpr int kBatch = 500;
@@ -271,7 +270,7 @@ class KafkaSource final : public Source {
     if (selection.from_cursor) {
       partitions.push_back(static_cast<int32_t>(selection.from_cursor->partition));
     } else if (!selection.user_id.empty()) {
-      partitions.push_back(producers::PartitionForKey(selection.user_id, partition_count_));
+      partitions.push_back(PartitionForKey(selection.user_id, partition_count_));
     } else {
       for (int32_t p = 0; p < partition_count_; ++p) partitions.push_back(p);
     }

@@ -60,54 +60,6 @@ class MillisFormatter final {
   std::string prefix_;
 };
 
-// EncodeCursor's text, without its allocations: the cursor's first 12 bytes (version, epoch,
-// topic hash, most of the partition count) are the same for every event and encode to the
-// same 16 characters (12 bytes = 4 whole base64 groups); only the last 13 bytes are encoded
-// per event.
-class CursorFormatter final {
- public:
-  void Append(const Cursor& cursor, std::string& out) {
-    const std::string full = prefix_.empty() || !(cursor.epoch == cached_.epoch &&
-                                                  cursor.topic_hash == cached_.topic_hash &&
-                                                  cursor.partition_count == cached_.partition_count)
-                                 ? EncodeCursor(cursor)
-                                 : std::string();
-    if (!full.empty()) {
-      cached_ = cursor;
-      prefix_ = full.substr(0, 16);
-      out += full;
-      return;
-    }
-    // Bytes 12..24: the partition count's low byte, the partition, the next offset.
-    unsigned char tail[15] = {};
-    tail[0] = static_cast<unsigned char>(cursor.partition_count & 0xFF);
-    for (int i = 0; i < 4; ++i)
-      tail[1 + i] = static_cast<unsigned char>(cursor.partition >> (24 - 8 * i));
-    const auto offset = static_cast<uint64_t>(cursor.next_offset);
-    for (int i = 0; i < 8; ++i) tail[5 + i] = static_cast<unsigned char>(offset >> (56 - 8 * i));
-    static constexpr char kAlphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char text[18];
-    size_t n = 0;
-    for (size_t i = 0; i < 12; i += 3) {
-      const uint32_t v = (uint32_t{tail[i]} << 16) | (uint32_t{tail[i + 1]} << 8) | tail[i + 2];
-      text[n++] = kAlphabet[(v >> 18) & 63];
-      text[n++] = kAlphabet[(v >> 12) & 63];
-      text[n++] = kAlphabet[(v >> 6) & 63];
-      text[n++] = kAlphabet[v & 63];
-    }
-    const uint32_t last = uint32_t{tail[12]} << 16;  // one byte left: two characters, no padding
-    text[n++] = kAlphabet[(last >> 18) & 63];
-    text[n++] = kAlphabet[(last >> 12) & 63];
-    out += prefix_;
-    out.append(text, n);
-  }
-
- private:
-  Cursor cached_;
-  std::string prefix_;
-};
-
 class JsonlWriter final : public EventWriter {
  public:
   JsonlWriter(std::ostream& out, const ReplayConfig& config, int32_t partition_count)
@@ -115,9 +67,7 @@ class JsonlWriter final : public EventWriter {
     prefix_ = "{\"topic\":\"";
     (void)schemas::AppendJsonEscaped(config.topic, prefix_);
     prefix_ += "\",\"partition\":";
-    cursor_.epoch = config.topic_epoch;
-    cursor_.topic_hash = TopicHash(config.topic);
-    cursor_.partition_count = static_cast<uint32_t>(std::max(partition_count, 0));
+    identity_ = TopicIdentity::Of(config.topic, config.topic_epoch, std::max(partition_count, 0));
     buffer_.reserve(kFlushBytes * 2);
   }
   ~JsonlWriter() override { Flush(); }
@@ -135,11 +85,10 @@ class JsonlWriter final : public EventWriter {
       buffer_ += "null";
     }
     buffer_ += ",\"cursor\":";
-    if (cursor_.partition_count > static_cast<uint32_t>(record.partition)) {
-      cursor_.partition = static_cast<uint32_t>(record.partition);
-      cursor_.next_offset = record.offset + 1;  // resumes after this event
+    if (identity_.partition_count > record.partition) {
       buffer_.push_back('"');
-      cursors_.Append(cursor_, buffer_);
+      // Resumes after this event.
+      AppendCursor(identity_.CursorAt(record.partition, record.offset + 1), buffer_);
       buffer_.push_back('"');
     } else {
       buffer_ += "null";
@@ -163,8 +112,7 @@ class JsonlWriter final : public EventWriter {
   std::ostream& out_;
   bool flush_each_;
   std::string prefix_;
-  Cursor cursor_;
-  CursorFormatter cursors_;
+  TopicIdentity identity_;
   MillisFormatter millis_;
   std::string buffer_;
 };

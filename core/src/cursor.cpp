@@ -1,6 +1,9 @@
 #include "agentwire/core/cursor.hpp"
 
 #include <array>
+#include <utility>
+
+#include "agentwire/core/hashing.hpp"
 
 namespace agentwire {
 namespace {
@@ -10,13 +13,13 @@ constexpr size_t kCursorBytes = 25;
 constexpr std::string_view kAlphabet =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-void PutU32(std::string& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8)
-    out.push_back(static_cast<char>((v >> shift) & 0xFF));
-}
-void PutU64(std::string& out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8)
-    out.push_back(static_cast<char>((v >> shift) & 0xFF));
+// Big-endian into a fixed buffer: cursors are encoded once per delivered or replayed event,
+// so the encoder allocates nothing but the output's growth.
+template <typename T>
+size_t PutBE(std::array<char, kCursorBytes>& bytes, size_t at, T v) {
+  for (size_t i = 0; i < sizeof(T); ++i)
+    bytes[at + i] = static_cast<char>((v >> (8 * (sizeof(T) - 1 - i))) & 0xFF);
+  return at + sizeof(T);
 }
 uint64_t GetBE(std::string_view bytes, size_t at, size_t width) {
   uint64_t v = 0;
@@ -26,18 +29,16 @@ uint64_t GetBE(std::string_view bytes, size_t at, size_t width) {
 
 }  // namespace
 
-uint32_t TopicHash(std::string_view topic) noexcept {
-  uint32_t hash = 2166136261U;
-  for (const char c : topic) {
-    hash ^= static_cast<uint8_t>(c);
-    hash *= 16777619U;
-  }
-  return hash;
-}
+uint32_t TopicHash(std::string_view topic) noexcept { return Fnv1a32(topic); }
 
 std::string Base64UrlEncode(std::string_view bytes) {
   std::string out;
-  out.reserve((bytes.size() * 4 + 2) / 3);
+  AppendBase64Url(bytes, out);
+  return out;
+}
+
+void AppendBase64Url(std::string_view bytes, std::string& out) {
+  out.reserve(out.size() + (bytes.size() * 4 + 2) / 3);
   size_t i = 0;
   for (; i + 3 <= bytes.size(); i += 3) {
     const uint32_t n = (static_cast<uint8_t>(bytes[i]) << 16) |
@@ -56,7 +57,6 @@ std::string Base64UrlEncode(std::string_view bytes) {
     out.push_back(kAlphabet[(n >> 12) & 63]);
     if (rest == 2) out.push_back(kAlphabet[(n >> 6) & 63]);
   }
-  return out;
 }
 
 std::optional<std::string> Base64UrlDecode(std::string_view text) {
@@ -87,16 +87,40 @@ std::optional<std::string> Base64UrlDecode(std::string_view text) {
   return out;
 }
 
+void AppendCursor(const Cursor& cursor, std::string& out) {
+  std::array<char, kCursorBytes> bytes{};
+  bytes[0] = static_cast<char>(kCursorVersion);
+  size_t at = PutBE(bytes, 1, cursor.epoch);
+  at = PutBE(bytes, at, cursor.topic_hash);
+  at = PutBE(bytes, at, cursor.partition_count);
+  at = PutBE(bytes, at, cursor.partition);
+  PutBE(bytes, at, static_cast<uint64_t>(cursor.next_offset));
+  AppendBase64Url({bytes.data(), bytes.size()}, out);
+}
+
 std::string EncodeCursor(const Cursor& cursor) {
-  std::string bytes;
-  bytes.reserve(kCursorBytes);
-  bytes.push_back(static_cast<char>(kCursorVersion));
-  PutU32(bytes, cursor.epoch);
-  PutU32(bytes, cursor.topic_hash);
-  PutU32(bytes, cursor.partition_count);
-  PutU32(bytes, cursor.partition);
-  PutU64(bytes, static_cast<uint64_t>(cursor.next_offset));
-  return Base64UrlEncode(bytes);
+  std::string out;
+  AppendCursor(cursor, out);
+  return out;
+}
+
+TopicIdentity TopicIdentity::Of(std::string topic, uint32_t epoch, int partition_count) {
+  TopicIdentity identity;
+  identity.topic_hash = TopicHash(topic);
+  identity.topic = std::move(topic);
+  identity.epoch = epoch;
+  identity.partition_count = partition_count;
+  return identity;
+}
+
+Cursor TopicIdentity::CursorAt(int partition, int64_t next_offset) const {
+  return {epoch, topic_hash, static_cast<uint32_t>(partition_count),
+          static_cast<uint32_t>(partition), next_offset};
+}
+
+bool TopicIdentity::Issued(const Cursor& cursor) const {
+  return cursor.topic_hash == topic_hash && cursor.epoch == epoch &&
+         cursor.partition_count == static_cast<uint32_t>(partition_count);
 }
 
 std::optional<Cursor> DecodeCursor(std::string_view text) {

@@ -60,12 +60,9 @@ class Gateway::Impl {
   void Start() {
     // Learn the topic's layout first: cursors carry the partition count.
     auto probe = kafka::MakeClient(RD_KAFKA_PRODUCER, kafka::MakeConf(config_.client_properties));
-    TopicIdentity identity;
-    identity.topic = config_.topic;
-    identity.epoch = config_.topic_epoch;
-    identity.topic_hash = TopicHash(config_.topic);
-    identity.partition_count =
-        kafka::PartitionCount(probe.get(), config_.topic, std::chrono::seconds(10));
+    const auto identity = TopicIdentity::Of(
+        config_.topic, config_.topic_epoch,
+        kafka::PartitionCount(probe.get(), config_.topic, std::chrono::seconds(10)));
     probe.reset();
 
     context_ = std::make_shared<GatewayContext>(config_, identity, registry_);

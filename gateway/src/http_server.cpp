@@ -11,9 +11,9 @@
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "ai_sdk_transport.hpp"
 #include "frames.hpp"
 #include "session.hpp"
@@ -224,7 +224,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     }
     const std::string& user = auth.user_id;
     const auto& identity = context_->identity;
-    const int partition = producers::PartitionForKey(user, identity.partition_count);
+    const int partition = PartitionForKey(user, identity.partition_count);
 
     StartPosition start;
     std::optional<RunInProgress> run;
@@ -258,8 +258,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
                     false);
           return;
         }
-        if (cursor->topic_hash != identity.topic_hash || cursor->epoch != identity.epoch ||
-            cursor->partition_count != static_cast<uint32_t>(identity.partition_count)) {
+        if (!identity.Issued(*cursor)) {
           start.reset = true;  // another topic, epoch or partition layout: history unavailable
         } else if (cursor->partition != static_cast<uint32_t>(partition)) {
           context_->metrics.rejected_bad_request.Inc();

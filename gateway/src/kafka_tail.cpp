@@ -137,9 +137,7 @@ LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t o
   entry->thread_id = routing.thread_id;
   entry->run_id = routing.run_id;
   entry->kind = static_cast<EventKind>(routing.body_field);
-  entry->cursor = {identity.epoch, identity.topic_hash,
-                   static_cast<uint32_t>(identity.partition_count),
-                   static_cast<uint32_t>(partition), offset + 1};
+  entry->cursor = identity.CursorAt(partition, offset + 1);
   // JSON spells out field names and escapes some bytes: about twice the record, plus the
   // envelope and cursor. Only the cache's byte budget uses the estimate.
   entry->SetLazyFrame(std::string(value), &BuildEventFrame, 2 * value.size() + 128);

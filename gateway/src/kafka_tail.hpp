@@ -16,14 +16,6 @@
 
 namespace agentwire::gateway {
 
-/// What a cursor minted by this replica carries besides partition and offset.
-struct TopicIdentity {
-  std::string topic;
-  uint32_t epoch = 1;
-  uint32_t topic_hash = 0;
-  int partition_count = 0;
-};
-
 /// Why a message produced no LogEntry.
 enum class EntryProblem { kNone, kUndecodable, kKeyMismatch };
 

@@ -145,10 +145,7 @@ void Session::ScheduleKeepAlive() {
 }
 
 std::string Session::CursorAt(int64_t next_offset) const {
-  const auto& identity = context_->identity;
-  return EncodeCursor({identity.epoch, identity.topic_hash,
-                       static_cast<uint32_t>(identity.partition_count),
-                       static_cast<uint32_t>(partition_), next_offset});
+  return EncodeCursor(context_->identity.CursorAt(partition_, next_offset));
 }
 
 void Session::SendReset(std::string_view reason) {

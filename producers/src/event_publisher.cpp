@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/kafka_config.hpp"
 #include "agentwire/core/kafka_handles.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/schemas/event_json.hpp"

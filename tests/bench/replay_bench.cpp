@@ -17,9 +17,9 @@
 #include <string>
 
 #include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/kafka_config.hpp"
 #include "agentwire/producers/event_publisher.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
 
@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
                                         Rfc3339(last_emitted + std::chrono::seconds(1)));
   const std::string user = "user-0001";
   std::cout << fmt::format("user {} is in partition {} with ~{} events of its own\n", user,
-                           producers::PartitionForKey(user, partitions), events / users);
+                           PartitionForKey(user, partitions), events / users);
   for (int r = 0; r < repeat; ++r) {
     Report("full-topic time range, jsonl", RunReplay(common + " " + range));
     Report("one user (--user), jsonl", RunReplay(common + " --user " + user));

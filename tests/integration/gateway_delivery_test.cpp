@@ -5,8 +5,8 @@
 #include <map>
 #include <set>
 
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/kafka_config.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "agentwire/producers/run_emitter.hpp"
 #include "support/gateway_harness.hpp"
 #include "support/kafka_test_utils.hpp"
@@ -215,11 +215,11 @@ TEST_F(GatewayDeliveryTest, OpsEndpointsAnswer) {
 TEST_F(GatewayDeliveryTest, RecordWhoseKeyIsNotItsUserIsDeliveredToNobody) {
   const std::string user = "routing-alice";
   const int partitions = harness_->Partitions();
-  const int partition = producers::PartitionForKey(user, partitions);
+  const int partition = PartitionForKey(user, partitions);
   std::string other_key;  // another user's key that lands in alice's partition
   for (int i = 0; other_key.empty(); ++i) {
     const std::string candidate = "routing-mallory-" + std::to_string(i);
-    if (producers::PartitionForKey(candidate, partitions) == partition) other_key = candidate;
+    if (PartitionForKey(candidate, partitions) == partition) other_key = candidate;
   }
 
   WsClient live;

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "agentwire/core/cursor.hpp"
-#include "agentwire/producers/murmur2.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "support/gateway_harness.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
@@ -202,7 +202,7 @@ TEST(GatewayResume, ReadyCursorIsAResumePointEvenWithNothingSent) {
 TEST(GatewayResume, CursorOfAnotherTopicGetsReset) {
   GatewayHarness harness(12);
   harness.StartGateway();
-  const int partition = producers::PartitionForKey("reset-user", 12);
+  const int partition = PartitionForKey("reset-user", 12);
   const auto foreign =
       EncodeCursor({1, TopicHash("some.other.topic"), 12, static_cast<uint32_t>(partition), 5});
   WsClient client;
@@ -266,7 +266,7 @@ TEST(GatewayResume, MalformedCursorIsRejectedBeforeTheUpgrade) {
     EXPECT_NE(result.body.find(R"("error":"bad_cursor")"), std::string::npos) << result.body;
   }
   // A cursor of another user's partition cannot widen what a client receives.
-  const int mine = producers::PartitionForKey("alice", 12);
+  const int mine = PartitionForKey("alice", 12);
   const auto other =
       EncodeCursor({1, TopicHash(harness.Topic()), 12, static_cast<uint32_t>((mine + 1) % 12), 0});
   WsClient client;

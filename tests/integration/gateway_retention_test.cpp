@@ -11,8 +11,8 @@
 #include <set>
 #include <thread>
 
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/producers/event_publisher.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "support/gateway_harness.hpp"
 #include "support/kafka_test_utils.hpp"
 #include "support/subprocess.hpp"
@@ -76,11 +76,11 @@ TEST(GatewayRetention, ReplicaBehindRetentionSendsResetAndKeepsDelivering) {
   // The watched user and a filler user in the same partition, whose events push the
   // watched user's older ones out of the embedded Kafka's ~5 MiB per-partition log.
   const std::string user = "retention-user";
-  const int partition = producers::PartitionForKey(user, kPartitions);
+  const int partition = PartitionForKey(user, kPartitions);
   std::string filler;
   for (int i = 0; filler.empty(); ++i) {
     const std::string candidate = "filler-" + std::to_string(i);
-    if (producers::PartitionForKey(candidate, kPartitions) == partition) filler = candidate;
+    if (PartitionForKey(candidate, kPartitions) == partition) filler = candidate;
   }
 
   producers::PublisherConfig config;

@@ -20,9 +20,9 @@
 
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/producers/event_publisher.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "agentwire/producers/run_emitter.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "support/kafka_test_utils.hpp"
@@ -88,7 +88,7 @@ class ReportCounter final {
           std::lock_guard lock(mutex_);
           where_[report.event_id] = {report.partition, report.offset};
         }
-        if (report.partition != producers::PartitionForKey(report.user_id, kPartitions)) {
+        if (report.partition != PartitionForKey(report.user_id, kPartitions)) {
           wrong_partition_.fetch_add(1);
         }
       } else {
@@ -237,7 +237,7 @@ class PublisherTest : public ::testing::Test {
     for (size_t i = 0; i < events.size(); ++i) {
       const auto& event = events[i];
       if (seen.count(event.event_id()) == 0) {
-        ++missing[producers::PartitionForKey(event.user_id(), kPartitions)];
+        ++missing[PartitionForKey(event.user_id(), kPartitions)];
         const auto [partition, offset] = counter.Where(event.event_id());
         if (partition >= 0 && offset == RD_KAFKA_OFFSET_INVALID) ++implicitly_acked;
         const auto holder = at.find({partition, offset});

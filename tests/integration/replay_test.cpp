@@ -24,9 +24,9 @@
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/embedded_kafka.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/kafka_config.hpp"
 #include "agentwire/producers/event_publisher.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "support/kafka_test_utils.hpp"
 #include "support/subprocess.hpp"
@@ -392,7 +392,7 @@ TEST_F(ReplayTest, UserReadsOnlyTheUsersPartition) {
     EXPECT_EQ(CompareJsonl(result.stdout_text, expected), "") << user;
     // Only the user's partition was read: the other users' messages there were scanned and
     // dropped by key, nothing else.
-    const int32_t partition = producers::PartitionForKey(user, kPartitions);
+    const int32_t partition = PartitionForKey(user, kPartitions);
     EXPECT_EQ(Scanned(result.stderr_text), MessagesInPartition(partition)) << result.stderr_text;
   }
 }
@@ -499,8 +499,7 @@ TEST_F(ReplayTest, FromCursorResumesRightAfterTheEvent) {
   // A cursor of another user's partition is refused rather than silently mixing users.
   std::string other_user;
   for (int u = 0; u < kUsers && other_user.empty(); ++u) {
-    if (producers::PartitionForKey(UserId(u), kPartitions) !=
-        static_cast<int32_t>(decoded.partition)) {
+    if (PartitionForKey(UserId(u), kPartitions) != static_cast<int32_t>(decoded.partition)) {
       other_user = UserId(u);
     }
   }
@@ -572,7 +571,7 @@ TEST_F(ReplayTest, RepublishKeepsKeysHeadersValuesAndOrder) {
   for (const auto* r : target) {
     target_by_key[r->key].emplace_back(r->value, r->headers);
     // Same partitioner and partition count: the same partition as in the source.
-    EXPECT_EQ(r->partition, producers::PartitionForKey(r->key, kPartitions));
+    EXPECT_EQ(r->partition, PartitionForKey(r->key, kPartitions));
   }
   EXPECT_EQ(target_by_key.size(), static_cast<size_t>(kUsers));
   EXPECT_TRUE(source_by_key == target_by_key);

@@ -20,8 +20,8 @@
 #include <tuple>
 #include <vector>
 
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/producers/event_publisher.hpp"
-#include "agentwire/producers/murmur2.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "agentwire/v1/events.pb.h"
 #include "interop/interop_processes.hpp"
@@ -251,7 +251,7 @@ TEST(KcatProtoc, KcatReadsEveryValueAndProtocDecodesIt) {
     }
     wrong_key += record.key == expected->user_id() ? 0 : 1;
     wrong_partition +=
-        record.partition == producers::PartitionForKey(expected->user_id(), kPartitions) ? 0 : 1;
+        record.partition == PartitionForKey(expected->user_id(), kPartitions) ? 0 : 1;
     bad_headers +=
         record.headers == "content-type=application/x-protobuf,schema=agentwire.v1.AgentEvent" ? 0
                                                                                                : 1;

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "agentwire/producers/murmur2.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/v1/events.pb.h"
 #include "interop/interop_processes.hpp"
 #include "support/gateway_harness.hpp"
@@ -312,11 +312,11 @@ TEST_F(PythonWorker, PartitionsAgreeWithTheCppMurmur2) {
   const auto sent = RunWorker(users, 1, /*short_runs=*/true);
   ASSERT_EQ(sent.size(), users.size() * 2);
 
-  // (1) confluent-kafka's delivery reports against producers::PartitionForKey.
+  // (1) confluent-kafka's delivery reports against PartitionForKey.
   size_t report_mismatches = 0;
   std::set<int32_t> partitions_used;
   for (const auto& event : sent) {
-    const auto expected = producers::PartitionForKey(event.user_id, kPartitions);
+    const auto expected = PartitionForKey(event.user_id, kPartitions);
     partitions_used.insert(event.partition);
     if (event.partition != expected) {
       if (++report_mismatches <= 5) {

@@ -12,9 +12,9 @@
 #include <unordered_set>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/kafka_config.hpp"
 #include "agentwire/core/kafka_handles.hpp"
-#include "agentwire/producers/murmur2.hpp"
 
 namespace agentwire::testing {
 namespace {
@@ -161,8 +161,7 @@ DeliveryAudit AuditDelivery(const PublishedByUser& published,
     }
     const auto& user = event.user_id();
     partitions_of_user[user].insert(record.partition);
-    if (partition_count > 0 &&
-        record.partition != producers::PartitionForKey(user, partition_count)) {
+    if (partition_count > 0 && record.partition != PartitionForKey(user, partition_count)) {
       ++audit.wrong_partition;
     }
     const auto found = position.find(event.event_id());

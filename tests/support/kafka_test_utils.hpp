@@ -50,7 +50,7 @@ struct DeliveryAudit {
   size_t duplicated = 0;  // extra copies of an event_id (2 copies count 1)
   size_t reordered = 0;  // first copies that arrived after a later-published event of the same user
   size_t users_in_multiple_partitions = 0;
-  size_t wrong_partition = 0;  // partition != producers::PartitionForKey(user_id, partitions)
+  size_t wrong_partition = 0;  // partition != PartitionForKey(user_id, partitions)
   size_t unknown = 0;          // undecodable values, or event_ids nobody published
   size_t consumed = 0;         // records examined
 

@@ -6,7 +6,7 @@
 #include <stop_token>
 #include <string>
 
-#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 
 namespace agentwire::metrics {
 class Registry;

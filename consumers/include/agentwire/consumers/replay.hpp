@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "agentwire/core/cursor.hpp"
-#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 
 namespace agentwire::consumers {
 

@@ -34,14 +34,34 @@ struct Cursor {
 uint32_t TopicHash(std::string_view topic) noexcept;
 
 std::string EncodeCursor(const Cursor& cursor);
+/// EncodeCursor's text appended to `out` (no temporary string: replay's per-event path).
+void AppendCursor(const Cursor& cursor, std::string& out);
 
 /// nullopt for anything that is not a cursor this version wrote (wrong length, alphabet,
 /// version, negative offset, partition >= partition count). "earliest" is not a cursor:
 /// callers handle it before decoding.
 std::optional<Cursor> DecodeCursor(std::string_view text);
 
+/// What every cursor minted against one topic shares. A replica (and `agentwire replay`) builds
+/// it once at start from the topic's name, the operator-set epoch and the partition count it
+/// finds on the cluster.
+struct TopicIdentity {
+  std::string topic;
+  uint32_t epoch = 1;
+  uint32_t topic_hash = 0;  // TopicHash(topic)
+  int partition_count = 0;
+
+  static TopicIdentity Of(std::string topic, uint32_t epoch, int partition_count);
+  /// The cursor that resumes `partition` at `next_offset`.
+  Cursor CursorAt(int partition, int64_t next_offset) const;
+  /// The cursor was minted against this topic, epoch and partition layout, so its offset means
+  /// the same here. A cursor that fails this must get a reset, never a guess.
+  bool Issued(const Cursor& cursor) const;
+};
+
 /// base64url without padding (RFC 4648 section 5), exposed for tests.
 std::string Base64UrlEncode(std::string_view bytes);
+void AppendBase64Url(std::string_view bytes, std::string& out);
 std::optional<std::string> Base64UrlDecode(std::string_view text);
 
 }  // namespace agentwire

@@ -1,22 +1,16 @@
 #pragma once
 
+// Creating librdkafka clients and asking the cluster about topics. Includes librdkafka's
+// header: for the libraries' own sources, not for public headers (see kafka_properties.hpp).
+
 #include <chrono>
-#include <map>
 #include <optional>
 #include <string>
-#include <string_view>
-#include <vector>
 
 #include "agentwire/core/kafka_handles.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 
 namespace agentwire::kafka {
-
-/// librdkafka properties, e.g. {"bootstrap.servers", "127.0.0.1:9092"}.
-using Properties = std::map<std::string, std::string>;
-
-/// Parses repeated `key=value` strings (the `--kafka` flag). Throws ConfigError naming
-/// the offending entry.
-Properties ParseProperties(const std::vector<std::string>& entries);
 
 /// Builds a librdkafka configuration. Throws ConfigError naming the property and
 /// librdkafka's reason when a key is unknown or a value invalid. librdkafka's own log
@@ -40,9 +34,5 @@ std::string MissingTopicText(const std::string& topic);
 
 /// FindPartitionCount, throwing KafkaError (fatal) when the topic does not exist.
 int PartitionCount(rd_kafka_t* client, const std::string& topic, std::chrono::milliseconds timeout);
-
-/// A topic name Kafka accepts: 1-249 chars of [a-zA-Z0-9._-]. Throws ConfigError
-/// mentioning `what` (e.g. "--topic").
-void ValidateTopicName(std::string_view name, std::string_view what);
 
 }  // namespace agentwire::kafka

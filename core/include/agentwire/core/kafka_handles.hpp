@@ -35,6 +35,12 @@ using MessagePtr = std::unique_ptr<rd_kafka_message_t,
 using MetadataPtr =
     std::unique_ptr<const rd_kafka_metadata_t,
                     HandleDeleter<const rd_kafka_metadata_t, rd_kafka_metadata_destroy>>;
+/// rd_kafka_topic_t (the legacy simple-consumer topic handle replay's offset search uses).
+using TopicPtr =
+    std::unique_ptr<rd_kafka_topic_t, HandleDeleter<rd_kafka_topic_t, rd_kafka_topic_destroy>>;
+/// rd_kafka_error_t, as returned by the newer APIs (incremental assign, transactions).
+using ErrorPtr =
+    std::unique_ptr<rd_kafka_error_t, HandleDeleter<rd_kafka_error_t, rd_kafka_error_destroy>>;
 using HeadersPtr = std::unique_ptr<rd_kafka_headers_t,
                                    HandleDeleter<rd_kafka_headers_t, rd_kafka_headers_destroy>>;
 

@@ -5,7 +5,7 @@
 #include <string_view>
 #include <vector>
 
-#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 #include "agentwire/core/logging.hpp"
 
 namespace CLI {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/gateway/auth.hpp"
 

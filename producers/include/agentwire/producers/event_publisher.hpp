@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/producers/event_sink.hpp"
 

@@ -1,6 +1,6 @@
-#include "agentwire/producers/murmur2.hpp"
+#include "agentwire/core/hashing.hpp"
 
-namespace agentwire::producers {
+namespace agentwire {
 
 uint32_t Murmur2(std::string_view key) noexcept {
   constexpr uint32_t kSeed = 0x9747b28c;
@@ -47,4 +47,13 @@ int32_t PartitionForKey(std::string_view key, int32_t partition_count) noexcept 
                               static_cast<uint32_t>(partition_count));
 }
 
-}  // namespace agentwire::producers
+uint32_t Fnv1a32(std::string_view bytes) noexcept {
+  uint32_t hash = 2166136261U;
+  for (const char c : bytes) {
+    hash ^= static_cast<uint8_t>(c);
+    hash *= 16777619U;
+  }
+  return hash;
+}
+
+}  // namespace agentwire

@@ -1,8 +1,8 @@
-#include "agentwire/producers/murmur2.hpp"
+#include "agentwire/core/hashing.hpp"
 
 #include <gtest/gtest.h>
 
-namespace agentwire::producers {
+namespace agentwire {
 namespace {
 
 // Vectors from the Java client's UtilsTest and librdkafka's rdmurmur2.c unit test: the
@@ -30,5 +30,13 @@ TEST(Murmur2, PartitionIsPositiveModulo) {
   }
 }
 
+// The published FNV-1a test vectors (Fowler/Noll/Vo): cursors and advisory-lock keys written by
+// one build must be read by the next.
+TEST(Fnv1a32, MatchesPublishedVectors) {
+  EXPECT_EQ(Fnv1a32(""), 0x811c9dc5U);
+  EXPECT_EQ(Fnv1a32("a"), 0xe40c292cU);
+  EXPECT_EQ(Fnv1a32("foobar"), 0xbf9cf968U);
+}
+
 }  // namespace
-}  // namespace agentwire::producers
+}  // namespace agentwire
