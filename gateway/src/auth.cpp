@@ -322,9 +322,22 @@ std::string TokenVerifier::Describe() const {
   return fmt::format("{}", fmt::join(parts, "; "));
 }
 
-AuthResult TokenVerifier::Verify(std::string_view token,
-                                 std::chrono::system_clock::time_point now) const {
-  const auto& config = keys_->config;
+namespace {
+
+// Verify's steps, in the order a token is checked. Each returns the failure to answer with, or
+// nullopt to go on; the order matters: nothing looks at the payload before the key is chosen,
+// and nothing trusts a claim before the signature verified.
+using Failure = std::optional<AuthResult>;
+
+// The three base64url segments; the signature covers the first two exactly as sent.
+struct TokenParts {
+  std::string_view header;
+  std::string_view payload;
+  std::string_view signature;
+  std::string_view signing_input;
+};
+
+Failure SplitToken(std::string_view token, TokenParts& parts) {
   if (token.empty()) {
     return Fail("token_missing",
                 "no token: send Authorization: Bearer <jwt> or the access_token query parameter");
@@ -332,7 +345,6 @@ AuthResult TokenVerifier::Verify(std::string_view token,
   if (token.size() > kMaxTokenBytes) {
     return Fail("token_invalid", fmt::format("token is longer than {} bytes", kMaxTokenBytes));
   }
-
   const size_t first_dot = token.find('.');
   const size_t second_dot =
       first_dot == std::string_view::npos ? std::string_view::npos : token.find('.', first_dot + 1);
@@ -343,183 +355,216 @@ AuthResult TokenVerifier::Verify(std::string_view token,
     return Fail("token_invalid",
                 fmt::format("malformed token: expected 3 dot-separated parts, got {}", dots + 1));
   }
-  const std::string_view header_part = token.substr(0, first_dot);
-  const std::string_view payload_part = token.substr(first_dot + 1, second_dot - first_dot - 1);
-  const std::string_view signature_part = token.substr(second_dot + 1);
-  // The signature covers the encoded header and payload exactly as sent.
-  const std::string_view signing_input = token.substr(0, second_dot);
+  parts.header = token.substr(0, first_dot);
+  parts.payload = token.substr(first_dot + 1, second_dot - first_dot - 1);
+  parts.signature = token.substr(second_dot + 1);
+  parts.signing_input = token.substr(0, second_dot);
+  return std::nullopt;
+}
 
-  const auto header = DecodeJsonObject(header_part);
-  if (!header) {
-    return Fail("token_invalid", "malformed token: the header is not a base64url JSON object");
-  }
-  const auto alg_it = header->find("alg");
-  if (alg_it == header->end() || !alg_it->is_string()) {
+// Only the three algorithms we implement; never "none", never an unknown critical extension.
+Failure ReadAlgorithm(const nlohmann::json& header, Alg& alg) {
+  const auto alg_it = header.find("alg");
+  if (alg_it == header.end() || !alg_it->is_string()) {
     return Fail("token_invalid", "malformed token: the header has no alg");
   }
-  const std::string& alg_name = alg_it->get_ref<const std::string&>();
-  Alg alg;
-  if (alg_name == "HS256") {
+  const std::string& name = alg_it->get_ref<const std::string&>();
+  if (name == "HS256") {
     alg = Alg::kHs256;
-  } else if (alg_name == "RS256") {
+  } else if (name == "RS256") {
     alg = Alg::kRs256;
-  } else if (alg_name == "ES256") {
+  } else if (name == "ES256") {
     alg = Alg::kEs256;
-  } else if (LowerCopy(alg_name) == "none") {
+  } else if (LowerCopy(name) == "none") {
     return Fail("token_algorithm", "unsigned tokens (alg none) are not accepted");
   } else {
     return Fail("token_algorithm", fmt::format("alg {} is not accepted (HS256, RS256, ES256 are)",
-                                               Printable(alg_name, 16)));
+                                               Printable(name, 16)));
   }
-  if (header->contains("crit")) {
+  if (header.contains("crit")) {
     return Fail("token_invalid", "tokens with critical header extensions (crit) are not supported");
   }
+  return std::nullopt;
+}
 
-  // Choose the key from our own configuration by alg and kid, before touching the signature:
-  // each algorithm only ever sees keys of its own type.
-  const EVP_PKEY* public_key = nullptr;
+// The key comes from our own configuration, by alg and kid, before the signature is touched:
+// each algorithm only ever sees keys of its own type. HS256 uses the shared secret (`key` stays
+// null).
+Failure SelectKey(Alg alg, const nlohmann::json& header, const AuthConfig& config,
+                  const std::vector<JwksKey>& jwks, const EVP_PKEY*& key) {
   if (alg == Alg::kHs256) {
     if (config.hs256_secret.empty()) {
       return Fail("token_algorithm",
                   "HS256 tokens are not accepted here (no shared secret is configured)");
     }
-  } else {
-    const KeyType wanted = KeyTypeFor(alg);
-    size_t candidates = 0;
-    for (const auto& key : keys_->jwks) {
-      if (key.type == wanted) {
-        ++candidates;
-        public_key = key.key.get();
-      }
+    return std::nullopt;
+  }
+  const KeyType wanted = KeyTypeFor(alg);
+  size_t candidates = 0;
+  for (const auto& candidate : jwks) {
+    if (candidate.type == wanted) {
+      ++candidates;
+      key = candidate.key.get();
     }
-    if (candidates == 0) {
-      return Fail("token_algorithm",
-                  fmt::format("{} tokens are not accepted here (no {} key is configured)",
-                              AlgName(alg), KeyTypeName(wanted)));
-    }
-    const auto kid_it = header->find("kid");
-    if (kid_it != header->end() && !kid_it->is_string()) {
-      return Fail("token_invalid", "malformed token: kid is not a string");
-    }
-    if (kid_it != header->end()) {
-      const std::string& kid = kid_it->get_ref<const std::string&>();
-      const JwksKey* match = nullptr;
-      for (const auto& key : keys_->jwks) {
-        if (key.kid == kid) match = &key;
-      }
-      if (match == nullptr) {
-        return Fail("token_unknown_key", fmt::format("no JWKS key has kid \"{}\"", Printable(kid)));
-      }
-      if (match->type != wanted) {
-        return Fail("token_algorithm",
-                    fmt::format("kid \"{}\" is an {} key; it cannot verify {}", Printable(kid),
-                                KeyTypeName(match->type), AlgName(alg)));
-      }
-      public_key = match->key.get();
-    } else if (candidates > 1) {
+  }
+  if (candidates == 0) {
+    return Fail("token_algorithm", fmt::format("{} tokens are not accepted here (no {} key is "
+                                               "configured)",
+                                               AlgName(alg), KeyTypeName(wanted)));
+  }
+  const auto kid_it = header.find("kid");
+  if (kid_it == header.end()) {
+    if (candidates > 1) {
       return Fail("token_unknown_key",
                   fmt::format("the token has no kid and {} {} keys are configured", candidates,
                               KeyTypeName(wanted)));
     }
+    return std::nullopt;
   }
+  if (!kid_it->is_string()) return Fail("token_invalid", "malformed token: kid is not a string");
+  const std::string& kid = kid_it->get_ref<const std::string&>();
+  const JwksKey* match = nullptr;
+  for (const auto& candidate : jwks) {
+    if (candidate.kid == kid) match = &candidate;
+  }
+  if (match == nullptr) {
+    return Fail("token_unknown_key", fmt::format("no JWKS key has kid \"{}\"", Printable(kid)));
+  }
+  if (match->type != wanted) {
+    return Fail("token_algorithm",
+                fmt::format("kid \"{}\" is an {} key; it cannot verify {}", Printable(kid),
+                            KeyTypeName(match->type), AlgName(alg)));
+  }
+  key = match->key.get();
+  return std::nullopt;
+}
 
-  const auto payload = DecodeJsonObject(payload_part);
-  if (!payload) {
-    return Fail("token_invalid", "malformed token: the payload is not a base64url JSON object");
-  }
-  const auto signature = DecodeBase64Url(signature_part);
+Failure CheckSignature(Alg alg, const EVP_PKEY* public_key, const AuthConfig& config,
+                       const TokenParts& parts) {
+  const auto signature = DecodeBase64Url(parts.signature);
   if (!signature) return Fail("token_invalid", "malformed token: the signature is not base64url");
-
   // EVP_DigestVerifyInit takes a non-const key but only reads it (and bumps its reference
   // count atomically), so sharing one key between threads is safe.
   auto* key = const_cast<EVP_PKEY*>(public_key);
   bool verified = false;
   switch (alg) {
     case Alg::kHs256:
-      verified = VerifyHs256(config.hs256_secret, signing_input, *signature);
+      verified = VerifyHs256(config.hs256_secret, parts.signing_input, *signature);
       break;
     case Alg::kRs256:
-      verified = VerifyRs256(key, signing_input, *signature);
+      verified = VerifyRs256(key, parts.signing_input, *signature);
       break;
     case Alg::kEs256:
-      verified = VerifyEs256(key, signing_input, *signature);
+      verified = VerifyEs256(key, parts.signing_input, *signature);
       break;
   }
   if (!verified) {
     return Fail("token_signature", fmt::format("the {} signature does not verify", AlgName(alg)));
   }
+  return std::nullopt;
+}
 
+// exp is required (tokens must expire); nbf and iat, when present, must not be in the future.
+// All with the configured leeway for clock skew.
+Failure CheckTimes(const nlohmann::json& payload, std::chrono::system_clock::time_point now,
+                   std::chrono::seconds leeway_seconds, double& expires_at) {
   const double now_seconds = std::chrono::duration<double>(now.time_since_epoch()).count();
-  const auto leeway = static_cast<double>(config.leeway.count());
+  const auto leeway = static_cast<double>(leeway_seconds.count());
   std::optional<double> exp;
   std::optional<double> nbf;
   std::optional<double> iat;
   try {
-    exp = NumericDate(*payload, "exp");
-    nbf = NumericDate(*payload, "nbf");
-    iat = NumericDate(*payload, "iat");
+    exp = NumericDate(payload, "exp");
+    nbf = NumericDate(payload, "nbf");
+    iat = NumericDate(payload, "iat");
   } catch (const std::invalid_argument& e) {
     return Fail("token_invalid", fmt::format("malformed token: {}", e.what()));
   }
   if (!exp) return Fail("token_invalid", "the token has no exp claim; tokens must expire");
   if (now_seconds >= *exp + leeway) {
     return Fail("token_expired", fmt::format("the token expired at {} (leeway {}s)",
-                                             FormatTime(*exp), config.leeway.count()));
+                                             FormatTime(*exp), leeway_seconds.count()));
   }
   if (nbf && now_seconds + leeway < *nbf) {
     return Fail("token_not_yet_valid", fmt::format("the token is not valid before {} (leeway {}s)",
-                                                   FormatTime(*nbf), config.leeway.count()));
+                                                   FormatTime(*nbf), leeway_seconds.count()));
   }
   if (iat && now_seconds + leeway < *iat) {
     return Fail("token_not_yet_valid", fmt::format("the token was issued in the future, at {} "
                                                    "(leeway {}s)",
-                                                   FormatTime(*iat), config.leeway.count()));
+                                                   FormatTime(*iat), leeway_seconds.count()));
   }
+  expires_at = *exp;
+  return std::nullopt;
+}
 
+Failure CheckIssuerAndAudience(const nlohmann::json& payload, const AuthConfig& config) {
   if (!config.issuer.empty()) {
-    const auto iss = payload->find("iss");
-    if (iss == payload->end() || !iss->is_string() ||
+    const auto iss = payload.find("iss");
+    if (iss == payload.end() || !iss->is_string() ||
         iss->get_ref<const std::string&>() != config.issuer) {
       return Fail("token_issuer", fmt::format("the token's issuer is not {}", config.issuer));
     }
   }
-  if (!config.audience.empty() && config.audience != kAnyAudience) {
-    bool found = false;
-    const auto aud = payload->find("aud");
-    if (aud != payload->end()) {
-      if (aud->is_string()) {
-        found = aud->get_ref<const std::string&>() == config.audience;
-      } else if (aud->is_array()) {
-        for (const auto& entry : *aud) {
-          if (entry.is_string() && entry.get_ref<const std::string&>() == config.audience) {
-            found = true;
-          }
-        }
-      }
-    }
-    if (!found) {
-      return Fail("token_audience",
-                  fmt::format("the token's audience does not include {}", config.audience));
-    }
+  if (config.audience.empty() || config.audience == kAnyAudience) return std::nullopt;
+  const auto is_ours = [&](const nlohmann::json& entry) {
+    return entry.is_string() && entry.get_ref<const std::string&>() == config.audience;
+  };
+  const auto aud = payload.find("aud");
+  const bool found =
+      aud != payload.end() &&
+      (is_ours(*aud) || (aud->is_array() && std::any_of(aud->begin(), aud->end(), is_ours)));
+  if (!found) {
+    return Fail("token_audience",
+                fmt::format("the token's audience does not include {}", config.audience));
   }
+  return std::nullopt;
+}
 
-  const auto sub = payload->find("sub");
-  if (sub == payload->end()) return Fail("token_no_subject", "the token has no sub claim");
+// sub becomes the user id: the Kafka key and the partition. Bounded and printable.
+Failure ReadSubject(const nlohmann::json& payload, std::string& subject) {
+  const auto sub = payload.find("sub");
+  if (sub == payload.end()) return Fail("token_no_subject", "the token has no sub claim");
   if (!sub->is_string()) return Fail("token_no_subject", "the token's sub is not a string");
-  const std::string& subject = sub->get_ref<const std::string&>();
-  if (subject.empty()) return Fail("token_no_subject", "the token's sub is empty");
-  if (subject.size() > kMaxSubjectBytes) {
+  const std::string& text = sub->get_ref<const std::string&>();
+  if (text.empty()) return Fail("token_no_subject", "the token's sub is empty");
+  if (text.size() > kMaxSubjectBytes) {
     return Fail("token_no_subject",
                 fmt::format("the token's sub is longer than {} bytes", kMaxSubjectBytes));
   }
-  if (HasControlCharacter(subject)) {
+  if (HasControlCharacter(text)) {
     return Fail("token_no_subject", "the token's sub contains control characters");
   }
+  subject = text;
+  return std::nullopt;
+}
+
+}  // namespace
+
+AuthResult TokenVerifier::Verify(std::string_view token,
+                                 std::chrono::system_clock::time_point now) const {
+  const auto& config = keys_->config;
+  TokenParts parts;
+  if (auto failure = SplitToken(token, parts)) return *failure;
+  const auto header = DecodeJsonObject(parts.header);
+  if (!header) {
+    return Fail("token_invalid", "malformed token: the header is not a base64url JSON object");
+  }
+  Alg alg{};
+  if (auto failure = ReadAlgorithm(*header, alg)) return *failure;
+  const EVP_PKEY* key = nullptr;
+  if (auto failure = SelectKey(alg, *header, config, keys_->jwks, key)) return *failure;
+  const auto payload = DecodeJsonObject(parts.payload);
+  if (!payload) {
+    return Fail("token_invalid", "malformed token: the payload is not a base64url JSON object");
+  }
+  if (auto failure = CheckSignature(alg, key, config, parts)) return *failure;
 
   AuthResult result;
+  if (auto failure = CheckTimes(*payload, now, config.leeway, result.expires_at)) return *failure;
+  if (auto failure = CheckIssuerAndAudience(*payload, config)) return *failure;
+  if (auto failure = ReadSubject(*payload, result.user_id)) return *failure;
   result.ok = true;
-  result.user_id = subject;
-  result.expires_at = *exp;
   return result;
 }
 

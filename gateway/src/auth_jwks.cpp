@@ -153,8 +153,6 @@ std::optional<std::string> DecodeBase64Url(std::string_view text, bool allow_pad
   return Base64UrlDecode(text);
 }
 
-std::string EncodeBase64Url(std::string_view bytes) { return Base64UrlEncode(bytes); }
-
 std::string Printable(std::string_view text, size_t limit) {
   std::string out;
   for (const char c : text) {

@@ -45,7 +45,6 @@ JwksLoad ParseJwks(std::string_view text, std::string_view source);
 /// impossible lengths and non-canonical trailing bits. `allow_padding` also accepts trailing
 /// '=' (some tools write JWKs that way).
 std::optional<std::string> DecodeBase64Url(std::string_view text, bool allow_padding = false);
-std::string EncodeBase64Url(std::string_view bytes);
 
 /// At most `limit` characters of untrusted text, printable ASCII only, for messages.
 std::string Printable(std::string_view text, size_t limit = 64);

@@ -1,1 +1,0 @@
-#include "agentwire/core/errors.hpp"
