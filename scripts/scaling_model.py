@@ -49,9 +49,10 @@ def main():
     p.add_argument("--events-per-user", type=float, default=2.0, help="events/s of a user with a run in progress")
     p.add_argument("--connections-per-user", type=float, default=1.5, help="open tabs per user")
     p.add_argument("--c", type=float, default=1.5, help="sessions per user that receives an event")
-    # Measured (docs/benchmarks.md): t_e from issue 12's no-subscriber run, t_w = CPU per
+    # Measured (docs/benchmarks.md): t_e from issue 12's no-subscriber run after lazy frames
+    # (1.2-1.6 µs; the worse figure here), t_w = CPU per
     # delivered frame at 10,000 events/s (sections 2 and 8: 30.5-32.4 µs) minus t_e.
-    p.add_argument("--t-e-us", type=float, default=4.2, help="CPU per event per replica (tail)")
+    p.add_argument("--t-e-us", type=float, default=1.6, help="CPU per event per replica (tail)")
     p.add_argument("--t-w-us", type=float, default=27.0, help="CPU per frame written to one client")
     p.add_argument("--kib-per-connection", type=float, default=7.41, help="RSS per idle connection")
     p.add_argument("--cache-mib", type=float, default=64, help="--cache-bytes")
