@@ -43,6 +43,9 @@ Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayCo
       filters_(std::move(filters)),
       id_(id),
       created_at_(std::chrono::steady_clock::now()),
+      // Small on purpose: past it, catching up from the log costs less than buffering.
+      hand_off_({std::min<size_t>(context_->config.send_queue_max_frames, 1024),
+                 std::min<size_t>(context_->config.send_queue_max_bytes, 512 * 1024)}),
       close_timer_(transport_->GetExecutor()),
       keep_alive_timer_(transport_->GetExecutor()),
       token_timer_(transport_->GetExecutor()) {
@@ -161,7 +164,7 @@ void Session::SendReset(std::string_view reason) {
 
 void Session::StartFromEarliest() {
   earliest_ = true;
-  catchup_pos_ = 0;
+  hand_off_.SetPosition(0);
   // A client without a cursor would otherwise make this replica scan its whole partition
   // (up to the log's retention) on every page load: it gets the newest records only, and is
   // told with `reset` when the log holds older ones it will not see.
@@ -170,7 +173,7 @@ void Session::StartFromEarliest() {
   const int64_t bound = attach_end_ - limit;
   const int64_t log_start = context_->hub.LogStart(partition_);  // -1 while unknown
   if (log_start >= bound) return;  // retention already keeps less than the limit
-  catchup_pos_ = bound;
+  hand_off_.SetPosition(bound);
   context_->metrics.catchup_limited.Inc();
   SendReset(kResetCatchupLimit);
 }
@@ -183,7 +186,7 @@ void Session::BeginCatchUp() {
   }
   attach_end_ = context_->hub.Attach(partition_, user_id_, shared_from_this());
   attached_ = true;
-  catchup_pos_ = catchup_target_ = attach_end_;
+  hand_off_.Start(attach_end_, attach_end_);
   switch (start_.kind) {
     case StartPosition::Kind::kLive:
       break;
@@ -192,13 +195,13 @@ void Session::BeginCatchUp() {
       break;
     case StartPosition::Kind::kCursor:
       if (start_.next_offset <= attach_end_) {
-        catchup_pos_ = start_.next_offset;
+        hand_off_.SetPosition(start_.next_offset);
       } else {
         // The cursor is ahead of this replica's tail: another replica is further along (or
         // this one is still warming up), or the topic was recreated. Only Kafka's high
         // watermark can tell which; the history reader asks it once for every such session.
         probing_ahead_ = true;
-        catchup_pos_ = catchup_target_ = start_.next_offset;
+        hand_off_.SkipTo(start_.next_offset);
         SubmitHistory(start_.next_offset, start_.next_offset);
       }
       break;
@@ -223,25 +226,24 @@ void Session::PumpCatchUp() {
   // bounded by one cache chunk or one history chunk.
   constexpr size_t kCacheChunkBytes = 64 * 1024;
   while (phase_ == Phase::kCatchingUp && !history_in_flight_ && catchup_.empty()) {
-    if (catchup_pos_ >= catchup_target_) {
-      if (!live_overflowed_) {
+    if (hand_off_.Fetched()) {
+      if (!hand_off_.LiveOverflowed()) {
         GoLive();
         return;
       }
       // Live events overflowed the buffer while catching up: they were dropped, and the
       // catch-up goes on to where the log is now (everything after it arrives live).
-      live_overflowed_ = false;
-      catchup_target_ = context_->hub.DispatchedEnd(partition_);
+      hand_off_.ExtendTo(context_->hub.DispatchedEnd(partition_));
       continue;
     }
-    auto read = context_->hub.ReadCached(partition_, user_id_, catchup_pos_, catchup_target_,
-                                         kCacheChunkBytes);
+    auto read = context_->hub.ReadCached(partition_, user_id_, hand_off_.Position(),
+                                         hand_off_.Target(), kCacheChunkBytes);
     if (!read.covered) {
       if (!counted_kafka_) {
         counted_kafka_ = true;
         context_->metrics.resumes_kafka.Inc();
       }
-      SubmitHistory(catchup_pos_, std::min(read.next_offset, catchup_target_));
+      SubmitHistory(hand_off_.Position(), std::min(read.next_offset, hand_off_.Target()));
       return;
     }
     if (!counted_cache_ && !counted_kafka_) {
@@ -249,7 +251,7 @@ void Session::PumpCatchUp() {
       context_->metrics.resumes_cache.Inc();
     }
     for (auto& entry : read.entries) AddCatchup(std::move(entry), 0);
-    catchup_pos_ = read.next_offset;
+    hand_off_.Advance(read.next_offset);
   }
 }
 
@@ -273,12 +275,12 @@ void Session::HandleHistory(HistoryChunk chunk) {
   using Status = HistoryChunk::Status;
   switch (chunk.status) {
     case Status::kMore:
-      catchup_pos_ = chunk.next_offset;
+      hand_off_.Advance(chunk.next_offset);
       break;
     case Status::kDone:
     case Status::kPaused:  // asked again from next_offset once the session has written
       history_in_flight_ = false;
-      catchup_pos_ = chunk.next_offset;
+      hand_off_.Advance(chunk.next_offset);
       probing_ahead_ = false;
       break;
     case Status::kOutOfRange:
@@ -286,9 +288,8 @@ void Session::HandleHistory(HistoryChunk chunk) {
       SendReset(kResetHistoryUnavailable);
       // History is gone (or the cursor came from a topic that was recreated): go on live from
       // this replica's tail.
-      if (probing_ahead_) catchup_target_ = attach_end_;
+      hand_off_.SkipTo(probing_ahead_ ? attach_end_ : hand_off_.Target());
       probing_ahead_ = false;
-      catchup_pos_ = catchup_target_;
       break;
     case Status::kError:
       history_in_flight_ = false;
@@ -304,25 +305,22 @@ void Session::HandleHistory(HistoryChunk chunk) {
 
 void Session::GoLive() {
   phase_ = Phase::kLive;
-  next_offset_ = catchup_target_;
+  // Live events that arrived meanwhile, minus what the catch-up already covered.
+  const auto buffered = hand_off_.GoLive();
   context_->metrics.time_to_ready.Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - created_at_).count());
-  Push({std::make_shared<const std::string>(ReadyFrame(CursorAt(next_offset_), replayed_)), 0,
-        FrameKind::kControl});
-  // Live events that arrived meanwhile, minus what the catch-up already covered.
-  auto buffered = std::move(live_buffer_);
-  live_buffer_.clear();
-  live_buffer_bytes_ = 0;
+  Push(
+      {std::make_shared<const std::string>(ReadyFrame(CursorAt(hand_off_.NextOffset()), replayed_)),
+       0, FrameKind::kControl});
   for (const auto& entry : buffered) AcceptLive(entry);
 }
 
 void Session::AddCatchup(LogEntryPtr entry, size_t charged_bytes) {
   // Only what will be written is kept, so "catchup_ is not empty" means "a frame follows".
-  if (entry->offset <= catchup_last_offset_ || !filters_.Matches(*entry)) {
+  if (!filters_.Matches(*entry) || !hand_off_.TakeCatchup(entry->offset)) {
     ReleaseCatchup(charged_bytes);
     return;
   }
-  catchup_last_offset_ = entry->offset;
   catchup_.push_back({std::move(entry), charged_bytes});
 }
 
@@ -346,16 +344,7 @@ void Session::OnLive(const LogEntryPtr& entry) {
 
 void Session::HandleLive(const LogEntryPtr& entry) {
   if (phase_ == Phase::kCatchingUp || phase_ == Phase::kAccepting) {
-    // Small on purpose: past it, catching up from the log costs less than buffering.
-    const size_t max_frames = std::min<size_t>(context_->config.send_queue_max_frames, 1024);
-    const size_t max_bytes = std::min<size_t>(context_->config.send_queue_max_bytes, 512 * 1024);
-    if (live_overflowed_) return;  // the extended catch-up will cover it
-    live_buffer_.push_back(entry);
-    live_buffer_bytes_ += entry->Bytes();
-    if (live_buffer_.size() > max_frames || live_buffer_bytes_ > max_bytes) {
-      live_overflowed_ = true;
-      live_buffer_.clear();
-      live_buffer_bytes_ = 0;
+    if (hand_off_.BufferLive(entry) == HandOff::Buffered::kOverflowedNow) {
       context_->metrics.catchup_extended.Inc();
     }
     return;
@@ -374,8 +363,7 @@ void Session::HandleLive(const LogEntryPtr& entry) {
 }
 
 void Session::AcceptLive(const LogEntryPtr& entry) {
-  if (entry->offset < next_offset_) return;  // already delivered (or before our start)
-  next_offset_ = entry->offset + 1;
+  if (!hand_off_.AcceptLive(entry->offset)) return;  // already delivered (or before our start)
   if (entry->gap) {
     // Events this session had not received are gone from the log (the tailer logged which):
     // say so, then go on live from where the log now starts.
@@ -502,8 +490,7 @@ void Session::StartClose(websocket::close_code code, std::string reason) {
     // The handshake is under way: finish it, then close with this code, so a client that
     // connected just as the replica began draining still gets 1012 (reconnect elsewhere)
     // rather than a dropped TCP connection.
-    live_buffer_.clear();
-    live_buffer_bytes_ = 0;
+    hand_off_.DropBuffered();
     if (!close_on_accept_) close_on_accept_.emplace(code, std::move(reason));
     return;
   }
@@ -511,7 +498,7 @@ void Session::StartClose(websocket::close_code code, std::string reason) {
   queue_.clear();
   queued_bytes_ = 0;
   DropCatchup();
-  live_buffer_.clear();
+  hand_off_.DropBuffered();
   pending_close_code_ = code;
   pending_close_reason_ = std::move(reason);
   close_after_write_ = true;

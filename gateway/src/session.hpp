@@ -17,6 +17,7 @@
 
 #include "fifo.hpp"
 #include "gateway_context.hpp"
+#include "hand_off.hpp"
 #include "history.hpp"
 #include "partition_hub.hpp"
 #include "transport.hpp"
@@ -138,25 +139,19 @@ class Session final : public LiveListener,
 
   Phase phase_ = Phase::kAccepting;
   bool attached_ = false;
-  int64_t next_offset_ = 0;  // live: everything below it was delivered (or filtered out)
   uint64_t replayed_ = 0;
 
-  // Catch-up: [catchup_pos_, catchup_target_) is still to be fetched; catchup_ holds what was
-  // fetched and not yet written. The target is the `ready` cursor's offset.
+  // Catch-up: hand_off_ says what is still to be fetched and joins it to the live stream by
+  // offset; catchup_ holds what was fetched and not yet written.
+  HandOff hand_off_;
   int64_t attach_end_ = 0;
-  int64_t catchup_pos_ = 0;
-  int64_t catchup_target_ = 0;
-  int64_t catchup_last_offset_ = -1;  // an offset is never queued twice
   bool earliest_ = false;
   bool probing_ahead_ = false;  // the cursor is past this replica's tail: does Kafka have it?
   bool history_in_flight_ = false;
-  bool live_overflowed_ = false;
   bool counted_cache_ = false;
   bool counted_kafka_ = false;
   Fifo<CatchupItem> catchup_;
   std::atomic<size_t> pending_catchup_bytes_{0};  // charged bytes held or posted to this session
-  std::vector<LogEntryPtr> live_buffer_;          // live events that arrived during catch-up
-  size_t live_buffer_bytes_ = 0;
 
   Fifo<Queued> queue_;
   size_t queued_bytes_ = 0;
