@@ -1,0 +1,57 @@
+// ParseTarget: how the gateway reads /v1/events?user=...&cursor=...&access_token=... from an
+// untrusted request line.
+#include <gtest/gtest.h>
+
+#include "http_server.hpp"
+
+namespace agentwire::gateway {
+namespace {
+
+TEST(ParseTarget, PathAndParameters) {
+  const auto t = ParseTarget("/v1/events?cursor=abc&thread=t-1");
+  EXPECT_EQ(t.path, "/v1/events");
+  EXPECT_EQ(t.Param("cursor"), "abc");
+  EXPECT_EQ(t.Param("thread"), "t-1");
+  EXPECT_TRUE(t.Has("cursor"));
+  EXPECT_FALSE(t.Has("run"));
+  EXPECT_EQ(t.Param("run"), "");
+}
+
+TEST(ParseTarget, PercentDecodingAndPlusInTheQueryOnly) {
+  const auto t = ParseTarget("/v1/a%20b+c?q=x%20y+z&k%3D=v%26w");
+  EXPECT_EQ(t.path, "/v1/a b+c") << "'+' is a space only in a query";
+  EXPECT_EQ(t.Param("q"), "x y z");
+  EXPECT_EQ(t.Param("k="), "v&w") << "escaped separators are data, not separators";
+}
+
+TEST(ParseTarget, FirstOccurrenceWins) {
+  const auto t = ParseTarget("/v1/events?cursor=first&cursor=second");
+  EXPECT_EQ(t.Param("cursor"), "first");
+  ASSERT_EQ(t.params.size(), 1u);
+}
+
+TEST(ParseTarget, EdgeCases) {
+  EXPECT_TRUE(ParseTarget("/v1/events").params.empty());
+  EXPECT_TRUE(ParseTarget("/v1/events?").params.empty());
+  EXPECT_TRUE(ParseTarget("/v1/events?&&").params.empty());
+  EXPECT_TRUE(ParseTarget("/v1/events?=value").params.empty()) << "a parameter needs a name";
+  const auto flag = ParseTarget("/v1/events?follow&x=");
+  EXPECT_TRUE(flag.Has("follow"));
+  EXPECT_EQ(flag.Param("follow"), "");
+  EXPECT_TRUE(flag.Has("x"));
+  const auto eq = ParseTarget("/?a=b=c");
+  EXPECT_EQ(eq.Param("a"), "b=c") << "only the first '=' separates";
+}
+
+TEST(ParseTarget, InvalidEscapesStayAsTheyAre) {
+  EXPECT_EQ(ParseTarget("/?t=%zz").Param("t"), "%zz");
+  EXPECT_EQ(ParseTarget("/?t=%4").Param("t"), "%4");
+  EXPECT_EQ(ParseTarget("/?t=%").Param("t"), "%");
+  EXPECT_EQ(ParseTarget("/?t=%41").Param("t"), "A");
+  EXPECT_EQ(ParseTarget("/?t=a%41").Param("t"), "aA");
+  EXPECT_EQ(ParseTarget("/?t=%00x").Param("t"), std::string("\0x", 2))
+      << "a decoded NUL is data; the handlers validate it";
+}
+
+}  // namespace
+}  // namespace agentwire::gateway
