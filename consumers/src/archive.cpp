@@ -46,12 +46,6 @@ std::string Decode(const void* key, size_t key_size, const void* value, size_t v
 
 }  // namespace
 
-std::string DeadLetterReason(const void* key, size_t key_size, const void* value,
-                             size_t value_size) {
-  v1::AgentEvent event;
-  return Decode(key, key_size, value, value_size, event, nullptr);
-}
-
 class Archive::Impl final : public internal::BatchWriter {
  public:
   Impl(ArchiveConfig config, metrics::Registry& registry)

@@ -30,18 +30,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-// The value of an unlabelled counter (or a labelled series given in full) in /metrics text.
-double MetricValue(uint16_t port, const std::string& series) {
-  const auto body = HttpGet(port, "/metrics").body;
-  const std::string needle = series + " ";
-  size_t at = 0;
-  while ((at = body.find(needle, at)) != std::string::npos) {
-    if (at == 0 || body[at - 1] == '\n') return std::stod(body.substr(at + needle.size()));
-    at += needle.size();
-  }
-  return -1;
-}
-
 // A blocking TCP socket to the gateway with a receive timeout, for raw bytes.
 class RawSocket final {
  public:
@@ -146,12 +134,8 @@ TEST(GatewayLimits, StalledClientIsClosedWith1013OthersUnaffectedAndItResumesLos
   // Wait for the gateway to give up on the stalled client, then read what it had buffered:
   // the events, then the close frame with 1013.
   const std::string slow_series = "agentwire_gateway_slow_client_closes_total";
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (MetricValue(harness.Port(), slow_series) < 1 &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(20ms);
-  }
-  EXPECT_GE(MetricValue(harness.Port(), slow_series), 1) << "the stalled client was never closed";
+  EXPECT_GE(WaitForMetric(harness.Port(), slow_series, 1, 60s), 1)
+      << "the stalled client was never closed";
   std::vector<std::string> stalled_received;
   std::string cursor = stalled_ready[0].cursor;
   while (!stalled.Closed()) {

@@ -185,7 +185,9 @@ TEST(GatewayResume, ReadyCursorIsAResumePointEvenWithNothingSent) {
   std::vector<std::string> published;
   for (uint32_t i = 1; i <= 10; ++i) published.push_back(harness.Publish("quiet-user", "r", i));
   harness.Flush();
-  std::this_thread::sleep_for(200ms);
+  // Resume once the replica has read all ten: then every one of them is history (replayed
+  // before `ready`), none arrives live after it.
+  ASSERT_GE(WaitForMetric(harness.Port(), "agentwire_gateway_kafka_messages_total", 10, 20s), 10);
   WsClient second;
   ASSERT_EQ(second.Connect(harness.ClientOptions("quiet-user", "cursor=" + ready[0].cursor)).status,
             101);

@@ -128,4 +128,26 @@ std::vector<Frame> ReadUntil(WsClient& client,
   return frames;
 }
 
+double MetricValue(uint16_t port, const std::string& series) {
+  const auto body = HttpGet(port, "/metrics").body;
+  const std::string needle = series + " ";
+  size_t at = 0;
+  while ((at = body.find(needle, at)) != std::string::npos) {
+    if (at == 0 || body[at - 1] == '\n') return std::stod(body.substr(at + needle.size()));
+    at += needle.size();
+  }
+  return -1;
+}
+
+double WaitForMetric(uint16_t port, const std::string& series, double at_least,
+                     std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  double value = MetricValue(port, series);
+  while (value < at_least && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    value = MetricValue(port, series);
+  }
+  return value;
+}
+
 }  // namespace agentwire::testing

@@ -67,6 +67,14 @@ class GatewayHarness final {
   uint64_t next_event_ = 0;
 };
 
+/// The value of an unlabelled series (or a labelled one given in full) in the replica's
+/// /metrics text; -1 when absent.
+double MetricValue(uint16_t port, const std::string& series);
+/// Polls /metrics until `series` reaches `at_least` or `timeout` passes; returns the last value.
+/// Tests wait on what the replica reports instead of sleeping.
+double WaitForMetric(uint16_t port, const std::string& series, double at_least,
+                     std::chrono::milliseconds timeout);
+
 /// Reads frames until `predicate` holds for the collected list or `timeout` passes.
 std::vector<Frame> ReadUntil(WsClient& client,
                              const std::function<bool(const std::vector<Frame>&)>& done,

@@ -24,11 +24,6 @@ struct ArchiveConfig {
   std::chrono::milliseconds batch_time{200};
 };
 
-/// Why a message cannot be archived, or empty when it is a valid AgentEvent whose key is its
-/// user_id. Exposed for tests and for the DLQ documentation.
-std::string DeadLetterReason(const void* key, size_t key_size, const void* value,
-                             size_t value_size);
-
 /// `agentwire archive`: copies every message of the topic into agent_events exactly once (the
 /// batch's rows and the partitions' next offsets in one PostgreSQL transaction, fenced against
 /// stale owners). Undecodable messages become dead_letters rows and are produced to the DLQ
