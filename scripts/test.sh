@@ -49,7 +49,7 @@ if [[ "${AGENTWIRE_SKIP_TSAN:-0}" != 1 ]]; then
   echo "test: ThreadSanitizer build (preset tsan) of the gateway and publisher tests"
   cmake --preset tsan --log-level=WARNING >/dev/null
   tsan_targets=(agentwire agentwire_unit_tests agentwire_tsan_shim publisher_test)
-  tsan_suites=(PartitionHubTest PublisherTest LazyFrame SseFrames HandOff)
+  tsan_suites=(PartitionHubTest PublisherTest LazyFrame SseFrames HandOff CoalescingStream)
   # Every gateway integration test but the descriptor flood (it asserts low CPU, which a
   # TSan build cannot promise).
   for source in tests/integration/gateway_*_test.cpp; do

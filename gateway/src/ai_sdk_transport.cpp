@@ -148,8 +148,7 @@ void AiSdkTransport::Write(const Frame& frame, FrameKind kind, bool more_follows
     asio::post(stream_.get_executor(), [done = std::move(done)] { done({}); });
     return;
   }
-  if (more_follows && !finished_) stream_.HoldNextWrite();
-  Send(std::move(text), std::move(done));
+  stream_.Send({text}, more_follows && !finished_, std::move(done));
 }
 
 std::string AiSdkTransport::ClosingText(beast::websocket::close_code code,

@@ -3,40 +3,50 @@
 #include <array>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/compose.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/bind_handler.hpp>
-#include <boost/beast/core/buffers_cat.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/role.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 #include <chrono>
 #include <cstddef>
+#include <deque>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace agentwire::gateway {
 
-/// A stream layer beneath websocket::stream that lets several WebSocket frames leave in one
-/// write syscall. The session calls HoldNextWrite() before a frame it knows another frame will
-/// follow at once (catch-up, a burst of queued live events): that frame's bytes are copied into
-/// a buffer and its write completes immediately (posted); the next write that is not held sends
-/// the buffer and its own bytes in one gather write. At most `kMaxHeldBytes` are held; past that
-/// a held write goes out at once. Control frames (ping, pong, close) are never held, so nothing
-/// is left waiting when the session stops writing.
+/// The one writer of a connection's socket. Two parties write to it:
+/// - the session, through Send(): frames whose bytes the transport built itself (WebSocket
+///   frame headers included), so a catch-up of hundreds of events costs one write syscall and
+///   no per-frame Beast write operation;
+/// - the layer above, through async_write_some(): Beast's WebSocket handshake response, pings,
+///   pongs and close frame, which it may start at any moment (a pong while it reads).
+/// Every write goes to the socket whole and in the order it was started; a write that arrives
+/// while another is on the wire waits for it. So the two never interleave inside a frame.
 ///
-/// Like the stream it wraps, not thread-safe: use it from the session's strand only.
+/// Send(…, hold = true) only appends to a buffer and completes at once (posted): the session
+/// says so when it knows another frame follows. The next Send without hold, or any write of
+/// the layer above (a close frame: nothing may be left behind it), takes the held bytes with
+/// it. At most `kMaxHeldBytes` are held; past that a held Send goes out at once.
+///
+/// Like the stream it wraps, not thread-safe: use it from the connection's strand only.
 template <class NextLayer>
 class CoalescingStream {
  public:
   using executor_type = typename NextLayer::executor_type;
   using next_layer_type = NextLayer;
+  using Done = std::function<void(boost::beast::error_code)>;
 
   static constexpr std::size_t kMaxHeldBytes = 64 * 1024;
 
@@ -47,9 +57,20 @@ class CoalescingStream {
   NextLayer& next_layer() noexcept { return next_; }
   const NextLayer& next_layer() const noexcept { return next_; }
 
-  /// The next async_write_some only buffers its bytes (one-shot).
-  void HoldNextWrite() noexcept { hold_ = true; }
-  /// Write syscalls saved so far (frames that left with another frame's write).
+  /// Writes the concatenation of `parts` (copied: the caller may free them at once). `done`
+  /// runs once the bytes are on the socket, or at once (posted) when they were held.
+  void Send(std::initializer_list<std::string_view> parts, bool hold, Done done) {
+    for (const auto part : parts) held_.append(part);
+    if (hold && held_.size() < kMaxHeldBytes) {
+      ++coalesced_;
+      // Never complete inside the initiating call.
+      boost::asio::post(get_executor(), [done = std::move(done)] { done({}); });
+      return;
+    }
+    Enqueue(std::exchange(held_, {}), std::make_unique<SessionCompletion>(std::move(done)));
+  }
+
+  /// Frames that left in another frame's write syscall so far.
   std::size_t CoalescedWrites() const noexcept { return coalesced_; }
 
   template <class MutableBufferSequence, class ReadHandler>
@@ -61,45 +82,80 @@ class CoalescingStream {
   auto async_write_some(const ConstBufferSequence& buffers, WriteHandler&& handler) {
     return boost::asio::async_initiate<WriteHandler, void(boost::beast::error_code, std::size_t)>(
         [this](auto completion, const ConstBufferSequence& data) {
-          InitiateWrite(std::move(completion), data);
+          // Held frames go first; the whole write is reported, so the caller never continues a
+          // frame later (its rest could land after someone else's write).
+          const std::size_t size = boost::asio::buffer_size(data);
+          std::string bytes = std::exchange(held_, {});
+          const auto offset = bytes.size();
+          bytes.resize(offset + size);
+          boost::asio::buffer_copy(boost::asio::buffer(bytes.data() + offset, size), data);
+          Enqueue(std::move(bytes), std::make_unique<HandlerCompletion<decltype(completion)>>(
+                                        std::move(completion), size, get_executor()));
         },
         handler, buffers);
   }
 
  private:
-  template <class Handler, class ConstBufferSequence>
-  void InitiateWrite(Handler handler, const ConstBufferSequence& buffers) {
-    const std::size_t size = boost::asio::buffer_size(buffers);
-    const bool hold = std::exchange(hold_, false);
-    if (hold && held_.size() + size <= kMaxHeldBytes) {
-      const auto offset = held_.size();
-      held_.resize(offset + size);
-      boost::asio::buffer_copy(boost::asio::buffer(held_.data() + offset, size), buffers);
-      ++coalesced_;
-      // Never complete inside the initiating call.
-      boost::asio::post(get_executor(), boost::beast::bind_front_handler(
-                                            std::move(handler), boost::beast::error_code{}, size));
-      return;
+  /// What to run when a queued write is on the socket (type-erased: Beast's handlers are
+  /// move-only and of many types).
+  struct Completion {
+    virtual ~Completion() = default;
+    virtual void Complete(boost::beast::error_code ec) = 0;
+  };
+  struct SessionCompletion final : Completion {
+    explicit SessionCompletion(Done d) : done(std::move(d)) {}
+    void Complete(boost::beast::error_code ec) override { done(ec); }
+    Done done;
+  };
+  template <class Handler>
+  struct HandlerCompletion final : Completion {
+    HandlerCompletion(Handler h, std::size_t n, executor_type fallback)
+        : handler(std::move(h)), size(n), executor(std::move(fallback)) {}
+    void Complete(boost::beast::error_code ec) override {
+      // Runs on the connection's strand already: dispatch invokes it in place.
+      auto target = boost::asio::get_associated_executor(handler, executor);
+      boost::asio::dispatch(
+          target, boost::beast::bind_front_handler(std::move(handler), ec, ec ? 0 : size));
     }
-    if (held_.empty()) {
-      next_.async_write_some(buffers, std::move(handler));
-      return;
-    }
-    // The held frames first, then this one, in one gather write; report only this write's
-    // bytes (the held ones were reported when they were accepted).
-    auto executor = boost::asio::get_associated_executor(handler, get_executor());
+    Handler handler;
+    std::size_t size;
+    executor_type executor;
+  };
+  struct Write {
+    std::string bytes;
+    std::unique_ptr<Completion> completion;
+  };
+
+  void Enqueue(std::string bytes, std::unique_ptr<Completion> completion) {
+    waiting_.push_back({std::move(bytes), std::move(completion)});
+    Pump();
+  }
+
+  void Pump() {
+    if (on_wire_ || waiting_.empty()) return;
+    on_wire_ = true;
+    on_wire_bytes_ = std::move(waiting_.front().bytes);
+    // The pending operation owns the completion (and so whatever it keeps alive), as a
+    // handler passed to the socket would.
+    auto completion = std::move(waiting_.front().completion);
+    waiting_.pop_front();
     boost::asio::async_write(
-        next_, boost::beast::buffers_cat(boost::asio::buffer(held_), buffers),
-        boost::asio::bind_executor(executor, [this, size, handler = std::move(handler)](
-                                                 boost::beast::error_code ec, std::size_t) mutable {
-          held_.clear();
-          handler(ec, ec ? 0 : size);
-        }));
+        next_, boost::asio::buffer(on_wire_bytes_),
+        [this, completion = std::move(completion)](boost::beast::error_code ec, std::size_t) {
+          on_wire_ = false;
+          on_wire_bytes_.clear();
+          // The next write starts first: whatever the completion writes queues behind it.
+          // After an error, each waiting write fails in turn.
+          Pump();
+          completion->Complete(ec);
+        });
   }
 
   NextLayer next_;
   std::string held_;
-  bool hold_ = false;
+  std::string on_wire_bytes_;
+  std::deque<Write> waiting_;
+  bool on_wire_ = false;
   std::size_t coalesced_ = 0;
 };
 
@@ -145,6 +201,13 @@ struct LingeringTeardown {
     self.complete({});  // EOF, timeout or reset: the connection is down either way
   }
 };
+
+template <class NextLayer, class TeardownHandler>
+void async_teardown(boost::beast::role_type role, CoalescingStream<NextLayer>& stream,
+                    TeardownHandler&& handler) {
+  using boost::beast::websocket::async_teardown;
+  async_teardown(role, stream.next_layer(), std::forward<TeardownHandler>(handler));
+}
 
 template <class TeardownHandler>
 auto async_teardown(boost::beast::role_type role,

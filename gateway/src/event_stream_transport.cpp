@@ -2,7 +2,6 @@
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/write.hpp>
 #include <utility>
 
 namespace agentwire::gateway {
@@ -36,14 +35,7 @@ void EventStreamTransport::Accept(const Request& /*request*/, Done done) {
   // The HTTP phase's deadline must not end the stream; a dead client shows as a failed write
   // (keep-alive comments) or a read that ends.
   stream_.next_layer().expires_never();
-  asio::async_write(stream_, asio::buffer(head_),
-                    [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
-}
-
-void EventStreamTransport::Send(std::string text, Done done) {
-  out_ = std::move(text);
-  asio::async_write(stream_, asio::buffer(out_),
-                    [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
+  stream_.Send({head_}, /*hold=*/false, std::move(done));
 }
 
 void EventStreamTransport::Read(Done done) {
@@ -65,7 +57,7 @@ void EventStreamTransport::Close(beast::websocket::close_code code, const std::s
   };
   std::string last = ClosingText(code, reason);
   if (!last.empty()) {
-    Send(std::move(last), std::move(end));
+    stream_.Send({last}, /*hold=*/false, std::move(end));
     return;
   }
   asio::post(stream_.get_executor(), [end = std::move(end)]() mutable { end({}); });

@@ -43,14 +43,10 @@ class EventStreamTransport : public Transport {
   /// What the client reads last before the end of the response for close `code` ("" = nothing).
   virtual std::string ClosingText(boost::beast::websocket::close_code code,
                                   const std::string& reason) = 0;
-  /// Writes `text` (owned until the write completes).
-  void Send(std::string text, Done done);
-
   CoalescingStream<boost::beast::tcp_stream> stream_;
 
  private:
   std::string head_;
-  std::string out_;
   std::array<char, 512> discard_{};  // a client has nothing to send: read and dropped
 };
 

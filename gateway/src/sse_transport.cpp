@@ -1,13 +1,11 @@
 #include "sse_transport.hpp"
 
-#include <boost/asio/buffer.hpp>
-#include <boost/asio/write.hpp>
+#include <string_view>
 #include <utility>
 
 namespace agentwire::gateway {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
 
 namespace {
 
@@ -86,24 +84,15 @@ SseTransport::SseTransport(asio::ip::tcp::socket&& socket, std::string allow_ori
                            "retry: " + std::to_string(kRetryMs) + "\n\n") {}
 
 void SseTransport::Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) {
-  if (more_follows) stream_.HoldNextWrite();
-  auto handler = [this, done = std::move(done)](beast::error_code ec, std::size_t) {
-    in_flight_.reset();
-    done(ec);
-  };
   if (kind == FrameKind::kKeepAlive) {
-    asio::async_write(stream_, asio::buffer(kKeepAlive.data(), kKeepAlive.size()),
-                      std::move(handler));
+    stream_.Send({kKeepAlive}, more_follows, std::move(done));
     return;
   }
   auto parts = Split(*frame, kind);
   if (parts.open_brace && parts.data_size > 0) parts.prefix.push_back('{');
-  prefix_ = std::move(parts.prefix);
-  in_flight_ = frame;
-  const std::array<asio::const_buffer, 3> buffers{
-      asio::buffer(prefix_), asio::buffer(frame->data() + parts.data_begin, parts.data_size),
-      asio::buffer(kEnd.data(), kEnd.size())};
-  asio::async_write(stream_, buffers, std::move(handler));
+  stream_.Send(
+      {parts.prefix, std::string_view(*frame).substr(parts.data_begin, parts.data_size), kEnd},
+      more_follows, std::move(done));
 }
 
 std::string SseTransport::ClosingText(boost::beast::websocket::close_code code,

@@ -33,9 +33,6 @@ class SseTransport final : public EventStreamTransport {
   /// new token, not the same one. Any other end is just the end of the response.
   std::string ClosingText(boost::beast::websocket::close_code code,
                           const std::string& reason) override;
-
-  std::string prefix_;  // the fields before this write's data
-  Frame in_flight_;     // keeps the frame alive while its slice is being written
 };
 
 /// The SSE text of one frame, for tests and for transports that need it whole:

@@ -1,5 +1,6 @@
 #include "websocket_transport.hpp"
 
+#include <array>
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <string>
@@ -11,6 +12,27 @@ namespace agentwire::gateway {
 
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
+
+std::size_t EncodeServerFrameHeader(std::size_t payload_size,
+                                    std::array<char, kMaxServerFrameHeader>& header) {
+  // RFC 6455 5.2: FIN + opcode 1 (text); a server's frames are not masked; the length takes
+  // 7 bits, or 126 and 16 bits, or 127 and 64 bits, in network byte order.
+  header[0] = static_cast<char>(0x81);
+  std::size_t size = 2;
+  if (payload_size < 126) {
+    header[1] = static_cast<char>(payload_size);
+  } else if (payload_size <= 0xFFFF) {
+    header[1] = static_cast<char>(126);
+    size += 2;
+  } else {
+    header[1] = static_cast<char>(127);
+    size += 8;
+  }
+  for (std::size_t i = 2; i < size; ++i) {
+    header[i] = static_cast<char>((payload_size >> (8 * (size - 1 - i))) & 0xFF);
+  }
+  return size;
+}
 
 WebSocketTransport::WebSocketTransport(boost::asio::ip::tcp::socket&& socket,
                                        std::chrono::seconds idle_timeout,
@@ -45,10 +67,13 @@ void WebSocketTransport::Accept(const Request& request, Done done) {
 
 void WebSocketTransport::Write(const Frame& frame, FrameKind /*kind*/, bool more_follows,
                                Done done) {
-  // A frame followed at once by another leaves in the same write syscall as that one.
-  if (more_follows) ws_.next_layer().HoldNextWrite();
-  ws_.async_write(boost::asio::buffer(*frame),
-                  [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
+  // The frame is built here, not by Beast's per-message write: a catch-up of hundreds of
+  // events then costs one copy each and one write syscall (CoalescingStream), and the stream
+  // keeps Beast's control frames from landing inside it.
+  std::array<char, kMaxServerFrameHeader> header{};
+  const std::size_t header_size = EncodeServerFrameHeader(frame->size(), header);
+  ws_.next_layer().Send({std::string_view(header.data(), header_size), *frame},
+                        /*hold=*/more_follows, std::move(done));
 }
 
 void WebSocketTransport::Read(Done done) {

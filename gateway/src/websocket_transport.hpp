@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -12,9 +13,18 @@
 
 namespace agentwire::gateway {
 
+/// The longest header of an unmasked (server) WebSocket frame: 2 bytes and a 64-bit length.
+inline constexpr std::size_t kMaxServerFrameHeader = 10;
+
+/// Writes the header of a final, unmasked text frame of `payload_size` bytes (RFC 6455 5.2)
+/// into `header`; returns its length (2, 4 or 10).
+std::size_t EncodeServerFrameHeader(std::size_t payload_size,
+                                    std::array<char, kMaxServerFrameHeader>& header);
+
 /// The WebSocket protocol (RFC 6455) over a CoalescingStream: text frames, Beast's keep-alive
-/// pings and idle timeout, the inbound frame limit (1009), and the subprotocol echo of the
-/// token's marker (never the token).
+/// pings and idle timeout (our own frames are framed here and written through the
+/// CoalescingStream, which serializes them with Beast's control frames), the inbound frame limit
+/// (1009), and the subprotocol echo of the token's marker (never the token).
 class WebSocketTransport final : public Transport {
  public:
   WebSocketTransport(boost::asio::ip::tcp::socket&& socket, std::chrono::seconds idle_timeout,

@@ -600,6 +600,9 @@ class LoadGenerator final {
   }
   /// Audit every client from its user's first event, not from its own first frame (storm:
   /// every client was connected before anything was published).
+  /// WebSocket clients opened from now on read with the load generator's own frame parser
+  /// (ConnectPlain), so a catch-up measures the server, not Beast's client.
+  void UseRawWebSocketReader() { raw_websocket_reader_ = true; }
   void AuditFromFirstEvent() {
     OnIo([&] { audit_from_one_ = true; });
   }
@@ -637,11 +640,12 @@ class LoadGenerator final {
     uint64_t generation = 0;
     std::unique_ptr<websocket::stream<beast::tcp_stream>> ws;
     beast::flat_buffer buffer;
-    // --transport sse: the response stream, what was read and not parsed yet, the request.
-    std::unique_ptr<beast::tcp_stream> sse;
-    std::string sse_pending;
-    std::string sse_request;
-    bool sse_head_done = false;
+    // --transport sse, or the raw WebSocket reader: the plain TCP stream, what was read and
+    // not parsed yet, the request.
+    std::unique_ptr<beast::tcp_stream> plain;
+    std::string pending;
+    std::string request;
+    bool head_done = false;
     std::string cursor;
     std::string cursor_query;
     bool live = false;  // ready frame received on the current connection
@@ -793,102 +797,151 @@ class LoadGenerator final {
       beast::get_lowest_layer(*c.ws).socket().shutdown(tcp::socket::shutdown_both, ignored);
       beast::get_lowest_layer(*c.ws).socket().close(ignored);
     }
-    if (c.sse) {
+    if (c.plain) {
       beast::error_code ignored;
-      c.sse->socket().shutdown(tcp::socket::shutdown_both, ignored);
-      c.sse->socket().close(ignored);
+      c.plain->socket().shutdown(tcp::socket::shutdown_both, ignored);
+      c.plain->socket().close(ignored);
     }
   }
 
   // --transport sse: the same client over Server-Sent Events. Each SSE event is turned back
   // into the WebSocket frame it stands for, so OnFrame audits both transports alike.
-  void ConnectSse(Client& c, uint64_t generation) {
-    c.sse = std::make_unique<beast::tcp_stream>(io_);
-    c.sse_pending.clear();
-    c.sse_head_done = false;
-    c.sse->async_connect(
+  // UseRawWebSocketReader(): a WebSocket client that sends the upgrade itself and parses the
+  // server's frames from 256 KiB reads. Beast's client reads at most 1,536 bytes per read
+  // syscall (its frame buffer), which makes it, not the server, the bottleneck of a catch-up.
+  void ConnectPlain(Client& c, uint64_t generation, bool websocket) {
+    c.plain = std::make_unique<beast::tcp_stream>(io_);
+    c.pending.clear();
+    c.head_done = false;
+    c.plain->async_connect(
         tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
-        [this, &c, generation](beast::error_code ec) {
+        [this, &c, generation, websocket](beast::error_code ec) {
           if (generation != c.generation) return ConnectDone();
           if (ec) {
             --connecting_;
             return ConnectFailed(c, "connect: " + ec.message());
           }
-          c.sse->socket().set_option(tcp::no_delay(true));
+          c.plain->socket().set_option(tcp::no_delay(true));
           std::string target = "/v1/events";
           if (!c.cursor.empty()) {
             target += "?cursor=" + c.cursor;
           } else if (!c.cursor_query.empty()) {
             target += "?" + c.cursor_query;
           }
-          c.sse_request = "GET " + target +
-                          " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-                          "Authorization: Bearer " +
-                          tokens_[static_cast<size_t>(c.user)] + "\r\n\r\n";
-          asio::async_write(*c.sse, asio::buffer(c.sse_request),
-                            [this, &c, generation](beast::error_code ec, std::size_t) {
+          c.request = "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+          c.request += websocket ? "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                   "Sec-WebSocket-Version: 13\r\n"
+                                 : "Accept: text/event-stream\r\n";
+          c.request += "Authorization: Bearer " + tokens_[static_cast<size_t>(c.user)] + "\r\n\r\n";
+          asio::async_write(*c.plain, asio::buffer(c.request),
+                            [this, &c, generation, websocket](beast::error_code ec, std::size_t) {
                               ConnectDone();
                               if (generation != c.generation) return;
                               if (ec) return ConnectFailed(c, "request: " + ec.message());
-                              ReadSse(c, generation);
+                              ReadPlain(c, generation, websocket);
                             });
         });
   }
 
-  void ReadSse(Client& c, uint64_t generation) {
-    auto chunk = c.buffer.prepare(64 * 1024);
-    c.sse->async_read_some(chunk, [this, &c, generation](beast::error_code ec, std::size_t n) {
-      if (generation != c.generation) return;
-      if (ec) {
-        ++totals_.unexpected_closes;
-        if (totals_.unexpected_closes <= 5) {
-          std::cerr << "client " << c.slot << " sse ended: " << ec.message() << "\n";
-        }
-        c.open = false;
-        c.live = false;
-        pending_connects_.push_back(c.slot);
-        PumpConnects();
-        return;
+  void ReadPlain(Client& c, uint64_t generation, bool websocket) {
+    auto chunk = c.buffer.prepare(256 * 1024);
+    c.plain->async_read_some(
+        chunk, [this, &c, generation, websocket](beast::error_code ec, std::size_t n) {
+          if (generation != c.generation) return;
+          if (ec) return PlainEnded(c, ec.message());
+          c.buffer.commit(n);
+          const auto data = c.buffer.cdata();
+          c.pending.append(static_cast<const char*>(data.data()), data.size());
+          c.buffer.consume(c.buffer.size());
+          if (!c.head_done) {
+            const auto end = c.pending.find("\r\n\r\n");
+            if (end == std::string::npos) return ReadPlain(c, generation, websocket);
+            if (c.pending.compare(0, 12, websocket ? "HTTP/1.1 101" : "HTTP/1.1 200") != 0) {
+              std::cerr << "client " << c.slot << " refused: " << c.pending.substr(0, 40) << "\n";
+              return ConnectFailed(c, "refused");
+            }
+            c.pending.erase(0, end + 4);
+            c.head_done = true;
+          }
+          const size_t parsed = websocket ? ParseWebSocketFrames(c) : ParseSseEvents(c);
+          if (parsed == std::string::npos) return;  // closed by the server
+          c.pending.erase(0, parsed);
+          ReadPlain(c, generation, websocket);
+        });
+  }
+
+  void PlainEnded(Client& c, const std::string& why) {
+    ++totals_.unexpected_closes;
+    if (totals_.unexpected_closes <= 5) {
+      std::cerr << "client " << c.slot << " stream ended: " << why << "\n";
+    }
+    c.open = false;
+    c.live = false;
+    pending_connects_.push_back(c.slot);
+    PumpConnects();
+  }
+
+  /// Server frames (RFC 6455 5.2: unmasked, never fragmented by the gateway) from the front of
+  /// c.pending; returns the bytes consumed, or npos when a close frame ended the connection.
+  size_t ParseWebSocketFrames(Client& c) {
+    const std::string& in = c.pending;
+    size_t at = 0;
+    while (in.size() - at >= 2) {
+      const auto byte = [&](size_t i) { return static_cast<uint8_t>(in[at + i]); };
+      const int opcode = byte(0) & 0x0F;
+      uint64_t length = byte(1) & 0x7F;
+      size_t header = 2;
+      if (length >= 126) {
+        const size_t extra = length == 126 ? 2 : 8;
+        if (in.size() - at < 2 + extra) break;
+        length = 0;
+        for (size_t i = 0; i < extra; ++i) length = (length << 8) | byte(2 + i);
+        header += extra;
       }
-      c.buffer.commit(n);
-      const auto data = c.buffer.cdata();
-      c.sse_pending.append(static_cast<const char*>(data.data()), data.size());
-      c.buffer.consume(c.buffer.size());
-      if (!c.sse_head_done) {
-        const auto end = c.sse_pending.find("\r\n\r\n");
-        if (end == std::string::npos) return ReadSse(c, generation);
-        if (c.sse_pending.compare(0, 12, "HTTP/1.1 200") != 0) {
-          std::cerr << "client " << c.slot << " sse refused: " << c.sse_pending.substr(0, 40)
-                    << "\n";
-          return ConnectFailed(c, "sse refused");
-        }
-        c.sse_pending.erase(0, end + 4);
-        c.sse_head_done = true;
+      if (in.size() - at < header + length) break;
+      const std::string_view payload(in.data() + at + header, length);
+      at += header + length;
+      if (opcode == 0x1) {
+        OnFrame(c, payload);
+      } else if (opcode == 0x8) {
+        const int code = payload.size() >= 2 ? (static_cast<uint8_t>(payload[0]) << 8) |
+                                                   static_cast<uint8_t>(payload[1])
+                                             : 0;
+        if (code == 1012) ++totals_.closes_1012;
+        if (code == 1013) ++totals_.closes_1013;
+        PlainEnded(c, "close frame " + std::to_string(code));
+        return std::string::npos;
+      }  // pings (idle connections only) and pongs: nothing to audit
+    }
+    return at;
+  }
+
+  /// SSE events from the front of c.pending, each turned into its WebSocket frame; returns the
+  /// bytes consumed.
+  size_t ParseSseEvents(Client& c) {
+    size_t at = 0;
+    for (size_t end; (end = c.pending.find("\n\n", at)) != std::string::npos; at = end + 2) {
+      const std::string_view block(c.pending.data() + at, end - at);
+      std::string_view id, type, body;
+      for (size_t line = 0; line < block.size();) {
+        const auto eol = std::min(block.find('\n', line), block.size());
+        const auto text = block.substr(line, eol - line);
+        if (text.starts_with("id: ")) id = text.substr(4);
+        if (text.starts_with("event: ")) type = text.substr(7);
+        if (text.starts_with("data: ")) body = text.substr(6);
+        line = eol + 1;
       }
-      size_t at = 0;
-      for (size_t end; (end = c.sse_pending.find("\n\n", at)) != std::string::npos; at = end + 2) {
-        const std::string_view block(c.sse_pending.data() + at, end - at);
-        std::string_view id, type, body;
-        for (size_t line = 0; line < block.size();) {
-          const auto eol = std::min(block.find('\n', line), block.size());
-          const auto text = block.substr(line, eol - line);
-          if (text.starts_with("id: ")) id = text.substr(4);
-          if (text.starts_with("event: ")) type = text.substr(7);
-          if (text.starts_with("data: ")) body = text.substr(6);
-          line = eol + 1;
-        }
-        if (type == "event") {
-          OnFrame(c, std::string(R"({"type":"event","cursor":")") + std::string(id) +
-                         R"(","event":)" + std::string(body) + "}");
-        } else if (type == "ready") {
-          OnFrame(c, std::string(R"({"type":"ready",)") + std::string(body.substr(1)));
-        } else if (type == "reset") {
-          OnFrame(c, R"({"type":"reset"})");
-        }
+      if (type == "event") {
+        OnFrame(c, std::string(R"({"type":"event","cursor":")") + std::string(id) +
+                       R"(","event":)" + std::string(body) + "}");
+      } else if (type == "ready") {
+        OnFrame(c, std::string(R"({"type":"ready",)") + std::string(body.substr(1)));
+      } else if (type == "reset") {
+        OnFrame(c, R"({"type":"reset"})");
       }
-      c.sse_pending.erase(0, at);
-      ReadSse(c, generation);
-    });
+    }
+    return at;
   }
 
   void PumpConnects() {
@@ -906,7 +959,8 @@ class LoadGenerator final {
     c.live = false;
     c.open = true;
     c.replayed = 0;
-    if (options_.transport == "sse") return ConnectSse(c, generation);
+    if (options_.transport == "sse") return ConnectPlain(c, generation, /*websocket=*/false);
+    if (raw_websocket_reader_) return ConnectPlain(c, generation, /*websocket=*/true);
     c.ws = std::make_unique<websocket::stream<beast::tcp_stream>>(io_);
     beast::get_lowest_layer(*c.ws).async_connect(
         tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
@@ -988,7 +1042,7 @@ class LoadGenerator final {
 
   void OnFrame(Client& c, std::string_view text) {
     if (text.starts_with(R"({"type":"ready")")) {
-      c.cursor = std::string(StringField(text, R"("cursor":")"));
+      c.cursor.assign(StringField(text, R"("cursor":")"));
       c.live = true;
       c.ready_at = Clock::now();
       return;
@@ -998,9 +1052,8 @@ class LoadGenerator final {
       return;
     }
     const int64_t now = RealtimeNs();
-    if (servers_.IsGateway()) c.cursor = std::string(StringField(text, R"("cursor":")"));
+    if (servers_.IsGateway()) c.cursor.assign(StringField(text, R"("cursor":")"));
     const int64_t seq = NumberField(text, R"("run_seq":)");
-    const auto stamp = std::string(StringField(text, R"("bench_ns":")"));
     ++totals_.frames;
     if (!c.live) ++c.replayed;
     if (seq <= 0) return;
@@ -1014,8 +1067,9 @@ class LoadGenerator final {
     }
     c.max_seq = std::max(c.max_seq, static_cast<uint64_t>(seq));
     while (c.contiguous + 1 < c.seen.size() && c.seen[c.contiguous + 1]) ++c.contiguous;
-    if (c.live && !stamp.empty()) {
-      const int64_t sent = std::stoll(stamp);
+    const auto stamp = c.live ? StringField(text, R"("bench_ns":")") : std::string_view();
+    if (!stamp.empty()) {
+      const int64_t sent = std::stoll(std::string(stamp));
       if (sent >= window_start_ns_) latencies_.push_back(now - sent);
     }
   }
@@ -1062,6 +1116,7 @@ class LoadGenerator final {
   std::vector<int64_t> latencies_;
   Totals totals_;
   bool audit_from_one_ = false;
+  bool raw_websocket_reader_ = false;
 };
 
 // ---- reporting -----------------------------------------------------------------------------
@@ -1222,6 +1277,7 @@ int RunResume(Options o) {
   for (const auto& [index, label] :
        std::vector<std::pair<size_t, const char*>>{{cached, "cache"}, {uncached, "kafka"}}) {
     LoadGenerator lg(o, servers, index);
+    if (o.transport == "websocket") lg.UseRawWebSocketReader();
     lg.SetPublishedFor(0, observer_cached.PublishedFor(0));
     const auto cpu0 = CpuSnapshot::Take(servers, index);
     const auto start = Clock::now();
