@@ -1,6 +1,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
+#include <utility>
 
 #include "agentwire/consumers/analytics.hpp"
 #include "agentwire/consumers/service.hpp"
@@ -78,7 +79,7 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
     consumers::Analytics analytics(config, registry);
     return consumers::RunService(
         options->service, registry, [&analytics] { return analytics.Ready(); },
-        [&analytics](std::stop_token stop) { analytics.Run(stop); });
+        [&analytics](const std::stop_token& stop) { analytics.Run(stop); });
   };
 }
 

@@ -1,5 +1,6 @@
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <utility>
 
 #include "agentwire/consumers/archive.hpp"
 #include "agentwire/consumers/service.hpp"
@@ -49,7 +50,7 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
     consumers::Archive archive(config, registry);
     return consumers::RunService(
         options->service, registry, [&archive] { return archive.Ready(); },
-        [&archive](std::stop_token stop) { archive.Run(stop); });
+        [&archive](const std::stop_token& stop) { archive.Run(stop); });
   };
 }
 

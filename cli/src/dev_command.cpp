@@ -37,7 +37,7 @@ class PrintingSink final : public producers::EventSink {
   producers::PublishStatus Publish(const v1::AgentEvent& event,
                                    producers::DeliveryCallback on_delivery,
                                    std::chrono::milliseconds wait_for_space) override {
-    const auto status = inner_.Publish(event, std::move(on_delivery), wait_for_space);
+    auto status = inner_.Publish(event, std::move(on_delivery), wait_for_space);
     if (status == producers::PublishStatus::kAccepted) {
       std::lock_guard lock(mutex_);
       out_ << schemas::ToJson(event) << '\n' << std::flush;

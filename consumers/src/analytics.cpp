@@ -193,7 +193,7 @@ class Analytics::Impl final : public internal::BatchWriter {
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_analytics"),
                   *this) {}
 
-  void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
+  void Run(const std::stop_token& stop) { consumer_.Run(stop); }
   bool Ready() const noexcept { return consumer_.Ready(); }
 
   void OnConnect(pqxx::connection& connection) override {
@@ -401,7 +401,7 @@ class Analytics::Impl final : public internal::BatchWriter {
 Analytics::Analytics(AnalyticsConfig config, metrics::Registry& registry)
     : impl_(std::make_unique<Impl>(std::move(config), registry)) {}
 Analytics::~Analytics() = default;
-void Analytics::Run(std::stop_token stop) { impl_->Run(std::move(stop)); }
+void Analytics::Run(const std::stop_token& stop) { impl_->Run(stop); }
 bool Analytics::Ready() const noexcept { return impl_->Ready(); }
 
 namespace {
@@ -429,6 +429,7 @@ void PrintTable(std::ostream& out, const std::string& title,
   };
   line(headers);
   std::vector<std::string> rule;
+  rule.reserve(widths.size());
   for (const size_t w : widths) rule.emplace_back(w, '-');
   line(rule);
   if (rows.empty()) out << "  (none)\n";
@@ -440,7 +441,7 @@ std::vector<std::vector<std::string>> Rows(pqxx::transaction_base& tx, const std
   std::vector<std::vector<std::string>> rows;
   for (const auto& row : tx.exec(sql)) {
     std::vector<std::string> cells;
-    for (const auto& field : row) cells.push_back(field.is_null() ? "-" : field.c_str());
+    for (const auto& field : row) cells.emplace_back(field.is_null() ? "-" : field.c_str());
     rows.push_back(std::move(cells));
   }
   return rows;

@@ -68,7 +68,7 @@ class Archive::Impl final : public internal::BatchWriter {
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_archive"),
                   *this) {}
 
-  void Run(std::stop_token stop) { consumer_.Run(std::move(stop)); }
+  void Run(const std::stop_token& stop) { consumer_.Run(stop); }
   bool Ready() const noexcept { return consumer_.Ready(); }
 
   void OnConnect(pqxx::connection& connection) override {
@@ -269,7 +269,7 @@ class Archive::Impl final : public internal::BatchWriter {
 Archive::Archive(ArchiveConfig config, metrics::Registry& registry)
     : impl_(std::make_unique<Impl>(std::move(config), registry)) {}
 Archive::~Archive() = default;
-void Archive::Run(std::stop_token stop) { impl_->Run(std::move(stop)); }
+void Archive::Run(const std::stop_token& stop) { impl_->Run(stop); }
 bool Archive::Ready() const noexcept { return impl_->Ready(); }
 
 }  // namespace agentwire::consumers

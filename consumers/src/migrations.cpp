@@ -101,7 +101,7 @@ void RequireSchema(const std::string& dsn) {
                                   OneLine(e.what())));
   }
   for (const auto& migration : EmbeddedMigrations()) {
-    if (applied.count(migration.version) == 0) {
+    if (!applied.contains(migration.version)) {
       throw ConfigError(fmt::format(
           "the database lacks migration {:04}_{}: run once with --migrate (or apply infra/sql/)",
           migration.version, migration.name));

@@ -136,7 +136,7 @@ PgBatchConsumer::PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer
 
 PgBatchConsumer::~PgBatchConsumer() = default;
 
-void PgBatchConsumer::Run(std::stop_token stop) {
+void PgBatchConsumer::Run(const std::stop_token& stop) {
   kafka::Properties properties = {
       {"group.id", config_.group_id},    {"partition.assignment.strategy", "cooperative-sticky"},
       {"enable.auto.commit", "false"},   {"enable.auto.offset.store", "false"},
@@ -255,6 +255,7 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     partition_count_stale_ = true;  // partitions may have been added
     std::vector<int32_t> assigned;
+    assigned.reserve(partitions->cnt);
     for (int i = 0; i < partitions->cnt; ++i) assigned.push_back(partitions->elems[i].partition);
     bool positioned = false;
     if (!postgres_down_ && connection_) {
@@ -300,6 +301,7 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
     const bool lost = rd_kafka_assignment_lost(consumer) != 0;
     if (!batch_.empty() && !postgres_down_ && !lost) Flush();
     std::vector<int32_t> revoked;
+    revoked.reserve(partitions->cnt);
     for (int i = 0; i < partitions->cnt; ++i) revoked.push_back(partitions->elems[i].partition);
     for (const int32_t p : revoked) partitions_.erase(p);
     std::erase_if(batch_, [&](const kafka::MessagePtr& m) {

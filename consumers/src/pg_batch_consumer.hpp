@@ -105,7 +105,7 @@ class PgBatchConsumer final {
 
   /// Consumes until `stop`; then writes the current batch (when PostgreSQL is up), leaves the
   /// group and returns. Throws ConfigError for bad Kafka settings.
-  void Run(std::stop_token stop);
+  void Run(const std::stop_token& stop);
 
   /// PostgreSQL reachable and the consumer subscribed. Thread-safe.
   bool Ready() const noexcept { return ready_.load(std::memory_order_relaxed); }

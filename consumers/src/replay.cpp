@@ -177,11 +177,13 @@ class ProgressReporter final {
       const uint64_t scanned = progress_.scanned.load();
       const uint64_t matched = progress_.matched.load();
       const uint64_t expected = progress_.expected.load();
-      const auto rate = static_cast<uint64_t>(seconds > 0 ? scanned / seconds : 0);
+      const auto rate =
+          static_cast<uint64_t>(seconds > 0 ? static_cast<double>(scanned) / seconds : 0);
       std::string text;
       if (console_.BarMode() && expected > 0) {
         constexpr int kWidth = 30;
-        const double done = std::min(1.0, static_cast<double>(scanned) / expected);
+        const double done =
+            std::min(1.0, static_cast<double>(scanned) / static_cast<double>(expected));
         const int filled = static_cast<int>(done * kWidth);
         text = fmt::format("[{}{}] {:3.0f}%  ", std::string(filled, '#'),
                            std::string(kWidth - filled, '.'), done * 100);
@@ -258,7 +260,7 @@ void ValidateReplayConfig(const ReplayConfig& config) {
     throw ConfigError("--source postgres needs a connection string: --pg DSN or AGENTWIRE_PG_DSN");
   }
   if (config.source == ReplaySource::kKafka &&
-      config.client_properties.count("bootstrap.servers") == 0) {
+      !config.client_properties.contains("bootstrap.servers")) {
     throw ConfigError("--brokers / AGENTWIRE_BROKERS is not set");
   }
   if (config.follow && config.source == ReplaySource::kPostgres) {
@@ -296,7 +298,7 @@ void ValidateReplayConfig(const ReplayConfig& config) {
     if (config.republish_rate < 0) {
       throw ConfigError("--rate must be >= 0 events/s (0 = unlimited)");
     }
-    if (config.client_properties.count("bootstrap.servers") == 0) {
+    if (!config.client_properties.contains("bootstrap.servers")) {
       throw ConfigError("--republish-to needs --brokers / AGENTWIRE_BROKERS");
     }
   }
@@ -584,7 +586,8 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
   std::string summary =
       fmt::format("replay: {} scanned, {} matched, {} written in {:.2f} s ({} events/s scanned)",
                   stats.scanned, stats.matched, stats.emitted, stats.seconds,
-                  static_cast<uint64_t>(stats.seconds > 0 ? stats.scanned / stats.seconds : 0));
+                  static_cast<uint64_t>(
+                      stats.seconds > 0 ? static_cast<double>(stats.scanned) / stats.seconds : 0));
   if (stats.undecodable > 0) {
     summary += fmt::format("; {} undecodable messages skipped", stats.undecodable);
   }

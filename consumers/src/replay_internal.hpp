@@ -252,7 +252,7 @@ class Republisher final {
   Republisher& operator=(const Republisher&) = delete;
 
   /// Queues one record (waits for room, and for the rate limit). False when stopped.
-  bool Send(const Record& record, std::stop_token stop);
+  bool Send(const Record& record, const std::stop_token& stop);
   /// Waits for every delivery report (up to `timeout`); what is still outstanding then
   /// counts as failed.
   void Finish(std::chrono::milliseconds timeout);

@@ -361,6 +361,7 @@ class KafkaSource final : public Source {
       int64_t mid = 0;
     };
     std::vector<Search> searches;
+    searches.reserve(plans.size());
     for (auto* plan : plans) searches.push_back({plan, plan->start, plan->high});
     int rounds = 0;
     while (true) {
@@ -413,10 +414,10 @@ class KafkaSource final : public Source {
 
   // After the catch-up: every partition into one queue, events printed as they arrive.
   bool Follow(std::vector<std::unique_ptr<PartitionReader>>& readers, const RecordSink& sink,
-              std::stop_token stop) {
+              const std::stop_token& stop) {
     kafka::QueuePtr queue(rd_kafka_queue_new(client_.get()));
-    for (size_t i = 0; i < readers.size(); ++i) {
-      auto* reader = static_cast<KafkaPartitionReader*>(readers[i].get());
+    for (auto& owned : readers) {
+      auto* reader = static_cast<KafkaPartitionReader*>(owned.get());
       reader->Stop();
       if (rd_kafka_consume_start_queue(topic_.get(), reader->Partition(), reader->Next(),
                                        queue.get()) == -1) {

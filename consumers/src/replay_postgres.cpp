@@ -200,7 +200,7 @@ class PostgresSource final : public Source {
 
   // Cursors printed from the archive must resume on the gateways, which know the live count.
   int32_t PartitionCountFromKafka() const {
-    if (config_.client_properties.count("bootstrap.servers") == 0) return 0;
+    if (!config_.client_properties.contains("bootstrap.servers")) return 0;
     try {
       kafka::Properties properties = config_.client_properties;
       properties["client.id"] = "agentwire-replay-metadata";

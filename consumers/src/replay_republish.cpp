@@ -9,6 +9,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <thread>
+#include <utility>
 
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/kafka_config.hpp"
@@ -42,7 +43,7 @@ class Republisher::Impl {
     }
   }
 
-  bool Send(const Record& record, std::stop_token stop) {
+  bool Send(const Record& record, const std::stop_token& stop) {
     if (!Pace(stop)) return false;
     rd_kafka_headers_t* headers = rd_kafka_headers_new(record.headers.size());
     for (const auto& [name, value] : record.headers) {
@@ -92,7 +93,7 @@ class Republisher::Impl {
  private:
   // Token bucket of one: event i may go at start + i / rate. After a stall (slow broker) the
   // schedule restarts from now rather than bursting to catch up.
-  bool Pace(std::stop_token stop) {
+  bool Pace(const std::stop_token& stop) {
     if (rate_ <= 0) return !stop.stop_requested();
     const auto now = std::chrono::steady_clock::now();
     if (now > next_send_ + std::chrono::seconds(1)) next_send_ = now;
@@ -135,7 +136,7 @@ class Republisher::Impl {
 
 Republisher::Republisher(const ReplayConfig& config) : impl_(std::make_unique<Impl>(config)) {}
 Republisher::~Republisher() = default;
-bool Republisher::Send(const Record& record, std::stop_token stop) {
+bool Republisher::Send(const Record& record, const std::stop_token& stop) {
   return impl_->Send(record, stop);
 }
 void Republisher::Finish(std::chrono::milliseconds timeout) { impl_->Finish(timeout); }

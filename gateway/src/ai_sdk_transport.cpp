@@ -30,9 +30,9 @@ std::string StringAt(const json& object, const char* body, const char* field) {
 
 }  // namespace
 
-AiSdkTransport::AiSdkTransport(asio::ip::tcp::socket&& socket, std::string allow_origin)
-    : EventStreamTransport(std::move(socket), std::move(allow_origin),
-                           "x-vercel-ai-ui-message-stream: v1\r\n", "") {}
+AiSdkTransport::AiSdkTransport(asio::ip::tcp::socket&& socket, const std::string& allow_origin)
+    : EventStreamTransport(std::move(socket), allow_origin, "x-vercel-ai-ui-message-stream: v1\r\n",
+                           "") {}
 
 std::string AiSdkTransport::ErrorAndDone(const std::string& error_text) {
   std::string out;

@@ -20,7 +20,7 @@ namespace agentwire::gateway {
 /// anything else.
 class AiSdkTransport final : public EventStreamTransport {
  public:
-  AiSdkTransport(boost::asio::ip::tcp::socket&& socket, std::string allow_origin);
+  AiSdkTransport(boost::asio::ip::tcp::socket&& socket, const std::string& allow_origin);
 
   std::string_view Name() const override { return "ai-sdk"; }
   void Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) override;

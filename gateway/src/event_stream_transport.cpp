@@ -9,7 +9,8 @@ namespace agentwire::gateway {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 
-EventStreamTransport::EventStreamTransport(asio::ip::tcp::socket&& socket, std::string allow_origin,
+EventStreamTransport::EventStreamTransport(asio::ip::tcp::socket&& socket,
+                                           const std::string& allow_origin,
                                            std::string_view extra_headers,
                                            std::string_view preamble)
     : stream_(std::move(socket)) {

@@ -21,7 +21,7 @@ class EventStreamTransport : public Transport {
   /// `allow_origin`: the request's Origin when it is allowed (CORS), else empty.
   /// `extra_headers`: header lines ("Name: value\r\n") of this protocol; `preamble`: body text
   /// written right after the head.
-  EventStreamTransport(boost::asio::ip::tcp::socket&& socket, std::string allow_origin,
+  EventStreamTransport(boost::asio::ip::tcp::socket&& socket, const std::string& allow_origin,
                        std::string_view extra_headers, std::string_view preamble);
 
   boost::asio::any_io_executor GetExecutor() override { return stream_.get_executor(); }

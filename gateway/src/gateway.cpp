@@ -17,7 +17,7 @@ namespace agentwire::gateway {
 
 void GatewayConfig::Validate() const {
   kafka::ValidateTopicName(topic, "--topic / AGENTWIRE_TOPIC");
-  if (client_properties.count("bootstrap.servers") == 0) {
+  if (!client_properties.contains("bootstrap.servers")) {
     throw ConfigError("--brokers / AGENTWIRE_BROKERS is not set");
   }
   if (io_threads < 0 || io_threads > 256)

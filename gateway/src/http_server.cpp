@@ -97,11 +97,11 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     Route(parser_->release());
   }
 
-  void Route(http::request<http::string_body> request) {
+  void Route(const http::request<http::string_body>& request) {
     const auto target = ParseTarget(Sv(request.target()));
     if (beast::websocket::is_upgrade(request)) {
       if (target.path == "/v1/events") {
-        Subscribe(std::move(request), target, Wire::kWebSocket);
+        Subscribe(request, target, Wire::kWebSocket);
       } else {
         SendError(http::status::not_found, "not_found", "WebSocket endpoint is /v1/events", false);
       }
@@ -121,7 +121,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
         return;
       }
       if (request.method() == http::verb::get) {
-        Subscribe(std::move(request), target, Wire::kAiSdk, ai_sdk_thread);
+        Subscribe(request, target, Wire::kAiSdk, ai_sdk_thread);
         return;
       }
     }
@@ -140,7 +140,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
       Send(http::status::ok, "text/plain; version=0.0.4", context_->registry.RenderPrometheus());
     } else if (target.path == "/v1/events" && !head_ &&
                AcceptsEventStream(Sv(request[http::field::accept]))) {
-      Subscribe(std::move(request), target, Wire::kSse);
+      Subscribe(request, target, Wire::kSse);
     } else if (target.path == "/v1/events") {
       // Browsers cannot read why a WebSocket handshake failed, so the reference client
       // probes with a plain GET: the same capacity, Origin and token checks, then 426.
@@ -188,8 +188,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
 
   /// A WebSocket upgrade or an SSE request of /v1/events, or the AI SDK resume stream of
   /// `ai_sdk_thread`: the same checks, cursor rules and session; only the transport differs.
-  void Subscribe(http::request<http::string_body> request, const ParsedTarget& target, Wire wire,
-                 const std::string& ai_sdk_thread = {}) {
+  void Subscribe(const http::request<http::string_body>& request, const ParsedTarget& target,
+                 Wire wire, const std::string& ai_sdk_thread = {}) {
     const std::string redacted = RedactTarget(Sv(request.target()));
     if (context_->draining.load()) {
       SendError(http::status::service_unavailable, "draining",
@@ -307,7 +307,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
                                              std::move(filters), id);
     session->SetTokenExpiry(auth.expires_at);
     context_->AddSession(session);
-    session->Run(std::move(request));
+    session->Run(request);
   }
 
   void RejectFull() {

@@ -365,7 +365,7 @@ void KafkaTailer::Handle(const rd_kafka_message_t& message) {
     hub_.Skip(partition, message.offset);
     return;
   }
-  hub_.Dispatch(partition, std::move(entry));
+  hub_.Dispatch(partition, entry);
 }
 
 }  // namespace agentwire::gateway

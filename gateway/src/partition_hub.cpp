@@ -65,7 +65,7 @@ int64_t PartitionHub::LogStart(int partition) const {
   return p.log_start;
 }
 
-void PartitionHub::Dispatch(int partition, LogEntryPtr entry) {
+void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
   auto& p = *partitions_[static_cast<size_t>(partition)];
   // Built outside the lock: a frame-less copy of an entry too large to cache (an event of a
   // megabyte of '<' is a 6 MB frame, which would otherwise evict the whole partition's cache).

@@ -116,7 +116,7 @@ class PartitionHub final {
   /// Tailer thread: appends to the cache and hands the entry to the user's listeners. An entry
   /// larger than an eighth of the partition's cache share is cached without its frame, so one
   /// huge event cannot evict everything before it; readers fetch that one frame from Kafka.
-  void Dispatch(int partition, LogEntryPtr entry);
+  void Dispatch(int partition, const LogEntryPtr& entry);
   /// Tailer thread: an offset with nothing to deliver (undecodable message, control record).
   void Skip(int partition, int64_t offset);
   /// Tailer thread: the log now starts at `resume_offset`, past what was dispatched (retention

@@ -61,7 +61,7 @@ Session::~Session() {
   context_->metrics.connections.Add(-1);
 }
 
-void Session::Run(beast::http::request<beast::http::string_body> request) {
+void Session::Run(const beast::http::request<beast::http::string_body>& request) {
   transport_->Accept(request, beast::bind_front_handler(&Session::OnAccept, shared_from_this()));
 }
 

@@ -70,7 +70,7 @@ class Session final : public LiveListener,
   /// unless the client refreshes it. Call before Run.
   void SetTokenExpiry(double expires_at) { token_expires_at_ = expires_at; }
   /// Completes the handshake (upgrade, or SSE response head) for the already-read request.
-  void Run(boost::beast::http::request<boost::beast::http::string_body> request);
+  void Run(const boost::beast::http::request<boost::beast::http::string_body>& request);
 
   void OnLive(const LogEntryPtr& entry) override;
   void OnHistory(HistoryChunk chunk) override;

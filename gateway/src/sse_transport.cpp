@@ -79,8 +79,8 @@ std::string SseEventText(const std::string& frame, FrameKind kind) {
   return text;
 }
 
-SseTransport::SseTransport(asio::ip::tcp::socket&& socket, std::string allow_origin)
-    : EventStreamTransport(std::move(socket), std::move(allow_origin), "",
+SseTransport::SseTransport(asio::ip::tcp::socket&& socket, const std::string& allow_origin)
+    : EventStreamTransport(std::move(socket), allow_origin, "",
                            "retry: " + std::to_string(kRetryMs) + "\n\n") {}
 
 void SseTransport::Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) {

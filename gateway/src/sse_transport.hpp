@@ -20,7 +20,7 @@ namespace agentwire::gateway {
 class SseTransport final : public EventStreamTransport {
  public:
   /// `allow_origin`: the request's Origin when it is allowed (CORS), else empty.
-  SseTransport(boost::asio::ip::tcp::socket&& socket, std::string allow_origin);
+  SseTransport(boost::asio::ip::tcp::socket&& socket, const std::string& allow_origin);
 
   std::string_view Name() const override { return "sse"; }
   void Write(const Frame& frame, FrameKind kind, bool more_follows, Done done) override;

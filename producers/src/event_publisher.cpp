@@ -187,8 +187,9 @@ class OutgoingMessage {
     void* memory = ::operator new(sizeof(OutgoingMessage) + key.size() + id.size() + value_size);
     Ptr message(new (memory) OutgoingMessage(key.size(), id.size(), value_size));
     char* out = message->Bytes();
-    std::memcpy(out, key.data(), key.size());
-    std::memcpy(out + key.size(), id.data(), id.size());
+    // Not strings: the record's key and header bytes, back to back without terminators.
+    std::copy(key.begin(), key.end(), out);
+    std::copy(id.begin(), id.end(), out + key.size());
     event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out + key.size() + id.size()));
     return message;
   }
@@ -225,7 +226,7 @@ class EventPublisher::Impl {
     properties_ = DefaultProducerProperties();
     properties_["queue.buffering.max.messages"] = std::to_string(config_.max_pending + 1024);
     for (const auto& [key, value] : config_.client_properties) properties_[key] = value;
-    if (properties_.count("bootstrap.servers") == 0) {
+    if (!properties_.contains("bootstrap.servers")) {
       throw ConfigError("publisher: bootstrap.servers is not set (--brokers / AGENTWIRE_BROKERS)");
     }
     producer_ = MakeProducer();

@@ -65,7 +65,7 @@ PublishStatus RunEmitter::Emit(v1::AgentEvent event) {
                {"bytes", event.truncated().original_bytes()},
                {"limit", static_cast<uint64_t>(max_event_bytes_)}});
   }
-  const auto status = sink_.Publish(event, on_delivery_, wait_for_space_);
+  auto status = sink_.Publish(event, on_delivery_, wait_for_space_);
   if (status == PublishStatus::kAccepted) {
     ++next_seq_;  // only an accepted event consumes a sequence number: no holes
     finished_ = schemas::IsTerminal(event);

@@ -94,40 +94,40 @@ class Simulation {
     run.fails = std::bernoulli_distribution(options_.failure_ratio)(rng_);
 
     const std::string question = Pick(kQuestions);
-    run.steps.push_back([question](RunEmitter& e) { return e.Started(question, "gpt-sim-1"); });
+    run.steps.emplace_back([question](RunEmitter& e) { return e.Started(question, "gpt-sim-1"); });
     const int thoughts = std::uniform_int_distribution<int>(1, 3)(rng_);
     const int tools = std::uniform_int_distribution<int>(0, 3)(rng_);
     for (int i = 0; i < std::max(thoughts, tools); ++i) {
       if (i < thoughts) {
         const std::string thought = Pick(kThoughts);
-        run.steps.push_back([thought](RunEmitter& e) { return e.Thinking(thought); });
+        run.steps.emplace_back([thought](RunEmitter& e) { return e.Thinking(thought); });
       }
       if (i < tools) {
         const std::string tool = Pick(kTools);
         const std::string call_id = fmt::format("call-{}", i + 1);
         const uint32_t duration = Millis(20, 2500);
         const bool tool_error = std::bernoulli_distribution(0.1)(rng_);
-        run.steps.push_back([tool, call_id](RunEmitter& e) {
+        run.steps.emplace_back([tool, call_id](RunEmitter& e) {
           return e.ToolExecuting(tool, R"({"query":"agent events"})", call_id);
         });
-        run.steps.push_back([tool, call_id, duration, tool_error](RunEmitter& e) {
+        run.steps.emplace_back([tool, call_id, duration, tool_error](RunEmitter& e) {
           return tool_error ? e.ToolCompleted(tool, "", duration, "timeout after 2500 ms", call_id)
                             : e.ToolCompleted(tool, "3 results", duration, "", call_id);
         });
       }
     }
     if (run.fails) {
-      run.steps.push_back(
+      run.steps.emplace_back(
           [](RunEmitter& e) { return e.Failed("tool_error", "the tool kept failing; giving up"); });
       return;
     }
     const int deltas = std::uniform_int_distribution<int>(0, 3)(rng_);
     for (int i = 0; i < deltas; ++i) {
-      run.steps.push_back(
+      run.steps.emplace_back(
           [i](RunEmitter& e) { return e.MessageDelta(fmt::format("part {} ", i + 1)); });
     }
     const uint32_t duration = Millis(500, 30'000);
-    run.steps.push_back(
+    run.steps.emplace_back(
         [duration](RunEmitter& e) { return e.Completed("Here is what I found.", duration); });
   }
 
@@ -140,7 +140,8 @@ class Simulation {
 
 }  // namespace
 
-SimulatorStats RunSimulation(EventSink& sink, const SimulatorOptions& options, std::stop_token stop,
+SimulatorStats RunSimulation(EventSink& sink, const SimulatorOptions& options,
+                             const std::stop_token& stop,
                              const std::function<void(const SimulatorStats&)>& on_progress) {
   SimulatorStats stats;
   {

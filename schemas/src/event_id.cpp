@@ -33,7 +33,7 @@ std::string NewEventId() {
     } else {
       chunk = random_low >> shift;
     }
-    id[static_cast<size_t>(10 + i)] = kCrockford[chunk & 31];
+    id[10 + static_cast<size_t>(i)] = kCrockford[chunk & 31];
   }
   return id;
 }

@@ -34,6 +34,7 @@ const std::vector<std::string_view>& KnownEventTypes() {
   static const std::vector<std::string_view> types = [] {
     std::vector<std::string_view> out;
     const auto& oneof = BodyOneof();
+    out.reserve(oneof.field_count());
     for (int i = 0; i < oneof.field_count(); ++i) out.push_back(oneof.field(i)->name());
     return out;
   }();

@@ -100,7 +100,7 @@ class WsSession final : public std::enable_shared_from_this<WsSession> {
       : ws_(std::move(socket)), registry_(registry), user_(std::move(user)) {}
   ~WsSession() { registry_.Remove(user_, this); }
 
-  void Run(http::request<http::string_body> request) {
+  void Run(const http::request<http::string_body>& request) {
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
     ws_.auto_fragment(false);
     beast::get_lowest_layer(ws_).expires_never();

@@ -228,7 +228,7 @@ std::vector<std::string> KcatArgs(const Options& options, const std::string& boo
   properties["queue.buffering.max.messages"] =
       std::to_string(producers::PublisherConfig{}.max_pending + 1024);
   for (const auto& [key, value] : properties) {
-    args.push_back("-X");
+    args.emplace_back("-X");
     args.push_back(key + "=" + value);
   }
   return args;

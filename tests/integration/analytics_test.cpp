@@ -4,9 +4,9 @@
 // nothing; `agentwire analytics report` shows the counts. Embedded Kafka + a real PostgreSQL.
 
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <chrono>
+#include <csignal>
 #include <regex>
 #include <thread>
 

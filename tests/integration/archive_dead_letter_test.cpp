@@ -5,9 +5,9 @@
 
 #include <agentwire/v1/events.pb.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <chrono>
+#include <csignal>
 #include <map>
 #include <random>
 #include <thread>

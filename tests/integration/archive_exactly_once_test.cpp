@@ -4,10 +4,10 @@
 // offsets. Embedded Kafka + a real PostgreSQL; the archive runs as a real process.
 
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <map>
 #include <random>
 #include <set>
@@ -177,7 +177,7 @@ class ArchiveExactlyOnceTest : public ::testing::Test {
     std::istringstream ids(pg.Query(dsn_, "SELECT event_id FROM agent_events"));
     for (std::string id; std::getline(ids, id);) archived.insert(id);
     size_t missing = 0;
-    for (const auto& id : *published_) missing += archived.count(id) == 0 ? 1 : 0;
+    for (const auto& id : *published_) missing += !archived.contains(id) ? 1 : 0;
     EXPECT_EQ(missing, 0u) << "events lost";
     EXPECT_EQ(archived.size(), published_->size());
 

@@ -4,9 +4,9 @@
 // process.
 
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <chrono>
+#include <csignal>
 #include <thread>
 
 #include "agentwire/core/embedded_kafka.hpp"

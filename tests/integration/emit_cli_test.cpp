@@ -156,7 +156,7 @@ class EmitCli : public ::testing::Test {
     std::vector<std::string> argv = {AgentwireBinary(), "broker", "--bootstrap-file",
                                      bootstrap_file};
     for (const auto& [name, partitions] : kTopics) {
-      argv.push_back("--topic");
+      argv.emplace_back("--topic");
       argv.push_back(name + ":" + std::to_string(partitions));
     }
     broker_ = new Subprocess(argv);

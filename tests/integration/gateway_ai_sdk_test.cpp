@@ -72,6 +72,7 @@ class GatewayAiSdk : public ::testing::Test {
 
   static std::vector<std::string> Types(const std::vector<std::string>& data) {
     std::vector<std::string> types;
+    types.reserve(data.size());
     for (const auto& d : data)
       types.push_back(d == "[DONE]" ? d : json::parse(d).at("type").get<std::string>());
     return types;

@@ -1,8 +1,8 @@
 // Who may open a stream: every bad token is refused with HTTP 401 before the upgrade (JSON
 // body with the reason), a foreign browser Origin with 403, and tokens never reach the logs.
 #include <gtest/gtest.h>
-#include <signal.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>

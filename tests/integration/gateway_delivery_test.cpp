@@ -146,7 +146,7 @@ TEST_F(GatewayDeliveryTest, HundredUsersTwoSessionsEachReceiveOnlyTheirOwn) {
     const auto& expected = published[user];
     std::set<std::string> unique(received.begin(), received.end());
     duplicated += received.size() - unique.size();
-    for (const auto& id : expected) lost += unique.count(id) == 0 ? 1 : 0;
+    for (const auto& id : expected) lost += !unique.contains(id) ? 1 : 0;
     if (received != expected && lost == 0 && duplicated == 0) ++reordered;
   }
   EXPECT_EQ(leaks, 0U);

@@ -3,9 +3,9 @@
 // drained (SIGTERM: close 1012 first, /readyz 503, exit 0 within the grace period), and
 // receives every event exactly once, in order.
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -39,7 +39,7 @@ Audit Compare(const std::vector<std::string>& expected, const std::vector<std::s
       ++audit.duplicated;
     }
   }
-  for (const auto& id : expected) audit.lost += seen.count(id) == 0 ? 1 : 0;
+  for (const auto& id : expected) audit.lost += !seen.contains(id) ? 1 : 0;
   // The first copies must follow publish order: count those out of step.
   size_t j = 0;
   for (const auto& id : expected) {

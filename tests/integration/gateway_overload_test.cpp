@@ -4,12 +4,12 @@
 // past --max-connections an upgrade gets 503 + Retry-After and /readyz turns 503 at the
 // high-water mark, while the clients it holds keep receiving every event exactly once.
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>

@@ -31,7 +31,7 @@ Audit Compare(const std::vector<std::string>& expected, const std::vector<std::s
   for (const auto& id : received) {
     if (!seen.insert(id).second) ++audit.duplicated;
   }
-  for (const auto& id : expected) audit.lost += seen.count(id) == 0 ? 1 : 0;
+  for (const auto& id : expected) audit.lost += !seen.contains(id) ? 1 : 0;
   // Order: the received sequence (first occurrences) must be a prefix-consistent copy.
   std::vector<std::string> firsts;
   std::set<std::string> once;

@@ -3,9 +3,9 @@
 // get `reset` (events were lost before delivery, and the client must know), then every event
 // still in the log after that point, in order, and delivery goes on for new events.
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -159,13 +159,13 @@ TEST(GatewayRetention, ReplicaBehindRetentionSendsResetAndKeepsDelivering) {
 
   std::vector<std::string> expected;
   for (int i = 1; i <= 5; ++i) expected.push_back("before-" + std::to_string(i));
-  expected.push_back("(reset)");
+  expected.emplace_back("(reset)");
   for (int i = 1; i <= 5; ++i) expected.push_back("after-" + std::to_string(i));
   for (int i = 1; i <= 5; ++i) expected.push_back("later-" + std::to_string(i));
   std::vector<std::string> received;
   for (const auto& frame : frames) {
     if (frame.type == "event") received.push_back(frame.event_id);
-    if (frame.type == "reset") received.push_back("(reset)");
+    if (frame.type == "reset") received.emplace_back("(reset)");
   }
   EXPECT_EQ(received, expected) << gateway.Describe();
   EXPECT_FALSE(client.Closed()) << "close code " << client.CloseCode();

@@ -236,7 +236,7 @@ class PublisherTest : public ::testing::Test {
     size_t shown = 0;
     for (size_t i = 0; i < events.size(); ++i) {
       const auto& event = events[i];
-      if (seen.count(event.event_id()) == 0) {
+      if (!seen.contains(event.event_id())) {
         ++missing[PartitionForKey(event.user_id(), kPartitions)];
         const auto [partition, offset] = counter.Where(event.event_id());
         if (partition >= 0 && offset == RD_KAFKA_OFFSET_INVALID) ++implicitly_acked;
@@ -250,7 +250,7 @@ class PublisherTest : public ::testing::Test {
     }
     for (const auto& [partition, w] :
          testing::Watermarks(kafka_->BootstrapServers(), kTopic, 10s)) {
-      if (missing.count(partition) == 0 && static_cast<int64_t>(read[partition]) == w.high) {
+      if (!missing.contains(partition) && static_cast<int64_t>(read[partition]) == w.high) {
         continue;
       }
       std::cout << fmt::format("[ loss     ] partition {}: low {} high {} read {} missing {}\n",

@@ -6,9 +6,9 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -231,7 +231,7 @@ TEST_F(ReplayPostgresTest, SameOutputAsKafkaForEverySelector) {
   };
   for (const auto& selection : selections) {
     const std::string what = fmt::format("replay {}", fmt::join(selection, " "));
-    auto kafka_args = selection;
+    const auto& kafka_args = selection;
     const auto from_kafka = Replay(kafka_args);
     auto pg_args = selection;
     pg_args.insert(pg_args.end(), {"--source", "postgres", "--pg", *dsn_});

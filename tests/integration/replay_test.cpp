@@ -7,9 +7,9 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <algorithm>
+#include <csignal>
 #include <ctime>
 #include <map>
 #include <memory>
@@ -566,6 +566,7 @@ TEST_F(ReplayTest, RepublishKeepsKeysHeadersValuesAndOrder) {
   std::sort(source.begin(), source.end(), by_offset);
   for (const auto* r : source) source_by_key[r->key].emplace_back(r->value, r->headers);
   std::vector<const ConsumedRecord*> target;
+  target.reserve(copies.size());
   for (const auto& r : copies) target.push_back(&r);
   std::sort(target.begin(), target.end(), by_offset);
   for (const auto* r : target) {

@@ -213,7 +213,7 @@ ClientAudit AuditFrames(const std::string& user, const std::vector<SentEvent>& s
       }
     }
   }
-  for (const auto* event : mine) audit.lost += copies.count(event->event_id) ? 0 : 1;
+  for (const auto* event : mine) audit.lost += copies.contains(event->event_id) ? 0 : 1;
   return audit;
 }
 
@@ -301,6 +301,7 @@ TEST_F(PythonWorker, PartitionsAgreeWithTheCppMurmur2) {
   // time, then a 1-3 byte tail) is covered; non-ASCII keys check the signed-byte handling the
   // Java algorithm has.
   std::vector<std::string> users;
+  users.reserve(150);
   for (int i = 0; i < 150; ++i) users.push_back("py-user-" + std::to_string(i));
   for (int i = 0; i < 20; ++i) {
     users.push_back("py-zo\u00eb-" + std::to_string(i));
@@ -334,7 +335,7 @@ TEST_F(PythonWorker, PartitionsAgreeWithTheCppMurmur2) {
   std::vector<ConsumedRecord> consumed;
   std::set<std::string> mine(users.begin(), users.end());
   for (const auto& record : all) {
-    if (mine.count(record.key)) consumed.push_back(record);
+    if (mine.contains(record.key)) consumed.push_back(record);
   }
   PublishedByUser published;
   for (const auto& event : sent) published[event.user_id].push_back(event.event_id);
@@ -348,9 +349,9 @@ TEST_F(PythonWorker, PartitionsAgreeWithTheCppMurmur2) {
   std::map<std::string, std::pair<int32_t, int64_t>> where;  // event_id -> reported position
   for (const auto& event : sent) where[event.event_id] = {event.partition, event.offset};
   for (const auto& record : consumed) {
-    const auto headers_ok = record.headers.size() == 2 && record.headers.count("content-type") &&
+    const auto headers_ok = record.headers.size() == 2 && record.headers.contains("content-type") &&
                             record.headers.at("content-type") == "application/x-protobuf" &&
-                            record.headers.count("schema") &&
+                            record.headers.contains("schema") &&
                             record.headers.at("schema") == "agentwire.v1.AgentEvent";
     bad_headers += headers_ok ? 0 : 1;
     v1::AgentEvent event;

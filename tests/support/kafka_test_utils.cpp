@@ -196,7 +196,7 @@ DeliveryAudit AuditDelivery(const PublishedByUser& published,
   }
   for (const auto& [user, ids] : published) {
     for (const auto& id : ids) {
-      if (seen_ids.count(id) == 0) ++audit.lost;
+      if (!seen_ids.contains(id)) ++audit.lost;
     }
   }
   return audit;

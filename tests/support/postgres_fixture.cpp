@@ -71,7 +71,7 @@ RunResult RunAsPostgres(std::vector<std::string> argv) {
   return Run(std::move(argv), kCommandTimeout);
 }
 
-void RunAsPostgresOrThrow(std::vector<std::string> argv, const std::string& what,
+void RunAsPostgresOrThrow(const std::vector<std::string>& argv, const std::string& what,
                           const std::string& log_path = {}) {
   const auto result = RunAsPostgres(argv);
   if (result.exit_code != 0) {
@@ -174,6 +174,7 @@ void PostgresCluster::StartWatchdog() {
       directory_ + "'";
   std::vector<std::string> args = {"/bin/sh", "-c", script};
   std::vector<char*> argv;
+  argv.reserve(args.size());
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
 

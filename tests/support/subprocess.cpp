@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -17,8 +17,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
-
-extern char** environ;
 
 namespace agentwire::testing {
 namespace {
@@ -42,7 +40,8 @@ std::string ResolveProgram(const std::string& program) {
   std::string directory;
   while (std::getline(in, directory, ':')) {
     if (directory.empty()) directory = ".";
-    const std::string candidate = directory + "/" + program;
+    std::string candidate = directory;
+    candidate.append("/").append(program);
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   throw std::runtime_error("Subprocess: " + program + " not found in PATH");
@@ -60,7 +59,8 @@ std::vector<std::string> ChildEnvironment(const Subprocess::Options& options) {
   for (const auto& [name, value] : options.env) variables[name] = value;
   std::vector<std::string> result;
   result.reserve(variables.size());
-  for (const auto& [name, value] : variables) result.push_back(name + "=" + value);
+  for (const auto& [name, value] : variables)
+    result.push_back(std::string(name).append("=").append(value));
   return result;
 }
 
@@ -94,7 +94,8 @@ std::string MakeTempDirectory(const std::string& prefix) {
 
 Subprocess::Subprocess(std::vector<std::string> argv) : Subprocess(std::move(argv), Options{}) {}
 
-Subprocess::Subprocess(std::vector<std::string> argv, Options options) : argv_(std::move(argv)) {
+Subprocess::Subprocess(std::vector<std::string> argv, const Options& options)
+    : argv_(std::move(argv)) {
   if (argv_.empty()) throw std::invalid_argument("Subprocess: empty argv");
   directory_ = MakeTempDirectory("agentwire-subprocess");
   stdout_path_ = directory_ + "/stdout";
@@ -278,9 +279,9 @@ std::string Subprocess::Describe() const {
   return text;
 }
 
-RunResult Run(std::vector<std::string> argv, Subprocess::Options options,
+RunResult Run(std::vector<std::string> argv, const Subprocess::Options& options,
               std::chrono::milliseconds timeout) {
-  Subprocess process(std::move(argv), std::move(options));
+  Subprocess process(std::move(argv), options);
   RunResult result;
   result.exit_code = process.Wait(timeout);
   if (!result.exit_code) {

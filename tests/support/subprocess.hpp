@@ -39,7 +39,7 @@ class Subprocess final {
   /// Starts argv[0] (searched in PATH when it has no '/'). Throws std::runtime_error when the
   /// program cannot be started (not found, not executable).
   explicit Subprocess(std::vector<std::string> argv);
-  Subprocess(std::vector<std::string> argv, Options options);
+  Subprocess(std::vector<std::string> argv, const Options& options);
   /// Kills (SIGKILL, the whole process group) and reaps the child if it is still running;
   /// removes the captured output.
   ~Subprocess();
@@ -100,7 +100,7 @@ struct RunResult {
 /// Starts `argv`, waits up to `timeout` for it to end (SIGKILL after that) and returns its
 /// output. Inside a TEST/TEST_F body gtest's Test::Run() hides this name: call it as
 /// agentwire::testing::Run(...).
-RunResult Run(std::vector<std::string> argv, Subprocess::Options options,
+RunResult Run(std::vector<std::string> argv, const Subprocess::Options& options,
               std::chrono::milliseconds timeout);
 RunResult Run(std::vector<std::string> argv, std::chrono::milliseconds timeout);
 

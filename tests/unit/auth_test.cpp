@@ -378,7 +378,7 @@ TEST_F(AuthTest, WrongSignatureRejected) {
 
 TEST_F(AuthTest, TimeClaimsWithLeeway) {
   const TokenVerifier verifier(SecretConfig());  // default leeway 30 s
-  auto token_with = [](json changes) {
+  auto token_with = [](const json& changes) {
     json claims = Claims();
     claims.update(changes);
     return SignWithLibjwt(JWT_ALG_HS256, kSecret, claims);
@@ -427,7 +427,7 @@ TEST_F(AuthTest, IssuerAndAudience) {
   config.issuer = "https://idp.example";
   config.audience = "agentwire";
   const TokenVerifier verifier(config);
-  auto token_with = [](json changes, std::vector<std::string> erase = {}) {
+  auto token_with = [](json changes, const std::vector<std::string>& erase = {}) {
     if (changes.is_null()) changes = json::object();
     json claims = Claims();
     claims["iss"] = "https://idp.example";
@@ -609,6 +609,7 @@ TEST_F(AuthTest, VerifyIsThreadSafe) {
       {SignWithLibjwt(JWT_ALG_ES256, PrivatePem(ec_other_.get()), Claims("t")), false}};
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       const TokenVerifier copy = verifier;  // copies share the keys
@@ -789,6 +790,7 @@ class TokenCommandTest : public ::testing::Test {
   int Run(std::vector<std::string> args, std::string& out) {
     args.insert(args.begin(), "agentwire");
     std::vector<char*> argv;
+    argv.reserve(args.size());
     for (auto& arg : args) argv.push_back(arg.data());
     std::ostringstream captured;
     std::ostringstream errors;

@@ -230,6 +230,7 @@ int RunCli(std::initializer_list<const char*> args) {
   std::vector<std::string> storage{"agentwire"};
   storage.insert(storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(storage.size());
   for (auto& arg : storage) argv.push_back(arg.data());
   argv.push_back(nullptr);
   return cli::RunCli(static_cast<int>(storage.size()), argv.data());

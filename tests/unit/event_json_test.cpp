@@ -436,6 +436,7 @@ TEST(EventId, UniqueAcrossThreads) {
   constexpr int kPerThread = 25'000;
   std::vector<std::vector<std::string>> per_thread(kThreads);
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&per_thread, t] {
       for (int i = 0; i < kPerThread; ++i)

@@ -113,8 +113,8 @@ TEST(LazyFrame, ManyReadersBuildOneFrame) {
   ASSERT_NE(entry, nullptr);
   std::vector<const std::string*> seen(8);
   std::vector<std::thread> readers;
-  for (size_t i = 0; i < seen.size(); ++i) {
-    readers.emplace_back([&, i] { seen[i] = entry->Frame().get(); });
+  for (auto& slot : seen) {
+    readers.emplace_back([&entry, &slot] { slot = entry->Frame().get(); });
   }
   for (auto& reader : readers) reader.join();
   for (const auto* frame : seen) EXPECT_EQ(frame, seen[0]);

@@ -50,7 +50,7 @@ void ExpectValidExposition(const std::string& text) {
     std::string family = m[1];
     for (const char* suffix : {"_bucket", "_sum", "_count"}) {
       const std::string s = suffix;
-      if (types.count(family) == 0 && family.size() > s.size() &&
+      if (!types.contains(family) && family.size() > s.size() &&
           family.compare(family.size() - s.size(), s.size(), s) == 0) {
         family.resize(family.size() - s.size());
       }
@@ -166,6 +166,7 @@ TEST(Metrics, CountsFromManyThreadsAreExact) {
   auto& counter = registry.GetCounter("c_total", "help");
   auto& histogram = registry.GetHistogram("h_seconds", "help", {0.5});
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 50'000; ++i) {

@@ -194,6 +194,7 @@ TEST(PartitionHubTest, ConcurrentTeardownOfOneUsersListenersNeverDeadlocks) {
       }
     });
     std::vector<std::thread> threads;
+    threads.reserve(6);
     for (int t = 0; t < 6; ++t) {
       threads.emplace_back([&hub, t] {
         std::mt19937 random(static_cast<unsigned>(t));

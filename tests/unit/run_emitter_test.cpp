@@ -233,6 +233,7 @@ TEST(RunEmitter, ConcurrentCallsGiveAGaplessSequenceInPublishOrder) {
     ASSERT_EQ(run.Started("q"), PublishStatus::kAccepted);
     std::atomic<int> ready{0};
     std::vector<std::thread> threads;
+    threads.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&run, &ready, t] {
         ready.fetch_add(1);

@@ -42,7 +42,7 @@ class Analytics final {
   Analytics(const Analytics&) = delete;
   Analytics& operator=(const Analytics&) = delete;
 
-  void Run(std::stop_token stop);
+  void Run(const std::stop_token& stop);
   bool Ready() const noexcept;
 
  private:

@@ -38,7 +38,7 @@ class Archive final {
   Archive& operator=(const Archive&) = delete;
 
   /// Consumes until `stop`, then writes the batch in hand and leaves the group.
-  void Run(std::stop_token stop);
+  void Run(const std::stop_token& stop);
   /// PostgreSQL reachable and subscribed (for /readyz). Thread-safe.
   bool Ready() const noexcept;
 

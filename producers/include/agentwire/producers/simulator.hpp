@@ -36,7 +36,7 @@ struct SimulatorStats {
 /// `events_per_second`. Used by `agentwire emit simulate`, `agentwire dev` and benchmarks.
 /// `on_progress` (optional) is called about once a second.
 SimulatorStats RunSimulation(EventSink& sink, const SimulatorOptions& options,
-                             std::stop_token stop = {},
+                             const std::stop_token& stop = {},
                              const std::function<void(const SimulatorStats&)>& on_progress = {});
 
 }  // namespace agentwire::producers
