@@ -15,13 +15,13 @@ readonly BUILD_PACKAGES=(
   libjwt-dev libssl-dev libpqxx-dev libpq-dev
 )
 # What the tests and the developer tools add: ccache, GoogleTest, kcat, a PostgreSQL server,
-# Debian's python3 with confluent-kafka, chromium for the browser tests, clang-format for
-# scripts/lint.sh. ca-certificates: npm and curl need it for HTTPS and it is only a
+# Debian's python3 with confluent-kafka, chromium for the browser tests, clang-format and
+# clang-tidy for scripts/lint.sh. ca-certificates: npm and curl need it for HTTPS and it is only a
 # recommendation of the packages here, which are installed without recommendations.
 readonly TEST_PACKAGES=(
   ccache git ca-certificates libgtest-dev libgmock-dev
   postgresql kcat python3 python3-confluent-kafka python3-protobuf python3-yaml
-  chromium procps curl clang-format
+  chromium procps curl clang-format clang-tidy
 )
 
 say() { echo "bootstrap: $*"; }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds the `ci` preset (release build,
-# warnings are errors) into build/ci and runs every test, then the gateway and publisher tests
-# again under ThreadSanitizer (build/tsan). Exits non-zero when either ctest run failed. Works
-# from any cwd.
+# warnings are errors) into build/ci and runs every test, then clang-format and clang-tidy over
+# the product's sources (scripts/lint.sh --tidy), then the gateway and publisher tests again
+# under ThreadSanitizer (build/tsan). Exits non-zero when any of the three failed. Works from
+# any cwd.
 # Extra arguments go to ctest, e.g. scripts/test.sh -R infra, scripts/test.sh -L integration.
 set -euo pipefail
 
@@ -40,6 +41,15 @@ fi
 
 status=0
 ctest --test-dir build/ci -j "$jobs" --output-on-failure --timeout 900 "$@" || status=$?
+
+# The house style and clang-tidy's checks (.clang-tidy) on the product's sources: a finding
+# fails the run. AGENTWIRE_SKIP_TIDY=1 skips this part.
+if [[ "${AGENTWIRE_SKIP_TIDY:-0}" != 1 ]]; then
+  echo "test: scripts/lint.sh --tidy"
+  started=$SECONDS
+  bash "$root/scripts/lint.sh" --tidy || status=$?
+  echo "test: lint took $((SECONDS - started)) s"
+fi
 
 # The gateway's and the publisher's tests (and the unit tests of the gateway's state machines)
 # again under ThreadSanitizer: a Debug build with -fsanitize=thread of just those targets. Debian's librdkafka starts its threads with
