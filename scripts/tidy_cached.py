@@ -53,7 +53,8 @@ def cache_key(root, build_dir, entry, deps, version, config):
     digest.update(version)
     digest.update(config)
     digest.update(entry["command"].replace(root, "<root>").encode())
-    for dep in sorted(set(deps)):
+    # Sorted as the key sees them (checkout path taken out), so every clone hashes in one order.
+    for dep in sorted(set(deps), key=lambda d: d.replace(root, "<root>")):
         try:
             if dep.startswith(root + os.sep) or dep.startswith(build_dir + os.sep):
                 with open(dep, "rb") as f:
