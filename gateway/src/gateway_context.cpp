@@ -5,9 +5,9 @@
 namespace agentwire::gateway {
 
 GatewayMetrics::GatewayMetrics(metrics::Registry& r)
-    : connections(r.GetGauge("agentwire_gateway_connections", "Open WebSocket sessions")),
+    : connections(r.GetGauge("agentwire_gateway_connections", "Open sessions (WebSocket, SSE and AI SDK streams)")),
       connections_total(
-          r.GetCounter("agentwire_gateway_connections_total", "WebSocket sessions accepted")),
+          r.GetCounter("agentwire_gateway_connections_total", "Sessions accepted (WebSocket, SSE and AI SDK streams)")),
       events_delivered(r.GetCounter("agentwire_gateway_events_delivered_total",
                                     "Event frames written to clients (catch-up and live)")),
       resumes_cache(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",
@@ -45,7 +45,7 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
                                       "Kafka message time to live frame written",
                                       metrics::LatencyBuckets())),
       time_to_ready(r.GetHistogram("agentwire_gateway_time_to_ready_seconds",
-                                   "WebSocket accepted to ready frame queued (catch-up time)",
+                                   "Session accepted to ready frame queued (catch-up time)",
                                    metrics::LatencyBuckets())),
       catchup_extended(r.GetCounter(
           "agentwire_gateway_catchup_extended_total",
@@ -58,7 +58,7 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
                                  "Upgrades refused before the handshake",
                                  {{"reason", "max_connections"}})),
       max_connections(r.GetGauge("agentwire_gateway_max_connections",
-                                 "--max-connections: WebSocket sessions this replica accepts")) {}
+                                 "--max-connections: sessions (all transports) this replica accepts")) {}
 
 namespace {
 
