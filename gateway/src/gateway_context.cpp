@@ -5,9 +5,10 @@
 namespace agentwire::gateway {
 
 GatewayMetrics::GatewayMetrics(metrics::Registry& r)
-    : connections(r.GetGauge("agentwire_gateway_connections", "Open sessions (WebSocket, SSE and AI SDK streams)")),
-      connections_total(
-          r.GetCounter("agentwire_gateway_connections_total", "Sessions accepted (WebSocket, SSE and AI SDK streams)")),
+    : connections(r.GetGauge("agentwire_gateway_connections",
+                             "Open sessions (WebSocket, SSE and AI SDK streams)")),
+      connections_total(r.GetCounter("agentwire_gateway_connections_total",
+                                     "Sessions accepted (WebSocket, SSE and AI SDK streams)")),
       events_delivered(r.GetCounter("agentwire_gateway_events_delivered_total",
                                     "Event frames written to clients (catch-up and live)")),
       resumes_cache(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",
@@ -57,8 +58,9 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
       rejected_full(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
                                  "Upgrades refused before the handshake",
                                  {{"reason", "max_connections"}})),
-      max_connections(r.GetGauge("agentwire_gateway_max_connections",
-                                 "--max-connections: sessions (all transports) this replica accepts")) {}
+      max_connections(
+          r.GetGauge("agentwire_gateway_max_connections",
+                     "--max-connections: sessions (all transports) this replica accepts")) {}
 
 namespace {
 
