@@ -249,7 +249,9 @@ TEST_F(ArchiveExactlyOnceTest, TwoProcessesWithRebalancesFrozenAndKilledOwner) {
   first->Signal(SIGCONT);
   std::cerr << "froze the first archive at " << at_freeze << " rows; now " << Rows() << "\n";
   if (Rows() < kEvents) {
-    ASSERT_TRUE(WaitForRowsAbove(Rows(), seconds(60)));
+    // Both processes' logs on failure: which one held which partitions, and whether the group
+    // settled after the thaw.
+    ASSERT_TRUE(WaitForRowsAbove(Rows(), seconds(60))) << first->Describe() << second->Describe();
   }
   // Kill the second mid-run: the first takes everything back.
   second->Kill();
