@@ -6,6 +6,7 @@ below). Every input has a flag: re-run it with your own measurements.
     python3 scripts/scaling_model.py                        # the table in docs/operations.md
     python3 scripts/scaling_model.py --t-e-us 1.0           # with a cheaper ingest (issue 12)
     python3 scripts/scaling_model.py --c-max 1000           # Cloud Run containerConcurrency
+    python3 scripts/scaling_model.py --tail auto            # replicas read only their partitions
 
   D = E x c                          frames/s delivered, all replicas
   R = max(2, ceil(N / C_max), ceil(D x t_w / (U x P - E x t_e)))
@@ -13,6 +14,12 @@ below). Every input has a flag: re-run it with your own measurements.
 When E x t_e >= U x P the tail alone fills a replica: no R helps. That is where reading the
 whole topic on every replica stops being viable (partition-affine tailing, `--tail auto`, or a
 cheaper ingest is needed); the same happens to Kafka when egress exceeds B.
+
+With --tail auto and users routed by partition, a replica reads ceil(Q / R) of the Q
+partitions: the tail per replica and the gateways' egress shrink by that fraction f, and
+Q is raised to R when there are fewer partitions than replicas (Q >= R is the plan):
+  R = smallest r >= max(2, ceil(N / C_max)) with D x t_w / r <= U x P - E x t_e x f(r)
+  egress = E x s / k x (R x f + G + RF - 1)
 """
 import argparse
 import math
@@ -23,12 +30,23 @@ def plan(users, a):
     n = users * a.connections_per_user  # N: open connections
     d = e * a.c  # D: frames/s delivered
     budget = a.u * a.p  # cores available per replica
-    tail = e * a.t_e_us / 1e6  # cores every replica spends on the tail
-    if tail >= budget:
-        r = None
+    q = max(12, math.ceil(e / a.events_per_partition))  # partitions
+    r_min = max(2, math.ceil(n / a.c_max))
+    if a.tail == "all":
+        share = 1.0
+        tail = e * a.t_e_us / 1e6  # cores every replica spends on the tail
+        r = None if tail >= budget else max(r_min, math.ceil(d * a.t_w_us / 1e6 / (budget - tail)))
     else:
-        r = max(2, math.ceil(n / a.c_max), math.ceil(d * a.t_w_us / 1e6 / (budget - tail)))
-    egress = None if r is None else e * a.s / a.k * (r + a.g + a.rf - 1) / 1e6
+        # The smallest r whose share of the tail plus share of the writes fits a replica.
+        r = None
+        for candidate in range(r_min, 10_000_000):
+            q_r = max(q, candidate)
+            share = math.ceil(q_r / candidate) / q_r
+            tail = e * a.t_e_us / 1e6 * share
+            if tail < budget and d * a.t_w_us / 1e6 / candidate <= budget - tail:
+                r, q = candidate, q_r
+                break
+    egress = None if r is None else e * a.s / a.k * (r * share + a.g + a.rf - 1) / 1e6
     return {
         "users": users,
         "e": e,
@@ -37,7 +55,7 @@ def plan(users, a):
         "r": r,
         "rss_mib": None if r is None else n / r * a.kib_per_connection / 1024 + a.cache_mib,
         "egress": egress,
-        "partitions": max(12, math.ceil(e / a.events_per_partition)),
+        "partitions": q,
         "writers": max(1, math.ceil(e / a.archive_rows_per_writer)),
     }
 
@@ -67,12 +85,14 @@ def main():
     p.add_argument("--rf", type=int, default=3, help="replication factor")
     p.add_argument("--b-mbs", type=float, default=300, help="usable Kafka egress, MB/s")
     p.add_argument("--events-per-partition", type=float, default=5000, help="events/s per partition")
+    p.add_argument("--tail", choices=("all", "auto"), default="all",
+                   help="gateway --tail: every replica reads the topic, or only its users' partitions")
     a = p.parse_args()
 
     print(f"# {a.active_fraction:g} of users active at {a.events_per_user:g} events/s; "
           f"{a.connections_per_user:g} connections per user; t_e {a.t_e_us:g} µs, "
           f"t_w {a.t_w_us:g} µs, {a.kib_per_connection:g} KiB/connection; replica {a.p:g} cores "
-          f"at {a.u:.0%}, C_max {a.c_max:,}; Kafka B = {a.b_mbs:g} MB/s")
+          f"at {a.u:.0%}, C_max {a.c_max:,}; Kafka B = {a.b_mbs:g} MB/s; --tail {a.tail}")
     print("| users | E (events/s) | N (connections) | tail per replica (cores) | replicas R "
           "| RSS per replica | Kafka egress (MB/s) | partitions | archive writers |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

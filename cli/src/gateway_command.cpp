@@ -72,6 +72,16 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
                  "Ready after this long even if the warm start has not finished")
       ->envname("AGENTWIRE_WARM_START_TIMEOUT")
       ->capture_default_str();
+  cmd.add_option("--tail", o.tail,
+                 "Partitions to read: all (any replica serves any user at once), or auto (only "
+                 "those of connected users, behind a load balancer that routes by user; see "
+                 "docs/operations.md)")
+      ->envname("AGENTWIRE_TAIL")
+      ->capture_default_str();
+  cmd.add_option("--tail-warm-window", o.tail_warm_window,
+                 "--tail auto: keep reading a partition this long after its last session left")
+      ->envname("AGENTWIRE_TAIL_WARM_WINDOW")
+      ->capture_default_str();
   cmd.add_option("--catchup-buffer-bytes", o.config.catchup_buffer_bytes,
                  "Catch-up frames read from Kafka and not yet written, all sessions together")
       ->envname("AGENTWIRE_CATCHUP_BUFFER_BYTES")
@@ -131,6 +141,15 @@ gateway::GatewayConfig GatewayOptions::Build(const KafkaOptions& kafka) {
       ParseDuration(jwt_leeway, "--jwt-leeway / AGENTWIRE_JWT_LEEWAY"));
   config.warm_start_timeout =
       ParseDuration(warm_start_timeout, "--warm-start-timeout / AGENTWIRE_WARM_START_TIMEOUT");
+  if (tail == "all") {
+    config.tail = gateway::TailMode::kAll;
+  } else if (tail == "auto") {
+    config.tail = gateway::TailMode::kAuto;
+  } else {
+    throw ConfigError(fmt::format("--tail / AGENTWIRE_TAIL '{}': expected all or auto", tail));
+  }
+  config.tail_warm_window =
+      ParseDuration(tail_warm_window, "--tail-warm-window / AGENTWIRE_TAIL_WARM_WINDOW");
   config.Validate();
   return config;
 }
@@ -150,7 +169,7 @@ CommandAction RegisterGatewayCommand(CLI::App& app) {
   auto options = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(
       "gateway",
-      "One stateless WebSocket gateway replica: tails every partition and serves each user's "
+      "One stateless WebSocket gateway replica: tails the topic (--tail) and serves each user's "
       "events with gapless resume. Prints its URL on stdout once listening; SIGTERM drains.");
   AddKafkaOptions(*cmd, options->kafka);
   AddLogOptions(*cmd, options->log);

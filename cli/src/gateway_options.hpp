@@ -22,6 +22,8 @@ struct GatewayOptions {
   std::string idle_timeout = "60s";
   std::string drain_grace = "10s";
   std::string warm_start_timeout = "30s";
+  std::string tail = "all";
+  std::string tail_warm_window = "5m";
   std::string jwt_leeway = "30s";
 
   /// Validates everything; throws ConfigError.

@@ -44,6 +44,7 @@ void GatewayConfig::Validate() const {
         "(--jwks-file)");
   }
   auth.Validate();
+  if (tail_warm_window.count() < 0) throw ConfigError("--tail-warm-window: must not be negative");
   if (max_connections < 0) {
     throw ConfigError(
         "--max-connections / AGENTWIRE_MAX_CONNECTIONS: expected a positive number, or 0 for "
@@ -75,9 +76,12 @@ class Gateway::Impl {
           config_.cache_bytes / static_cast<size_t>(identity.partition_count) / kMinEntryBytes);
       warm.timeout = config_.warm_start_timeout;
     }
+    TailPolicy policy;
+    policy.on_demand = config_.tail == TailMode::kAuto;
+    policy.warm_window = config_.tail_warm_window;
     tailer_ = std::make_unique<KafkaTailer>(
         TailConsumerProperties(config_.client_properties, config_.fetch_wait), identity,
-        context_->hub, registry_, warm);
+        context_->hub, registry_, warm, policy);
     context_->kafka_ready = [tailer = tailer_.get()] { return tailer->Ready(); };
 
     listener_ = std::make_shared<HttpListener>(ioc_, context_);

@@ -57,14 +57,23 @@ struct WarmStart {
   std::chrono::milliseconds timeout{30'000};
 };
 
+/// Which partitions a replica reads (--tail).
+struct TailPolicy {
+  /// false (--tail all): every partition, always. true (--tail auto): a partition only while
+  /// the replica has sessions whose users hash to it, plus `warm_window` after the last left;
+  /// the first session of a partition starts its tail (PartitionHub::Attach).
+  bool on_demand = false;
+  std::chrono::milliseconds warm_window{300'000};
+};
+
 class KafkaTailer final {
  public:
   KafkaTailer(kafka::Properties properties, TopicIdentity identity, PartitionHub& hub,
-              metrics::Registry& metrics, WarmStart warm = {});
+              metrics::Registry& metrics, WarmStart warm = {}, TailPolicy policy = {});
   ~KafkaTailer();
 
-  /// Assigns every partition at its start offset and starts the thread.
-  /// Throws KafkaError when the cluster cannot be reached.
+  /// --tail all: assigns every partition at its start offset; --tail auto: none yet. Then
+  /// starts the thread. Throws KafkaError when the cluster cannot be reached.
   void Start();
   void Stop();
   /// Warmed up, and caught up (lag below a small threshold on every partition).
@@ -78,6 +87,13 @@ class KafkaTailer final {
   void UpdateLag();
   void CheckWarm();
   void RecoverFromRetention();
+  /// Where a partition's tail starts: `warm_start_.entries_per_partition` before the high
+  /// watermark, at most the log start. false when Kafka did not answer in `timeout_ms`.
+  bool FindStart(int partition, int timeout_ms, int64_t& start, int64_t& high);
+  /// --tail auto: starts the partitions sessions asked for (retried while Kafka does not
+  /// answer) and stops those idle for the warm window.
+  void StartRequestedTails();
+  void StopIdleTails();
 
   kafka::Properties properties_;
   TopicIdentity identity_;
@@ -88,10 +104,15 @@ class KafkaTailer final {
   metrics::Counter& key_mismatch_;
   metrics::Gauge& lag_;
   kafka::HandlePtr consumer_;
-  std::set<int> behind_retention_;  // partitions to seek to their low watermark (tailer thread)
-  std::vector<int64_t> start_offsets_;
-  std::vector<int64_t> warm_targets_;  // high watermarks found at start
+  std::set<int> behind_retention_;     // partitions to seek to their low watermark (tailer thread)
+  std::set<int> assigned_;             // partitions tailed now (tailer thread)
+  std::set<int> requested_;            // --tail auto: asked for, not started yet (tailer thread)
+  std::vector<int64_t> warm_targets_;  // high watermarks found at start; -1: not warmed
+  std::string last_error_;             // of the last watermark query (tailer thread)
   WarmStart warm_start_;
+  TailPolicy policy_;
+  metrics::Gauge& tailed_gauge_;
+  kafka::QueuePtr wake_queue_;  // the consumer queue, yielded when a session asks for a tail
   std::chrono::steady_clock::time_point started_at_;
   metrics::Gauge& warm_gauge_;
   std::atomic<bool> stop_{false};

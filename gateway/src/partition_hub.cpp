@@ -1,6 +1,7 @@
 #include "partition_hub.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace agentwire::gateway {
 
@@ -46,11 +47,75 @@ PartitionHub::PartitionHub(int partition_count, size_t cache_bytes_total)
   for (int i = 0; i < partition_count; ++i) partitions_.push_back(std::make_unique<Partition>());
 }
 
-void PartitionHub::SetStartOffset(int partition, int64_t offset) {
+void PartitionHub::StartTail(int partition, int64_t offset) {
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  std::vector<std::shared_ptr<LiveListener>> waiting;
+  {
+    std::lock_guard lock(p.mutex);
+    p.tailed = true;
+    p.tail_requested = false;
+    p.dispatched_end = offset;
+    p.covered_from = offset;
+    p.idle_since = std::chrono::steady_clock::now();
+    for (auto& [user, list] : p.listeners) {
+      for (const auto& ref : list) {
+        if (auto strong = ref.weak.lock()) waiting.push_back(std::move(strong));
+      }
+    }
+  }
+  // Outside the lock, as in Dispatch; before any Dispatch of the partition (same thread).
+  for (const auto& listener : waiting) listener->OnTailStarted(offset);
+}
+
+bool PartitionHub::Tailed(int partition) const {
   auto& p = *partitions_.at(static_cast<size_t>(partition));
   std::lock_guard lock(p.mutex);
-  p.dispatched_end = offset;
-  p.covered_from = offset;
+  return p.tailed;
+}
+
+int PartitionHub::TailedCount() const {
+  int count = 0;
+  for (const auto& p : partitions_) {
+    std::lock_guard lock(p->mutex);
+    count += p->tailed ? 1 : 0;
+  }
+  return count;
+}
+
+void PartitionHub::SetTailRequestHook(std::function<void()> hook) {
+  std::lock_guard lock(tail_requests_mutex_);
+  tail_request_hook_ = std::move(hook);
+}
+
+std::vector<int> PartitionHub::TakeTailRequests() {
+  std::lock_guard lock(tail_requests_mutex_);
+  tail_requests_pending_.store(false, std::memory_order_release);
+  return std::exchange(tail_requests_, {});
+}
+
+std::vector<int> PartitionHub::StopIdleTails(std::chrono::steady_clock::duration idle_for) {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<int> stopped;
+  for (size_t i = 0; i < partitions_.size(); ++i) {
+    auto& p = *partitions_[i];
+    std::lock_guard lock(p.mutex);
+    if (!p.tailed) continue;
+    const bool had_listeners = !p.listeners.empty();
+    for (auto it = p.listeners.begin(); it != p.listeners.end();) {
+      std::erase_if(it->second, [](const ListenerRef& ref) { return ref.weak.expired(); });
+      it = it->second.empty() ? p.listeners.erase(it) : std::next(it);
+    }
+    if (had_listeners && p.listeners.empty()) p.idle_since = now;
+    if (!p.listeners.empty() || now - p.idle_since < idle_for) continue;
+    p.tailed = false;
+    p.dispatched_end = -1;
+    p.covered_from = -1;
+    p.cache.clear();
+    p.cache_bytes = 0;
+    p.runs.clear();
+    stopped.push_back(static_cast<int>(i));
+  }
+  return stopped;
 }
 
 void PartitionHub::SetLogStart(int partition, int64_t offset) {
@@ -78,6 +143,9 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
   std::vector<std::shared_ptr<LiveListener>> targets;
   {
     std::lock_guard lock(p.mutex);
+    // A message fetched for a tail that was stopped since, or again after the assignment was
+    // renewed: dispatched already (or to nobody), never twice.
+    if (!p.tailed || entry->offset < p.dispatched_end) return;
     p.dispatched_end = entry->offset + 1;
     TrackRun(p, *entry);
     if (cache_bytes_per_partition_ > 0) {
@@ -104,7 +172,10 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
           ref = list.erase(ref);
         }
       }
-      if (list.empty()) p.listeners.erase(it);
+      if (list.empty()) {
+        p.listeners.erase(it);
+        if (p.listeners.empty()) p.idle_since = std::chrono::steady_clock::now();
+      }
     }
   }
   // Outside the lock: listeners only post to their strands, but never under our mutex.
@@ -114,6 +185,7 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
 void PartitionHub::Skip(int partition, int64_t offset) {
   auto& p = *partitions_[static_cast<size_t>(partition)];
   std::lock_guard lock(p.mutex);
+  if (!p.tailed || offset < p.dispatched_end) return;
   p.dispatched_end = offset + 1;
   if (p.cache.empty()) p.covered_from = p.dispatched_end;
 }
@@ -126,7 +198,7 @@ void PartitionHub::Gap(int partition, int64_t resume_offset) {
   std::vector<std::shared_ptr<LiveListener>> targets;
   {
     std::lock_guard lock(p.mutex);
-    if (resume_offset <= p.dispatched_end) return;
+    if (!p.tailed || resume_offset <= p.dispatched_end) return;
     p.dispatched_end = resume_offset;
     p.covered_from = resume_offset;
     p.cache.clear();
@@ -143,9 +215,25 @@ void PartitionHub::Gap(int partition, int64_t resume_offset) {
 int64_t PartitionHub::Attach(int partition, const std::string& user_id,
                              const std::shared_ptr<LiveListener>& listener) {
   auto& p = *partitions_.at(static_cast<size_t>(partition));
-  std::lock_guard lock(p.mutex);
-  p.listeners[user_id].push_back({listener.get(), listener});
-  return p.dispatched_end;
+  bool request = false;
+  int64_t attach_point = kNotTailed;
+  {
+    std::lock_guard lock(p.mutex);
+    p.listeners[user_id].push_back({listener.get(), listener});
+    if (p.tailed) {
+      attach_point = p.dispatched_end;
+    } else if (!p.tail_requested) {
+      p.tail_requested = true;
+      request = true;
+    }
+  }
+  if (request) {
+    std::lock_guard lock(tail_requests_mutex_);
+    tail_requests_.push_back(partition);
+    tail_requests_pending_.store(true, std::memory_order_release);
+    if (tail_request_hook_) tail_request_hook_();
+  }
+  return attach_point;
 }
 
 void PartitionHub::Detach(int partition, const std::string& user_id, const LiveListener* listener) {
@@ -159,7 +247,10 @@ void PartitionHub::Detach(int partition, const std::string& user_id, const LiveL
                               return ref.raw == listener || ref.weak.expired();
                             }),
              list.end());
-  if (list.empty()) p.listeners.erase(it);
+  if (list.empty()) {
+    p.listeners.erase(it);
+    if (p.listeners.empty()) p.idle_since = std::chrono::steady_clock::now();
+  }
 }
 
 PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::string& user_id,

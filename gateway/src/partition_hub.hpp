@@ -1,7 +1,10 @@
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -94,20 +97,45 @@ class LiveListener {
  public:
   virtual ~LiveListener() = default;
   virtual void OnLive(const LogEntryPtr& entry) = 0;
+  /// The listener attached to a partition that was not tailed yet (Attach returned
+  /// kNotTailed): the tailer now reads it from `start_offset`, which is the attach point
+  /// (offsets below it come from Kafka, offsets from it on through OnLive). Comes before any
+  /// OnLive of the partition, from the tailer thread.
+  virtual void OnTailStarted(int64_t start_offset) = 0;
 };
 
 /// Per-partition state shared by the Kafka tailer (writer) and sessions (readers): the
 /// recent-log cache, the next offset the tailer will dispatch, and which sessions of which
 /// users listen. Registration and the cache snapshot happen under the same lock as
 /// dispatch, which is what makes the catch-up -> live hand-off gapless. Thread-safe.
+///
+/// Which partitions are tailed: with --tail all, every one from the start. With --tail auto,
+/// a partition is tailed while it has listeners, and for a warm window after the last one
+/// left: a listener of a partition nobody tails asks the tailer to start it (TakeTailRequests)
+/// and waits for OnTailStarted; a partition idle for the window is stopped (StopIdleTails)
+/// and forgets its cache.
 class PartitionHub final {
  public:
   PartitionHub(int partition_count, size_t cache_bytes_total);
 
   int PartitionCount() const { return static_cast<int>(partitions_.size()); }
 
-  /// Where the tailer starts reading a partition (before any Dispatch).
-  void SetStartOffset(int partition, int64_t offset);
+  /// Tailer thread: the tailer reads the partition from `offset` on (before any Dispatch of
+  /// it). Listeners that attached while it was not tailed get OnTailStarted(offset).
+  void StartTail(int partition, int64_t offset);
+  bool Tailed(int partition) const;
+  /// Partitions tailed now.
+  int TailedCount() const;
+  /// Tailer thread: partitions that listeners asked for since the last call (not tailed yet).
+  std::vector<int> TakeTailRequests();
+  bool HasTailRequests() const { return tail_requests_pending_.load(std::memory_order_acquire); }
+  /// Called (from the attaching thread) when a tail request is made, so the tailer does not
+  /// wait for its next poll to end. Cleared with an empty function before what it wakes goes.
+  void SetTailRequestHook(std::function<void()> hook);
+  /// Tailer thread (--tail auto): stops tailing every partition without listeners since
+  /// `idle_for` or longer (its cache, runs and dispatch point are forgotten: a later tail
+  /// starts afresh) and returns them, for the tailer to unassign.
+  std::vector<int> StopIdleTails(std::chrono::steady_clock::duration idle_for);
   /// Tailer thread: the partition's first retained offset (Kafka's low watermark), as last seen.
   void SetLogStart(int partition, int64_t offset);
   /// The last SetLogStart value; -1 while unknown.
@@ -128,6 +156,9 @@ class PartitionHub final {
   /// Returns the partition's dispatched end at registration: offsets below it were dispatched
   /// before and must come from the cache (ReadCached) or Kafka; offsets at or above it arrive
   /// through OnLive. Taken under the dispatch lock, which makes the hand-off gapless.
+  /// kNotTailed when nobody tails the partition yet: the tailer is asked to, and the attach
+  /// point comes with the listener's OnTailStarted.
+  static constexpr int64_t kNotTailed = -1;
   int64_t Attach(int partition, const std::string& user_id,
                  const std::shared_ptr<LiveListener>& listener);
   /// Never takes a strong reference to any listener (a temporary that became the last owner
@@ -164,7 +195,12 @@ class PartitionHub final {
   };
   struct Partition {
     mutable std::mutex mutex;
-    int64_t dispatched_end = -1;  // -1 until the tailer's start offset is known
+    bool tailed = false;
+    bool tail_requested = false;
+    // When the last listener left (or the tail started without one): --tail auto stops the
+    // tail after its warm window.
+    std::chrono::steady_clock::time_point idle_since;
+    int64_t dispatched_end = -1;  // -1 while not tailed
     int64_t covered_from = -1;    // the cache holds every entry in [covered_from, dispatched_end)
     int64_t log_start = -1;       // Kafka's low watermark as the tailer last saw it
     std::deque<LogEntryPtr> cache;
@@ -178,6 +214,10 @@ class PartitionHub final {
 
   std::vector<std::unique_ptr<Partition>> partitions_;
   size_t cache_bytes_per_partition_;
+  std::function<void()> tail_request_hook_;
+  std::mutex tail_requests_mutex_;
+  std::vector<int> tail_requests_;
+  std::atomic<bool> tail_requests_pending_{false};
 };
 
 }  // namespace agentwire::gateway

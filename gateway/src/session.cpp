@@ -184,8 +184,28 @@ void Session::BeginCatchUp() {
     SendReset(kResetHistoryUnavailable);
     start_.kind = StartPosition::Kind::kLive;
   }
-  attach_end_ = context_->hub.Attach(partition_, user_id_, shared_from_this());
   attached_ = true;
+  const int64_t attach_point = context_->hub.Attach(partition_, user_id_, shared_from_this());
+  if (attach_point == PartitionHub::kNotTailed) {
+    // --tail auto, and the first session of this partition here: the tailer starts reading it
+    // and tells us where (OnTailStarted); the catch-up up to there then reads Kafka.
+    waiting_for_tail_ = true;
+    WriteNext();  // a `reset` queued above
+    return;
+  }
+  CatchUpFrom(attach_point);
+}
+
+void Session::OnTailStarted(int64_t start_offset) {
+  asio::dispatch(transport_->GetExecutor(), [self = shared_from_this(), start_offset] {
+    if (!self->waiting_for_tail_ || self->phase_ != Phase::kCatchingUp) return;
+    self->waiting_for_tail_ = false;
+    self->CatchUpFrom(start_offset);
+  });
+}
+
+void Session::CatchUpFrom(int64_t attach_point) {
+  attach_end_ = attach_point;
   hand_off_.Start(attach_end_, attach_end_);
   switch (start_.kind) {
     case StartPosition::Kind::kLive:
@@ -225,6 +245,7 @@ void Session::PumpCatchUp() {
   // Entries are fetched only when the session has written what it held: its memory stays
   // bounded by one cache chunk or one history chunk.
   constexpr size_t kCacheChunkBytes = 64 * 1024;
+  if (waiting_for_tail_) return;  // nothing to fetch before the attach point is known
   while (phase_ == Phase::kCatchingUp && !history_in_flight_ && catchup_.empty()) {
     if (hand_off_.Fetched()) {
       if (!hand_off_.LiveOverflowed()) {

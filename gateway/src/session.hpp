@@ -73,6 +73,7 @@ class Session final : public LiveListener,
   void Run(const boost::beast::http::request<boost::beast::http::string_body>& request);
 
   void OnLive(const LogEntryPtr& entry) override;
+  void OnTailStarted(int64_t start_offset) override;
   void OnHistory(HistoryChunk chunk) override;
   size_t PendingCatchupBytes() const override { return pending_catchup_bytes_.load(); }
   /// Closes with `code` after the write in flight. Thread-safe.
@@ -94,6 +95,8 @@ class Session final : public LiveListener,
 
   void OnAccept(boost::beast::error_code ec);
   void BeginCatchUp();
+  /// Catches up from the start position to `attach_point` (the hub's), then goes live.
+  void CatchUpFrom(int64_t attach_point);
   /// Fetches the next piece of history when the session holds none; sends `ready` when the
   /// catch-up reached its target.
   void PumpCatchUp();
@@ -139,6 +142,7 @@ class Session final : public LiveListener,
 
   Phase phase_ = Phase::kAccepting;
   bool attached_ = false;
+  bool waiting_for_tail_ = false;  // attached to a partition the tailer has not started yet
   uint64_t replayed_ = 0;
 
   // Catch-up: hand_off_ says what is still to be fetched and joins it to the live stream by

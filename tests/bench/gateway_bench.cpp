@@ -35,6 +35,9 @@
 //           by code, the replacement's CPU and peak RSS and its resume/catch-up metrics. Exits
 //           1 unless clean, caught up within --storm-timeout-seconds and without a 1013 close,
 //           and (with --max-catchup-buffered B) the replacement's catch-up buffer peak <= B.
+//   tail    two replicas, users routed by partition (even/odd), once with --tail all and once
+//           with --tail auto: each replica's consumed messages and CPU for --connections
+//           clients and the first of --rates for --step-seconds; exits 1 unless clean
 // Exit code: 0 clean, 1 when events were lost, duplicated or reordered, 2 on bad usage.
 #include <sys/resource.h>
 #include <unistd.h>
@@ -72,6 +75,7 @@
 #include <utility>
 #include <vector>
 
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/gateway/auth.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "agentwire/schemas/event_json.hpp"
@@ -130,16 +134,17 @@ struct Options {
 };
 
 [[noreturn]] void Usage(const std::string& problem) {
-  std::cerr << "gateway_bench: " << problem
-            << "\nusage: gateway_bench [--target gateway|baseline] "
-               "[--scenario steps|idle|ingest|churn|resume|storm] [--connections N] [--users N] "
-               "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
-               "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
-               "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
-               "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
-               "[--storm-tail-seconds S] [--storm-downtime-seconds S] [--storm-timeout-seconds S] "
-               "[--max-catchup-buffered B] [--transport websocket|sse] "
-               "[--gateway-arg ARG]... [--agentwire PATH] [--baseline PATH]\n";
+  std::cerr
+      << "gateway_bench: " << problem
+      << "\nusage: gateway_bench [--target gateway|baseline] "
+         "[--scenario steps|idle|ingest|churn|resume|storm|tail] [--connections N] [--users N] "
+         "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
+         "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
+         "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
+         "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
+         "[--storm-tail-seconds S] [--storm-downtime-seconds S] [--storm-timeout-seconds S] "
+         "[--max-catchup-buffered B] [--transport websocket|sse] "
+         "[--gateway-arg ARG]... [--agentwire PATH] [--baseline PATH]\n";
   std::exit(2);
 }
 
@@ -219,6 +224,7 @@ Options ParseOptions(int argc, char** argv) {
   if (o.transport == "sse" && o.target != "gateway")
     Usage("--transport sse needs --target gateway");
   if (o.scenario == "storm" && o.target != "gateway") Usage("storm needs --target gateway");
+  if (o.scenario == "tail" && o.target != "gateway") Usage("tail needs --target gateway");
   if (o.storm_signal != "kill" && o.storm_signal != "term") Usage("--storm-signal kill|term");
   return o;
 }
@@ -303,7 +309,8 @@ class Servers final {
   }
 
   /// Starts one gateway replica (several for the resume scenario); returns its index.
-  size_t StartGateway(const std::string& cache_bytes, uint16_t port = 0) {
+  size_t StartGateway(const std::string& cache_bytes, uint16_t port = 0,
+                      const std::vector<std::string>& extra_args = {}) {
     const auto index = gateways_.size();
     const std::string port_file = dir_ + "/gateway-port-" + std::to_string(index);
     std::vector<std::string> argv{options_.agentwire, "gateway",
@@ -314,6 +321,7 @@ class Servers final {
                                   "--fetch-wait-ms",  std::to_string(options_.fetch_wait_ms),
                                   "--log-level",      "warn"};
     argv.insert(argv.end(), options_.gateway_args.begin(), options_.gateway_args.end());
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     if (!cache_bytes.empty()) argv.insert(argv.end(), {"--cache-bytes", cache_bytes});
     if (options_.server_threads > 0) {
       argv.insert(argv.end(), {"--threads", std::to_string(options_.server_threads)});
@@ -598,6 +606,11 @@ class LoadGenerator final {
   void SetPort(uint16_t port) {
     OnIo([&] { port_ = port; });
   }
+  /// Each user's replica (a load balancer that routes by user); unset: SetPort's.
+  void SetRoute(std::function<uint16_t(const std::string& user)> route) {
+    OnIo([&] { route_ = std::move(route); });
+  }
+  const std::string& UserName(int user) const { return user_names_[static_cast<size_t>(user)]; }
   /// Audit every client from its user's first event, not from its own first frame (storm:
   /// every client was connected before anything was published).
   /// WebSocket clients opened from now on read with the load generator's own frame parser
@@ -814,7 +827,7 @@ class LoadGenerator final {
     c.pending.clear();
     c.head_done = false;
     c.plain->async_connect(
-        tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), PortFor(c)),
         [this, &c, generation, websocket](beast::error_code ec) {
           if (generation != c.generation) return ConnectDone();
           if (ec) {
@@ -963,7 +976,7 @@ class LoadGenerator final {
     if (raw_websocket_reader_) return ConnectPlain(c, generation, /*websocket=*/true);
     c.ws = std::make_unique<websocket::stream<beast::tcp_stream>>(io_);
     beast::get_lowest_layer(*c.ws).async_connect(
-        tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_),
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), PortFor(c)),
         [this, &c, generation](beast::error_code ec) {
           if (generation != c.generation) return ConnectDone();
           if (ec) {
@@ -1090,6 +1103,10 @@ class LoadGenerator final {
   const Options& options_;
   const Servers& servers_;
   uint16_t port_;
+  std::function<uint16_t(const std::string& user)> route_;
+  uint16_t PortFor(const Client& c) const {
+    return route_ ? route_(user_names_[static_cast<size_t>(c.user)]) : port_;
+  }
   asio::io_context io_{1};
   std::unique_ptr<WorkGuard> work_;
   std::thread thread_;
@@ -1341,6 +1358,60 @@ int RunIngest(const Options& o) {
   return consumed >= o.resume_events ? 0 : 1;
 }
 
+/// Two replicas behind a load balancer that routes by user (users of even partitions to the
+/// first, odd to the second), once with --tail all and once with --tail auto: what each replica
+/// consumes from Kafka and the CPU it spends, for the same --connections clients and events at
+/// the first --rates for --step-seconds (issue 12's "two replicas in auto vs all").
+int RunTail(const Options& o) {
+  const int rate = o.rates.front();
+  bool clean = true;
+  for (const std::string mode : {"all", "auto"}) {
+    Servers servers(o);
+    const size_t a = servers.StartGateway(o.cache_bytes, 0, {"--tail", mode});
+    const size_t b = servers.StartGateway(o.cache_bytes, 0, {"--tail", mode});
+    LoadGenerator lg(o, servers, a);
+    const uint16_t port_a = servers.Port(a);
+    const uint16_t port_b = servers.Port(b);
+    const int partitions = o.partitions;
+    lg.SetRoute([=](const std::string& user) {
+      return agentwire::PartitionForKey(user, partitions) % 2 == 0 ? port_a : port_b;
+    });
+    lg.OpenClients(o.connections);
+    const char* kConsumed = "agentwire_gateway_kafka_messages_total";
+    const double consumed_a0 = Metric(port_a, kConsumed);
+    const double consumed_b0 = Metric(port_b, kConsumed);
+    const double cpu_a0 = ProcessCpuSeconds(servers.ServerPid(a));
+    const double cpu_b0 = ProcessCpuSeconds(servers.ServerPid(b));
+    lg.SetRate(rate);
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.step_seconds));
+    lg.SetRate(0);
+    const bool delivered = lg.WaitDelivered(std::chrono::seconds(60));
+    const auto totals = lg.Audit();
+    const double consumed_a = Metric(port_a, kConsumed) - consumed_a0;
+    const double consumed_b = Metric(port_b, kConsumed) - consumed_b0;
+    const double cpu_a = ProcessCpuSeconds(servers.ServerPid(a)) - cpu_a0;
+    const double cpu_b = ProcessCpuSeconds(servers.ServerPid(b)) - cpu_b0;
+    const auto published = static_cast<double>(lg.Published());
+    const bool ok = delivered && totals.lost == 0 && totals.duplicated == 0 &&
+                    totals.reordered == 0 && totals.resets == 0;
+    clean = clean && ok;
+    std::printf(
+        "tail=%s published=%.0f frames=%llu | consumed A=%.0f (%.0f%%) B=%.0f (%.0f%%) | cpu_s "
+        "A=%.3f B=%.3f | tailed partitions A=%.0f B=%.0f | lost=%llu duplicated=%llu "
+        "reordered=%llu %s load=%s\n",
+        mode.c_str(), published, static_cast<unsigned long long>(totals.frames), consumed_a,
+        100 * consumed_a / published, consumed_b, 100 * consumed_b / published, cpu_a, cpu_b,
+        Metric(port_a, "agentwire_gateway_tailed_partitions"),
+        Metric(port_b, "agentwire_gateway_tailed_partitions"),
+        static_cast<unsigned long long>(totals.lost),
+        static_cast<unsigned long long>(totals.duplicated),
+        static_cast<unsigned long long>(totals.reordered), ok ? "ok" : "MISMATCH",
+        LoadAverage().c_str());
+    std::fflush(stdout);
+  }
+  return clean ? 0 : 1;
+}
+
 /// Reads one sample's value from the Prometheus text of replica `port` (0 when absent).
 double Metric(uint16_t port, const std::string& name) {
   const auto response = agentwire::testing::HttpGet(port, "/metrics");
@@ -1449,6 +1520,7 @@ int main(int argc, char** argv) {
     if (options.scenario == "ingest") return RunIngest(options);
     if (options.scenario == "resume") return RunResume(options);
     if (options.scenario == "storm") return RunStorm(options);
+    if (options.scenario == "tail") return RunTail(options);
   } catch (const std::exception& e) {
     std::cerr << "gateway_bench: " << e.what() << "\n";
     return 3;

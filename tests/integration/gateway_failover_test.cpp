@@ -4,14 +4,12 @@
 // receives every event exactly once, in order.
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <csignal>
 #include <filesystem>
-#include <set>
 #include <thread>
 
-#include "agentwire/producers/event_publisher.hpp"
 #include "support/gateway_harness.hpp"
+#include "support/replica_stream.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
 
@@ -21,113 +19,6 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr auto kDrainGrace = 20s;
-
-struct Audit {
-  size_t lost = 0;
-  size_t duplicated = 0;
-  size_t reordered = 0;
-};
-
-Audit Compare(const std::vector<std::string>& expected, const std::vector<std::string>& received) {
-  Audit audit;
-  std::set<std::string> seen;
-  std::vector<std::string> firsts;
-  for (const auto& id : received) {
-    if (seen.insert(id).second) {
-      firsts.push_back(id);
-    } else {
-      ++audit.duplicated;
-    }
-  }
-  for (const auto& id : expected) audit.lost += !seen.contains(id) ? 1 : 0;
-  // The first copies must follow publish order: count those out of step.
-  size_t j = 0;
-  for (const auto& id : expected) {
-    if (j < firsts.size() && firsts[j] == id) ++j;
-  }
-  audit.reordered = firsts.size() - j;
-  return audit;
-}
-
-// One user's events published at a steady pace from a thread, so the stream is live while
-// replicas die.
-class PacedPublisher final {
- public:
-  PacedPublisher(const std::string& bootstrap, std::string user, int total)
-      : user_(std::move(user)), total_(total) {
-    producers::PublisherConfig config;
-    config.client_properties = {{"bootstrap.servers", bootstrap}, {"linger.ms", "1"}};
-    publisher_ = std::make_unique<producers::EventPublisher>(config);
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~PacedPublisher() { Join(); }
-  void Join() {
-    if (thread_.joinable()) thread_.join();
-  }
-  bool Done() const { return done_; }
-  const std::vector<std::string>& Published() const { return published_; }  // after Join()
-
- private:
-  void Run() {
-    for (int i = 1; i <= total_; ++i) {
-      v1::AgentEvent event;
-      event.set_event_id(user_ + "-" + std::to_string(i));
-      event.set_user_id(user_);
-      event.set_thread_id("t-1");
-      event.set_run_id("r-1");
-      event.set_run_seq(static_cast<uint32_t>(i));
-      event.mutable_agent_thinking()->set_text("step " + std::to_string(i));
-      if (publisher_->Publish(event, {}, 10s) != producers::PublishStatus::kAccepted) break;
-      published_.push_back(event.event_id());
-      if (i % 10 == 0) {
-        publisher_->Flush(10s);
-        std::this_thread::sleep_for(20ms);
-      }
-    }
-    publisher_->Flush(30s);
-    done_ = true;
-  }
-
-  std::string user_;
-  int total_;
-  std::unique_ptr<producers::EventPublisher> publisher_;
-  std::vector<std::string> published_;
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
-
-// What one client saw across its connections.
-struct ClientLog {
-  std::vector<std::string> events;
-  std::string cursor;
-  int ready_frames = 0;
-
-  void Take(const Frame& frame) {
-    if (frame.type == "event") {
-      events.push_back(frame.event_id);
-      cursor = frame.cursor;
-    } else if (frame.type == "ready") {
-      ++ready_frames;
-      cursor = frame.cursor;
-    } else {
-      ADD_FAILURE() << "unexpected frame " << frame.json.dump();
-    }
-  }
-  /// Reads until `count` events in total, the connection closes, or `timeout`.
-  void ReadEvents(WsClient& client, size_t count, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (events.size() < count && !client.Closed() &&
-           std::chrono::steady_clock::now() < deadline) {
-      auto text = client.Read(200ms);
-      if (!text) continue;
-      if (auto frame = ParseFrame(*text)) Take(*frame);
-    }
-  }
-  /// Reads whatever was still buffered until the server's close.
-  void ReadUntilClosed(WsClient& client, std::chrono::milliseconds timeout) {
-    ReadEvents(client, SIZE_MAX, timeout);
-  }
-};
 
 class GatewayFailoverTest : public ::testing::Test {
  protected:
@@ -144,43 +35,13 @@ class GatewayFailoverTest : public ::testing::Test {
     std::filesystem::remove_all(directory_);
   }
 
-  struct Replica {
-    std::unique_ptr<Subprocess> process;
-    uint16_t port = 0;
-  };
-
-  // Starts an `agentwire gateway` process and waits until it is ready (Kafka assigned).
-  static Replica StartReplica(const std::string& name) {
-    const std::string port_file = directory_ + "/" + name + ".port";
-    std::filesystem::remove(port_file);
-    Replica replica;
-    Subprocess::Options options;
-    options.unset_env = {"AGENTWIRE_BROKERS", "AGENTWIRE_JWT_SECRET", "PORT",
-                         "AGENTWIRE_DRAIN_GRACE"};
-    replica.process = std::make_unique<Subprocess>(
-        std::vector<std::string>{AgentwireBinary(), "gateway", "--brokers", bootstrap_, "--port",
-                                 "0", "--port-file", port_file, "--jwt-secret", kTestJwtSecret,
-                                 "--threads", "2", "--drain-grace",
-                                 std::to_string(kDrainGrace.count()) + "s"},
-        options);
-    EXPECT_TRUE(WaitForFile(port_file, 30s)) << replica.process->Describe();
-    replica.port = static_cast<uint16_t>(std::stoi(ReadFirstLine(port_file)));
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (HttpGet(replica.port, "/readyz").status != 200 &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(50ms);
-    }
-    EXPECT_EQ(HttpGet(replica.port, "/readyz").status, 200) << replica.process->Describe();
-    return replica;
+  static GatewayProcess StartReplica(const std::string& name) {
+    return StartGatewayProcess(bootstrap_, directory_, name,
+                               {"--drain-grace", std::to_string(kDrainGrace.count()) + "s"});
   }
-
   static WsClient::Options Options(uint16_t port, const std::string& user,
                                    const std::string& cursor) {
-    WsClient::Options options;
-    options.port = port;
-    options.target = "/v1/events?cursor=" + (cursor.empty() ? std::string("earliest") : cursor);
-    options.bearer = gateway::MintHs256Token(kTestJwtSecret, user, std::chrono::hours(1));
-    return options;
+    return ResumeOptions(port, user, cursor);
   }
 
   static Subprocess* broker_;
@@ -220,11 +81,7 @@ TEST_F(GatewayFailoverTest, KillNineMidStreamResumesOnTheOtherReplica) {
   // Anything after the last event would be a duplicate: give it a moment to show up.
   log.ReadEvents(on_b, SIZE_MAX, 500ms);
 
-  const auto audit = Compare(publisher.Published(), log.events);
-  EXPECT_EQ(publisher.Published().size(), static_cast<size_t>(kTotal));
-  EXPECT_EQ(audit.lost, 0U);
-  EXPECT_EQ(audit.duplicated, 0U);
-  EXPECT_EQ(audit.reordered, 0U);
+  ExpectExactlyOnceInOrder(publisher.Published(), kTotal, log.events);
   EXPECT_EQ(log.ready_frames, 2);
   EXPECT_LT(before_switch, static_cast<size_t>(kTotal)) << "nothing was left to resume";
 }
@@ -283,11 +140,7 @@ TEST_F(GatewayFailoverTest, SigtermDrainsWith1012AndTheClientResumesElsewhere) {
   EXPECT_EQ(a.process->Wait(0ms), std::optional<int>(0)) << a.process->Describe();
   EXPECT_LE(*exited_at - signalled, kDrainGrace + 1s) << "A outlived its grace period";
 
-  const auto audit = Compare(publisher.Published(), log.events);
-  EXPECT_EQ(publisher.Published().size(), static_cast<size_t>(kTotal));
-  EXPECT_EQ(audit.lost, 0U);
-  EXPECT_EQ(audit.duplicated, 0U);
-  EXPECT_EQ(audit.reordered, 0U);
+  ExpectExactlyOnceInOrder(publisher.Published(), kTotal, log.events);
   EXPECT_EQ(log.ready_frames, 2);
 }
 

@@ -34,9 +34,17 @@ class RecordingListener final : public LiveListener {
     std::lock_guard lock(mutex_);
     offsets_.push_back(entry->offset);
   }
+  void OnTailStarted(int64_t start_offset) override {
+    std::lock_guard lock(mutex_);
+    tail_starts_.push_back(start_offset);
+  }
   std::vector<int64_t> Offsets() {
     std::lock_guard lock(mutex_);
     return offsets_;
+  }
+  std::vector<int64_t> TailStarts() {
+    std::lock_guard lock(mutex_);
+    return tail_starts_;
   }
 
  private:
@@ -45,11 +53,75 @@ class RecordingListener final : public LiveListener {
   int partition_;
   std::mutex mutex_;
   std::vector<int64_t> offsets_;
+  std::vector<int64_t> tail_starts_;
 };
+
+// --tail auto: the first listener of a partition nobody tails asks for its tail once, learns
+// its attach point from OnTailStarted, and gets every entry from there on; nothing dispatched
+// for a partition that is not tailed reaches anyone.
+TEST(PartitionHubTest, AttachToAnUntailedPartitionRequestsItsTailOnce) {
+  PartitionHub hub(4, 1 << 20);
+  int wakes = 0;
+  hub.SetTailRequestHook([&wakes] { ++wakes; });
+  hub.StartTail(0, 5);
+  auto on_tailed = std::make_shared<RecordingListener>(hub, "alice", 0);
+  EXPECT_EQ(hub.Attach(0, "alice", on_tailed), 5);
+  EXPECT_FALSE(hub.HasTailRequests());
+
+  auto first = std::make_shared<RecordingListener>(hub, "bob", 2);
+  auto second = std::make_shared<RecordingListener>(hub, "carol", 2);
+  EXPECT_EQ(hub.Attach(2, "bob", first), PartitionHub::kNotTailed);
+  EXPECT_EQ(hub.Attach(2, "carol", second), PartitionHub::kNotTailed);
+  EXPECT_EQ(wakes, 1);
+  EXPECT_TRUE(hub.HasTailRequests());
+  EXPECT_EQ(hub.TakeTailRequests(), (std::vector<int>{2}));
+  EXPECT_FALSE(hub.HasTailRequests());
+
+  hub.Dispatch(2, Entry(40, "bob"));  // fetched before the tail started: nobody's
+  EXPECT_TRUE(first->Offsets().empty());
+  hub.StartTail(2, 41);
+  EXPECT_EQ(first->TailStarts(), (std::vector<int64_t>{41}));
+  EXPECT_EQ(second->TailStarts(), (std::vector<int64_t>{41}));
+  EXPECT_EQ(on_tailed->TailStarts(), (std::vector<int64_t>{}));
+  hub.Dispatch(2, Entry(41, "bob"));
+  hub.Dispatch(2, Entry(41, "bob"));  // fetched again after the assignment was renewed
+  hub.Dispatch(2, Entry(42, "carol"));
+  EXPECT_EQ(first->Offsets(), (std::vector<int64_t>{41}));
+  EXPECT_EQ(second->Offsets(), (std::vector<int64_t>{42}));
+  EXPECT_EQ(hub.DispatchedEnd(2), 43);
+  EXPECT_EQ(hub.TailedCount(), 2);
+}
+
+// A tail without listeners for the warm window stops and forgets its cache; one with a
+// listener never stops; the next listener asks for it again.
+TEST(PartitionHubTest, IdleTailsStopAfterTheirWindowAndStartAgainOnDemand) {
+  PartitionHub hub(2, 1 << 20);
+  hub.StartTail(0, 0);
+  hub.StartTail(1, 0);
+  auto listener = std::make_shared<RecordingListener>(hub, "alice", 1);
+  EXPECT_EQ(hub.Attach(1, "alice", listener), 0);
+  hub.Dispatch(0, Entry(0, "bob"));
+  EXPECT_TRUE(hub.StopIdleTails(std::chrono::hours(1)).empty());
+  EXPECT_EQ(hub.StopIdleTails(std::chrono::seconds(0)), (std::vector<int>{0}));
+  EXPECT_FALSE(hub.Tailed(0));
+  EXPECT_TRUE(hub.Tailed(1));
+  EXPECT_EQ(hub.CachedBytes(), 0U);
+
+  listener.reset();  // detaches: partition 1 is idle from now
+  EXPECT_TRUE(hub.StopIdleTails(std::chrono::hours(1)).empty());
+  EXPECT_EQ(hub.StopIdleTails(std::chrono::seconds(0)), (std::vector<int>{1}));
+
+  auto again = std::make_shared<RecordingListener>(hub, "bob", 0);
+  EXPECT_EQ(hub.Attach(0, "bob", again), PartitionHub::kNotTailed);
+  EXPECT_EQ(hub.TakeTailRequests(), (std::vector<int>{0}));
+  hub.StartTail(0, 7);
+  const auto read = hub.ReadCached(0, "bob", 0, 7, 1 << 20);
+  EXPECT_FALSE(read.covered) << "the old cache must not pretend to cover the new tail";
+}
 
 TEST(PartitionHubTest, DispatchReachesOnlyTheUsersListenersFromTheirAttachPoint) {
   PartitionHub hub(2, 1 << 20);
-  hub.SetStartOffset(0, 10);
+  hub.StartTail(0, 10);
   auto alice = std::make_shared<RecordingListener>(hub, "alice");
   auto bob = std::make_shared<RecordingListener>(hub, "bob");
   EXPECT_EQ(hub.Attach(0, "alice", alice), 10);
@@ -65,7 +137,7 @@ TEST(PartitionHubTest, DispatchReachesOnlyTheUsersListenersFromTheirAttachPoint)
 
 TEST(PartitionHubTest, DetachedAndDestroyedListenersGetNothingMore) {
   PartitionHub hub(1, 1 << 20);
-  hub.SetStartOffset(0, 0);
+  hub.StartTail(0, 0);
   auto kept = std::make_shared<RecordingListener>(hub, "alice");
   auto gone = std::make_shared<RecordingListener>(hub, "alice");
   hub.Attach(0, "alice", kept);
@@ -78,7 +150,7 @@ TEST(PartitionHubTest, DetachedAndDestroyedListenersGetNothingMore) {
 
 TEST(PartitionHubTest, ReadCachedReturnsTheUsersEntriesInChunksWithinCoverage) {
   PartitionHub hub(1, 1 << 20);
-  hub.SetStartOffset(0, 100);
+  hub.StartTail(0, 100);
   for (int64_t o = 100; o < 200; ++o) hub.Dispatch(0, Entry(o, o % 2 ? "bob" : "alice"));
   hub.Skip(0, 200);  // an undecodable message: covered, nothing to deliver
 
@@ -105,7 +177,7 @@ TEST(PartitionHubTest, ReadCachedReturnsTheUsersEntriesInChunksWithinCoverage) {
 TEST(PartitionHubTest, EvictionMovesCoverageForward) {
   // 1 partition, budget for about 10 entries of ~260 bytes.
   PartitionHub hub(1, 2'600);
-  hub.SetStartOffset(0, 0);
+  hub.StartTail(0, 0);
   for (int64_t o = 0; o < 50; ++o) hub.Dispatch(0, Entry(o, "alice"));
   EXPECT_FALSE(hub.ReadCached(0, "alice", 0, 50, 1 << 20).covered);
   const auto read = hub.ReadCached(0, "alice", 45, 50, 1 << 20);
@@ -120,7 +192,7 @@ TEST(PartitionHubTest, EvictionMovesCoverageForward) {
 TEST(PartitionHubTest, AnEntryTooLargeToCacheLeavesTheRestCachedAndSendsReadersToKafkaForIt) {
   // 1 partition with a 64 KiB share: an entry over 8 KiB is too large to cache.
   PartitionHub hub(1, 64 * 1024);
-  hub.SetStartOffset(0, 0);
+  hub.StartTail(0, 0);
   auto alice = std::make_shared<RecordingListener>(hub, "alice");
   hub.Attach(0, "alice", alice);
   for (int64_t o = 0; o < 20; ++o) hub.Dispatch(0, Entry(o, o % 2 == 0 ? "alice" : "bob"));
@@ -155,7 +227,7 @@ TEST(PartitionHubTest, AnEntryTooLargeToCacheLeavesTheRestCachedAndSendsReadersT
   EXPECT_EQ(read.next_offset, 21);
   // A read older than the cache is sent to Kafka for its whole range.
   PartitionHub small(1, 2'600);
-  small.SetStartOffset(0, 0);
+  small.StartTail(0, 0);
   for (int64_t o = 0; o < 50; ++o) small.Dispatch(0, Entry(o, "alice"));
   read = small.ReadCached(0, "alice", 0, 50, 1 << 20);
   EXPECT_FALSE(read.covered);
@@ -164,7 +236,7 @@ TEST(PartitionHubTest, AnEntryTooLargeToCacheLeavesTheRestCachedAndSendsReadersT
 
 TEST(PartitionHubTest, GapDropsTheCacheAndReachesEveryListenerOfThePartition) {
   PartitionHub hub(1, 1 << 20);
-  hub.SetStartOffset(0, 0);
+  hub.StartTail(0, 0);
   auto alice = std::make_shared<RecordingListener>(hub, "alice");
   auto bob = std::make_shared<RecordingListener>(hub, "bob");
   hub.Attach(0, "alice", alice);
@@ -183,7 +255,7 @@ TEST(PartitionHubTest, GapDropsTheCacheAndReachesEveryListenerOfThePartition) {
 // Detach again on the same mutex (a frozen partition in practice). Fails by hanging.
 TEST(PartitionHubTest, ConcurrentTeardownOfOneUsersListenersNeverDeadlocks) {
   PartitionHub hub(1, 1 << 16);
-  hub.SetStartOffset(0, 0);
+  hub.StartTail(0, 0);
   std::atomic<bool> stop{false};
   std::atomic<int64_t> dispatched{0};
   auto work = std::async(std::launch::async, [&] {

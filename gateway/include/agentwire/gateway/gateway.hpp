@@ -12,6 +12,10 @@
 
 namespace agentwire::gateway {
 
+/// Which partitions a replica reads: every one (`all`, the default), or only those its
+/// sessions need (`auto`, behind a load balancer that routes by user).
+enum class TailMode { kAll, kAuto };
+
 struct GatewayConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t port = 8080;  // 0 = any free port (see Gateway::Port)
@@ -24,6 +28,12 @@ struct GatewayConfig {
   /// Tailer fetch wait: the embedded Kafka holds an empty fetch this long, so it bounds
   /// delivery latency when traffic is sparse.
   std::chrono::milliseconds fetch_wait{5};
+
+  /// --tail auto: a partition is read while a session of one of its users is connected, and
+  /// for tail_warm_window after the last one left (a reconnect within it finds the cache).
+  /// The first session of a partition starts its tail and catches up from its cursor.
+  TailMode tail = TailMode::kAll;
+  std::chrono::milliseconds tail_warm_window{300'000};
 
   /// Recent-log cache across all partitions; 0 disables it (every resume reads Kafka).
   size_t cache_bytes = 64u << 20;
