@@ -74,7 +74,7 @@ def main():
     p.add_argument("--t-w-us", type=float, default=27.0, help="CPU per frame written to one client")
     p.add_argument("--kib-per-connection", type=float, default=7.41, help="RSS per idle connection")
     p.add_argument("--cache-mib", type=float, default=64, help="--cache-bytes")
-    p.add_argument("--archive-rows-per-writer", type=float, default=20000, help="archive rows/s per writer")
+    p.add_argument("--archive-rows-per-writer", type=float, default=25000, help="archive rows/s per writer (one PostgreSQL backend each)")
     # Planning choices.
     p.add_argument("--p", type=float, default=2, help="cores per replica")
     p.add_argument("--u", type=float, default=0.6, help="target utilisation")

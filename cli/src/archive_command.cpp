@@ -18,6 +18,7 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
     KafkaOptions kafka;
     LogOptions log;
     consumers::ServiceOptions service;
+    int writers = 2;
   };
   auto options = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(
@@ -29,6 +30,11 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
   consumers::AddServiceOptions(*cmd, options->service, "agentwire-archive",
                                "AGENTWIRE_ARCHIVE_GROUP", consumers::kArchiveMetricsPort);
   AddLogOptions(*cmd, options->log);
+  cmd->add_option("--writers", options->writers,
+                  "Group members in this process, each with its own PostgreSQL connection, "
+                  "writing disjoint partitions side by side (up to the cores PostgreSQL has)")
+      ->envname("AGENTWIRE_ARCHIVE_WRITERS")
+      ->capture_default_str();
 
   return [options]() {
     options->log.Apply();
@@ -43,6 +49,7 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
     config.dsn = options->service.dsn;
     config.batch_size = options->service.batch_size;
     config.batch_time = options->service.BatchTime();
+    config.writers = options->writers;
 
     BlockTerminationSignals();  // before librdkafka and libpq start threads
     consumers::PrepareDatabase(options->service);

@@ -3,14 +3,20 @@
 #include <agentwire/v1/events.pb.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <pqxx/pqxx>
-#include <tuple>
+#include <stop_token>
+#include <thread>
 
+#include "agentwire/core/errors.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
+#include "copy_row.hpp"
 #include "dead_letter_queue.hpp"
 #include "event_text.hpp"
 #include "event_time.hpp"
@@ -147,9 +153,8 @@ class Archive::Impl final : public internal::BatchWriter {
   void AfterAbort() override { Reset(); }
 
  private:
-  using Row = std::tuple<std::string, int32_t, int64_t, std::string, std::string, std::string,
-                         std::string, int64_t, std::string, std::optional<std::string>, std::string,
-                         std::string, std::string>;
+  /// A row of agent_events (kEventColumns) in COPY text form.
+  using Row = std::string;
 
   /// Decodes messages[next_message_..] into rows_ (or dead_), handing each new row to
   /// `on_row`; stops early only when `on_row` throws.
@@ -175,11 +180,21 @@ class Archive::Impl final : public internal::BatchWriter {
         emitted_at = internal::TimestampTextFromNanos(*nanos);
       }
       if (replaced) ++batch_times_replaced_;
-      rows_.emplace_back(
-          config_.topic, message->partition, message->offset, event_.event_id(), event_.user_id(),
-          event_.thread_id(), event_.run_id(), static_cast<int64_t>(event_.run_seq()),
-          std::string(schemas::EventType(event_)), std::move(emitted_at), event_.agent_name(),
-          std::move(json_), internal::ByteaHex(message->payload, message->len));
+      row_.Clear();
+      row_.Text(config_.topic)
+          .Int(message->partition)
+          .Int(message->offset)
+          .Text(event_.event_id())
+          .Text(event_.user_id())
+          .Text(event_.thread_id())
+          .Text(event_.run_id())
+          .Int(static_cast<int64_t>(event_.run_seq()))
+          .Text(schemas::EventType(event_))
+          .TextOrNull(emitted_at)
+          .Text(event_.agent_name())
+          .Text(json_)
+          .Bytea(message->payload, message->len);
+      rows_.push_back(row_.Line());
       on_row(rows_.back());
     }
   }
@@ -194,9 +209,9 @@ class Archive::Impl final : public internal::BatchWriter {
     try {
       pqxx::subtransaction direct(parent, "archive_copy");
       {
-        pqxx::stream_to stream(direct, "agent_events", kEventColumns);
-        DecodeRest(messages, [&stream](const Row& row) { stream << row; });
-        stream.complete();
+        internal::CopyWriter copy(direct, "agent_events", kEventColumns);
+        DecodeRest(messages, [&copy](const Row& row) { copy.Write(row); });
+        copy.Complete();
       }
       direct.commit();
       return rows_.size();
@@ -207,10 +222,10 @@ class Archive::Impl final : public internal::BatchWriter {
     if (rows_.empty()) return 0;
     if (stage_dirty_) tx.exec("TRUNCATE agent_events_stage");
     {
-      pqxx::stream_to stream(tx, "agent_events_stage", kEventColumns);
+      internal::CopyWriter copy(tx, "agent_events_stage", kEventColumns);
       stage_dirty_ = true;
-      for (const auto& row : rows_) stream << row;
-      stream.complete();
+      for (const auto& row : rows_) copy.Write(row);
+      copy.Complete();
     }
     const auto result = tx.exec(
         "INSERT INTO agent_events (topic, partition, \"offset\", event_id, user_id, thread_id,"
@@ -252,6 +267,7 @@ class Archive::Impl final : public internal::BatchWriter {
   internal::PgBatchConsumer consumer_;
   // The batch being written, reused across batches.
   std::vector<Row> rows_;
+  internal::CopyRow row_;
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead_;
   size_t next_message_ = 0;
   v1::AgentEvent event_;
@@ -266,10 +282,44 @@ class Archive::Impl final : public internal::BatchWriter {
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
 };
 
-Archive::Archive(ArchiveConfig config, metrics::Registry& registry)
-    : impl_(std::make_unique<Impl>(std::move(config), registry)) {}
+Archive::Archive(ArchiveConfig config, metrics::Registry& registry) {
+  if (config.writers < 1 || config.writers > 64) {
+    throw ConfigError(fmt::format("--writers {}: expected 1-64", config.writers));
+  }
+  for (int i = 0; i < config.writers; ++i)
+    writers_.push_back(std::make_unique<Impl>(config, registry));
+}
 Archive::~Archive() = default;
-void Archive::Run(const std::stop_token& stop) { impl_->Run(stop); }
-bool Archive::Ready() const noexcept { return impl_->Ready(); }
+
+void Archive::Run(const std::stop_token& stop) {
+  // One thread per writer; the first failure (e.g. a bad Kafka setting) stops them all and is
+  // rethrown, so a process never goes on archiving with part of its writers.
+  std::stop_source all;
+  std::stop_callback forward(stop, [&all] { all.request_stop(); });
+  std::mutex mutex;
+  std::exception_ptr failure;
+  auto run = [&](Impl& writer) {
+    try {
+      writer.Run(all.get_token());
+    } catch (...) {
+      std::lock_guard lock(mutex);
+      if (!failure) failure = std::current_exception();
+      all.request_stop();
+    }
+  };
+  {
+    std::vector<std::jthread> others;
+    for (size_t i = 1; i < writers_.size(); ++i) {
+      others.emplace_back([&run, writer = writers_[i].get()] { run(*writer); });
+    }
+    run(*writers_.front());
+  }
+  if (failure) std::rethrow_exception(failure);
+}
+
+bool Archive::Ready() const noexcept {
+  return std::all_of(writers_.begin(), writers_.end(),
+                     [](const auto& writer) { return writer->Ready(); });
+}
 
 }  // namespace agentwire::consumers

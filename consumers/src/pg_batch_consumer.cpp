@@ -134,7 +134,10 @@ PgBatchConsumer::PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer
       assigned_(config_.registry->GetGauge(config_.metric_prefix + "_assigned_partitions",
                                            "Partitions currently assigned to this process")) {}
 
-PgBatchConsumer::~PgBatchConsumer() = default;
+PgBatchConsumer::~PgBatchConsumer() {
+  ReportShare(lag_, reported_lag_, 0);
+  ReportShare(assigned_, reported_assigned_, 0);
+}
 
 void PgBatchConsumer::Run(const std::stop_token& stop) {
   kafka::Properties properties = {
@@ -319,7 +322,7 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
     log::Info(lost ? "partitions lost" : "partitions revoked",
               {{"topic", config_.topic}, {"count", static_cast<uint64_t>(revoked.size())}});
   }
-  assigned_.Set(static_cast<double>(partitions_.size()));
+  ReportShare(assigned_, reported_assigned_, static_cast<double>(partitions_.size()));
 }
 
 std::map<int32_t, int64_t> PgBatchConsumer::LoadStoredOffsets(pqxx::transaction_base& tx) {
@@ -585,7 +588,7 @@ void PgBatchConsumer::UpdateLag() {
     }
     lag += std::max<int64_t>(0, high - std::max(low, state.stored.value_or(low)));
   }
-  lag_.Set(static_cast<double>(lag));
+  ReportShare(lag_, reported_lag_, static_cast<double>(lag));
 }
 
 }  // namespace agentwire::consumers::internal

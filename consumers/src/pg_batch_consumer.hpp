@@ -138,6 +138,12 @@ class PgBatchConsumer final {
   void UpdateLag();
   void RefreshPartitionCount();
   void CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message);
+  /// Several consumers of one process (archive --writers) share the process's gauges: each
+  /// adds the change of its own part, and takes its part away when it goes.
+  static void ReportShare(metrics::Gauge& gauge, double& reported, double value) {
+    gauge.Add(value - reported);
+    reported = value;
+  }
 
   BatchConsumerConfig config_;
   BatchWriter& writer_;
@@ -164,6 +170,8 @@ class PgBatchConsumer final {
   metrics::Counter& fenced_;
   metrics::Gauge& lag_;
   metrics::Gauge& assigned_;
+  double reported_lag_ = 0;       // this consumer's part of lag_
+  double reported_assigned_ = 0;  // and of assigned_
 };
 
 /// libpq connection errors (server gone, connection cut, commit outcome unknown).

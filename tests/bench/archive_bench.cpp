@@ -3,17 +3,28 @@
 // offsets in the same transaction). Embedded Kafka in this process, a throwaway PostgreSQL 15
 // (fsync off). Prints figures; asserts nothing.
 //
-//   archive_bench [--events N] [--partitions P] [--batch-size B]
+//   archive_bench [--events N] [--partitions P] [--batch-size B] [--writers W] [--processes N]
+//                 [--sql S]...
+//
+// --writers W is the archive's own flag (W group members in one process); --processes N runs
+// N archive processes in the one consumer group. Either way each member writes its own
+// partitions over its own PostgreSQL connection (the per-partition fence keeps it exactly-once).
+// --sql S runs S against the migrated database before the archive starts, to measure a schema
+// variant (e.g. --sql 'ALTER TABLE agent_events ALTER COLUMN payload TYPE json').
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <thread>
+#include <vector>
 
+#include "agentwire/consumers/migrations.hpp"
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "support/postgres_fixture.hpp"
@@ -33,7 +44,13 @@ int main(int argc, char** argv) {
   int64_t events = 300'000;
   int partitions = 64;
   std::string batch_size = "5000";
+  int processes = 1;
+  std::string writers = "1";
+  std::vector<std::string> schema_changes;
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--processes") == 0) processes = std::max(1, std::atoi(argv[i + 1]));
+    if (std::strcmp(argv[i], "--writers") == 0) writers = argv[i + 1];
+    if (std::strcmp(argv[i], "--sql") == 0) schema_changes.emplace_back(argv[i + 1]);
     if (std::strcmp(argv[i], "--events") == 0) events = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--partitions") == 0) partitions = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--batch-size") == 0) batch_size = argv[i + 1];
@@ -78,11 +95,19 @@ int main(int argc, char** argv) {
                              Seconds(Clock::now() - started));
   }
 
+  consumers::ApplyMigrations(dsn);
+  for (const auto& sql : schema_changes) {
+    pg.Query(dsn, sql);
+    std::cout << "schema change: " << sql << '\n';
+  }
   const auto started = Clock::now();
-  testing::Subprocess archive({testing::AgentwireBinary(), "archive", "--brokers",
-                               kafka.BootstrapServers(), "--pg", dsn, "--migrate", "--batch-size",
-                               batch_size, "--metrics-port", "0", "--kafka",
-                               "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000"});
+  std::vector<std::unique_ptr<testing::Subprocess>> archives;
+  for (int i = 0; i < processes; ++i) {
+    archives.push_back(std::make_unique<testing::Subprocess>(std::vector<std::string>{
+        testing::AgentwireBinary(), "archive", "--brokers", kafka.BootstrapServers(), "--pg", dsn,
+        "--batch-size", batch_size, "--writers", writers, "--metrics-port", "0", "--kafka",
+        "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000"}));
+  }
   auto stored = [&]() -> int64_t {
     try {
       return pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
@@ -99,16 +124,18 @@ int main(int argc, char** argv) {
       first_rows = done;
     }
     if (done >= events) break;
-    if (!archive.Running()) {
-      std::cerr << archive.Describe() << '\n';
-      return 1;
+    for (const auto& archive : archives) {
+      if (!archive->Running()) {
+        std::cerr << archive->Describe() << '\n';
+        return 1;
+      }
     }
     // Each poll is a psql process: poll slowly so the bench does not eat the CPU it measures.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   const auto finished = Clock::now();
-  archive.Signal(SIGTERM);
-  archive.Wait(std::chrono::seconds(30));
+  for (const auto& archive : archives) archive->Signal(SIGTERM);
+  for (const auto& archive : archives) archive->Wait(std::chrono::seconds(30));
 
   // The precise figure comes from the rows themselves: archived_at is each batch's
   // transaction start, so the span between the first and the last batch is pure archive time.
@@ -125,9 +152,9 @@ int main(int argc, char** argv) {
   const double total = Seconds(finished - started);
   const double steady = Seconds(finished - first_row);
   std::cout << fmt::format(
-      "archive: {} events, {} partitions, batch {}: {:.2f} s from process start ({:.0f} events/s), "
-      "{:.2f} s from the first commit ({:.0f} events/s)\n",
-      events, partitions, batch_size, total, events / total, steady,
+      "archive: {} events, {} partitions, batch {}, {} process(es) of {} writer(s): {:.2f} s from "
+      "process start ({:.0f} events/s), {:.2f} s from the first commit ({:.0f} events/s)\n",
+      events, partitions, batch_size, processes, writers, total, events / total, steady,
       (events - first_rows) / steady);
   std::cout << fmt::format("agent_events size: {}\n",
                            pg.Query(dsn,

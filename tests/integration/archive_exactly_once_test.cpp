@@ -1,5 +1,6 @@
 // `agentwire archive` killed with SIGKILL at random points, restarted each time, and two
-// archive processes in one group with rebalances (a frozen owner, a killed owner): at the end
+// archive processes in one group with rebalances (a frozen owner, a killed owner), each
+// process two writers (--writers 2: two members, two PostgreSQL connections): at the end
 // agent_events holds every published event exactly once and the stored offsets equal the end
 // offsets. Embedded Kafka + a real PostgreSQL; the archive runs as a real process.
 
@@ -108,10 +109,12 @@ class ArchiveExactlyOnceTest : public ::testing::Test {
         ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
 
+  // Two writers per process (the default, stated so the fast path stays covered): every
+  // process is two members of the group, each with its own PostgreSQL connection.
   std::unique_ptr<Subprocess> StartArchive(const std::string& batch_size = "5000") {
     const auto argv = testing::ConsumerCommand(
         "archive", kafka_->BootstrapServers(), dsn_,
-        {"--topic", kTopic, "--batch-size", batch_size, "--batch-ms", "100"});
+        {"--topic", kTopic, "--batch-size", batch_size, "--batch-ms", "100", "--writers", "2"});
     return std::make_unique<Subprocess>(argv);
   }
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 #include "agentwire/core/kafka_properties.hpp"
 
@@ -22,6 +23,10 @@ struct ArchiveConfig {
   std::string dsn;
   size_t batch_size = 5000;
   std::chrono::milliseconds batch_time{200};
+  /// Members of the consumer group in this process, each with its own Kafka consumer and
+  /// PostgreSQL connection: they write disjoint partition sets side by side (PostgreSQL's
+  /// backend, one per connection, is what limits one writer).
+  int writers = 2;
 };
 
 /// `agentwire archive`: copies every message of the topic into agent_events exactly once (the
@@ -44,7 +49,7 @@ class Archive final {
 
  private:
   class Impl;
-  std::unique_ptr<Impl> impl_;
+  std::vector<std::unique_ptr<Impl>> writers_;
 };
 
 }  // namespace agentwire::consumers
