@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -59,11 +60,25 @@ std::string AiSdkThread(std::string_view path) {
   return std::string(path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size()));
 }
 
+/// Keeps a partition tailed while an AI SDK request waits for its runs to be known (--tail
+/// auto); the events themselves go to the session that may follow.
+class TailWaiter final : public LiveListener {
+ public:
+  void OnLive(const LogEntryPtr& /*entry*/) override {}
+  void OnTailStarted(int64_t /*start_offset*/) override {}
+};
+
+/// How long an AI SDK request waits for a partition's tail to reach the log's end before it
+/// looks for the run with what the replica has read by then.
+constexpr auto kRunLookupWait = std::chrono::seconds(2);
+
 /// One plain HTTP connection; hands itself over to a Session on a valid upgrade.
 class HttpConnection final : public std::enable_shared_from_this<HttpConnection> {
  public:
   HttpConnection(tcp::socket&& socket, std::shared_ptr<GatewayContext> context)
-      : stream_(std::move(socket)), context_(std::move(context)) {}
+      : stream_(std::move(socket)),
+        context_(std::move(context)),
+        wait_timer_(stream_.get_executor()) {}
 
   void Start() { Read(); }
 
@@ -71,6 +86,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   void Read() {
     head_ = false;
     retry_after_ = 0;
+    waited_for_runs_ = false;
     parser_.emplace();
     parser_->header_limit(16 * 1024);
     parser_->body_limit(16 * 1024);
@@ -229,6 +245,13 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     StartPosition start;
     std::optional<RunInProgress> run;
     if (wire == Wire::kAiSdk) {
+      // --tail auto: a replica that was not reading this user's partition knows none of its
+      // runs. Start reading it (its tail starts a warm start's worth back) and wait until it
+      // has read up to the log's end, then look.
+      if (!waited_for_runs_ && !context_->hub.CaughtUp(partition)) {
+        WaitForRuns(request, partition, user, ai_sdk_thread);
+        return;
+      }
       // The run of this thread in progress, replayed from its agent_started: none, 204.
       run = context_->hub.RunOf(partition, user, ai_sdk_thread);
       if (!run) {
@@ -310,6 +333,32 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     session->Run(request);
   }
 
+  void WaitForRuns(const http::request<http::string_body>& request, int partition,
+                   const std::string& user, const std::string& thread) {
+    waiting_request_ = request;
+    tail_waiter_ = std::make_shared<TailWaiter>();
+    context_->hub.Attach(partition, user, tail_waiter_);  // asks for the tail when nobody reads
+    PollRuns(partition, user, thread, std::chrono::steady_clock::now() + kRunLookupWait);
+  }
+
+  void PollRuns(int partition, const std::string& user, const std::string& thread,
+                std::chrono::steady_clock::time_point deadline) {
+    if (!context_->hub.CaughtUp(partition) && std::chrono::steady_clock::now() < deadline) {
+      wait_timer_.expires_after(std::chrono::milliseconds(10));
+      wait_timer_.async_wait(
+          [self = shared_from_this(), partition, user, thread, deadline](beast::error_code ec) {
+            if (!ec) self->PollRuns(partition, user, thread, deadline);
+          });
+      return;
+    }
+    context_->hub.Detach(partition, user, tail_waiter_.get());
+    tail_waiter_.reset();
+    waited_for_runs_ = true;
+    const auto request = std::move(*waiting_request_);
+    waiting_request_.reset();
+    Subscribe(request, ParseTarget(Sv(request.target())), Wire::kAiSdk, thread);
+  }
+
   void RejectFull() {
     context_->metrics.rejected_full.Inc();
     static log::RateLimited limit;
@@ -373,6 +422,11 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   bool head_ = false;        // the request being answered is a HEAD
   int retry_after_ = 0;      // seconds; a Retry-After header when positive
   std::string cors_origin_;  // the AI SDK endpoint's allowed Origin: CORS headers when set
+  // An AI SDK request waiting for its partition's tail (WaitForRuns).
+  boost::asio::steady_timer wait_timer_;
+  std::optional<http::request<http::string_body>> waiting_request_;
+  std::shared_ptr<TailWaiter> tail_waiter_;
+  bool waited_for_runs_ = false;
 };
 
 }  // namespace

@@ -213,7 +213,7 @@ void KafkaTailer::Start() {
     }
     warm_targets_[static_cast<size_t>(p)] = high;
     warm_total += high - start;
-    hub_.StartTail(p, start);
+    hub_.StartTail(p, start, high);
     assigned_.insert(p);
     rd_kafka_topic_partition_list_add(assignment.get(), identity_.topic.c_str(), p)->offset = start;
   }
@@ -244,13 +244,18 @@ void KafkaTailer::StartRequestedTails() {
   if (requested_.empty()) return;
   kafka::TopicPartitionListPtr additions(
       rd_kafka_topic_partition_list_new(static_cast<int>(requested_.size())));
-  std::vector<std::pair<int, int64_t>> starts;
+  struct Start {
+    int partition;
+    int64_t offset;
+    int64_t high;
+  };
+  std::vector<Start> starts;
   for (const int p : requested_) {
     int64_t start = 0;
     int64_t high = 0;
     // Short: every other partition waits meanwhile; an unanswered one is retried.
     if (!FindStart(p, 2000, start, high)) continue;
-    starts.emplace_back(p, start);
+    starts.push_back({p, start, high});
     rd_kafka_topic_partition_list_add(additions.get(), identity_.topic.c_str(), p)->offset = start;
   }
   if (starts.empty()) {
@@ -267,12 +272,13 @@ void KafkaTailer::StartRequestedTails() {
   }
   // Registered after the assignment succeeded, and before this thread polls again: sessions
   // waiting for the partition learn their attach point before its first message.
-  for (const auto& [p, start] : starts) {
-    hub_.StartTail(p, start);
-    assigned_.insert(p);
-    requested_.erase(p);
-    log::Info("started tailing a partition",
-              {{"topic", identity_.topic}, {"partition", p}, {"offset", start}});
+  for (const auto& start : starts) {
+    hub_.StartTail(start.partition, start.offset, start.high);
+    assigned_.insert(start.partition);
+    requested_.erase(start.partition);
+    log::Info(
+        "started tailing a partition",
+        {{"topic", identity_.topic}, {"partition", start.partition}, {"offset", start.offset}});
   }
   tailed_gauge_.Set(static_cast<double>(assigned_.size()));
 }

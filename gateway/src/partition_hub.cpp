@@ -47,7 +47,7 @@ PartitionHub::PartitionHub(int partition_count, size_t cache_bytes_total)
   for (int i = 0; i < partition_count; ++i) partitions_.push_back(std::make_unique<Partition>());
 }
 
-void PartitionHub::StartTail(int partition, int64_t offset) {
+void PartitionHub::StartTail(int partition, int64_t offset, int64_t high_watermark) {
   auto& p = *partitions_.at(static_cast<size_t>(partition));
   std::vector<std::shared_ptr<LiveListener>> waiting;
   {
@@ -56,6 +56,7 @@ void PartitionHub::StartTail(int partition, int64_t offset) {
     p.tail_requested = false;
     p.dispatched_end = offset;
     p.covered_from = offset;
+    p.start_high_watermark = high_watermark;
     p.idle_since = std::chrono::steady_clock::now();
     for (auto& [user, list] : p.listeners) {
       for (const auto& ref : list) {
@@ -71,6 +72,12 @@ bool PartitionHub::Tailed(int partition) const {
   auto& p = *partitions_.at(static_cast<size_t>(partition));
   std::lock_guard lock(p.mutex);
   return p.tailed;
+}
+
+bool PartitionHub::CaughtUp(int partition) const {
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  std::lock_guard lock(p.mutex);
+  return p.tailed && p.dispatched_end >= p.start_high_watermark;
 }
 
 int PartitionHub::TailedCount() const {

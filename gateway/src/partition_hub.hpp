@@ -122,8 +122,12 @@ class PartitionHub final {
 
   /// Tailer thread: the tailer reads the partition from `offset` on (before any Dispatch of
   /// it). Listeners that attached while it was not tailed get OnTailStarted(offset).
-  void StartTail(int partition, int64_t offset);
+  /// `high_watermark`: the log's end when the tail started (-1: unknown); see CaughtUp.
+  void StartTail(int partition, int64_t offset, int64_t high_watermark = -1);
   bool Tailed(int partition) const;
+  /// Tailed, and dispatched up to the log's end as it was when the tail started: what the
+  /// partition's runs in progress (RunOf) are known from.
+  bool CaughtUp(int partition) const;
   /// Partitions tailed now.
   int TailedCount() const;
   /// Tailer thread: partitions that listeners asked for since the last call (not tailed yet).
@@ -201,8 +205,9 @@ class PartitionHub final {
     // tail after its warm window.
     std::chrono::steady_clock::time_point idle_since;
     int64_t dispatched_end = -1;  // -1 while not tailed
-    int64_t covered_from = -1;    // the cache holds every entry in [covered_from, dispatched_end)
-    int64_t log_start = -1;       // Kafka's low watermark as the tailer last saw it
+    int64_t start_high_watermark = -1;
+    int64_t covered_from = -1;  // the cache holds every entry in [covered_from, dispatched_end)
+    int64_t log_start = -1;     // Kafka's low watermark as the tailer last saw it
     std::deque<LogEntryPtr> cache;
     size_t cache_bytes = 0;
     std::map<std::string, std::vector<ListenerRef>> listeners;

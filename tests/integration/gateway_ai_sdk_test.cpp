@@ -141,6 +141,31 @@ TEST_F(GatewayAiSdk, ARunInProgressIsReplayedFromItsStartAndFollowedLiveToDone) 
       << "bob has no run in alice's thread";
 }
 
+// --tail auto: the replica reads nothing of alice's partition when her chat page reloads and
+// asks for the run in progress. It starts reading the partition, waits until it has read up
+// to the log's end, and finds the run (not 204).
+TEST_F(GatewayAiSdk, ARunIsFoundOnAReplicaThatWasNotReadingItsPartition) {
+  harness_.StartGateway([](gateway::GatewayConfig& config) {
+    config.tail = gateway::TailMode::kAuto;
+    config.tail_warm_window = std::chrono::milliseconds(0);
+  });
+  producers::RunEmitter run(*publisher_, {"alice", "t-1", "r-1", "researcher", "", {}});
+  ASSERT_EQ(run.Started("what is the weather"), producers::PublishStatus::kAccepted);
+  ASSERT_EQ(run.Thinking("look it up"), producers::PublishStatus::kAccepted);
+  ASSERT_EQ(publisher_->Flush(10s), 0u);
+  ASSERT_EQ(MetricValue(harness_.Port(), "agentwire_gateway_tailed_partitions"), 0);
+
+  SseClient client;
+  const auto head = client.Connect(StreamOptions("alice", "t-1"));
+  ASSERT_EQ(head.status, 200) << head.body;
+  ASSERT_EQ(run.Completed("sunny", 100), producers::PublishStatus::kAccepted);
+  ASSERT_EQ(publisher_->Flush(10s), 0u);
+  const auto data = ReadData(client);
+  ASSERT_FALSE(data.empty());
+  EXPECT_EQ(json::parse(data.front()), (json{{"type", "start"}, {"messageId", "r-1"}}));
+  EXPECT_EQ(data.back(), "[DONE]");
+}
+
 TEST_F(GatewayAiSdk, ReplaysAreIdenticalAndAFailedRunEndsInAnError) {
   WsClient watcher;
   ASSERT_NO_FATAL_FAILURE(ConnectWatcher(watcher, "carol"));
