@@ -239,14 +239,23 @@ TEST_F(ArchiveExactlyOnceTest, KillNineAtRandomPointsLosesAndDuplicatesNothing) 
 }
 
 TEST_F(ArchiveExactlyOnceTest, TwoProcessesWithRebalancesFrozenAndKilledOwner) {
-  // Small batches so the work spans the rebalances.
-  auto first = StartArchive("2000");
+  // The work must span the rebalances. Two writers archive the 200,000 events in a few
+  // seconds, before the second process is even assigned partitions (measured: the freeze came
+  // at 200,000 rows and tested nothing), so PostgreSQL is made slow: small batches, and every
+  // COPY statement waits 20 ms (a statement trigger), about 5,000 rows/s per writer.
+  auto first = StartArchive("100");
   ASSERT_TRUE(WaitForRowsAbove(20'000, seconds(60))) << first->Describe();
-  auto second = StartArchive("2000");
+  SharedPostgres().Query(dsn_,
+                         "CREATE FUNCTION slow_statement() RETURNS trigger LANGUAGE plpgsql AS"
+                         " $$ BEGIN PERFORM pg_sleep(0.02); RETURN NULL; END $$;"
+                         " CREATE TRIGGER slow_statement BEFORE INSERT ON agent_events"
+                         " FOR EACH STATEMENT EXECUTE FUNCTION slow_statement()");
+  auto second = StartArchive("100");
   // Freeze the first for longer than the session timeout: the group hands its partitions to the
   // second while the first still holds a batch. Thawed, it must not write those partitions.
   ASSERT_TRUE(second->WaitForStderr("partitions assigned", seconds(60))) << second->Describe();
   const int64_t at_freeze = Rows();
+  ASSERT_LT(at_freeze, kEvents) << "everything was archived before the freeze; smaller batches";
   first->Signal(SIGSTOP);
   std::this_thread::sleep_for(seconds(9));
   first->Signal(SIGCONT);
@@ -257,9 +266,11 @@ TEST_F(ArchiveExactlyOnceTest, TwoProcessesWithRebalancesFrozenAndKilledOwner) {
     ASSERT_TRUE(WaitForRowsAbove(Rows(), seconds(60))) << first->Describe() << second->Describe();
   }
   // Kill the second mid-run: the first takes everything back.
+  const int64_t at_kill = Rows();
   second->Kill();
   ASSERT_EQ(second->Wait(seconds(10)), -SIGKILL);
-  std::cerr << "killed the second archive at " << Rows() << " rows\n";
+  std::cerr << "killed the second archive at " << at_kill << " rows\n";
+  EXPECT_LT(at_kill, kEvents) << "everything was archived before the kill; smaller batches";
   ASSERT_TRUE(WaitForStored(kEvents, seconds(300))) << first->Describe();
   first->Signal(SIGTERM);
   EXPECT_EQ(first->Wait(seconds(30)), 0) << first->Describe();
