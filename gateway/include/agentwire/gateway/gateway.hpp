@@ -82,9 +82,10 @@ struct GatewayConfig {
 /// yet upgraded and the process itself (64 + 10 % of the limit); at least 1, at most 1,000,000.
 int DefaultMaxConnections(uint64_t descriptor_limit);
 
-/// One stateless gateway replica: tails every partition of the topic (no consumer group),
-/// keeps a recent-log cache, and serves WebSocket clients their own user's events with
-/// gapless, duplicate-free resume from any replica's cursor.
+/// One stateless gateway replica: tails every partition of the topic (no consumer group; with
+/// TailMode::kAuto only those of its sessions' users), keeps a recent-log cache, and serves
+/// WebSocket clients their own user's events with gapless, duplicate-free resume from any
+/// replica's cursor.
 ///
 /// Start() binds and starts the I/O threads and the Kafka tailer; Drain() (e.g. on SIGTERM)
 /// turns readiness off, stops accepting, closes every session with 1012 and returns within
