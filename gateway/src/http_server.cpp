@@ -37,6 +37,8 @@ std::atomic<uint64_t> g_next_session_id{1};
 /// Retry-After of a 503 from a full replica. Clients add their own jitter on top, so a
 /// reconnect storm spreads out instead of coming back together.
 constexpr int kRetryAfterFullSeconds = 5;
+// A user at --max-connections-per-user: the tabs they have open are working.
+constexpr int kRetryTooManySeconds = 10;
 
 // Boost 1.74's beast::string_view is boost::string_view.
 std::string_view Sv(beast::string_view text) { return {text.data(), text.size()}; }
@@ -87,6 +89,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     head_ = false;
     retry_after_ = 0;
     waited_for_runs_ = false;
+    wire_ = Wire::kWebSocket;
     parser_.emplace();
     parser_->header_limit(16 * 1024);
     parser_->body_limit(16 * 1024);
@@ -207,9 +210,11 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   void Subscribe(const http::request<http::string_body>& request, const ParsedTarget& target,
                  Wire wire, const std::string& ai_sdk_thread = {}) {
     const std::string redacted = RedactTarget(Sv(request.target()));
+    wire_ = wire;
+    request_origin_ = std::string(Sv(request[http::field::origin]));
     if (context_->draining.load()) {
-      SendError(http::status::service_unavailable, "draining",
-                "this replica is shutting down; reconnect (any replica serves any user)", false);
+      RefuseForNow(http::status::service_unavailable, "draining",
+                   "this replica is shutting down; reconnect (any replica serves any user)", 1);
       return;
     }
     // Before any work (token checks cost CPU): a full replica says so and when to come back.
@@ -300,10 +305,10 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
         return;
       }
       context_->metrics.rejected_too_many.Inc();
-      SendError(
+      RefuseForNow(
           http::status::too_many_requests, "too_many_connections",
           fmt::format("at most {} connections per user", context_->config.max_connections_per_user),
-          false);
+          kRetryTooManySeconds);
       return;
     }
     SessionFilters filters{target.Param("thread_id"), target.Param("run_id")};
@@ -365,12 +370,31 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     limit.Warn("upgrade rejected: replica at --max-connections",
                {{"count", static_cast<int64_t>(context_->Connections())},
                 {"limit", static_cast<int64_t>(context_->max_connections)}});
-    retry_after_ = kRetryAfterFullSeconds;
-    SendError(http::status::service_unavailable, "replica_full",
-              fmt::format("this replica holds its limit of {} connections; retry after {} s "
-                          "(any replica serves any user)",
-                          context_->max_connections, kRetryAfterFullSeconds),
-              false);
+    RefuseForNow(http::status::service_unavailable, "replica_full",
+                 fmt::format("this replica holds its limit of {} connections; retry after {} s "
+                             "(any replica serves any user)",
+                             context_->max_connections, kRetryAfterFullSeconds),
+                 kRetryAfterFullSeconds);
+  }
+
+  /// A refusal that passes: draining, full, too many connections of one user. HTTP clients and
+  /// WebSocket upgrades get `status` with Retry-After. EventSource, though, never retries a
+  /// response that is not 200 (the spec fails the connection for good), so a browser sent to a
+  /// draining replica during a deploy would stop for good: an SSE request gets a 200 stream
+  /// that says `retry:` and one `refused` event (the same JSON body) and ends, and EventSource
+  /// comes back after `retry_seconds` with its Last-Event-ID.
+  void RefuseForNow(http::status status, std::string_view code, std::string_view message,
+                    int retry_seconds) {
+    if (wire_ != Wire::kSse) {
+      retry_after_ = retry_seconds;
+      SendError(status, code, message, false);
+      return;
+    }
+    keep_alive_ = false;
+    if (OriginAllowed(request_origin_)) cors_origin_ = request_origin_;
+    Send(http::status::ok, "text/event-stream; charset=utf-8",
+         fmt::format("retry: {}\n\nevent: refused\ndata: {}\n\n", retry_seconds * 1000,
+                     ErrorBody(code, message)));
   }
 
   void Send(http::status status, std::string_view content_type, std::string body) {
@@ -427,6 +451,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   std::optional<http::request<http::string_body>> waiting_request_;
   std::shared_ptr<TailWaiter> tail_waiter_;
   bool waited_for_runs_ = false;
+  Wire wire_ = Wire::kWebSocket;  // of the request being answered (RefuseForNow)
+  std::string request_origin_;
 };
 
 }  // namespace

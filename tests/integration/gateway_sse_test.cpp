@@ -229,5 +229,55 @@ TEST(GatewaySse, RefusalsComeBeforeTheStreamAsJson) {
   }
 }
 
+// A refusal that passes (replica full, too many connections of one user, draining) must not
+// end an EventSource for good: EventSource never retries a response that is not 200. It gets a
+// 200 stream with `retry:` and one `refused` event (the JSON body), which ends; EventSource
+// comes back after `retry:`, and once there is room the same request streams.
+TEST(GatewaySse, ARefusalThatPassesIsAStreamEventSourceRetries) {
+  GatewayHarness harness(4);
+  harness.StartGateway([](gateway::GatewayConfig& config) {
+    config.max_connections = 1;
+    config.allowed_origins = {"https://chat.example.com"};
+  });
+  WsClient holder;
+  ASSERT_EQ(holder.Connect(harness.ClientOptions("bob")).status, 101);
+  {
+    SseClient client;
+    auto options = SseOptions(harness, "alice");
+    options.origin = "https://chat.example.com";
+    const auto head = client.Connect(options);
+    ASSERT_EQ(head.status, 200) << head.body;
+    EXPECT_NE(head.headers.find("text/event-stream"), std::string::npos) << head.headers;
+    EXPECT_NE(head.headers.find("https://chat.example.com"), std::string::npos)
+        << "a cross-origin EventSource must be allowed to read the refusal: " << head.headers;
+    const auto refused = client.Next(10s);
+    ASSERT_TRUE(refused.has_value());
+    EXPECT_EQ(refused->event, "refused");
+    EXPECT_EQ(nlohmann::json::parse(refused->data).at("error"), "replica_full") << refused->data;
+    EXPECT_EQ(client.RetryMs(), 5000);
+    EXPECT_FALSE(client.Next(2s).has_value());
+    EXPECT_TRUE(client.Ended());
+  }
+  {
+    // A WebSocket upgrade (or any other HTTP client) still gets the status and Retry-After.
+    WsClient refused;
+    EXPECT_EQ(refused.Connect(harness.ClientOptions("carol")).status, 503);
+  }
+  holder.Close();
+  // The retry once there is room: the same request streams.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    SseClient client;
+    const auto head = client.Connect(SseOptions(harness, "alice"));
+    ASSERT_EQ(head.status, 200);
+    const auto first = client.Next(10s);
+    ASSERT_TRUE(first.has_value());
+    if (first->event == "ready") break;
+    ASSERT_EQ(first->event, "refused") << first->data;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the slot was never freed";
+    std::this_thread::sleep_for(100ms);
+  }
+}
+
 }  // namespace
 }  // namespace agentwire::testing
