@@ -5,7 +5,10 @@
 // origin (--allowed-origins), so the stream is a real cross-origin (CORS) EventSource. Mid-run
 // replica A is drained (SIGTERM): it ends its responses and exits; the browser's EventSource
 // reconnects by itself to the same URL with Last-Event-ID, and the load balancer, which fails
-// over on a refused connection or a 503 (like nginx's proxy_next_upstream), sends it to B.
+// over on a refused connection or a 503 (like nginx's proxy_next_upstream), sends it to B. (A
+// replica still draining when the reconnect arrives answers an EventSource with a 200 stream
+// of one `refused` event instead of a 503, and EventSource retries after `retry:`; A has exited
+// by then here.)
 // The page must show every one of its user's events exactly once, in order, and none of
 // another user's, although that user's events sit in the same Kafka partition.
 //
