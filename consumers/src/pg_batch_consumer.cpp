@@ -217,9 +217,29 @@ void PgBatchConsumer::Run(const std::stop_token& stop) {
   if (!batch_.empty() && !postgres_down_) Flush();
   batch_.clear();
   ready_.store(false);
+  WaitForFirstAssignment();
   rd_kafka_consumer_close(consumer_.get());
   consumer_.reset();
   connection_.reset();
+}
+
+void PgBatchConsumer::WaitForFirstAssignment() {
+  // librdkafka 2.0's cooperative-sticky assignor aborts the process (assertion `assignor_state'
+  // in rd_kafka_sticky_assignor_state_destroy) when a consumer is destroyed before its first
+  // assignment; fixed in librdkafka 2.3 (librdkafka#4312). A SIGTERM during the group's first
+  // rebalance hit it, more often with several writers, whose joins make that rebalance longer.
+  // The first assignment comes with the rebalance, empty or not: wait for it, bounded. What is
+  // polled meanwhile is dropped unwritten (the stored offsets, not Kafka's, say where to
+  // resume).
+  constexpr auto kWait = std::chrono::seconds(15);
+  const auto deadline = Clock::now() + kWait;
+  if (!assigned_once_) {
+    log::Info("waiting for the group's first assignment before leaving it",
+              {{"topic", config_.topic}});
+  }
+  while (!assigned_once_ && Clock::now() < deadline) {
+    const kafka::MessagePtr ignored(rd_kafka_consumer_poll(consumer_.get(), 100));
+  }
 }
 
 void PgBatchConsumer::CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message) {
@@ -256,6 +276,7 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
                                   rd_kafka_topic_partition_list_t* partitions) {
   const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(consumer)) == "COOPERATIVE";
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    assigned_once_ = true;
     partition_count_stale_ = true;  // partitions may have been added
     std::vector<int32_t> assigned;
     assigned.reserve(partitions->cnt);

@@ -138,6 +138,8 @@ class PgBatchConsumer final {
   void UpdateLag();
   void RefreshPartitionCount();
   void CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message);
+  /// Before leaving the group: see librdkafka#4312 in the .cpp.
+  void WaitForFirstAssignment();
   /// Several consumers of one process (archive --writers) share the process's gauges: each
   /// adds the change of its own part, and takes its part away when it goes.
   static void ReportShare(metrics::Gauge& gauge, double& reported, double value) {
@@ -170,6 +172,7 @@ class PgBatchConsumer final {
   metrics::Counter& fenced_;
   metrics::Gauge& lag_;
   metrics::Gauge& assigned_;
+  bool assigned_once_ = false;    // the group's first assignment arrived (OnRebalance)
   double reported_lag_ = 0;       // this consumer's part of lag_
   double reported_assigned_ = 0;  // and of assigned_
 };

@@ -238,6 +238,27 @@ TEST_F(ArchiveExactlyOnceTest, KillNineAtRandomPointsLosesAndDuplicatesNothing) 
   ExpectExactlyOnce();
 }
 
+// Two writers on a topic of one partition: one of them gets an empty assignment. librdkafka
+// 2.0 aborts a consumer destroyed before its first assignment (librdkafka#4312, fixed in 2.3);
+// SIGTERM at any moment, before or after the group settled, must still exit 0.
+TEST_F(ArchiveExactlyOnceTest, ASigtermWithAWriterWithoutPartitionsExitsCleanly) {
+  const std::string topic = "exactly-once-single";
+  kafka_->CreateTopic({topic, 1});
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    Subprocess archive(
+        testing::ConsumerCommand("archive", kafka_->BootstrapServers(), dsn_,
+                                 {"--topic", topic, "--batch-size", "100", "--writers", "2",
+                                  "--group", "single-" + std::to_string(attempt)}));
+    ASSERT_TRUE(archive.WaitForStderr("consumer started", seconds(30))) << archive.Describe();
+    if (attempt > 0) {
+      ASSERT_TRUE(archive.WaitForStderr("partitions assigned", seconds(60))) << archive.Describe();
+      std::this_thread::sleep_for(milliseconds(1500 * (attempt - 1)));
+    }
+    archive.Signal(SIGTERM);
+    EXPECT_EQ(archive.Wait(seconds(40)), 0) << archive.Describe();
+  }
+}
+
 TEST_F(ArchiveExactlyOnceTest, TwoProcessesWithRebalancesFrozenAndKilledOwner) {
   // The work must span the rebalances. Two writers archive the 200,000 events in a few
   // seconds, before the second process is even assigned partitions (measured: the freeze came
