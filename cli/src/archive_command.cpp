@@ -40,6 +40,8 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
     options->log.Apply();
     options->kafka.Validate();
     options->service.Validate();
+    // Before PostgreSQL is touched: a bad flag is one line and exit code 2, whatever the DSN.
+    consumers::ValidateWriters(options->writers);
     LogFileLimit(StartupFileLimit());
     consumers::ArchiveConfig config;
     config.client_properties = options->kafka.ClientProperties();

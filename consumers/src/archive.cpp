@@ -282,10 +282,17 @@ class Archive::Impl final : public internal::BatchWriter {
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
 };
 
-Archive::Archive(ArchiveConfig config, metrics::Registry& registry) {
-  if (config.writers < 1 || config.writers > 64) {
-    throw ConfigError(fmt::format("--writers {}: expected 1-64", config.writers));
+void ValidateWriters(int writers) {
+  if (writers < 1 || writers > 64) {
+    throw ConfigError(fmt::format(
+        "--writers / AGENTWIRE_ARCHIVE_WRITERS {}: expected 1-64 (PostgreSQL connections, each "
+        "writing its own partitions)",
+        writers));
   }
+}
+
+Archive::Archive(const ArchiveConfig& config, metrics::Registry& registry) {
+  ValidateWriters(config.writers);
   for (int i = 0; i < config.writers; ++i)
     writers_.push_back(std::make_unique<Impl>(config, registry));
 }

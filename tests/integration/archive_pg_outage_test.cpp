@@ -169,5 +169,21 @@ TEST(ArchivePgOutageTest, ASchemaProblemIsReportedAsSuchAndNothingIsSkipped) {
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 0);
 }
 
+// A bad --writers is one line naming the flag and exit code 2, before PostgreSQL is touched (the
+// DSN here points nowhere: a connection attempt would fail with another message).
+TEST(ArchiveConfigTest, HostileWritersRefuseToStartBeforePostgres) {
+  Subprocess::Options options;
+  options.unset_env = {"AGENTWIRE_ARCHIVE_WRITERS", "AGENTWIRE_PG_DSN", "AGENTWIRE_BROKERS"};
+  for (const std::string writers : {"0", "65", "-1", "two", "1e400", "99999999999999999999"}) {
+    const auto result =
+        testing::Run({testing::AgentwireBinary(), "archive", "--brokers", "127.0.0.1:9", "--pg",
+                      "host=/nonexistent/agentwire-socket connect_timeout=1", "--writers", writers},
+                     options, seconds(20));
+    EXPECT_EQ(result.exit_code, std::optional<int>(2)) << writers << "\n" << result.stderr_text;
+    EXPECT_NE(result.stderr_text.find("--writers"), std::string::npos) << writers << "\n"
+                                                                       << result.stderr_text;
+  }
+}
+
 }  // namespace
 }  // namespace agentwire

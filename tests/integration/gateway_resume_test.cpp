@@ -277,7 +277,7 @@ TEST(GatewayResume, MalformedCursorIsRejectedBeforeTheUpgrade) {
 
 // The catch-up and warm-start flags refuse nonsense at start: one line naming the flag, exit 2
 // (never a gateway that pauses every session at 0 bytes or waits forever to be ready).
-TEST(GatewayResumeConfig, HostileCatchupAndWarmStartFlagsRefuseToStart) {
+TEST(GatewayResumeConfig, HostileCatchupWarmStartAndTailFlagsRefuseToStart) {
   const std::vector<std::vector<std::string>> cases = {
       {"--catchup-session-bytes", "10"},
       {"--catchup-session-bytes", "-5"},
@@ -292,11 +292,18 @@ TEST(GatewayResumeConfig, HostileCatchupAndWarmStartFlagsRefuseToStart) {
       {"--jwt-leeway", "-5s"},
       {"--jwt-leeway", "2h"},
       {"--jwt-leeway", "9999999999999999999s"},
+      {"--tail", "some"},
+      {"--tail", ""},
+      {"--tail", "AUTO\x01"},
+      {"--tail-warm-window", "-5s"},
+      {"--tail-warm-window", "soon"},
+      {"--tail-warm-window", "999999999999d"},
   };
   Subprocess::Options options;
   options.unset_env = {"AGENTWIRE_CATCHUP_BUFFER_BYTES", "AGENTWIRE_WARM_START",
-                       "AGENTWIRE_WARM_START_TIMEOUT", "AGENTWIRE_MAX_CATCHUP_EVENTS",
-                       "AGENTWIRE_JWT_LEEWAY"};
+                       "AGENTWIRE_WARM_START_TIMEOUT",   "AGENTWIRE_MAX_CATCHUP_EVENTS",
+                       "AGENTWIRE_JWT_LEEWAY",           "AGENTWIRE_TAIL",
+                       "AGENTWIRE_TAIL_WARM_WINDOW"};
   for (const auto& flags : cases) {
     std::vector<std::string> argv{AgentwireBinary(), "gateway",      "--brokers",
                                   "127.0.0.1:9",     "--jwt-secret", kTestJwtSecret};

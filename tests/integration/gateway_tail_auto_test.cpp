@@ -197,9 +197,7 @@ TEST_F(GatewayTailAutoTest, AUserOnTheWrongReplicaGetsEverythingExactlyOnceAcros
 
   WsClient on_b_again;
   ASSERT_EQ(on_b_again.Connect(Options(b.port, user, log.cursor)).status, 101);
-  log.ReadEvents(on_b_again, kTotal, 60s);
-  publisher.Join();
-  log.ReadEvents(on_b_again, SIZE_MAX, 500ms);
+  log.ReadToTheEnd(on_b_again, publisher, kTotal);
 
   ExpectExactlyOnceInOrder(publisher.Published(), kTotal, log.events);
   EXPECT_EQ(log.ready_frames, 3);

@@ -138,4 +138,10 @@ void ClientLog::ReadUntilClosed(WsClient& client, std::chrono::milliseconds time
   ReadEvents(client, SIZE_MAX, timeout);
 }
 
+void ClientLog::ReadToTheEnd(WsClient& client, PacedPublisher& publisher, size_t total) {
+  ReadEvents(client, total, 60s);
+  publisher.Join();
+  ReadEvents(client, SIZE_MAX, 500ms);
+}
+
 }  // namespace agentwire::testing

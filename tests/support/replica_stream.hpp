@@ -75,6 +75,9 @@ struct ClientLog {
   void ReadEvents(WsClient& client, size_t count, std::chrono::milliseconds timeout);
   /// Reads whatever was still buffered until the server's close.
   void ReadUntilClosed(WsClient& client, std::chrono::milliseconds timeout);
+  /// Reads until `total` events (at most 60 s), waits for `publisher` to finish, then reads
+  /// 500 ms more: anything after the last event would be a duplicate.
+  void ReadToTheEnd(WsClient& client, PacedPublisher& publisher, size_t total);
 };
 
 }  // namespace agentwire::testing

@@ -29,6 +29,9 @@ struct ArchiveConfig {
   int writers = 2;
 };
 
+/// Throws ConfigError unless `writers` is 1-64 (--writers / AGENTWIRE_ARCHIVE_WRITERS).
+void ValidateWriters(int writers);
+
 /// `agentwire archive`: copies every message of the topic into agent_events exactly once (the
 /// batch's rows and the partitions' next offsets in one PostgreSQL transaction, fenced against
 /// stale owners). Undecodable messages become dead_letters rows and are produced to the DLQ
@@ -37,7 +40,7 @@ struct ArchiveConfig {
 class Archive final {
  public:
   /// Throws ConfigError for bad Kafka properties.
-  Archive(ArchiveConfig config, metrics::Registry& registry);
+  Archive(const ArchiveConfig& config, metrics::Registry& registry);
   ~Archive();
   Archive(const Archive&) = delete;
   Archive& operator=(const Archive&) = delete;
