@@ -11,6 +11,7 @@
 #include "agentwire/core/signals.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "agentwire/producers/json_lines.hpp"
+#include "agentwire/producers/run_control.hpp"
 #include "agentwire/producers/simulator.hpp"
 #include "commands.hpp"
 
@@ -59,6 +60,9 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
     LogOptions sim_log;
     producers::SimulatorOptions simulator;
     std::string duration = "10s";
+    std::string lease = "15s";
+    std::string heartbeat_interval = "5s";
+    bool no_run_control = false;
     CLI::App* simulate = nullptr;
   };
   auto options = std::make_shared<Options>();
@@ -105,6 +109,16 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
   simulate->add_option("--user-prefix", sim.user_prefix, "User id prefix")->capture_default_str();
   simulate->add_flag("--serve-reports-in-caller", options->sim_serve_reports_in_caller,
                      kServeReportsHelp);
+  simulate->add_option("--lease", options->lease,
+                       "Each run's lease: the supervisor ends a run silent this long as "
+                       "worker_lost (docs/runs.md)")
+      ->capture_default_str();
+  simulate->add_option("--heartbeat-interval", options->heartbeat_interval,
+                       "How often each open run's heartbeat is published (at most half the lease)")
+      ->capture_default_str();
+  simulate->add_flag("--no-run-control", options->no_run_control,
+                     "Publish unsupervised runs: no lease, no heartbeats, Stop not honoured "
+                     "(for topics without the .control and .heartbeat topics)");
 
   return [options]() -> int {
     if (options->simulate->parsed()) {
@@ -115,6 +129,17 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
       BlockTerminationSignals();
       producers::EventPublisher publisher(config);
       CheckTopic(publisher);
+      std::unique_ptr<producers::RunControl> control;
+      if (!options->no_run_control) {
+        producers::RunControlConfig control_config;
+        control_config.client_properties = config.client_properties;
+        control_config.topic = config.topic;
+        control_config.lease = ParseDuration(options->lease, "--lease");
+        control_config.heartbeat_interval =
+            ParseDuration(options->heartbeat_interval, "--heartbeat-interval");
+        control = std::make_unique<producers::RunControl>(control_config);
+        sim.control = control.get();
+      }
       std::stop_source stop;
       std::thread signal_watcher([&stop] {
         while (!stop.stop_requested()) {
@@ -132,9 +157,9 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
       const auto published = publisher.Stats();
       std::cerr << fmt::format(
           "simulate: {} events ({} delivered, {} failed, {} undelivered); runs: {} completed, "
-          "{} failed, {} abandoned\n",
+          "{} failed, {} cancelled, {} abandoned\n",
           stats.events, published.delivered, published.failed, left, stats.runs_completed,
-          stats.runs_failed, stats.runs_abandoned);
+          stats.runs_failed, stats.runs_cancelled, stats.runs_abandoned);
       return published.failed == 0 && left == 0 ? kExitOk : kExitFailure;
     }
 

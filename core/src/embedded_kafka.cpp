@@ -8,6 +8,7 @@
 
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/options.hpp"
 
 namespace agentwire::kafka {
 
@@ -34,7 +35,10 @@ TopicSpec ParseTopicSpec(std::string_view text) {
 }
 
 std::vector<TopicSpec> DefaultTopics(const std::string& topic, int partitions) {
-  return {{topic, partitions}, {topic + ".dlq", partitions}};
+  return {{topic, partitions},
+          {topic + ".dlq", partitions},
+          {ControlTopicFor(topic), partitions},
+          {HeartbeatTopicFor(topic), partitions}};
 }
 
 EmbeddedKafka::EmbeddedKafka(int broker_count) : broker_count_(broker_count) {

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -55,6 +56,7 @@ class Simulation {
   }
 
   bool Step(SimulatorStats& stats) {
+    if (EndCancelledRuns(stats)) return true;
     const size_t user = std::uniform_int_distribution<size_t>(0, runs_.size() - 1)(rng_);
     auto& run = runs_[user];
     if (!run.emitter) StartRun(user, run, stats);
@@ -80,6 +82,28 @@ class Simulation {
     return std::uniform_int_distribution<uint32_t>(low, high)(rng_);
   }
 
+  // The runs whose user pressed Stop end now, as an agent that aborts its LLM call would.
+  // Returns true when it published something (which counts as this step).
+  bool EndCancelledRuns(SimulatorStats& stats) {
+    std::vector<size_t> users;
+    {
+      std::lock_guard lock(cancelled_mutex_);
+      users.swap(cancelled_);
+    }
+    bool published = false;
+    for (const size_t user : users) {
+      auto& run = runs_[user];
+      if (!run.emitter || !run.emitter->CancelRequested()) continue;  // ended meanwhile
+      if (run.emitter->Cancelled() == PublishStatus::kAccepted) {
+        ++stats.events;
+        published = true;
+      }
+      ++stats.runs_cancelled;
+      run.emitter.reset();
+    }
+    return published;
+  }
+
   void StartRun(size_t user, ActiveRun& run, SimulatorStats& stats) {
     ++stats.runs_started;
     RunIdentity identity;
@@ -88,7 +112,13 @@ class Simulation {
     identity.run_id = fmt::format("r-{}-{}", user + 1, ++run_counter_);
     identity.agent_name = options_.agent_name;
     identity.trace_id = fmt::format("{:016x}{:016x}", rng_(), rng_());
-    run.emitter = std::make_unique<RunEmitter>(sink_, identity);
+    run.emitter = std::make_unique<RunEmitter>(sink_, identity, std::chrono::seconds(5),
+                                               DeliveryCallback{}, 0, options_.control);
+    // Called on RunControl's thread: only note it; the playing thread ends the run.
+    run.emitter->OnCancel([this, user] {
+      std::lock_guard lock(cancelled_mutex_);
+      cancelled_.push_back(user);
+    });
     run.steps.clear();
     run.next = 0;
     run.fails = std::bernoulli_distribution(options_.failure_ratio)(rng_);
@@ -134,6 +164,9 @@ class Simulation {
   EventSink& sink_;
   const SimulatorOptions& options_;
   std::mt19937_64 rng_;
+  // Before runs_, so they outlive the emitters whose Stop handlers use them.
+  std::mutex cancelled_mutex_;
+  std::vector<size_t> cancelled_;  // users whose run was stopped, not yet ended
   std::vector<ActiveRun> runs_;
   uint64_t run_counter_ = 0;
 };

@@ -105,6 +105,8 @@ TEST_F(BrokerCli, CreatesTheDefaultTopicsWith12Partitions) {
   ASSERT_TRUE(topics.count("agent.lifecycle.v1.dlq"));
   EXPECT_EQ(topics.at("agent.lifecycle.v1"), 12);
   EXPECT_EQ(topics.at("agent.lifecycle.v1.dlq"), 12);
+  EXPECT_EQ(topics.at("agent.lifecycle.v1.control"), 12);
+  EXPECT_EQ(topics.at("agent.lifecycle.v1.heartbeat"), 12);
 
   // The same through librdkafka, which is how agentwire's own components ask.
   auto client = kafka::MakeClient(

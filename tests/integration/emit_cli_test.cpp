@@ -341,7 +341,7 @@ TEST_F(EmitCli, BadFlagsExitTwoAndPublishNothing) {
 TEST_F(EmitCli, SimulatePublishesGaplessRunsEachWithOneTerminalEvent) {
   const auto result =
       Emit({"simulate", "--brokers", bootstrap_, "--topic", "emit.sim", "--users", "20", "--rate",
-            "0", "--duration", "0", "--max-events", "2000", "--seed", "11"});
+            "0", "--duration", "0", "--max-events", "2000", "--seed", "11", "--no-run-control"});
   ASSERT_TRUE(result.exit_code.has_value());
   ASSERT_EQ(*result.exit_code, kExitOk) << result.stderr_text;
 

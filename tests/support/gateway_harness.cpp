@@ -31,8 +31,8 @@ std::optional<Frame> ParseFrame(const std::string& text) {
 
 GatewayHarness::GatewayHarness(int partitions, int brokers, std::string topic)
     : partitions_(partitions), topic_(std::move(topic)), kafka_(brokers) {
-  kafka_.CreateTopic({topic_, partitions_});
-  kafka_.CreateTopic({topic_ + ".dlq", partitions_});
+  // The topic, its .dlq and the run-control topics (Stop, heartbeats), as `agentwire broker`.
+  for (const auto& spec : kafka::DefaultTopics(topic_, partitions_)) kafka_.CreateTopic(spec);
   producers::PublisherConfig config;
   config.client_properties = {{"bootstrap.servers", kafka_.BootstrapServers()}, {"linger.ms", "1"}};
   config.topic = topic_;

@@ -127,12 +127,16 @@ TEST(ParseTopicSpec, RejectsBadSpecs) {
   }
 }
 
-TEST(DefaultTopics, AreTheTopicAndItsDlq) {
+TEST(DefaultTopics, AreTheTopicItsDlqAndTheRunControlTopics) {
   const auto topics = kafka::DefaultTopics();
-  ASSERT_EQ(topics.size(), 2U);
+  ASSERT_EQ(topics.size(), 4U);
   EXPECT_EQ(topics[0].name, "agent.lifecycle.v1");
-  EXPECT_EQ(topics[0].partitions, 12);
   EXPECT_EQ(topics[1].name, "agent.lifecycle.v1.dlq");
+  EXPECT_EQ(topics[2].name, "agent.lifecycle.v1.control");
+  EXPECT_EQ(topics[3].name, "agent.lifecycle.v1.heartbeat");
+  // Co-partitioned with the event topic: a user's control records sit in the partition of
+  // the same number as the user's events (the supervisor relies on it).
+  for (const auto& topic : topics) EXPECT_EQ(topic.partitions, 12) << topic.name;
 }
 
 TEST(ParseProperties, SplitsAtTheFirstEquals) {

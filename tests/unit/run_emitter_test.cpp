@@ -529,5 +529,37 @@ TEST(Simulator, StopsOnStopToken) {
   ExpectWellFormedRuns(sink.Events());
 }
 
+TEST(RunEmitter, CancelledIsTheStopEndAndClosesTheRun) {
+  RecordingSink sink;
+  {
+    RunEmitter run(sink, Alice());
+    ASSERT_EQ(run.Started("question"), PublishStatus::kAccepted);
+    EXPECT_FALSE(run.CancelRequested());  // no RunControl: nobody can stop it
+    ASSERT_EQ(run.Cancelled(), PublishStatus::kAccepted);
+    EXPECT_TRUE(run.Finished());
+    EXPECT_EQ(run.Thinking("after the end"), PublishStatus::kClosed);
+  }  // no abandoned end on top of it
+  const auto events = sink.Events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].agent_started().lease_ms(), 0u);  // unsupervised without RunControl
+  ASSERT_TRUE(events[1].has_agent_failed());
+  EXPECT_EQ(events[1].agent_failed().error_code(), "cancelled");
+  EXPECT_EQ(events[1].agent_failed().message(), "stopped by the user");
+  EXPECT_EQ(events[1].run_seq(), 2u);
+}
+
+TEST(RunEmitter, AnOnCancelHandlerRegisteredWithoutAStopNeverRuns) {
+  RecordingSink sink;
+  int called = 0;
+  {
+    RunEmitter run(sink, Alice());
+    run.OnCancel([&called] { ++called; });
+    ASSERT_EQ(run.Started("question"), PublishStatus::kAccepted);
+    ASSERT_EQ(run.Completed("done"), PublishStatus::kAccepted);
+  }
+  EXPECT_EQ(called, 0);
+  EXPECT_EQ(sink.Events().size(), 2u);
+}
+
 }  // namespace
 }  // namespace agentwire::producers

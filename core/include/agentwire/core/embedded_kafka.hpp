@@ -19,7 +19,8 @@ struct TopicSpec {
 /// Parses `NAME:PARTITIONS` (the `--topic` flag of `agentwire broker`). Throws ConfigError.
 TopicSpec ParseTopicSpec(std::string_view text);
 
-/// The default topics: agent.lifecycle.v1 with 12 partitions and its .dlq.
+/// The default topics: agent.lifecycle.v1 with 12 partitions, its .dlq, and the run-control
+/// topics .control and .heartbeat (docs/runs.md), all with the same partition count.
 std::vector<TopicSpec> DefaultTopics(const std::string& topic = "agent.lifecycle.v1",
                                      int partitions = 12);
 

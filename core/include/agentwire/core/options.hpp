@@ -17,6 +17,12 @@ namespace agentwire {
 inline constexpr const char* kDefaultBrokers = "127.0.0.1:9092";
 inline constexpr const char* kDefaultTopic = "agent.lifecycle.v1";
 
+/// The run-control topics beside an event topic (docs/runs.md): cancel requests (gateway ->
+/// workers and supervisor) and heartbeats (workers -> supervisor). Same partition count and
+/// key (user_id) as the event topic.
+inline std::string ControlTopicFor(const std::string& topic) { return topic + ".control"; }
+inline std::string HeartbeatTopicFor(const std::string& topic) { return topic + ".heartbeat"; }
+
 /// Flags every Kafka-facing subcommand shares. Each flag has an AGENTWIRE_* variable;
 /// the flag wins over the variable (CLI11 semantics).
 struct KafkaOptions {

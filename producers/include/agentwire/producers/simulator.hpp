@@ -10,6 +10,8 @@
 
 namespace agentwire::producers {
 
+class RunControl;
+
 struct SimulatorOptions {
   int users = 10;  // user ids: <user_prefix>0001 ...
   std::string user_prefix = "user-";
@@ -19,6 +21,9 @@ struct SimulatorOptions {
   double failure_ratio = 0.1;                  // share of runs that end in agent_failed
   uint64_t seed = 0;                           // 0 = random
   std::string agent_name = "researcher";
+  /// With it, runs are supervised (lease, heartbeats) and honour the user's Stop like an agent
+  /// would: the run stops playing its steps and ends cancelled (docs/runs.md).
+  RunControl* control = nullptr;
 };
 
 struct SimulatorStats {
@@ -27,6 +32,7 @@ struct SimulatorStats {
   uint64_t runs_completed = 0;
   uint64_t runs_failed = 0;
   uint64_t runs_abandoned = 0;  // still open at the end: closed with agent_failed run_abandoned
+  uint64_t runs_cancelled = 0;  // stopped by their user (RunControl)
   uint64_t rejected = 0;        // sink answered other than kAccepted (after waiting)
 };
 
