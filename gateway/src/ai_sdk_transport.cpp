@@ -125,6 +125,13 @@ std::string AiSdkTransport::ChunksFor(const std::string& frame) {
     finished_ = true;
   } else if (type == "agent_failed") {
     close_text();
+    if (StringAt(event, "agent_failed", "error_code") == "cancelled") {
+      // The user's Stop (docs/runs.md): the SDK's own end for a stopped answer, not an error.
+      AppendChunk(out, {{"type", "abort"}, {"reason", StringAt(event, "agent_failed", "message")}});
+      out.append("data: [DONE]\n\n");
+      finished_ = true;
+      return out;
+    }
     std::string message = StringAt(event, "agent_failed", "message");
     if (message.empty()) message = StringAt(event, "agent_failed", "error_code");
     out += ErrorAndDone(message);

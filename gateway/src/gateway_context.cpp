@@ -84,9 +84,13 @@ GatewayContext::GatewayContext(GatewayConfig config_in, TopicIdentity identity_i
       history(TailConsumerProperties(config.client_properties, config.fetch_wait), identity,
               HistoryLimits(config), catchup_budget, registry_in),
       verifier(config.auth),
+      canceller(config.client_properties, config.topic, hub, registry_in),
       max_connections(config.max_connections > 0 ? config.max_connections
                                                  : DefaultMaxConnections(CurrentFileLimit().soft)) {
   metrics.max_connections.Set(max_connections);
+  hub.SetLateEventCounter(&registry_in.GetCounter(
+      "agentwire_gateway_late_events_total",
+      "Events of runs that had ended (a zombie worker's; docs/runs.md): read, never delivered"));
 }
 
 bool GatewayContext::AcquireConnection(const std::string& user) {

@@ -14,6 +14,7 @@
 #include "history.hpp"
 #include "kafka_tail.hpp"
 #include "partition_hub.hpp"
+#include "run_cancel.hpp"
 
 namespace agentwire::gateway {
 
@@ -60,6 +61,7 @@ struct GatewayContext {
   CatchupBudget catchup_budget;
   HistoryService history;  // Kafka reads for cursors older than the cache (its own thread)
   TokenVerifier verifier;
+  RunCanceller canceller;  // Stop: cancel requests to the control topic (docs/runs.md)
   std::function<bool()> kafka_ready;
   std::atomic<bool> draining{false};
 

@@ -9,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <nlohmann/json.hpp>
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
@@ -58,6 +59,17 @@ std::string AiSdkThread(std::string_view path) {
   if (!path.starts_with(kPrefix) || !path.ends_with(kSuffix) ||
       path.size() <= kPrefix.size() + kSuffix.size()) {
     return {};
+  }
+  return std::string(path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size()));
+}
+
+// POST /v1/runs/{run_id}/cancel: the run id (percent-decoded), or nullopt for any other path.
+std::optional<std::string> CancelRunId(std::string_view path) {
+  constexpr std::string_view kPrefix = "/v1/runs/";
+  constexpr std::string_view kSuffix = "/cancel";
+  if (!path.starts_with(kPrefix) || !path.ends_with(kSuffix) ||
+      path.size() < kPrefix.size() + kSuffix.size()) {
+    return std::nullopt;
   }
   return std::string(path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size()));
 }
@@ -143,6 +155,19 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
         Subscribe(request, target, Wire::kAiSdk, ai_sdk_thread);
         return;
       }
+    }
+    if (const auto run_id = CancelRunId(target.path)) {
+      const auto origin = Sv(request[http::field::origin]);
+      if (!origin.empty() && OriginAllowed(origin)) cors_origin_ = std::string(origin);
+      if (request.method() == http::verb::options) {
+        Send(http::status::no_content, "text/plain", "");
+      } else if (request.method() == http::verb::post) {
+        CancelRun(request, *run_id);
+      } else {
+        SendError(http::status::method_not_allowed, "method_not_allowed",
+                  "POST /v1/runs/{run_id}/cancel stops a run", keep_alive_);
+      }
+      return;
     }
     if (request.method() != http::verb::get && !head_) {
       SendError(http::status::method_not_allowed, "method_not_allowed", "only GET is served",
@@ -338,6 +363,70 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     session->Run(request);
   }
 
+  /// Stop (docs/runs.md): the token's user asks to cancel `run_id`. Answered once the request
+  /// is stored in Kafka (202), or at once (400, 401, 403, 404, 409).
+  void CancelRun(const http::request<http::string_body>& request, const std::string& run_id) {
+    if (!OriginAllowed(Sv(request[http::field::origin]))) {
+      SendError(http::status::forbidden, "origin_not_allowed",
+                "this Origin is not in AGENTWIRE_ALLOWED_ORIGINS", keep_alive_);
+      return;
+    }
+    const auto auth = context_->verifier.Verify(
+        ExtractToken(Sv(request[http::field::authorization]), Sv(request.target()), {}));
+    if (!auth.ok) {
+      context_->metrics.rejected_unauthorized.Inc();
+      SendError(http::status::unauthorized, auth.error_code, auth.message, keep_alive_);
+      return;
+    }
+    const int partition = PartitionForKey(auth.user_id, context_->identity.partition_count);
+    // --tail auto: a replica that does not read the user's partition starts reading it for the
+    // time of the request, so the run index learns the run (RunCanceller waits for it).
+    auto waiter = std::make_shared<TailWaiter>();
+    context_->hub.Attach(partition, auth.user_id, waiter);
+    context_->canceller.Cancel(
+        stream_.get_executor(), auth.user_id, partition, run_id,
+        [self = shared_from_this(), waiter, partition, user = auth.user_id,
+         run_id](const RunCanceller::Outcome& outcome) {
+          asio::post(self->stream_.get_executor(), [self, waiter, partition, user, run_id,
+                                                    outcome] {
+            self->context_->hub.Detach(partition, user, waiter.get());
+            self->AnswerCancel(run_id, outcome);
+          });
+        });
+  }
+
+  void AnswerCancel(const std::string& run_id, const RunCanceller::Outcome& outcome) {
+    using Result = RunCanceller::Result;
+    const auto name = RunCanceller::ResultName(outcome.result);
+    switch (outcome.result) {
+      case Result::kRequested:
+        Send(http::status::accepted, "application/json",
+             nlohmann::json{{"status", "cancel_requested"}, {"run_id", run_id}}.dump(
+                 -1, ' ', false, nlohmann::json::error_handler_t::replace));
+        return;
+      case Result::kUnknownRun:
+        SendError(http::status::not_found, name,
+                  "no run of this id for this user on this replica (runs started within its "
+                  "warm start are known)",
+                  keep_alive_);
+        return;
+      case Result::kRunEnded:
+        Send(http::status::conflict, "application/json",
+             fmt::format(R"({{"error":"run_ended","message":"the run has ended","end":{}}})",
+                         RunCanceller::EndJson(outcome.run)));
+        return;
+      case Result::kBadRunId:
+        SendError(http::status::bad_request, name,
+                  "run_id must be 1-256 bytes without control characters", keep_alive_);
+        return;
+      case Result::kUnavailable:
+        retry_after_ = 1;
+        SendError(http::status::service_unavailable, name,
+                  "the cancel request could not be stored in Kafka; retry", keep_alive_);
+        return;
+    }
+  }
+
   void WaitForRuns(const http::request<http::string_body>& request, int partition,
                    const std::string& user, const std::string& thread) {
     waiting_request_ = request;
@@ -406,7 +495,7 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     if (retry_after_ > 0) response->set(http::field::retry_after, std::to_string(retry_after_));
     if (!cors_origin_.empty()) {
       response->set(http::field::access_control_allow_origin, cors_origin_);
-      response->set(http::field::access_control_allow_methods, "GET, OPTIONS");
+      response->set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
       response->set(http::field::access_control_allow_headers, "Authorization, Content-Type");
       response->set(http::field::access_control_max_age, "600");
       response->set(http::field::vary, "Origin");

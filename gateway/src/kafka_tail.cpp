@@ -42,6 +42,27 @@ std::shared_ptr<const std::string> BuildEventFrame(const LogEntry& entry, std::s
   return std::make_shared<const std::string>(EventFrame(EncodeCursor(entry.cursor), event));
 }
 
+// AgentFailed's error_code (field 1) off the wire; leaves `error_code` empty when malformed
+// (the frame builder decides about the record as a whole).
+void ScanFailedBody(std::string_view body, std::string_view& error_code) {
+  const auto* at = reinterpret_cast<const uint8_t*>(body.data());
+  const auto* end = at + body.size();
+  while (at < end) {
+    uint64_t tag = 0;
+    if (!ReadVarint(at, end, tag)) return;
+    if ((tag & 7) == 0) {
+      uint64_t ignored = 0;
+      if (!ReadVarint(at, end, ignored)) return;
+      continue;
+    }
+    if ((tag & 7) != 2) return;  // AgentFailed has only strings
+    uint64_t length = 0;
+    if (!ReadVarint(at, end, length) || length > static_cast<uint64_t>(end - at)) return;
+    if ((tag >> 3) == 1) error_code = {reinterpret_cast<const char*>(at), length};
+    at += length;
+  }
+}
+
 }  // namespace
 
 bool ScanRoutingFields(std::string_view value, RoutingFields& fields) {
@@ -81,6 +102,12 @@ bool ScanRoutingFields(std::string_view value, RoutingFields& fields) {
           case 4:
             fields.run_id = bytes;
             break;
+          case 25: {  // agent_failed: its error_code (1) says how the run ended
+            fields.body_field = 25;
+            fields.error_code = {};
+            ScanFailedBody(bytes, fields.error_code);
+            break;
+          }
           default:
             if ((tag >> 3) >= 20 && (tag >> 3) <= 29)
               fields.body_field = static_cast<int>(tag >> 3);
@@ -137,6 +164,7 @@ LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t o
   entry->thread_id = routing.thread_id;
   entry->run_id = routing.run_id;
   entry->kind = static_cast<EventKind>(routing.body_field);
+  entry->end = RunEndOf(entry->kind, routing.error_code);
   entry->cursor = identity.CursorAt(partition, offset + 1);
   // JSON spells out field names and escapes some bytes: about twice the record, plus the
   // envelope and cursor. Only the cache's byte budget uses the estimate.

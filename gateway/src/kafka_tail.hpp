@@ -26,6 +26,7 @@ struct RoutingFields {
   std::string_view thread_id;
   std::string_view run_id;
   int body_field = 0;  // the oneof body's field number (20 agent_started ... 26 message_delta)
+  std::string_view error_code;  // agent_failed's error_code (docs/runs.md), when the body is one
 };
 /// false when `value` is not well-formed protobuf wire format.
 bool ScanRoutingFields(std::string_view value, RoutingFields& fields);

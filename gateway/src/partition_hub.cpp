@@ -5,6 +5,40 @@
 
 namespace agentwire::gateway {
 
+namespace {
+std::string RunKey(const std::string& user_id, const std::string& id) {
+  std::string key = user_id;
+  key.push_back('\0');
+  key += id;
+  return key;
+}
+}  // namespace
+
+RunEnd RunEndOf(EventKind kind, std::string_view error_code) {
+  if (kind == EventKind::kAgentCompleted) return RunEnd::kCompleted;
+  if (kind != EventKind::kAgentFailed) return RunEnd::kNone;
+  if (error_code == "cancelled") return RunEnd::kCancelled;
+  if (error_code == "worker_lost") return RunEnd::kWorkerLost;
+  return RunEnd::kFailed;
+}
+
+std::string_view RunEndType(RunEnd end) {
+  switch (end) {
+    case RunEnd::kNone:
+      return "";
+    case RunEnd::kCompleted:
+      return "agent_completed";
+    default:
+      return "agent_failed";
+  }
+}
+
+std::string_view RunEndCode(RunEnd end) {
+  if (end == RunEnd::kCancelled) return "cancelled";
+  if (end == RunEnd::kWorkerLost) return "worker_lost";
+  return "";
+}
+
 std::shared_ptr<LogEntry> LogEntry::MetadataOf(const LogEntry& other) {
   auto copy = std::make_shared<LogEntry>();
   copy->offset = other.offset;
@@ -14,6 +48,7 @@ std::shared_ptr<LogEntry> LogEntry::MetadataOf(const LogEntry& other) {
   copy->thread_id = other.thread_id;
   copy->run_id = other.run_id;
   copy->kind = other.kind;
+  copy->end = other.end;
   copy->cursor = other.cursor;
   return copy;
 }
@@ -120,6 +155,8 @@ std::vector<int> PartitionHub::StopIdleTails(std::chrono::steady_clock::duration
     p.cache.clear();
     p.cache_bytes = 0;
     p.runs.clear();
+    p.runs_by_id.clear();
+    p.ended_order.clear();
     stopped.push_back(static_cast<int>(i));
   }
   return stopped;
@@ -154,6 +191,13 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
     // renewed: dispatched already (or to nobody), never twice.
     if (!p.tailed || entry->offset < p.dispatched_end) return;
     p.dispatched_end = entry->offset + 1;
+    if (IsLateLocked(p, *entry)) {
+      // A zombie worker's event after its run's end (docs/runs.md): kept in the log, counted,
+      // never delivered (like Skip: not cached either, so no read path can hand it out).
+      if (p.cache.empty()) p.covered_from = p.dispatched_end;
+      if (late_events_ != nullptr) late_events_->Inc();
+      return;
+    }
     TrackRun(p, *entry);
     if (cache_bytes_per_partition_ > 0) {
       p.cache_bytes += cached->Bytes();
@@ -300,14 +344,63 @@ PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::strin
   return read;
 }
 
+bool PartitionHub::IsLateLocked(const Partition& p, const LogEntry& entry) {
+  if (entry.run_id.empty()) return false;
+  const auto it = p.runs_by_id.find(RunKey(entry.user_id, entry.run_id));
+  return it != p.runs_by_id.end() && it->second.ended_at >= 0 && entry.offset > it->second.ended_at;
+}
+
+bool PartitionHub::IsLate(int partition, const LogEntry& entry) const {
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  std::lock_guard lock(p.mutex);
+  return IsLateLocked(p, entry);
+}
+
+std::optional<PartitionHub::RunState> PartitionHub::RunById(int partition,
+                                                            const std::string& user_id,
+                                                            const std::string& run_id) const {
+  auto& p = *partitions_.at(static_cast<size_t>(partition));
+  const std::string key = RunKey(user_id, run_id);
+  std::lock_guard lock(p.mutex);
+  const auto it = p.runs_by_id.find(key);
+  if (it == p.runs_by_id.end()) return std::nullopt;
+  return it->second;
+}
+
 void PartitionHub::TrackRun(Partition& p, const LogEntry& entry) {
+  if (!entry.run_id.empty() &&
+      (entry.kind == EventKind::kAgentStarted || entry.end != RunEnd::kNone)) {
+    auto [it, inserted] = p.runs_by_id.try_emplace(RunKey(entry.user_id, entry.run_id));
+    auto& run = it->second;
+    if (entry.kind == EventKind::kAgentStarted) {
+      if (run.started_at < 0) run.started_at = entry.offset;
+    } else if (run.ended_at < 0) {  // the first end wins; IsLateLocked keeps later ones away
+      run.ended_at = entry.offset;
+      run.end = entry.end;
+      run.end_cursor = entry.cursor;
+      p.ended_order.push_back(it->first);
+      if (p.ended_order.size() > kMaxEndedRunsPerPartition) {
+        p.runs_by_id.erase(p.ended_order.front());
+        p.ended_order.pop_front();
+      }
+    }
+    if (inserted && p.runs_by_id.size() > kMaxRunsPerPartition + kMaxEndedRunsPerPartition) {
+      // Runs that never ended must not grow this without bound: drop the oldest open start.
+      auto oldest = p.runs_by_id.end();
+      for (auto r = p.runs_by_id.begin(); r != p.runs_by_id.end(); ++r) {
+        if (r->second.ended_at < 0 &&
+            (oldest == p.runs_by_id.end() || r->second.started_at < oldest->second.started_at)) {
+          oldest = r;
+        }
+      }
+      if (oldest != p.runs_by_id.end()) p.runs_by_id.erase(oldest);
+    }
+  }
   if (entry.kind != EventKind::kAgentStarted && entry.kind != EventKind::kAgentCompleted &&
       entry.kind != EventKind::kAgentFailed) {
     return;
   }
-  std::string key = entry.user_id;
-  key.push_back('\0');
-  key += entry.thread_id;
+  std::string key = RunKey(entry.user_id, entry.thread_id);
   if (entry.kind == EventKind::kAgentStarted) {
     p.runs[std::move(key)] = {entry.run_id, entry.offset};
     if (p.runs.size() > kMaxRunsPerPartition) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "agentwire/core/cursor.hpp"
+#include "agentwire/core/metrics.hpp"
 
 namespace agentwire::gateway {
 
@@ -29,6 +30,20 @@ enum class EventKind : uint8_t {
   kAgentFailed = 25,
   kMessageDelta = 26,
 };
+
+/// How a run ended (docs/runs.md): from its first terminal event.
+enum class RunEnd : uint8_t {
+  kNone = 0,    // not a terminal event
+  kCompleted,   // agent_completed
+  kFailed,      // agent_failed, any other error_code
+  kCancelled,   // agent_failed "cancelled": the user's Stop
+  kWorkerLost,  // agent_failed "worker_lost": the supervisor ended a silent run
+};
+RunEnd RunEndOf(EventKind kind, std::string_view error_code);
+/// "agent_completed" / "agent_failed" (the terminal's type).
+std::string_view RunEndType(RunEnd end);
+/// "cancelled" / "worker_lost" for those ends; "" for the others.
+std::string_view RunEndCode(RunEnd end);
 
 /// The run of a thread that has started and not ended yet, as the log shows it.
 struct RunInProgress {
@@ -60,6 +75,7 @@ struct LogEntry {
   // the frame, which a reader fetches from Kafka.
   bool frame_not_cached = false;
   EventKind kind = EventKind::kOther;
+  RunEnd end = RunEnd::kNone;  // set on terminal events
   std::string user_id;
   std::string thread_id;
   std::string run_id;
@@ -190,6 +206,27 @@ class PartitionHub final {
   std::optional<RunInProgress> RunOf(int partition, const std::string& user_id,
                                      const std::string& thread_id) const;
   static constexpr size_t kMaxRunsPerPartition = 100'000;
+
+  /// A run as this replica knows it from the log (its start and its first end), for Stop.
+  struct RunState {
+    int64_t started_at = -1;  // offset of its agent_started (-1: seen only without its start)
+    int64_t ended_at = -1;    // offset of its first terminal event; -1 while open
+    RunEnd end = RunEnd::kNone;
+    Cursor end_cursor;        // the resume point after its end
+  };
+  /// The run `run_id` of `user_id`, as far as this replica has read the partition (since its
+  /// warm start); nullopt when unknown, or when the run is another user's. The ended runs are
+  /// kept for kMaxEndedRunsPerPartition runs per partition.
+  std::optional<RunState> RunById(int partition, const std::string& user_id,
+                                  const std::string& run_id) const;
+  static constexpr size_t kMaxEndedRunsPerPartition = 20'000;
+  /// True when `entry` belongs to a run whose first end came before it (a "late event" of a
+  /// zombie worker, docs/runs.md). Dispatch never hands such an entry on; sessions ask for the
+  /// entries they read from Kafka.
+  bool IsLate(int partition, const LogEntry& entry) const;
+  /// Counts the late events Dispatch skips (once per event, not per session).
+  void SetLateEventCounter(metrics::Counter* counter) { late_events_ = counter; }
+
   size_t CachedBytes() const;
 
  private:
@@ -212,7 +249,10 @@ class PartitionHub final {
     size_t cache_bytes = 0;
     std::map<std::string, std::vector<ListenerRef>> listeners;
     std::unordered_map<std::string, RunInProgress> runs;  // key: user_id '\0' thread_id
+    std::unordered_map<std::string, RunState> runs_by_id;  // key: user_id '\0' run_id
+    std::deque<std::string> ended_order;                   // runs_by_id keys, by end
   };
+  static bool IsLateLocked(const Partition& p, const LogEntry& entry);
 
   /// Keeps `runs` current with a started or ended run (under the partition's lock).
   static void TrackRun(Partition& p, const LogEntry& entry);
@@ -223,6 +263,7 @@ class PartitionHub final {
   std::mutex tail_requests_mutex_;
   std::vector<int> tail_requests_;
   std::atomic<bool> tail_requests_pending_{false};
+  metrics::Counter* late_events_ = nullptr;
 };
 
 }  // namespace agentwire::gateway

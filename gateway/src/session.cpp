@@ -1,5 +1,6 @@
 #include "session.hpp"
 
+#include <algorithm>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <chrono>
@@ -106,7 +107,15 @@ void Session::ArmTokenTimer() {
 
 void Session::HandleClientMessage(const std::string& message) {
   const auto json = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object() || json.value("type", "") != "refresh") return;
+  if (!json.is_object()) return;
+  const auto type = json.find("type");
+  if (type == json.end() || !type->is_string()) return;
+  if (*type == "cancel") {
+    const auto run = json.find("run_id");
+    RequestCancel(run != json.end() && run->is_string() ? run->get<std::string>() : std::string());
+    return;
+  }
+  if (*type != "refresh") return;
   const auto* token = json.contains("token") && json["token"].is_string()
                           ? json["token"].get_ptr<const std::string*>()
                           : nullptr;
@@ -124,6 +133,26 @@ void Session::HandleClientMessage(const std::string& message) {
   context_->metrics.refreshes_accepted.Inc();
   token_expires_at_ = auth.expires_at;
   ArmTokenTimer();  // replaces the pending wait (expires_after cancels it)
+}
+
+void Session::RequestCancel(const std::string& run_id) {
+  context_->canceller.Cancel(
+      transport_->GetExecutor(), user_id_, partition_, run_id,
+      [self = shared_from_this(), run_id](const RunCanceller::Outcome& outcome) {
+        asio::dispatch(self->transport_->GetExecutor(), [self, run_id, outcome] {
+          if (self->phase_ == Phase::kClosing || self->phase_ == Phase::kClosed) return;
+          nlohmann::json frame = {{"type", "cancel_result"},
+                                  {"run_id", run_id},
+                                  {"result", RunCanceller::ResultName(outcome.result)}};
+          if (outcome.result == RunCanceller::Result::kRunEnded) {
+            frame["end"] = nlohmann::json::parse(RunCanceller::EndJson(outcome.run));
+          }
+          self->Push({std::make_shared<const std::string>(frame.dump(
+                          -1, ' ', false, nlohmann::json::error_handler_t::replace)),
+                      0, FrameKind::kControl});
+          self->WriteNext();
+        });
+      });
 }
 
 void Session::CancelTimers() {
@@ -271,7 +300,7 @@ void Session::PumpCatchUp() {
       counted_cache_ = true;
       context_->metrics.resumes_cache.Inc();
     }
-    for (auto& entry : read.entries) AddCatchup(std::move(entry), 0);
+    for (auto& entry : read.entries) AddCatchup(std::move(entry), 0, false);
     hand_off_.Advance(read.next_offset);
   }
 }
@@ -291,7 +320,7 @@ void Session::HandleHistory(HistoryChunk chunk) {
   }
   for (auto& entry : chunk.entries) {
     const size_t bytes = entry->Bytes();  // what the history reader charged for it
-    AddCatchup(std::move(entry), bytes);
+    AddCatchup(std::move(entry), bytes, true);
   }
   using Status = HistoryChunk::Status;
   switch (chunk.status) {
@@ -336,13 +365,27 @@ void Session::GoLive() {
   for (const auto& entry : buffered) AcceptLive(entry);
 }
 
-void Session::AddCatchup(LogEntryPtr entry, size_t charged_bytes) {
+void Session::AddCatchup(LogEntryPtr entry, size_t charged_bytes, bool from_kafka) {
   // Only what will be written is kept, so "catchup_ is not empty" means "a frame follows".
-  if (!filters_.Matches(*entry) || !hand_off_.TakeCatchup(entry->offset)) {
+  if (!filters_.Matches(*entry) || !hand_off_.TakeCatchup(entry->offset) ||
+      EndedAlready(*entry, from_kafka)) {
     ReleaseCatchup(charged_bytes);
     return;
   }
   catchup_.push_back({std::move(entry), charged_bytes});
+}
+
+bool Session::EndedAlready(const LogEntry& entry, bool ask_hub) {
+  if (entry.run_id.empty()) return false;
+  if (std::find(ended_runs_.begin(), ended_runs_.end(), entry.run_id) != ended_runs_.end() ||
+      (ask_hub && context_->hub.IsLate(partition_, entry))) {
+    return true;
+  }
+  if (entry.end != RunEnd::kNone) {
+    if (ended_runs_.size() == kEndedRunsKept) ended_runs_.erase(ended_runs_.begin());
+    ended_runs_.push_back(entry.run_id);
+  }
+  return false;
 }
 
 void Session::ReleaseCatchup(size_t bytes) {
@@ -391,7 +434,7 @@ void Session::AcceptLive(const LogEntryPtr& entry) {
     SendReset(kResetHistoryUnavailable);
     return;
   }
-  if (!filters_.Matches(*entry)) return;
+  if (!filters_.Matches(*entry) || EndedAlready(*entry, false)) return;
   const auto& frame = entry->Frame();  // built here, on the first session that sends it
   if (!frame) return;                  // a record that did not decode: nobody gets it
   Push({frame, entry->timestamp_ms, FrameKind::kEvent});

@@ -103,8 +103,13 @@ class Session final : public LiveListener,
   void HandleHistory(HistoryChunk chunk);
   void SubmitHistory(int64_t from, int64_t to);
   void GoLive();
-  /// Keeps a fetched entry unless it was written already or the filters exclude it.
-  void AddCatchup(LogEntryPtr entry, size_t charged_bytes);
+  /// Keeps a fetched entry unless it was written already, the filters exclude it, or its run
+  /// had ended (`from_kafka`: read past the hub, which judged everything it dispatched).
+  void AddCatchup(LogEntryPtr entry, size_t charged_bytes, bool from_kafka);
+  /// First terminal wins (docs/runs.md): true for an event of a run whose end this session
+  /// delivered, or (`ask_hub`) whose end the replica has read before it. Call once per entry
+  /// about to be delivered, in offset order: it notes the ends it lets through.
+  bool EndedAlready(const LogEntry& entry, bool ask_hub);
   void ReleaseCatchup(size_t bytes);
   void DropCatchup();
   void SendReset(std::string_view reason);
@@ -125,8 +130,11 @@ class Session final : public LiveListener,
   /// Closes with 4001 at the token's exp + leeway.
   void ArmTokenTimer();
   /// A message from the client: `{"type":"refresh","token":…}` replaces the token (same sub,
-  /// else 4003); anything else is ignored.
+  /// else 4003); `{"type":"cancel",…}` (RequestCancel); anything else is ignored.
   void HandleClientMessage(const std::string& message);
+  /// `{"type":"cancel","run_id":…}`: Stop (docs/runs.md); answered with a `cancel_result`
+  /// frame, whatever the result (an empty run_id is bad_run_id).
+  void RequestCancel(const std::string& run_id);
   void CancelTimers();
   void StartClose(boost::beast::websocket::close_code code, std::string reason);
   std::string CursorAt(int64_t next_offset) const;
@@ -144,6 +152,9 @@ class Session final : public LiveListener,
   bool attached_ = false;
   bool waiting_for_tail_ = false;  // attached to a partition the tailer has not started yet
   uint64_t replayed_ = 0;
+  // The runs whose end this session delivered, newest last (a few: a bounded ring).
+  std::vector<std::string> ended_runs_;
+  static constexpr size_t kEndedRunsKept = 32;
 
   // Catch-up: hand_off_ says what is still to be fetched and joins it to the live stream by
   // offset; catchup_ holds what was fetched and not yet written.
