@@ -33,7 +33,7 @@ bool SchemaIsKnown() {
     const std::array<std::pair<const google::protobuf::Descriptor*, int>, 9> expected = {{
         {event, 17},
         {v1::Truncation::descriptor(), 3},
-        {v1::AgentStarted::descriptor(), 2},
+        {v1::AgentStarted::descriptor(), 3},
         {v1::AgentThinking::descriptor(), 1},
         {v1::ToolExecuting::descriptor(), 3},
         {v1::ToolCompleted::descriptor(), 5},
@@ -184,6 +184,8 @@ bool AppendBody(const v1::AgentEvent& event, std::string& out) {
       const auto& b = event.agent_started();
       ok = AppendStringField("\"input\":\"", b.input(), out);
       ok = ok && AppendStringField(",\"model\":\"", b.model(), out);
+      out.append(",\"lease_ms\":");
+      AppendNumber(b.lease_ms(), out);
       break;
     }
     case v1::AgentEvent::kAgentThinking:
