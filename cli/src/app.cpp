@@ -30,6 +30,7 @@ int RunCli(int argc, char** argv) {
   add(&RegisterReplayCommand);
   add(&RegisterArchiveCommand);
   add(&RegisterAnalyticsCommand);
+  add(&RegisterSupervisorCommand);
 
   try {
     app.parse(argc, argv);

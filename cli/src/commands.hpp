@@ -30,5 +30,6 @@ CommandAction RegisterTokenCommand(CLI::App& app);
 CommandAction RegisterReplayCommand(CLI::App& app);
 CommandAction RegisterArchiveCommand(CLI::App& app);
 CommandAction RegisterAnalyticsCommand(CLI::App& app);
+CommandAction RegisterSupervisorCommand(CLI::App& app);
 
 }  // namespace agentwire::cli

@@ -14,12 +14,15 @@
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/listen.hpp"
 #include "agentwire/core/logging.hpp"
+#include "agentwire/core/metrics.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
 #include "agentwire/gateway/auth.hpp"
 #include "agentwire/gateway/gateway.hpp"
 #include "agentwire/producers/event_publisher.hpp"
+#include "agentwire/producers/run_control.hpp"
 #include "agentwire/producers/simulator.hpp"
+#include "agentwire/supervisor/supervisor.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "commands.hpp"
 #include "embedded_setup.hpp"
@@ -235,6 +238,26 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     config.client_properties = {{"bootstrap.servers", cluster->BootstrapServers()}};
     config.topic = options->topic;
     producers::EventPublisher publisher(config);
+    // The demo's agents are supervised and honour Stop like real ones (docs/runs.md).
+    producers::RunControlConfig control_config;
+    control_config.client_properties = config.client_properties;
+    control_config.topic = options->topic;
+    producers::RunControl run_control(control_config);
+    sim.control = &run_control;
+    // The supervisor ends the runs of a worker that died and the Stops nobody confirmed.
+    metrics::Registry supervisor_metrics;
+    supervisor::SupervisorConfig supervisor_config;
+    supervisor_config.client_properties = config.client_properties;
+    supervisor_config.topic = options->topic;
+    supervisor::Supervisor run_supervisor(supervisor_config, supervisor_metrics);
+    std::stop_source supervisor_stop;
+    std::jthread supervisor_thread([&run_supervisor, &supervisor_stop] {
+      try {
+        run_supervisor.Run(supervisor_stop.get_token());
+      } catch (const std::exception& e) {
+        log::Error("in-process supervisor stopped", {{"error", e.what()}});
+      }
+    });
     std::optional<InProcessConsumers> in_process;
     if (!options->pg_dsn.empty()) {
       in_process.emplace(options->pg_dsn, cluster->BootstrapServers(), options->topic);
@@ -261,6 +284,8 @@ CommandAction RegisterDevCommand(CLI::App& app) {
       }
       in_process.reset();
     }
+    supervisor_stop.request_stop();
+    supervisor_thread.join();
     gateway.Drain();
     log::Info("dev stopped", {{"count", stats.events}});
     return kExitOk;

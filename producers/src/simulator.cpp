@@ -40,7 +40,11 @@ class Simulation {
   Simulation(EventSink& sink, const SimulatorOptions& options)
       : sink_(sink),
         options_(options),
-        rng_(options.seed != 0 ? options.seed : std::random_device{}()) {
+        rng_(options.seed != 0 ? options.seed : std::random_device{}()),
+        // Run ids must be unique across processes: every reader keys runs by (user, run id)
+        // and drops events of a run that ended (docs/runs.md), so a second `emit simulate` for
+        // the same users must not reuse the first one's ids. Not from the seeded generator.
+        run_tag_(fmt::format("{:06x}", std::random_device{}() & 0xffffffU)) {
     runs_.resize(static_cast<size_t>(std::max(1, options.users)));
   }
 
@@ -109,7 +113,7 @@ class Simulation {
     RunIdentity identity;
     identity.user_id = fmt::format("{}{:04}", options_.user_prefix, user + 1);
     identity.thread_id = fmt::format("t-{}-{}", user + 1, run_counter_ % 3);
-    identity.run_id = fmt::format("r-{}-{}", user + 1, ++run_counter_);
+    identity.run_id = fmt::format("r-{}-{}-{}", run_tag_, user + 1, ++run_counter_);
     identity.agent_name = options_.agent_name;
     identity.trace_id = fmt::format("{:016x}{:016x}", rng_(), rng_());
     run.emitter = std::make_unique<RunEmitter>(sink_, identity, std::chrono::seconds(5),
@@ -164,6 +168,7 @@ class Simulation {
   EventSink& sink_;
   const SimulatorOptions& options_;
   std::mt19937_64 rng_;
+  std::string run_tag_;
   // Before runs_, so they outlive the emitters whose Stop handlers use them.
   std::mutex cancelled_mutex_;
   std::vector<size_t> cancelled_;  // users whose run was stopped, not yet ended
