@@ -9,6 +9,8 @@
 #include <ostream>
 #include <pqxx/pqxx>
 #include <set>
+#include <string_view>
+#include <vector>
 
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/logging.hpp"
@@ -64,44 +66,77 @@ struct RunDelta {
   std::string user_id;
   std::string thread_id;
   std::string agent_name;
+  // From the run's events up to its end (late events change none of these).
   std::optional<Micros> started_at;
   std::optional<Micros> first_thought_at;
   std::optional<Micros> last_event_at;
   int64_t last_seq = 0;
-  // The terminal event with the highest run_seq in this batch, if any.
+  // The batch's first terminal event of the run by offset, if any.
+  std::optional<int64_t> terminal_offset;
   std::optional<int64_t> terminal_seq;
   std::string status = "running";
   std::optional<Micros> ended_at;
   std::optional<std::string> error_code;
   std::optional<std::string> error_message;
+  // Offsets of the batch's late events not counted yet (above the stored late_offset).
+  std::vector<int64_t> late_offsets;
 };
 
-// Every SET is a merge that is idempotent and order-insensitive for a given set of events.
+/// What agent_runs already says about a run's end, read at the start of a batch.
+struct StoredEnd {
+  std::optional<int64_t> terminal_offset;  // unset while open, and for runs ended before 0007
+  std::optional<int64_t> late_offset;
+};
+
+// Every SET is a merge that gives the same row when a batch is applied twice. The end is the
+// terminal event with the lowest offset (a run's events all live in its user's partition):
+// EXCLUDED's terminal wins only over a row that has no end yet, or whose end is later in the
+// log. A row that ended before migration 0007 (terminal_seq without terminal_offset) keeps its
+// end. Late events only add to late_events, each offset once (above the stored late_offset).
 constexpr const char* kUpsertRun = R"sql(
 INSERT INTO agent_runs AS r (run_id, user_id, thread_id, agent_name, started_at, first_thought_at,
-                             ended_at, status, terminal_seq, error_code, error_message, last_seq,
-                             last_event_at)
+                             ended_at, status, terminal_seq, terminal_offset, error_code,
+                             error_message, last_seq, last_event_at, late_events, late_offset)
 VALUES ($1, $2, $3, $4, $5::timestamptz, $6::timestamptz, $7::timestamptz, $8, $9, $10, $11, $12,
-        $13::timestamptz)
+        $13, $14::timestamptz, cardinality($15::bigint[]),
+        (SELECT max(o) FROM unnest($15::bigint[]) AS l(o)))
 ON CONFLICT (run_id) DO UPDATE SET
   thread_id = COALESCE(NULLIF(r.thread_id, ''), EXCLUDED.thread_id),
   agent_name = COALESCE(NULLIF(r.agent_name, ''), EXCLUDED.agent_name),
   started_at = LEAST(r.started_at, EXCLUDED.started_at),
   first_thought_at = LEAST(r.first_thought_at, EXCLUDED.first_thought_at),
   status = CASE
-    WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1) THEN EXCLUDED.status
+    WHEN (r.terminal_seq IS NULL OR EXCLUDED.terminal_offset < r.terminal_offset)
+         AND EXCLUDED.terminal_offset IS NOT NULL THEN EXCLUDED.status
     WHEN r.status = 'abandoned' AND EXCLUDED.last_event_at > r.last_event_at THEN 'running'
     ELSE r.status END,
-  ended_at = CASE WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1)
+  ended_at = CASE WHEN (r.terminal_seq IS NULL OR EXCLUDED.terminal_offset < r.terminal_offset)
+                       AND EXCLUDED.terminal_offset IS NOT NULL
                   THEN EXCLUDED.ended_at ELSE r.ended_at END,
-  error_code = CASE WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1)
+  error_code = CASE WHEN (r.terminal_seq IS NULL OR EXCLUDED.terminal_offset < r.terminal_offset)
+                         AND EXCLUDED.terminal_offset IS NOT NULL
                     THEN EXCLUDED.error_code ELSE r.error_code END,
-  error_message = CASE WHEN EXCLUDED.terminal_seq > COALESCE(r.terminal_seq, -1)
+  error_message = CASE WHEN (r.terminal_seq IS NULL OR EXCLUDED.terminal_offset < r.terminal_offset)
+                            AND EXCLUDED.terminal_offset IS NOT NULL
                        THEN EXCLUDED.error_message ELSE r.error_message END,
-  terminal_seq = GREATEST(r.terminal_seq, EXCLUDED.terminal_seq),
+  terminal_seq = CASE WHEN (r.terminal_seq IS NULL OR EXCLUDED.terminal_offset < r.terminal_offset)
+                           AND EXCLUDED.terminal_offset IS NOT NULL
+                      THEN EXCLUDED.terminal_seq ELSE r.terminal_seq END,
+  terminal_offset = CASE WHEN (r.terminal_seq IS NULL OR EXCLUDED.terminal_offset < r.terminal_offset)
+                              AND EXCLUDED.terminal_offset IS NOT NULL
+                         THEN EXCLUDED.terminal_offset ELSE r.terminal_offset END,
   last_seq = GREATEST(r.last_seq, EXCLUDED.last_seq),
   last_event_at = GREATEST(r.last_event_at, EXCLUDED.last_event_at),
+  late_events = r.late_events + (SELECT count(*) FROM unnest($15::bigint[]) AS l(o)
+                                 WHERE o > COALESCE(r.late_offset, -1)),
+  late_offset = GREATEST(r.late_offset, EXCLUDED.late_offset),
   updated_at = now()
+)sql";
+
+// The stored ends of the batch's runs: which of their events are late.
+constexpr const char* kStoredEnds = R"sql(
+SELECT run_id, terminal_offset, late_offset FROM agent_runs
+WHERE run_id = ANY($1::text[])
 )sql";
 
 constexpr const char* kToolStarted = R"sql(
@@ -151,9 +186,21 @@ WHERE r.run_id = c.run_id AND (r.tool_count, r.tool_errors) IS DISTINCT FROM (c.
 
 constexpr const char* kAbandon = R"sql(
 UPDATE agent_runs SET status = 'abandoned', updated_at = now()
-WHERE status = 'running'
+WHERE status = 'running' AND terminal_seq IS NULL
   AND last_event_at < $1::timestamptz - make_interval(secs => $2::double precision / 1000)
 )sql";
+
+// agent_failed.error_code of a run the user stopped (docs/runs.md): status 'cancelled'.
+constexpr std::string_view kCancelled = "cancelled";
+
+std::string Int64Array(const std::vector<int64_t>& values) {
+  std::string out = "{";
+  for (const int64_t value : values) {
+    if (out.size() > 1) out += ',';
+    out += std::to_string(value);
+  }
+  return out + "}";
+}
 
 std::string TextArray(const std::set<std::string>& values) {
   std::string out = "{";
@@ -182,6 +229,10 @@ class Analytics::Impl final : public internal::BatchWriter {
                                      "refused by PostgreSQL) and copied to the DLQ topic")),
         abandoned_(
             registry.GetCounter("agentwire_analytics_abandoned_total", "Runs marked abandoned")),
+        late_events_(registry.GetCounter(
+            "agentwire_analytics_late_events_total",
+            "Events of a run after its first terminal event (counted in agent_runs.late_events; "
+            "they change nothing else)")),
         times_replaced_(registry.GetCounter(
             "agentwire_analytics_event_times_replaced_total",
             "Events whose emitted_at was more than 24 h from their Kafka timestamp (the Kafka "
@@ -198,6 +249,7 @@ class Analytics::Impl final : public internal::BatchWriter {
 
   void OnConnect(pqxx::connection& connection) override {
     connection.prepare("upsert_run", kUpsertRun);
+    connection.prepare("stored_ends", kStoredEnds);
     connection.prepare("tool_started", kToolStarted);
     connection.prepare("tool_completed", kToolCompleted);
     connection.prepare("find_open_call", kFindOpenCall);
@@ -215,13 +267,22 @@ class Analytics::Impl final : public internal::BatchWriter {
 
   void Write(pqxx::transaction_base& tx,
              const std::vector<const rd_kafka_message_t*>& messages) override {
-    std::map<std::string, RunDelta> runs;
-    size_t applied = 0;
     size_t skipped = 0;
     size_t times_replaced = 0;
     std::vector<std::pair<const rd_kafka_message_t*, std::string>> dead;
-    v1::AgentEvent event;
+    // Decode everything first: whether an event is late depends on the run's first terminal,
+    // which may come later in the batch (or be stored already).
+    if (events_buffer_.size() < messages.size()) events_buffer_.resize(messages.size());
+    struct Decoded {
+      const rd_kafka_message_t* message;
+      const v1::AgentEvent* event;
+      std::optional<Micros> time;
+    };
+    std::vector<Decoded> decoded;
+    decoded.reserve(messages.size());
+    std::map<std::string, int64_t> first_terminal;  // run -> lowest offset in the batch
     for (const auto* message : messages) {
+      auto& event = events_buffer_[decoded.size()];
       event.Clear();
       // The archive's rule: undecodable or invalid messages, and text PostgreSQL cannot store
       // (a NUL would be cut off, or break the run_id array literal), are skipped and counted.
@@ -244,11 +305,52 @@ class Analytics::Impl final : public internal::BatchWriter {
       const auto time = EventTime(event, message, &replaced);
       if (replaced) ++times_replaced;
       watermark_ = Latest(watermark_, time);
+      if (schemas::IsTerminal(event)) {
+        auto [it, inserted] = first_terminal.try_emplace(event.run_id(), message->offset);
+        if (!inserted) it->second = std::min(it->second, message->offset);
+      }
+      decoded.push_back({message, &event, time});
+    }
+
+    std::set<std::string> touched;
+    for (const auto& d : decoded) touched.insert(d.event->run_id());
+    std::map<std::string, StoredEnd> stored;
+    if (!touched.empty()) {
+      for (const auto& row : tx.exec_prepared("stored_ends", TextArray(touched))) {
+        auto& end = stored[row[0].as<std::string>()];
+        if (!row[1].is_null()) end.terminal_offset = row[1].as<int64_t>();
+        if (!row[2].is_null()) end.late_offset = row[2].as<int64_t>();
+      }
+    }
+
+    std::map<std::string, RunDelta> runs;
+    size_t late = 0;
+    for (const auto& [message, event_ptr, time] : decoded) {
+      const v1::AgentEvent& event = *event_ptr;
+      const int64_t offset = message->offset;
       const int64_t seq = event.run_seq();
       auto& run = runs[event.run_id()];
       if (run.user_id.empty()) run.user_id = event.user_id();
       if (run.thread_id.empty()) run.thread_id = event.thread_id();
       if (run.agent_name.empty()) run.agent_name = event.agent_name();
+      // The run's end: the lowest offset of a terminal, stored or in this batch.
+      std::optional<int64_t> end;
+      StoredEnd known;
+      if (const auto found = stored.find(event.run_id()); found != stored.end()) {
+        known = found->second;
+        end = known.terminal_offset;
+      }
+      if (const auto found = first_terminal.find(event.run_id()); found != first_terminal.end()) {
+        end = end ? std::min(*end, found->second) : found->second;
+      }
+      if (end && offset > *end) {
+        // Late: after the run's first terminal. Counted once per offset, nothing else.
+        if (!known.late_offset || offset > *known.late_offset) {
+          run.late_offsets.push_back(offset);
+          ++late;
+        }
+        continue;
+      }
       run.started_at = Earliest(run.started_at, time);
       run.last_event_at = Latest(run.last_event_at, time);
       run.last_seq = std::max(run.last_seq, seq);
@@ -264,32 +366,32 @@ class Analytics::Impl final : public internal::BatchWriter {
           break;
         case v1::AgentEvent::kAgentCompleted:
         case v1::AgentEvent::kAgentFailed:
-          if (!run.terminal_seq || seq > *run.terminal_seq) {
-            run.terminal_seq = seq;
-            run.ended_at = time;
-            if (event.has_agent_failed()) {
-              run.status = "failed";
-              run.error_code = event.agent_failed().error_code();
-              run.error_message = event.agent_failed().message();
-            } else {
-              run.status = "completed";
-              run.error_code.reset();
-              run.error_message.reset();
-            }
+          // offset == *end: this is the run's first terminal in the batch (kUpsertRun decides
+          // against the stored one).
+          run.terminal_offset = offset;
+          run.terminal_seq = seq;
+          run.ended_at = time;
+          if (event.has_agent_failed()) {
+            const auto& failed = event.agent_failed();
+            run.status = failed.error_code() == kCancelled ? "cancelled" : "failed";
+            run.error_code = failed.error_code();
+            run.error_message = failed.message();
+          } else {
+            run.status = "completed";
+            run.error_code.reset();
+            run.error_message.reset();
           }
           break;
         default:
           break;
       }
-      ++applied;
     }
-    std::set<std::string> touched;
     for (const auto& [run_id, run] : runs) {
       tx.exec_prepared("upsert_run", run_id, run.user_id, run.thread_id, run.agent_name,
                        TimeText(run.started_at), TimeText(run.first_thought_at),
-                       TimeText(run.ended_at), run.status, run.terminal_seq, run.error_code,
-                       run.error_message, run.last_seq, TimeText(run.last_event_at));
-      touched.insert(run_id);
+                       TimeText(run.ended_at), run.status, run.terminal_seq, run.terminal_offset,
+                       run.error_code, run.error_message, run.last_seq, TimeText(run.last_event_at),
+                       Int64Array(run.late_offsets));
     }
     if (!touched.empty()) tx.exec_prepared("recount_tools", TextArray(touched));
     size_t abandoned = 0;
@@ -299,7 +401,8 @@ class Analytics::Impl final : public internal::BatchWriter {
                                                static_cast<double>(config_.abandon_after.count()))
                                   .affected_rows());
     }
-    pending_applied_ += applied;
+    pending_applied_ += decoded.size();
+    pending_late_ += late;
     pending_skipped_ += skipped;
     pending_abandoned_ += abandoned;
     pending_times_replaced_ += times_replaced;
@@ -323,6 +426,7 @@ class Analytics::Impl final : public internal::BatchWriter {
     events_.Inc(pending_applied_);
     skipped_.Inc(pending_skipped_);
     abandoned_.Inc(pending_abandoned_);
+    late_events_.Inc(pending_late_);
     times_replaced_.Inc(pending_times_replaced_);
     if (pending_times_replaced_ > 0) {
       log::Warn(
@@ -345,6 +449,7 @@ class Analytics::Impl final : public internal::BatchWriter {
     pending_applied_ = 0;
     pending_skipped_ = 0;
     pending_abandoned_ = 0;
+    pending_late_ = 0;
     pending_times_replaced_ = 0;
   }
 
@@ -386,15 +491,18 @@ class Analytics::Impl final : public internal::BatchWriter {
   metrics::Counter& events_;
   metrics::Counter& skipped_;
   metrics::Counter& abandoned_;
+  metrics::Counter& late_events_;
   metrics::Counter& times_replaced_;
   metrics::Counter& dlq_failures_;
   internal::DeadLetterQueue dlq_;
   internal::PgBatchConsumer consumer_;
   std::optional<Micros> watermark_;
+  std::vector<v1::AgentEvent> events_buffer_;  // reused from batch to batch
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
   size_t pending_applied_ = 0;
   size_t pending_skipped_ = 0;
   size_t pending_abandoned_ = 0;
+  size_t pending_late_ = 0;
   size_t pending_times_replaced_ = 0;
 };
 
@@ -454,7 +562,12 @@ void PrintReport(const std::string& dsn, std::ostream& out) {
     pqxx::connection connection(dsn);
     pqxx::read_transaction tx(connection);
     const auto total = tx.exec("SELECT count(*) FROM agent_runs")[0][0].as<int64_t>();
-    out << fmt::format("agentwire analytics report: {} runs\n\n", total);
+    out << fmt::format("agentwire analytics report: {} runs\n", total);
+    const auto late = tx.exec(
+        "SELECT COALESCE(sum(late_events), 0)::bigint, count(*) FILTER (WHERE late_events > 0)"
+        " FROM agent_runs")[0];
+    out << fmt::format("late events (after a run's first end): {} in {} runs\n\n",
+                       late[0].as<int64_t>(), late[1].as<int64_t>());
     PrintTable(out, "Runs by status", {"status", "runs", "share"},
                Rows(tx,
                     "SELECT status, count(*), round(100.0 * count(*) / sum(count(*)) OVER (), 1)"

@@ -216,7 +216,13 @@ std::unique_ptr<EventWriter> MakeJsonlWriter(std::ostream& out, const ReplayConf
 /// --follow a header is printed whenever the run changes instead).
 std::unique_ptr<EventWriter> MakeTableWriter(std::ostream& out, const ReplayConfig& config);
 
-/// Finds runs whose run_seq has holes or that lack a terminal event, within the selection.
+/// Finds runs whose run_seq has holes or that lack a terminal event, and runs with events after
+/// their end, within the selection. A run ends with its first terminal event in log order
+/// (docs/runs.md); its later events are "late" (a zombie worker's after the supervisor's
+/// worker_lost, a second end): they are counted and named, and holes and duplicates are looked
+/// for only up to the end. Add must see each run's events in log order: replay calls it in
+/// output order, which keeps each partition's offset order, and a run lives in its user's
+/// partition.
 class GapTracker final {
  public:
   void Add(const v1::AgentEvent& event);
@@ -225,21 +231,35 @@ class GapTracker final {
   uint64_t Runs() const { return order_.size(); }
   uint64_t RunsWithHoles() const { return runs_with_holes_; }
   uint64_t RunsWithoutTerminal() const { return runs_without_terminal_; }
+  /// Runs with at least one event after their first terminal event, and those events.
+  uint64_t RunsWithLateEvents() const { return runs_with_late_events_; }
+  uint64_t LateEvents() const { return late_events_; }
+  /// Runs with a second terminal event (e.g. the supervisor's end and the worker's).
+  uint64_t RunsWithSeveralTerminals() const { return runs_with_several_terminals_; }
 
  private:
   struct Run {
     std::string user_id;
     std::string thread_id;
-    std::vector<uint32_t> seqs;
+    std::vector<uint32_t> seqs;  // up to and including the end
     bool terminal = false;
     std::string last_type;
     uint32_t last_seq = 0;
     int64_t last_emitted_ns = 0;
+    // The end: the first terminal event.
+    uint32_t end_seq = 0;
+    std::string end_event_id;
+    std::string end_text;  // "agent_failed worker_lost"
+    uint64_t late = 0;
+    uint64_t late_terminals = 0;
   };
   std::unordered_map<std::string, Run> runs_;
   std::vector<std::string> order_;  // run ids in order of first appearance
   uint64_t runs_with_holes_ = 0;
   uint64_t runs_without_terminal_ = 0;
+  uint64_t runs_with_late_events_ = 0;
+  uint64_t late_events_ = 0;
+  uint64_t runs_with_several_terminals_ = 0;
 };
 
 /// Re-drives records to another topic with an idempotent producer. Not thread-safe.

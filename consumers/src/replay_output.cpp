@@ -308,8 +308,29 @@ void GapTracker::Add(const v1::AgentEvent& event) {
     run.user_id = event.user_id();
     run.thread_id = event.thread_id();
   }
+  const bool terminal = schemas::IsTerminal(event);
+  if (run.terminal) {
+    // After the end. The end itself delivered again (same event_id: a producer retry) is a
+    // duplicate, not a second end.
+    if (terminal && !event.event_id().empty() && event.event_id() == run.end_event_id &&
+        event.run_seq() == run.end_seq) {
+      run.seqs.push_back(event.run_seq());
+      return;
+    }
+    ++run.late;
+    if (terminal) ++run.late_terminals;
+    return;
+  }
   run.seqs.push_back(event.run_seq());
-  if (schemas::IsTerminal(event)) run.terminal = true;
+  if (terminal) {
+    run.terminal = true;
+    run.end_seq = event.run_seq();
+    run.end_event_id = event.event_id();
+    run.end_text = std::string(schemas::EventType(event));
+    if (event.has_agent_failed() && !event.agent_failed().error_code().empty()) {
+      run.end_text += ' ' + TerminalSafe(event.agent_failed().error_code());
+    }
+  }
   if (event.run_seq() >= run.last_seq) {
     run.last_seq = event.run_seq();
     run.last_type = std::string(schemas::EventType(event));
@@ -320,6 +341,9 @@ void GapTracker::Add(const v1::AgentEvent& event) {
 void GapTracker::Report(std::ostream& out, bool selection_is_partial) {
   runs_with_holes_ = 0;
   runs_without_terminal_ = 0;
+  runs_with_late_events_ = 0;
+  late_events_ = 0;
+  runs_with_several_terminals_ = 0;
   std::string details;
   for (const auto& run_id : order_) {
     Run& run = runs_[run_id];
@@ -357,6 +381,17 @@ void GapTracker::Report(std::ostream& out, bool selection_is_partial) {
                     std::chrono::nanoseconds(run.last_emitted_ns))))));
     }
     if (!duplicates.empty()) problems.push_back("duplicated run_seq " + Ranges(duplicates));
+    if (run.late > 0) {
+      ++runs_with_late_events_;
+      late_events_ += run.late;
+      std::string late = fmt::format("{} late event{} after its end at run_seq {} ({})", run.late,
+                                     run.late == 1 ? "" : "s", run.end_seq, run.end_text);
+      if (run.late_terminals > 0) {
+        ++runs_with_several_terminals_;
+        late += fmt::format(", {} of them terminal", run.late_terminals);
+      }
+      problems.push_back(std::move(late));
+    }
     if (problems.empty()) continue;
     details += fmt::format("  run {} (user {}, thread {}): ", TerminalSafe(run_id),
                            TerminalSafe(run.user_id),
@@ -368,13 +403,16 @@ void GapTracker::Report(std::ostream& out, bool selection_is_partial) {
   }
   out << fmt::format(
       "gap report: {} runs; {} with run_seq holes, {} without a terminal event "
-      "(agent_completed/agent_failed)\n",
-      order_.size(), runs_with_holes_, runs_without_terminal_);
+      "(agent_completed/agent_failed), {} with late events after their end ({} events), {} "
+      "with more than one terminal event\n",
+      order_.size(), runs_with_holes_, runs_without_terminal_, runs_with_late_events_, late_events_,
+      runs_with_several_terminals_);
   out << details;
   if (selection_is_partial) {
     out << "  note: the selection (--since/--until/--from-cursor/--type/--limit) may cut runs; "
            "events before or after it are not counted as missing at the start, but runs it "
-           "cuts short show up without a terminal event\n";
+           "cuts short show up without a terminal event, and events of a run that ended before "
+           "it are not recognized as late\n";
   }
 }
 

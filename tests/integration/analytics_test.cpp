@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <csignal>
 #include <regex>
@@ -108,26 +111,53 @@ class AnalyticsTest : public ::testing::Test {
 
   /// Runs analytics until the stored offsets cover `events`, then stops it with SIGTERM.
   void RunAnalyticsUntilCaughtUp(int64_t events) {
-    Subprocess analytics(testing::ConsumerCommand(
-        "analytics", kafka_->BootstrapServers(), dsn_,
-        {"--abandon-after", "15m", "--batch-size", "7", "--batch-ms", "20"}));
+    (void)RunUntilCaughtUp(events, "agentwire-analytics", "7");
+  }
+
+  /// The same for consumer group `group` with --batch-size `batch_size`; returns
+  /// agentwire_analytics_late_events_total as the process reported it once caught up.
+  double RunUntilCaughtUp(int64_t events, const std::string& group, const std::string& batch_size) {
+    const uint16_t port = FreePort();
+    auto argv = testing::ConsumerCommand("analytics", kafka_->BootstrapServers(), dsn_,
+                                         {"--abandon-after", "15m", "--batch-size", batch_size,
+                                          "--batch-ms", "20", "--group", group});
+    *(std::find(argv.begin(), argv.end(), "--metrics-port") + 1) = std::to_string(port);
+    Subprocess analytics(argv);
     const auto deadline = std::chrono::steady_clock::now() + seconds(60);
     while (true) {
       int64_t stored = 0;
       try {
-        stored =
-            SharedPostgres().QueryInt(dsn_,
-                                      "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"
-                                      " WHERE group_id = 'agentwire-analytics'");
+        stored = SharedPostgres().QueryInt(
+            dsn_, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = '" +
+                      group + "'");
       } catch (const std::exception&) {
       }
       if (stored >= events) break;
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << analytics.Describe();
-      ASSERT_TRUE(analytics.Running()) << analytics.Describe();
+      EXPECT_LT(std::chrono::steady_clock::now(), deadline) << analytics.Describe();
+      EXPECT_TRUE(analytics.Running()) << analytics.Describe();
+      if (std::chrono::steady_clock::now() >= deadline || !analytics.Running()) return -1;
       std::this_thread::sleep_for(milliseconds(100));
     }
+    // The counter moves just after the commit that moved the offsets.
+    std::this_thread::sleep_for(milliseconds(300));
+    const auto metrics = testing::HttpGet(port, "/metrics");
+    EXPECT_EQ(metrics.status, 200) << analytics.Describe();
     analytics.Signal(SIGTERM);
     EXPECT_EQ(analytics.Wait(seconds(30)), 0) << analytics.Describe();
+    return SeriesValue(metrics.body, "agentwire_analytics_late_events_total");
+  }
+
+  static uint16_t FreePort() {
+    boost::asio::io_context ioc;
+    boost::asio::ip::tcp::acceptor acceptor(
+        ioc, boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+    return acceptor.local_endpoint().port();
+  }
+
+  static double SeriesValue(const std::string& metrics, const std::string& series) {
+    const auto at = metrics.find("\n" + series + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(metrics.substr(at + series.size() + 2));
   }
 
   std::string Runs() const {
@@ -148,8 +178,9 @@ class AnalyticsTest : public ::testing::Test {
     return SharedPostgres().Query(
                dsn_,
                "SELECT run_id, user_id, thread_id, agent_name, started_at, first_thought_at,"
-               " ended_at, status, terminal_seq, duration_ms, time_to_first_thought_ms,"
-               " tool_count, tool_errors, error_code, error_message, last_seq, last_event_at"
+               " ended_at, status, terminal_seq, terminal_offset, duration_ms,"
+               " time_to_first_thought_ms, tool_count, tool_errors, error_code, error_message,"
+               " last_seq, last_event_at, late_events, late_offset"
                " FROM agent_runs ORDER BY run_id") +
            "\n" +
            SharedPostgres().Query(dsn_, "SELECT * FROM tool_calls ORDER BY run_id, call_key");
@@ -236,6 +267,113 @@ TEST_F(AnalyticsTest, ScriptedRunsGiveExactRowsAndReplayChangesNothing) {
   EXPECT_TRUE(std::regex_search(text, std::regex(R"(tool_error\s+1\b)"))) << text;
   EXPECT_TRUE(std::regex_search(text, std::regex(R"(search\s+2\s+1\b)"))) << text;
   std::cerr << text;
+}
+
+// docs/runs.md: a run ends with its first terminal event in log order. A supervisor's
+// agent_failed{worker_lost} followed by a zombie worker's events, a Stop (cancelled), a second
+// end and a late agent_started in a later batch: the first end decides status, ended_at and the
+// error; later events are counted in late_events (and the metric) and change nothing else;
+// re-reading the same records (offsets forgotten, or another group) gives the same rows and
+// counts nothing again.
+TEST_F(AnalyticsTest, TheFirstTerminalEndsTheRunAndLateEventsAreCountedOnce) {
+  producers::PublisherConfig config;
+  config.client_properties = {{"bootstrap.servers", kafka_->BootstrapServers()}};
+  config.topic = kTopic;
+  producers::EventPublisher publisher(config);
+  constexpr int64_t kMinute = 60'000;
+  int64_t events = 0;
+  {
+    Script s(publisher);
+    // The supervisor ends a silent run (run_seq 3, one past the last it saw); the zombie worker
+    // wakes up and goes on: a thought and its own end, both late.
+    s.Started("gina", "run-lost", 0);
+    s.Thinking("gina", "run-lost", 1000);
+    s.Failed("gina", "run-lost", 20'000, "worker_lost", "the agent stopped responding");
+    s.Thinking("gina", "run-lost", 25'000);
+    s.Completed("gina", "run-lost", 26'000);
+    // The user pressed Stop.
+    s.Started("hank", "run-cancelled", 30'000);
+    s.Thinking("hank", "run-cancelled", 31'000);
+    s.Failed("hank", "run-cancelled", 32'000, "cancelled", "stopped by the user");
+    // Ends here; its late events come in the second part.
+    s.Started("ivan", "run-split", 40'000);
+    s.Completed("ivan", "run-split", 45'000);
+    // No end: abandoned once the second part moves the newest event time.
+    s.Started("judy", "run-silent", 50'000);
+    events += static_cast<int64_t>(s.Publish());
+  }
+  EXPECT_EQ(RunUntilCaughtUp(events, "agentwire-analytics", "1000"), 2);
+  const std::string columns =
+      "SELECT run_id, status, COALESCE(error_code, '-'), COALESCE(terminal_seq::text, '-'),"
+      " COALESCE(duration_ms::text, '-'), last_seq, late_events, tool_count FROM agent_runs"
+      " ORDER BY run_id";
+  // run_id status error_code terminal_seq duration last_seq late_events tools
+  EXPECT_EQ(SharedPostgres().Query(dsn_, columns),
+            "run-cancelled\tcancelled\tcancelled\t3\t2000\t3\t0\t0\n"
+            "run-lost\tfailed\tworker_lost\t3\t20000\t3\t2\t0\n"
+            "run-silent\trunning\t-\t-\t-\t1\t0\t0\n"
+            "run-split\tcompleted\t-\t2\t5000\t2\t0\t0");
+
+  {
+    // A later batch (another process even): a second end and a late tool call of run-split, a
+    // late agent_started reusing run-cancelled's id, and the newest events, 40 minutes on.
+    Script s(publisher);
+    auto& second_end = s.Event("ivan", "run-split", 60'000);
+    second_end.set_run_seq(3);
+    second_end.mutable_agent_failed()->set_error_code("worker_lost");
+    second_end.mutable_agent_failed()->set_message("the agent stopped responding");
+    auto& tool = s.Event("ivan", "run-split", 61'000);
+    tool.set_run_seq(4);
+    tool.mutable_tool_executing()->set_tool_name("search");
+    tool.mutable_tool_executing()->set_tool_call_id("late-1");
+    auto& tool_done = s.Event("ivan", "run-split", 62'000);
+    tool_done.set_run_seq(5);
+    tool_done.mutable_tool_completed()->set_tool_name("search");
+    tool_done.mutable_tool_completed()->set_tool_call_id("late-1");
+    tool_done.mutable_tool_completed()->set_duration_ms(1000);
+    s.Started("hank", "run-cancelled", 63'000);  // run_seq 1 again
+    s.Started("kate", "run-newest", 40 * kMinute);
+    s.Completed("kate", "run-newest", 40 * kMinute + 1000);
+    events += static_cast<int64_t>(s.Publish());
+  }
+  EXPECT_EQ(RunUntilCaughtUp(events, "agentwire-analytics", "7"), 4);
+  const std::string expected =
+      "run-cancelled\tcancelled\tcancelled\t3\t2000\t3\t1\t0\n"
+      "run-lost\tfailed\tworker_lost\t3\t20000\t3\t2\t0\n"
+      "run-newest\tcompleted\t-\t2\t1000\t2\t0\t0\n"
+      "run-silent\tabandoned\t-\t-\t-\t1\t0\t0\n"
+      "run-split\tcompleted\t-\t2\t5000\t2\t3\t0";
+  EXPECT_EQ(SharedPostgres().Query(dsn_, columns), expected);
+  EXPECT_EQ(SharedPostgres().QueryInt(dsn_, "SELECT count(*) FROM tool_calls"), 0)
+      << "a late tool call is not one of the run's";
+  // The end is the first terminal's position in the log.
+  EXPECT_EQ(
+      SharedPostgres().QueryInt(dsn_,
+                                "SELECT count(*) FROM agent_runs WHERE terminal_offset IS NOT NULL"
+                                " AND late_events > 0 AND late_offset > terminal_offset"),
+      3);
+
+  // Replays: the group's offsets forgotten (with other batch boundaries), then another group
+  // from the beginning. Same rows; nothing counted again.
+  const std::string before = Everything();
+  SharedPostgres().Query(dsn_,
+                         "DELETE FROM consumer_offsets WHERE group_id = 'agentwire-analytics'");
+  EXPECT_EQ(RunUntilCaughtUp(events, "agentwire-analytics", "3"), 0);
+  EXPECT_EQ(Everything(), before) << "a replay changed agent_runs / tool_calls";
+  EXPECT_EQ(RunUntilCaughtUp(events, "analytics-replay", "1000"), 0);
+  EXPECT_EQ(Everything(), before) << "another group changed agent_runs / tool_calls";
+  EXPECT_EQ(SharedPostgres().Query(dsn_, columns), expected);
+
+  const auto report =
+      testing::Run({testing::AgentwireBinary(), "analytics", "report", "--pg", dsn_}, seconds(30));
+  ASSERT_EQ(report.exit_code, 0) << report.stderr_text;
+  EXPECT_NE(report.stdout_text.find("late events (after a run's first end): 6 in 3 runs"),
+            std::string::npos)
+      << report.stdout_text;
+  EXPECT_TRUE(std::regex_search(report.stdout_text, std::regex(R"(cancelled\s+1\b)")))
+      << report.stdout_text;
+  EXPECT_TRUE(std::regex_search(report.stdout_text, std::regex(R"(worker_lost\s+1\b)")))
+      << report.stdout_text;
 }
 
 testing::Subprocess::Options NoPgDsnEnv() {

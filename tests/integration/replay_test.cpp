@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <csignal>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -690,6 +691,70 @@ TEST_F(ReplayTest, ABrokenClockCannotMoveAnEventOutOfItsTime) {
   const auto past = Replay({"--until", "2000-01-01T00:00:00Z"}, topic);
   ASSERT_EQ(past.exit_code, 0) << past.stderr_text;
   EXPECT_EQ(past.stdout_text, "");
+}
+
+TEST_F(ReplayTest, GapReportNamesLateEventsAfterARunsFirstEnd) {
+  // docs/runs.md: the supervisor ends a silent run (agent_failed worker_lost); the zombie worker
+  // wakes up and publishes a thought and its own end. Replay prints every record; the gap
+  // report says the run ended at its first terminal and names the two late events.
+  const std::string topic = "replay.late";
+  kafka_->CreateTopic({topic, 2});
+  {
+    producers::PublisherConfig config;
+    config.client_properties = {{"bootstrap.servers", Bootstrap()}};
+    config.topic = topic;
+    producers::EventPublisher publisher(config);
+    auto publish = [&](const std::string& user, const std::string& run, uint32_t seq,
+                       const std::function<void(v1::AgentEvent&)>& body) {
+      v1::AgentEvent event;
+      event.set_event_id(schemas::NewEventId());
+      event.set_user_id(user);
+      event.set_run_id(run);
+      event.set_run_seq(seq);
+      const auto now =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch());
+      event.mutable_emitted_at()->set_seconds(now.count() / 1000);
+      event.mutable_emitted_at()->set_nanos(static_cast<int32_t>(now.count() % 1000) * 1'000'000);
+      body(event);
+      ASSERT_EQ(publisher.Publish(event, {}, 5s), producers::PublishStatus::kAccepted);
+    };
+    auto thinking = [](v1::AgentEvent& e) { e.mutable_agent_thinking()->set_text("t"); };
+    auto failed = [](const std::string& code) {
+      return [code](v1::AgentEvent& e) { e.mutable_agent_failed()->set_error_code(code); };
+    };
+    publish("gina", "run-lost", 1, [](v1::AgentEvent& e) { e.mutable_agent_started(); });
+    publish("gina", "run-lost", 2, thinking);
+    publish("gina", "run-lost", 3, failed("worker_lost"));
+    publish("gina", "run-lost", 4, thinking);
+    publish("gina", "run-lost", 5, [](v1::AgentEvent& e) { e.mutable_agent_completed(); });
+    publish("hank", "run-stopped", 1, [](v1::AgentEvent& e) { e.mutable_agent_started(); });
+    publish("hank", "run-stopped", 2, failed("cancelled"));
+    ASSERT_EQ(publisher.Flush(30s), 0U);
+  }
+  const auto table = Replay({"--format", "table"}, topic);
+  ASSERT_EQ(table.exit_code, 0) << table.stderr_text;
+  const std::string& out = table.stdout_text;
+  size_t event_lines = 0;
+  for (const auto& line : Lines(out)) {
+    if (line.size() > 23 && line[4] == '-' && line[23] == 'Z') ++event_lines;
+  }
+  EXPECT_EQ(event_lines, 7U) << out;  // every record, late ones included
+  EXPECT_NE(out.find("gap report: 2 runs; 0 with run_seq holes, 0 without a terminal event "
+                     "(agent_completed/agent_failed), 1 with late events after their end (2 "
+                     "events), 1 with more than one terminal event\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("run run-lost (user gina, thread -): 2 late events after its end at run_seq "
+                     "3 (agent_failed worker_lost), 1 of them terminal\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("run run-stopped ("), std::string::npos) << "a clean stopped run: " << out;
+
+  const auto jsonl = Replay({"--gaps"}, topic);
+  ASSERT_EQ(jsonl.exit_code, 0) << jsonl.stderr_text;
+  EXPECT_EQ(Lines(jsonl.stdout_text).size(), 7U) << jsonl.stdout_text;
+  EXPECT_NE(jsonl.stderr_text.find("2 late events after its end at run_seq 3"), std::string::npos)
+      << jsonl.stderr_text;
 }
 
 TEST_F(ReplayTest, TableEscapesControlCharactersFromEvents) {

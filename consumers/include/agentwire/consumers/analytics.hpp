@@ -29,9 +29,14 @@ struct AnalyticsConfig {
 };
 
 /// `agentwire analytics`: maintains agent_runs and tool_calls from the topic with the same
-/// offsets-in-the-transaction pattern as the archive. Every update is a merge that gives the same
-/// row when applied twice (earliest start, latest event, the terminal event with the highest
-/// run_seq, tool counts recomputed from tool_calls), so replays and redelivery change nothing.
+/// offsets-in-the-transaction pattern as the archive. A run ends with its first terminal event
+/// in log order (docs/runs.md): status ('completed', 'failed', 'cancelled' for agent_failed
+/// {cancelled}), ended_at and the error come from it; later events of the run ("late", e.g. a
+/// zombie worker's after the supervisor's worker_lost) are only counted (agent_runs.late_events,
+/// agentwire_analytics_late_events_total) and never reopen the run. Every update is a merge that
+/// gives the same row when applied twice (earliest start, latest event, the terminal with the
+/// lowest offset, late events counted once per offset, tool counts recomputed from tool_calls),
+/// so replays and redelivery change nothing.
 /// Messages it cannot apply (undecodable, invalid, NUL in a text) are skipped, counted and
 /// copied to the DLQ topic like the archive does (header agentwire-dlq-group tells the groups
 /// apart); a batch commits only once the DLQ acknowledged them.
