@@ -91,6 +91,72 @@ export interface AgentEvent {
   message_delta?: { text?: string };
 }
 
+/** How a run ended, from its first terminal event (docs/runs.md). */
+export type RunOutcome = 'completed' | 'failed' | 'cancelled' | 'worker_lost';
+
+/**
+ * `completed` for agent_completed; for agent_failed, `cancelled` or `worker_lost` by its
+ * error_code, else `failed`; "" for an event that ends nothing.
+ */
+export declare function runOutcome(event: {
+  type?: string;
+  agent_failed?: { error_code?: string };
+}): RunOutcome | '';
+
+/** What `onRunEnd` gets, once per run, at the run's first terminal event. */
+export interface RunEndInfo {
+  runId: string;
+  threadId: string;
+  outcome: RunOutcome;
+  /** The `agent_failed.error_code` ("" for `completed`). */
+  errorCode: string;
+  /** The `agent_failed.message` ("" for `completed`). */
+  message: string;
+  /** The terminal event (onEvent got it just before). */
+  event: AgentEvent & { type: 'agent_completed' | 'agent_failed' };
+  /** Resume point just after it. */
+  cursor: string;
+  replayed: boolean;
+}
+
+/** The gateway's answer to a Stop (docs/runs.md). */
+export type CancelResultName =
+  | 'requested'
+  | 'unknown_run'
+  | 'run_ended'
+  | 'bad_run_id'
+  | 'control_unavailable';
+
+/** How an ended run ended, as the gateway reports it with `run_ended`. */
+export interface RunEnd {
+  type: 'agent_completed' | 'agent_failed' | string;
+  error_code?: string;
+  cursor?: string;
+}
+
+export interface CancelResult {
+  result: CancelResultName;
+  /** With `run_ended`. */
+  end?: RunEnd;
+  /** How the answer came: a frame, HTTP, or the client itself (`bad_run_id`). */
+  via: 'websocket' | 'http' | 'local';
+}
+
+export interface CancelOptions {
+  /** `auto` (default): the open WebSocket, else `POST /v1/runs/{run_id}/cancel`. */
+  via?: 'auto' | 'websocket' | 'http';
+  /** Reject when no answer came by then; default the client's `cancelTimeoutMs` (10 s). */
+  timeoutMs?: number;
+}
+
+/** A rejected cancel(): no answer in time, or an HTTP answer that is not a result. */
+export interface CancelError extends Error {
+  /** HTTP status (401, 403, ...) when the gateway answered. */
+  status?: number;
+  /** The gateway's error code, when its body had one. */
+  error?: string;
+}
+
 export interface EventInfo {
   /** Resume point just after this event. */
   cursor: string;
@@ -123,7 +189,12 @@ export interface AgentwireClientOptions {
   startFrom?: 'live' | 'earliest';
   storageKey?: string;
   storage?: CursorStorage;
+  /** Each new event, in order; never an event of a run that has already ended. */
   onEvent?: (event: AgentEvent, info: EventInfo) => void;
+  /** Once per run, at its first terminal event (right after onEvent got it). */
+  onRunEnd?: (info: RunEndInfo) => void;
+  /** An event of a run that had already ended, dropped (for logs and counters). */
+  onLateEvent?: (event: AgentEvent, info: EventInfo) => void;
   onReady?: (info: { cursor: string; replayed: number }) => void;
   /** `history_unavailable` (clear the view) or `catchup_limit` (older events exist). */
   onReset?: (info: { reason: 'history_unavailable' | 'catchup_limit' | 'bad_cursor' | string }) => void;
@@ -138,6 +209,10 @@ export interface AgentwireClientOptions {
   stableAfterMs?: number;
   connectTimeoutMs?: number;
   dedupeSize?: number;
+  /** How many ended runs to remember (to drop their late events), default 10000. */
+  endedRunsSize?: number;
+  /** How long cancel() waits for the gateway's answer, default 10000. */
+  cancelTimeoutMs?: number;
   random?: () => number;
 }
 
@@ -147,6 +222,10 @@ export interface ClientCounts {
   connections: number;
   resets: number;
   refreshes: number;
+  /** onRunEnd calls. */
+  runEnds: number;
+  /** Events of ended runs, dropped. */
+  lateEvents: number;
 }
 
 /** One logical subscription to a user's events, surviving any number of connections. */
@@ -156,6 +235,10 @@ export declare class AgentwireClient {
   /** The resume point after the last frame received; "" before the first one. */
   readonly cursor: string;
   readonly counts: ClientCounts;
+  /** Events of already ended runs that were dropped (not passed to onEvent). */
+  readonly lateEvents: number;
+  /** Asks the gateway to stop a run; its end arrives as an event (outcome `cancelled`). */
+  cancel(runId: string, options?: CancelOptions): Promise<CancelResult>;
   connect(options?: { token?: TokenSource }): void;
   close(): void;
   forgetCursor(options?: { startFrom?: 'live' | 'earliest' }): void;

@@ -20,6 +20,12 @@
  *   is retried the same way, never sooner than its `Retry-After` when the probe can read it;
  * - drops an event whose `event_id` it has already delivered (bounded set of recent ids), so
  *   a replayed event is never handed to `onEvent` twice;
+ * - ends each run at its first terminal event (`agent_completed` or `agent_failed`, whatever
+ *   its `error_code`), calls `onRunEnd` once for it, and drops the run's later events ("late
+ *   events", e.g. from a worker that woke up after the supervisor ended its run): they are
+ *   counted (`lateEvents`), never handed to `onEvent` (docs/runs.md, "first terminal wins");
+ * - asks the gateway to stop a run (`cancel(runId)`): a `cancel` frame on the open WebSocket,
+ *   else `POST /v1/runs/{run_id}/cancel`;
  * - on a `reset` frame (cursor older than the retained log) forgets the cursor and the ids,
  *   calls `onReset` so the application clears its view, and reconnects with `cursor=earliest`;
  *   a `reset` with reason `catchup_limit` (no cursor, and the log holds more than the gateway
@@ -47,6 +53,31 @@ export const ClientState = Object.freeze({
   CLOSED: 'closed',
   UNAUTHORIZED: 'unauthorized',
 });
+
+/**
+ * How a run ended, from its first terminal event (docs/runs.md): `completed`, `cancelled` (the
+ * user pressed Stop), `worker_lost` (the worker went silent past its lease and the supervisor
+ * ended the run) or `failed` (any other `error_code`).
+ * @param {{type?: string, agent_failed?: {error_code?: string}}} event
+ * @returns {'completed'|'failed'|'cancelled'|'worker_lost'|''} "" for an event that ends nothing
+ */
+export function runOutcome(event) {
+  if (!event) return '';
+  if (event.type === 'agent_completed') return 'completed';
+  if (event.type !== 'agent_failed') return '';
+  const code = (event.agent_failed && event.agent_failed.error_code) || '';
+  return code === 'cancelled' || code === 'worker_lost' ? code : 'failed';
+}
+
+/** What the gateway refuses as a run id (docs/runs.md): empty, over 256 bytes, control characters. */
+function isValidRunId(runId) {
+  return (
+    typeof runId === 'string' &&
+    runId.length > 0 &&
+    new TextEncoder().encode(runId).length <= 256 &&
+    !/[\u0000-\u001f\u007f]/.test(runId)
+  );
+}
 
 /** Close code the client uses when it drops a connection itself to start over after `reset`. */
 const kCloseForReset = 4000;
@@ -221,6 +252,36 @@ function statusFromError(message) {
  */
 
 /**
+ * @typedef {object} RunEndInfo
+ * @property {string} runId
+ * @property {string} threadId
+ * @property {'completed'|'failed'|'cancelled'|'worker_lost'} outcome see {@link runOutcome}
+ * @property {string} errorCode the `agent_failed.error_code` ("" for `completed`)
+ * @property {string} message the `agent_failed.message` ("" for `completed`)
+ * @property {object} event the terminal event itself (also passed to onEvent just before)
+ * @property {string} cursor resume point just after it
+ * @property {boolean} replayed true while catching up
+ */
+
+/**
+ * @typedef {object} CancelResult
+ * @property {'requested'|'unknown_run'|'run_ended'|'bad_run_id'|'control_unavailable'} result
+ *   `requested`: the run was open and the Stop is on its way (its end arrives as an event);
+ *   `unknown_run`: no run of this id for this user; `run_ended`: too late, `end` says how it
+ *   ended; `bad_run_id`: not a valid run id (checked before anything is sent);
+ *   `control_unavailable`: the gateway could not pass the Stop on, try again
+ * @property {{type: string, error_code?: string, cursor?: string}} [end] with `run_ended`
+ * @property {'websocket'|'http'|'local'} via how the answer came
+ */
+
+/**
+ * @typedef {object} CancelOptions
+ * @property {'auto'|'websocket'|'http'} [via] `auto` (default): the open WebSocket, else HTTP
+ * @property {number} [timeoutMs] reject when no answer came by then; default the client's
+ *   `cancelTimeoutMs`
+ */
+
+/**
  * @typedef {object} AgentwireClientOptions
  * @property {string} [url] `ws(s)://host/v1/events`; default: `v1/events` beside the page
  * @property {string | (() => string | Promise<string>)} token JWT, or a function (getToken)
@@ -235,7 +296,12 @@ function statusFromError(message) {
  *   the token's user and the filters
  * @property {{getItem(k:string):string|null, setItem(k:string,v:string):void,
  *   removeItem(k:string):void}} [storage] default sessionStorage, else in memory
- * @property {(event: object, info: EventInfo) => void} [onEvent] each new event, in order
+ * @property {(event: object, info: EventInfo) => void} [onEvent] each new event, in order;
+ *   never an event of a run that has already ended
+ * @property {(info: RunEndInfo) => void} [onRunEnd] once per run, at its first terminal event
+ *   (right after onEvent got it)
+ * @property {(event: object, info: EventInfo) => void} [onLateEvent] an event of a run that had
+ *   already ended, dropped (for logs and counters; never show it as part of the run)
  * @property {(info: {cursor: string, replayed: number}) => void} [onReady] caught up; live now
  * @property {(info: {reason: string}) => void} [onReset] history is unavailable: clear the view;
  *   the client replays from the earliest retained event next
@@ -254,6 +320,9 @@ function statusFromError(message) {
  * @property {number} [stableAfterMs] a connection up this long resets the backoff, default 5000
  * @property {number} [connectTimeoutMs] give up on a handshake after this long, default 15000
  * @property {number} [dedupeSize] how many recent event ids to remember, default 10000
+ * @property {number} [endedRunsSize] how many ended runs to remember (to drop their late
+ *   events), default 10000
+ * @property {number} [cancelTimeoutMs] how long cancel() waits for the gateway, default 10000
  * @property {() => number} [random] jitter source, default Math.random
  */
 
@@ -270,6 +339,8 @@ export class AgentwireClient {
   #explicitKey;
   #storage;
   #onEvent;
+  #onRunEnd;
+  #onLateEvent;
   #onReady;
   #onReset;
   #onStateChange;
@@ -283,6 +354,10 @@ export class AgentwireClient {
   #connectTimeoutMs;
   #random;
   #seen;
+  #ended;  // run ids whose first terminal event was delivered
+  #cancelTimeoutMs;
+  /** @type {Map<string, Array<{socket: object, resolve: Function, reject: Function, timer: any, deadline: number}>>} */
+  #cancels = new Map();  // cancel frames sent and not answered yet, by run id, oldest first
   #state = ClientState.CLOSED;
   #key = '';  // storage key of the current user and filters
   #cursor = '';
@@ -292,7 +367,7 @@ export class AgentwireClient {
   #generation = 0;  // bumps on connect()/close(); stale async work checks it
   #socket = null;
   #timer = null;
-  #counts = { events: 0, duplicates: 0, connections: 0, resets: 0, refreshes: 0 };
+  #counts = { events: 0, duplicates: 0, connections: 0, resets: 0, refreshes: 0, runEnds: 0, lateEvents: 0 };
   #onOnline = () => {
     if (this.#state === ClientState.RECONNECTING) this.#reconnect(0);
   };
@@ -310,6 +385,8 @@ export class AgentwireClient {
     this.#explicitKey = o.storageKey || '';
     this.#storage = o.storage || defaultStorage();
     this.#onEvent = o.onEvent || (() => {});
+    this.#onRunEnd = o.onRunEnd || (() => {});
+    this.#onLateEvent = o.onLateEvent || (() => {});
     this.#onReady = o.onReady || (() => {});
     this.#onReset = o.onReset || (() => {});
     this.#onStateChange = o.onStateChange || (() => {});
@@ -326,6 +403,8 @@ export class AgentwireClient {
     this.#connectTimeoutMs = o.connectTimeoutMs ?? 15000;
     this.#random = o.random || Math.random;
     this.#seen = new RecentIds(o.dedupeSize ?? 10000);
+    this.#ended = new RecentIds(o.endedRunsSize ?? 10000);
+    this.#cancelTimeoutMs = o.cancelTimeoutMs ?? 10000;
   }
 
   /** The current state (one of {@link ClientState}). */
@@ -340,10 +419,45 @@ export class AgentwireClient {
 
   /**
    * Counters since construction: events delivered to onEvent, duplicates dropped, connections
-   * opened, resets received.
+   * opened, resets received, token refreshes sent, runs ended (onRunEnd calls) and late events
+   * dropped.
    */
   get counts() {
     return { ...this.#counts };
+  }
+
+  /** Events of already ended runs that were dropped (not passed to onEvent) since construction. */
+  get lateEvents() {
+    return this.#counts.lateEvents;
+  }
+
+  /**
+   * Asks the gateway to stop a run of this user (docs/runs.md, "Stop"). The run's end then
+   * arrives like any other: an `agent_failed` with `error_code` `cancelled` (onRunEnd with
+   * outcome `cancelled`), or, when the worker finished first, its own end.
+   *
+   * Over the open WebSocket (a `cancel` frame, answered by the `cancel_result` frame of the same
+   * run id) or, when none is open, `POST /v1/runs/{run_id}/cancel` beside the events URL. A
+   * WebSocket that closes before the answer hands the request over to HTTP (Stop is
+   * idempotent). Resolves with the gateway's answer; rejects when there is none within the
+   * timeout, when the gateway refuses the token (the error's `status`: 401, 403) or answers
+   * something else.
+   * @param {string} runId
+   * @param {CancelOptions} [options]
+   * @returns {Promise<CancelResult>}
+   */
+  async cancel(runId, options) {
+    const o = options || {};
+    if (!isValidRunId(runId)) return { result: 'bad_run_id', via: 'local' };
+    const via = o.via || 'auto';
+    const timeoutMs = o.timeoutMs ?? this.#cancelTimeoutMs;
+    const socket = this.#socket;
+    const open = Boolean(socket) && socket.readyState === 1;
+    if (via === 'websocket' || (via === 'auto' && open)) {
+      if (!open) throw new Error('agentwire: cancel: no open WebSocket');
+      return this.#cancelOverSocket(socket, runId, timeoutMs);
+    }
+    return this.#cancelOverHttp(runId, Date.now() + timeoutMs);
   }
 
   /**
@@ -380,12 +494,14 @@ export class AgentwireClient {
     this.#cursor = '';
     this.#fromEarliest = false;
     this.#seen.clear();
+    this.#ended.clear();  // the next replay shows those runs again, ends included
   }
 
   #stop(state, info) {
     this.#generation++;
     clearTimeout(this.#timer);
     this.#timer = null;
+    if (this.#socket) this.#handOverCancels(this.#socket);
     if (typeof globalThis.removeEventListener === 'function') {
       globalThis.removeEventListener('online', this.#onOnline);
     }
@@ -508,6 +624,7 @@ export class AgentwireClient {
       this.#ignoreStored = false;
       this.#cursor = this.#storageGet(key);
       this.#seen.clear();
+      this.#ended.clear();
     }
     const { href, sentCursor, protocols } = this.#urlFor(token);
     // The probe after a refused upgrade sends the token as a header too, never in the URL.
@@ -545,6 +662,7 @@ export class AgentwireClient {
     socket.onclose = (event) => {
       clearTimeout(handshakeTimer);
       clearTimeout(connection.refreshTimer);
+      this.#handOverCancels(socket);
       if (this.#socket !== socket) return;  // closed by close() or superseded
       this.#socket = null;
       this.#handleClose(connection, event || {}, href, sentCursor, generation, probeToken);
@@ -552,18 +670,24 @@ export class AgentwireClient {
   }
 
   #handleFrame(socket, connection, data) {
-    // After a reset this connection goes on live, but the client starts over from the earliest
-    // event on a new one: anything more here would come before the history and out of order.
-    if (connection.resetting) return;
     let frame;
     try {
       frame = JSON.parse(typeof data === 'string' ? data : new TextDecoder().decode(data));
     } catch (error) {
-      this.#onError(new Error(`agentwire: unparseable frame: ${error.message}`));
+      if (!connection.resetting) this.#onError(new Error(`agentwire: unparseable frame: ${error.message}`));
       return;
     }
+    // The answer to a Stop is valid whatever else this connection is doing.
+    if (frame && frame.type === 'cancel_result') {
+      this.#answerCancel(socket, frame);
+      return;
+    }
+    // After a reset this connection goes on live, but the client starts over from the earliest
+    // event on a new one: anything more here would come before the history and out of order.
+    if (connection.resetting || !frame) return;
     switch (frame.type) {
       case 'event': {
+        // The cursor moves past every event, dropped ones included.
         this.#setCursor(frame.cursor);
         const event = frame.event || {};
         const id = event.event_id;
@@ -572,8 +696,32 @@ export class AgentwireClient {
           return;
         }
         if (id) this.#seen.add(id);
+        const runId = typeof event.run_id === 'string' ? event.run_id : '';
+        const info = { cursor: frame.cursor || '', replayed: !connection.ready };
+        if (runId && this.#ended.touch(runId)) {
+          // The run already ended (first terminal wins): a zombie worker's event, or a second
+          // end that lost the race. Never shown.
+          this.#counts.lateEvents++;
+          this.#call(this.#onLateEvent, event, info);
+          return;
+        }
         this.#counts.events++;
-        this.#call(this.#onEvent, event, { cursor: frame.cursor || '', replayed: !connection.ready });
+        this.#call(this.#onEvent, event, info);
+        const outcome = runOutcome(event);
+        if (runId && outcome) {
+          this.#ended.add(runId);
+          this.#counts.runEnds++;
+          const failed = event.agent_failed || {};
+          this.#call(this.#onRunEnd, {
+            runId,
+            threadId: event.thread_id || '',
+            outcome,
+            errorCode: outcome === 'completed' ? '' : String(failed.error_code || ''),
+            message: outcome === 'completed' ? '' : String(failed.message || ''),
+            event,
+            ...info,
+          });
+        }
         return;
       }
       case 'ready':
@@ -607,7 +755,128 @@ export class AgentwireClient {
     this.#storageRemove(this.#key);
     this.#cursor = '';
     this.#seen.clear();
+    this.#ended.clear();
     this.#fromEarliest = true;
+  }
+
+  #cancelOverSocket(socket, runId, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const pending = { socket, resolve, reject, timer: null, deadline: Date.now() + timeoutMs };
+      pending.timer = setTimeout(() => {
+        if (!this.#takeCancel(runId, pending)) return;
+        reject(new Error(`agentwire: no answer to the cancel of run ${runId} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const queue = this.#cancels.get(runId) || [];
+      queue.push(pending);
+      this.#cancels.set(runId, queue);
+      try {
+        socket.send(JSON.stringify({ type: 'cancel', run_id: runId }));
+      } catch (error) {
+        this.#takeCancel(runId, pending);
+        clearTimeout(pending.timer);
+        reject(error);
+      }
+    });
+  }
+
+  // Removes one pending cancel; false when it was already answered, timed out or handed over.
+  #takeCancel(runId, pending) {
+    const queue = this.#cancels.get(runId);
+    const index = queue ? queue.indexOf(pending) : -1;
+    if (index < 0) return false;
+    queue.splice(index, 1);
+    if (queue.length === 0) this.#cancels.delete(runId);
+    return true;
+  }
+
+  // A `cancel_result` frame answers the oldest cancel of that run id sent on this socket (the
+  // frame carries no request id; two answers about one run say the same about it anyway).
+  // One nobody here asked for is ignored.
+  #answerCancel(socket, frame) {
+    const runId = typeof frame.run_id === 'string' ? frame.run_id : '';
+    const pending = (this.#cancels.get(runId) || []).find((entry) => entry.socket === socket);
+    if (!pending) return;
+    this.#takeCancel(runId, pending);
+    clearTimeout(pending.timer);
+    const answer = { result: String(frame.result || ''), via: 'websocket' };
+    if (frame.end && typeof frame.end === 'object') answer.end = frame.end;
+    pending.resolve(answer);
+  }
+
+  // The socket closed (or the client did) before the gateway answered: asks again over HTTP
+  // within what is left of each request's time. A Stop is idempotent, so one that did reach
+  // the gateway is merely repeated.
+  #handOverCancels(socket) {
+    for (const [runId, queue] of [...this.#cancels]) {
+      for (const pending of queue.filter((entry) => entry.socket === socket)) {
+        this.#takeCancel(runId, pending);
+        clearTimeout(pending.timer);
+        this.#cancelOverHttp(runId, pending.deadline).then(pending.resolve, pending.reject);
+      }
+    }
+  }
+
+  async #cancelOverHttp(runId, deadline) {
+    if (typeof this.#fetch !== 'function') {
+      throw new Error('agentwire: cancel needs an open WebSocket or fetch');
+    }
+    // Beside the events URL: wss://host/v1/events -> https://host/v1/runs/<id>/cancel.
+    const events = new URL(this.#url.replace(/^ws/, 'http'));
+    events.pathname = events.pathname.replace(/\/+$/, '');
+    const url = new URL(`runs/${encodeURIComponent(runId)}/cancel`, events).href;
+    const token = await this.#resolveToken();
+    const left = Math.max(1, deadline - Date.now());
+    const controller = typeof AbortController === 'function' ? new AbortController() : null;
+    const timer = controller ? setTimeout(() => controller.abort(), left) : null;
+    let response;
+    let body = {};
+    try {
+      response = await this.#fetch(url, {
+        method: 'POST',
+        cache: 'no-store',
+        credentials: 'omit',
+        headers: { Authorization: `Bearer ${token}` },
+        signal: controller ? controller.signal : undefined,
+      });
+      try {
+        const parsed = await response.json();
+        if (parsed && typeof parsed === 'object') body = parsed;
+      } catch {
+        // not JSON: the status says enough
+      }
+    } catch (error) {
+      const timedOut = controller && controller.signal.aborted;
+      throw new Error(timedOut
+        ? `agentwire: no answer to the cancel of run ${runId} in time`
+        : `agentwire: cancel of run ${runId} failed: ${error && error.message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    const error = typeof body.error === 'string' ? body.error : '';
+    switch (response.status) {
+      case 202:
+        return { result: 'requested', via: 'http' };
+      case 404:
+        // A gateway without the endpoint answers 404 too, with another error (or none).
+        if (error === 'unknown_run') return { result: 'unknown_run', via: 'http' };
+        break;
+      case 409: {
+        const answer = { result: 'run_ended', via: 'http' };
+        if (body.end && typeof body.end === 'object') answer.end = body.end;
+        return answer;
+      }
+      case 400:
+        return { result: 'bad_run_id', via: 'http' };
+      case 503:
+        return { result: 'control_unavailable', via: 'http' };
+      default:
+        break;
+    }
+    throw Object.assign(
+      new Error(`agentwire: cancel of run ${runId}: HTTP ${response.status}${error ? ` ${error}` : ''}` +
+        `${body.message ? `: ${body.message}` : ''}`),
+      { status: response.status, error },
+    );
   }
 
   async #handleClose(connection, event, href, sentCursor, generation, probeToken) {

@@ -5,7 +5,13 @@
 // Page query: token=<jwt> (moved to sessionStorage and removed from the address bar),
 // from=earliest|live (default earliest: every retained event of the user; live: from now on,
 // and after a reload from where the page left off), thread_id=, run_id=.
-import { AgentwireClient, ClientState, tokenSubject } from './agentwire-client.js';
+//
+// Stop: the top bar's Stop button asks the gateway to stop the newest run in progress
+// (client.cancel); the run then ends like any other, with agent_failed `cancelled` ("stopped").
+// A run the supervisor ended because its worker went silent shows "the agent stopped
+// responding". A run ends once, at its first end (docs/runs.md): later events of it never
+// reach the page (the client drops them; the counter shows how many).
+import { AgentwireClient, ClientState, runOutcome, tokenSubject } from './agentwire-client.js';
 
 const kTokenKey = 'agentwire:demo:token';
 const kMaxRuns = 200;  // older run cards are dropped so a long session stays light
@@ -89,7 +95,9 @@ class RunCard {
     id.title = 'run id';
     this.time = make('time', 'run-time', formatTime(event.emitted_at));
     this.time.dateTime = event.emitted_at || '';
-    head.append(this.agent, this.badge, id, this.time);
+    this.note = make('span', 'run-note');
+    this.note.hidden = true;
+    head.append(this.agent, this.badge, id, this.note, this.time);
     this.body = make('div', 'run-body');
     this.foot = make('footer', 'run-foot', '');
     this.node.append(head, this.body, this.foot);
@@ -124,7 +132,29 @@ class RunCard {
     if (seq > this.lastSeq) this.lastSeq = seq;
   }
 
+  get running() {
+    return this.node.dataset.status === 'running';
+  }
+
+  // What became of a Stop the user asked for (until the run's end arrives).
+  setNote(text) {
+    this.note.textContent = text || '';
+    this.note.hidden = !text;
+  }
+
+  stopRequested() {
+    this.node.dataset.stop = 'requested';
+    if (this.running) this.badge.textContent = 'stopping…';
+  }
+
+  stopFailed(text) {
+    delete this.node.dataset.stop;
+    if (this.running) this.badge.textContent = 'running';
+    this.setNote(text);
+  }
+
   setStatus(status, text) {
+    this.setNote('');
     this.node.dataset.status = status;
     this.badge.className = `badge badge-${status}`;
     this.badge.textContent = text || status;
@@ -180,6 +210,11 @@ class RunCard {
         return item;
       }
       case 'agent_failed': {
+        const outcome = runOutcome(event);
+        if (outcome === 'cancelled') return this.end('stopped', 'stopped', 'stopped', outcome, body.message);
+        if (outcome === 'worker_lost') {
+          return this.end('lost', 'lost', 'the agent stopped responding', outcome, body.message);
+        }
         this.setStatus('failed');
         const item = make('div', 'failure');
         item.append(make('span', 'failure-code', body.error_code || 'failed'));
@@ -195,6 +230,18 @@ class RunCard {
         return item;
       }
     }
+  }
+
+  // An end that is not the agent's own answer or error: plain text a user understands, with
+  // the gateway's message (if any) beside it.
+  end(status, badge, text, outcome, detail) {
+    this.setStatus(status, badge);
+    const item = make('div', `run-end run-end-${status}`);
+    item.dataset.outcome = outcome;
+    item.append(make('span', 'run-end-text', text));
+    if (detail) item.append(make('span', 'meta', detail));
+    this.body.append(item);
+    return item;
   }
 
   toolCall(event, body) {
@@ -283,6 +330,13 @@ class Timeline {
     return card;
   }
 
+  /** The newest run still in progress, or null. */
+  inProgress() {
+    let newest = null;
+    for (const card of this.runs.values()) if (card.running) newest = card;
+    return newest;
+  }
+
   dropOldest() {
     const [runId, card] = this.runs.entries().next().value;
     this.runs.delete(runId);
@@ -339,6 +393,9 @@ function main() {
   const connection = new ConnectionView(byId('connection'), byId('connection-text'));
   const counter = byId('event-count');
   const notice = byId('notice');
+  const stop = byId('stop');
+  const stopping = new Set();  // run ids whose Stop was requested and whose end has not come
+  const ends = new Map();  // run id -> how many times onRunEnd reported it (1, by the contract)
   let client = null;
 
   const showNotice = (text) => {
@@ -347,11 +404,51 @@ function main() {
   };
 
   const updateCounter = () => {
-    const { events, duplicates } = client ? client.counts : { events: 0, duplicates: 0 };
+    const { events, duplicates, lateEvents } = client ? client.counts : { events: 0, duplicates: 0, lateEvents: 0 };
     counter.dataset.count = String(events);
     counter.dataset.duplicates = String(duplicates);
+    counter.dataset.late = String(lateEvents);
     counter.textContent = `${events} event${events === 1 ? '' : 's'}` +
-      (duplicates ? ` · ${duplicates} duplicate${duplicates === 1 ? '' : 's'} dropped` : '');
+      (duplicates ? ` · ${duplicates} duplicate${duplicates === 1 ? '' : 's'} dropped` : '') +
+      (lateEvents ? ` · ${lateEvents} late event${lateEvents === 1 ? '' : 's'} of ended runs dropped` : '');
+  };
+
+  // The Stop button targets the newest run in progress; disabled when there is none, or while
+  // its Stop is on its way.
+  const updateStop = () => {
+    const card = client ? timeline.inProgress() : null;
+    const pending = Boolean(card) && stopping.has(card.runId);
+    stop.disabled = !card || pending;
+    stop.dataset.targetRun = card ? card.runId : '';
+    stop.textContent = pending ? 'Stopping…' : 'Stop';
+    stop.title = card ? `Stop run ${card.runId}` : 'No run in progress';
+  };
+
+  const requestStop = async (runId) => {
+    const card = timeline.runs.get(runId);
+    if (!client || !card) return;
+    stopping.add(runId);
+    card.stopRequested();
+    updateStop();
+    let answer;
+    try {
+      answer = await client.cancel(runId);
+    } catch (error) {
+      answer = { result: 'error', message: error.message };
+    }
+    if (answer.result === 'requested' || answer.result === 'run_ended') {
+      // The end arrives as an event (stopped, or the agent's own end if it was faster).
+      if (card.running) card.setNote('Stop requested');
+      return;
+    }
+    stopping.delete(runId);
+    const why = {
+      unknown_run: 'Stop: the gateway does not know this run',
+      control_unavailable: 'Stop could not be passed on; try again',
+      bad_run_id: 'Stop: not a valid run id',
+    }[answer.result] || `Stop failed: ${answer.message || answer.result}`;
+    card.stopFailed(why);
+    updateStop();
   };
 
   const askForToken = (error) => {
@@ -360,6 +457,7 @@ function main() {
     byId('token-error').textContent = error || '';
     byId('replay').hidden = true;
     byId('sign-out').hidden = true;
+    stop.hidden = true;
     byId('empty').hidden = true;
     byId('token-input').focus();
   };
@@ -368,6 +466,7 @@ function main() {
     byId('token-panel').hidden = true;
     byId('replay').hidden = false;
     byId('sign-out').hidden = false;
+    stop.hidden = false;
     const user = byId('user');
     const name = tokenSubject(token);
     user.textContent = name;
@@ -383,6 +482,15 @@ function main() {
       onEvent: (event) => {
         timeline.add(event);
         updateCounter();
+        updateStop();
+      },
+      onLateEvent: updateCounter,
+      onRunEnd: ({ runId, outcome }) => {
+        ends.set(runId, (ends.get(runId) || 0) + 1);
+        stopping.delete(runId);
+        const card = timeline.runs.get(runId);
+        if (card) card.node.dataset.outcome = outcome;
+        updateStop();
       },
       onReady: ({ replayed }) => {
         connection.node.title = `caught up: ${replayed} event${replayed === 1 ? '' : 's'} replayed`;
@@ -393,7 +501,7 @@ function main() {
           showNotice('Showing the most recent events; older ones are in the log (agentwire replay).');
           return;
         }
-        timeline.clear();
+        clearView();
         showNotice('The saved position is older than the retained history; showing what the log still holds.');
       },
       onStateChange: (state, info) => {
@@ -412,9 +520,23 @@ function main() {
     // starts from the earliest event rather than from the cursor of its previous life (which
     // would show only what came after it). With from=live, the stored cursor is resumed.
     if (startFrom === 'earliest') client.forgetCursor();
-    window.agentwireDemo = { client, timeline };
+    window.agentwireDemo = { client, timeline, ends };
     client.connect();
+    updateStop();
   };
+
+  // The view, and what the page knows about runs, start over (replay, another token, reset).
+  const clearView = () => {
+    timeline.clear();
+    stopping.clear();
+    ends.clear();
+    updateCounter();
+    updateStop();
+  };
+
+  stop.addEventListener('click', () => {
+    if (stop.dataset.targetRun) requestStop(stop.dataset.targetRun);
+  });
 
   byId('token-form').addEventListener('submit', (submit) => {
     submit.preventDefault();
@@ -422,7 +544,7 @@ function main() {
     if (!token) return;
     sessionSet(kTokenKey, token);
     if (client) client.close();
-    timeline.clear();
+    clearView();
     start(token);
   });
 
@@ -430,7 +552,7 @@ function main() {
     if (!client) return;
     client.close();
     client.forgetCursor({ startFrom: 'earliest' });
-    timeline.clear();
+    clearView();
     showNotice('');
     client.connect();
   });
@@ -439,8 +561,7 @@ function main() {
     if (client) client.close();
     client = null;
     sessionSet(kTokenKey, '');
-    timeline.clear();
-    updateCounter();
+    clearView();
     askForToken('');
   });
 

@@ -1,8 +1,10 @@
 // Runs the real `agentwire` binary (path from AGENTWIRE_BINARY, which ctest sets) as separate
-// processes: an embedded Kafka broker, gateway replicas, `emit` and `token`.
+// processes: an embedded Kafka broker, gateway replicas, the supervisor, `emit` (and `emit
+// simulate` as a worker) and `token`.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -107,6 +109,53 @@ export async function startGateway(bootstrap, port = 0, extraArgs = []) {
     }, { timeoutMs: 60000, intervalMs: 100 });
     return gateway;
   }
+}
+
+/** A TCP port that was free a moment ago (for a child's --metrics-port). */
+export async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * `agentwire supervisor` (docs/runs.md) with its metrics on a free local port; resolves once its
+ * /readyz answers 200, with `metricsUrl` set.
+ */
+export async function startSupervisor(bootstrap, extraArgs = []) {
+  const port = await freePort();
+  const supervisor = new Child('supervisor', [
+    'supervisor', '--brokers', bootstrap, '--metrics-address', '127.0.0.1', '--metrics-port', String(port),
+    ...extraArgs,
+  ]);
+  supervisor.proc.stdout.resume();
+  supervisor.metricsUrl = `http://127.0.0.1:${port}`;
+  await waitFor('the supervisor ready', async () => {
+    if (supervisor.exitStatus) {
+      throw new Error(`supervisor exited ${JSON.stringify(supervisor.exitStatus)}\n${supervisor.tail()}`);
+    }
+    try {
+      return (await fetch(`${supervisor.metricsUrl}/readyz`)).status === 200;
+    } catch {
+      return false;
+    }
+  }, { timeoutMs: 60000, intervalMs: 200 });
+  return supervisor;
+}
+
+/**
+ * `agentwire emit simulate` as a worker (runs with run control: heartbeats, Stop honoured);
+ * returns the child at once (`kill('SIGKILL')` is a crashed worker).
+ */
+export function startSimulator(bootstrap, args) {
+  const worker = new Child('simulate', ['emit', 'simulate', '--brokers', bootstrap, ...args]);
+  worker.proc.stdout.resume();
+  return worker;
 }
 
 /** `agentwire token --user U`: a JWT the gateways accept. */

@@ -1,6 +1,6 @@
 // A stand-in gateway for testing the JavaScript client's own logic (dedupe, reset, 401, bad
-// cursor, backoff) with situations the real gateway never produces on purpose, e.g. a
-// duplicated event. It speaks the frames of docs/protocol.md over real WebSockets and serves
+// cursor, backoff, Stop) with situations the real gateway never produces on purpose, e.g. a
+// duplicated event or answers to Stops out of order. It speaks the frames of docs/protocol.md over real WebSockets and serves
 // gateway/web/ like the real one. Tests of the product itself drive the real binary.
 //
 // Cursors here are "c<position in the log>"; a token is any JWT-shaped string whose payload
@@ -47,6 +47,13 @@ export class FakeGateway {
     this.duplicateNext = 0;
     this.sessions = new Set();
     this.upgrades = [];  // the query of every accepted upgrade, for assertions
+    /** Every Stop received: {via: 'frame'|'http', user, runId, authorization}. */
+    this.cancels = [];
+    /**
+     * Decides a Stop's answer: ({user, runId, via}) => {result, end?} or a Promise of it
+     * (a Promise that never settles: no answer). Default: answerFromLog.
+     */
+    this.cancelAnswer = null;
     this.server = null;
     this.port = 0;
   }
@@ -98,6 +105,47 @@ export class FakeGateway {
     }
   }
 
+  /** Sends `frame` (an object) to every open session, e.g. a cancel_result nobody asked for. */
+  sendToAll(frame) {
+    for (const session of this.sessions) session.ws.send(JSON.stringify(frame));
+  }
+
+  /**
+   * The answer docs/runs.md gives, from what the log holds: unknown_run when the user has no
+   * event of the run, run_ended (with `end`) after its first terminal event, else requested.
+   */
+  answerFromLog(user, runId) {
+    if (typeof runId !== 'string' || !runId || Buffer.byteLength(runId) > 256 || /[\u0000-\u001f\u007f]/.test(runId)) {
+      return { result: 'bad_run_id' };
+    }
+    let known = false;
+    for (let position = 0; position < this.log.length; position++) {
+      const event = this.log[position];
+      if (event.user_id !== user || event.run_id !== runId) continue;
+      known = true;
+      if (event.type === 'agent_completed' || event.type === 'agent_failed') {
+        const end = { type: event.type, cursor: `c${position + 1}` };
+        if (event.type === 'agent_failed') end.error_code = event.agent_failed?.error_code || '';
+        return { result: 'run_ended', end };
+      }
+    }
+    return { result: known ? 'requested' : 'unknown_run' };
+  }
+
+  async #answerCancel(user, runId, via) {
+    const decide = this.cancelAnswer || (({ user: u, runId: r }) => this.answerFromLog(u, r));
+    return decide({ user, runId, via });
+  }
+
+  #tokenOf(req, url) {
+    const offered = (req.headers['sec-websocket-protocol'] || '').split(',').map((p) => p.trim());
+    const marker = offered.indexOf('agentwire.bearer');
+    const fromProtocol = marker >= 0 && marker + 1 < offered.length ? offered[marker + 1] : '';
+    const fromHeader = (req.headers.authorization || '').replace(/^Bearer\s+/i, '');
+    const token = fromHeader || fromProtocol || url.searchParams.get('access_token') || '';
+    return { token, transport: fromHeader ? 'header' : fromProtocol ? 'protocol' : 'query' };
+  }
+
   #check(req) {
     const url = new URL(req.url, 'http://x');
     const reject = (status, error, message) => ({ status, body: JSON.stringify({ error, message }) });
@@ -107,12 +155,7 @@ export class FakeGateway {
       return { ...reject(503, 'replica_full', 'at --max-connections'), retryAfter: 1 };
     }
     // The gateway's order: Authorization header, Sec-WebSocket-Protocol pair, query.
-    const offered = (req.headers['sec-websocket-protocol'] || '').split(',').map((p) => p.trim());
-    const marker = offered.indexOf('agentwire.bearer');
-    const fromProtocol = marker >= 0 && marker + 1 < offered.length ? offered[marker + 1] : '';
-    const fromHeader = (req.headers.authorization || '').replace(/^Bearer\s+/i, '');
-    const token = fromHeader || fromProtocol || url.searchParams.get('access_token') || '';
-    const transport = fromHeader ? 'header' : fromProtocol ? 'protocol' : 'query';
+    const { token, transport } = this.#tokenOf(req, url);
     const user = subjectOf(token);
     if (!user || this.rejected.has(token)) return reject(401, 'unauthorized', 'invalid token');
     const cursor = url.searchParams.get('cursor');
@@ -160,6 +203,21 @@ export class FakeGateway {
     this.sessions.add(session);
     ws.on('close', () => this.sessions.delete(session));
     ws.on('error', () => {});
+    ws.on('message', async (data) => {
+      let frame;
+      try {
+        frame = JSON.parse(String(data));
+      } catch {
+        return;
+      }
+      if (!frame || frame.type !== 'cancel') return;  // like the gateway: other frames ignored
+      const runId = typeof frame.run_id === 'string' ? frame.run_id : '';
+      this.cancels.push({ via: 'frame', user: session.user, runId, authorization: '' });
+      const answer = typeof frame.run_id === 'string'
+        ? await this.#answerCancel(session.user, runId, 'frame')
+        : { result: 'bad_run_id' };
+      if (ws.readyState === 1) ws.send(JSON.stringify({ type: 'cancel_result', run_id: runId, ...answer }));
+    });
     const tooOld = this.resetCursors && verdict.query.cursor && verdict.query.cursor !== 'earliest';
     let replayed = 0;
     if (tooOld || verdict.from < this.retainedFrom || verdict.from > this.log.length) {
@@ -174,8 +232,48 @@ export class FakeGateway {
     session.live = true;
   }
 
+  // POST /v1/runs/{run_id}/cancel: the statuses of docs/runs.md.
+  async #httpCancel(req, res, encodedRunId) {
+    const url = new URL(req.url, 'http://x');
+    const reply = (status, body) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method !== 'POST') return reply(405, { error: 'method_not_allowed', message: 'POST' });
+    const { token } = this.#tokenOf(req, url);
+    const user = subjectOf(token);
+    if (!user || this.rejected.has(token)) return reply(401, { error: 'unauthorized', message: 'invalid token' });
+    let runId;
+    try {
+      runId = decodeURIComponent(encodedRunId);
+    } catch {
+      return reply(400, { error: 'bad_run_id', message: 'not percent-encoded' });
+    }
+    this.cancels.push({ via: 'http', user, runId, authorization: req.headers.authorization || '' });
+    const answer = await this.#answerCancel(user, runId, 'http');
+    switch (answer.result) {
+      case 'requested':
+        return reply(202, { status: 'cancel_requested', run_id: runId });
+      case 'run_ended':
+        return reply(409, { error: 'run_ended', message: 'the run has ended', end: answer.end });
+      case 'unknown_run':
+        return reply(404, { error: 'unknown_run', message: 'no such run' });
+      case 'bad_run_id':
+        return reply(400, { error: 'bad_run_id', message: 'bad run id' });
+      case 'control_unavailable':
+        return reply(503, { error: 'control_unavailable', message: 'could not publish' });
+      default:
+        return reply(answer.status || 500, answer.body || {});
+    }
+  }
+
   async #http(req, res) {
     const url = new URL(req.url, 'http://x');
+    const cancel = /^\/v1\/runs\/([^/]+)\/cancel$/.exec(url.pathname);
+    if (cancel) {
+      await this.#httpCancel(req, res, cancel[1]);
+      return;
+    }
     if (url.pathname === '/v1/events') {
       const verdict = this.#check(req);
       const status = verdict.status === 101 ? 426 : verdict.status;

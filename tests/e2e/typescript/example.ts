@@ -4,9 +4,13 @@
 import AgentwireClient, {
   ClientState,
   MemoryStorage,
+  runOutcome,
   type AgentEvent,
+  type CancelResult,
   type ClientStateValue,
   type EventInfo,
+  type RunEndInfo,
+  type RunOutcome,
 } from 'agentwire-client';
 
 async function fetchToken(): Promise<string> {
@@ -26,6 +30,16 @@ const client = new AgentwireClient({
     if (event.type === 'message_delta') rendered.push(event.message_delta?.text ?? '');
     if (event.tool_completed?.error) console.warn(event.tool_completed.tool_name, info.cursor);
   },
+  onRunEnd: (end: RunEndInfo) => {
+    // Once per run; later events of the run never reach onEvent (client.lateEvents counts them).
+    const shown: Record<RunOutcome, string> = {
+      completed: end.event.agent_completed?.result ?? '',
+      failed: `failed: ${end.errorCode} ${end.message}`,
+      cancelled: 'stopped',
+      worker_lost: 'the agent stopped responding',
+    };
+    rendered.push(`${end.runId} (${end.threadId}): ${shown[end.outcome]}`);
+  },
   onReset: ({ reason }) => {
     if (reason !== 'catchup_limit') rendered.length = 0;
   },
@@ -37,5 +51,29 @@ const client = new AgentwireClient({
 client.connect();
 const counts: number = client.counts.events + client.counts.refreshes;
 const cursor: string = client.cursor;
-console.log(counts, cursor);
+console.log(counts, cursor, client.lateEvents + client.counts.runEnds + client.counts.lateEvents);
+
+async function stop(runId: string): Promise<string> {
+  let answer: CancelResult;
+  try {
+    answer = await client.cancel(runId, { timeoutMs: 5000 });
+  } catch (error) {
+    return `no answer: ${(error as Error).message}`;
+  }
+  switch (answer.result) {
+    case 'requested':
+      return 'stopping…'; // the end (outcome 'cancelled') arrives through onRunEnd
+    case 'run_ended':
+      return `already ended (${answer.end?.type ?? ''} ${answer.end?.error_code ?? ''})`;
+    case 'control_unavailable':
+      return 'try again';
+    case 'unknown_run':
+    case 'bad_run_id':
+      return 'no such run';
+  }
+}
+void stop('run-1').then(console.log);
+void client.cancel('run-2', { via: 'http' }).then(({ via, end }) => console.log(via, end?.cursor));
+const outcome: RunOutcome | '' = runOutcome({ type: 'agent_failed', agent_failed: { error_code: 'cancelled' } });
+console.log(outcome);
 client.close();

@@ -5,3 +5,5 @@ new AgentwireClient({ url: 'wss://x/v1/events' }); // no token
 new AgentwireClient({ token: 't', startFrom: 'yesterday' }); // not 'live' | 'earliest'
 new AgentwireClient({ token: 't', onEvent: (event) => event.run_seq.toUpperCase() }); // a number
 const state: number = new AgentwireClient({ token: 't' }).state; // a string union
+new AgentwireClient({ token: 't', onRunEnd: (end) => end.outcome === 'stopped' }); // not an outcome
+void new AgentwireClient({ token: 't' }).cancel(42); // a run id is a string
