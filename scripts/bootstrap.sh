@@ -20,7 +20,7 @@ readonly BUILD_PACKAGES=(
 # recommendation of the packages here, which are installed without recommendations.
 readonly TEST_PACKAGES=(
   ccache git ca-certificates libgtest-dev libgmock-dev
-  postgresql kcat python3 python3-confluent-kafka python3-protobuf python3-yaml
+  postgresql kcat python3 python3-confluent-kafka python3-protobuf python3-yaml python3-pytest python3-pip
   chromium procps curl clang-format clang-tidy
 )
 
