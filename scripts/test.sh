@@ -51,15 +51,17 @@ if [[ "${AGENTWIRE_SKIP_TIDY:-0}" != 1 ]]; then
   echo "test: lint took $((SECONDS - started)) s"
 fi
 
-# The gateway's and the publisher's tests (and the unit tests of the gateway's state machines)
-# again under ThreadSanitizer: a Debug build with -fsanitize=thread of just those targets. Debian's librdkafka starts its threads with
+# The gateway's, the publisher's and the supervisor's tests (and the unit tests of the gateway's
+# state machines and of RunEmitter) again under ThreadSanitizer: a Debug build with -fsanitize=thread of just those targets. Debian's librdkafka starts its threads with
 # C11 thrd_create, which TSan does not intercept, so the tests run with a shim that maps C11
 # threads onto pthreads (tests/tsan/). AGENTWIRE_SKIP_TSAN=1 skips this part.
 if [[ "${AGENTWIRE_SKIP_TSAN:-0}" != 1 ]]; then
   echo "test: ThreadSanitizer build (preset tsan) of the gateway and publisher tests"
   cmake --preset tsan --log-level=WARNING >/dev/null
-  tsan_targets=(agentwire agentwire_unit_tests agentwire_tsan_shim publisher_test)
-  tsan_suites=(PartitionHubTest PublisherTest LazyFrame SseFrames HandOff CoalescingStream)
+  # The supervisor: its consumer thread and the publisher's delivery reports share state.
+  tsan_targets=(agentwire agentwire_unit_tests agentwire_tsan_shim publisher_test supervisor_test)
+  tsan_suites=(PartitionHubTest PublisherTest LazyFrame SseFrames HandOff CoalescingStream
+    SupervisorTest RunEmitter)
   # Every gateway integration test but the descriptor flood (it asserts low CPU, which a
   # TSan build cannot promise).
   for source in tests/integration/gateway_*_test.cpp; do
