@@ -109,12 +109,14 @@ CommandAction RegisterEmitCommand(CLI::App& app) {
   simulate->add_option("--user-prefix", sim.user_prefix, "User id prefix")->capture_default_str();
   simulate->add_flag("--serve-reports-in-caller", options->sim_serve_reports_in_caller,
                      kServeReportsHelp);
-  simulate->add_option("--lease", options->lease,
-                       "Each run's lease: the supervisor ends a run silent this long as "
-                       "worker_lost (docs/runs.md)")
+  simulate
+      ->add_option("--lease", options->lease,
+                   "Each run's lease: the supervisor ends a run silent this long as "
+                   "worker_lost (docs/runs.md)")
       ->capture_default_str();
-  simulate->add_option("--heartbeat-interval", options->heartbeat_interval,
-                       "How often each open run's heartbeat is published (at most half the lease)")
+  simulate
+      ->add_option("--heartbeat-interval", options->heartbeat_interval,
+                   "How often each open run's heartbeat is published (at most half the lease)")
       ->capture_default_str();
   simulate->add_flag("--no-run-control", options->no_run_control,
                      "Publish unsupervised runs: no lease, no heartbeats, Stop not honoured "

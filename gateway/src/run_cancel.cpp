@@ -100,7 +100,8 @@ void RunCanceller::Cancel(const asio::any_io_executor& executor, const std::stri
   pending->timer = std::make_unique<asio::steady_timer>(executor);
   auto poll = std::make_shared<std::function<void()>>();
   *poll = [this, pending, poll] {
-    if (hub_.CaughtUp(pending->partition) || std::chrono::steady_clock::now() >= pending->deadline) {
+    if (hub_.CaughtUp(pending->partition) ||
+        std::chrono::steady_clock::now() >= pending->deadline) {
       Decide(pending);
       *poll = nullptr;  // breaks the cycle
       return;

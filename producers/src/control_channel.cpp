@@ -52,7 +52,8 @@ class ControlPublisher::Impl {
         producer_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
         RD_KAFKA_V_KEY(record.user_id().data(), record.user_id().size()),
         RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADER("content-type", kContentType, -1),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADER("content-type", kContentType, -1),
         RD_KAFKA_V_HEADER("schema", kSchemaName, -1), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       delete opaque;
@@ -76,7 +77,7 @@ class ControlPublisher::Impl {
     std::unique_ptr<Done> done(static_cast<Done*>(message->_private));
     if (!done || !*done) return;
     (*done)(message->err == RD_KAFKA_RESP_ERR_NO_ERROR ? std::string()
-                                                        : kafka::ErrorText(message->err));
+                                                       : kafka::ErrorText(message->err));
   }
 
   kafka::HandlePtr producer_;

@@ -98,9 +98,8 @@ class RunControl::Impl {
     }
     if (const auto err = rd_kafka_assign(consumer_.get(), assignment.get());
         err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      throw KafkaError(fmt::format("run control: assign {}: {}", control_topic_,
-                                   kafka::ErrorText(err)),
-                       true);
+      throw KafkaError(
+          fmt::format("run control: assign {}: {}", control_topic_, kafka::ErrorText(err)), true);
     }
     kafka::Properties producer_properties = config_.client_properties;
     publisher_ = std::make_unique<ControlPublisher>(producer_properties, "agentwire-run-control");
@@ -123,9 +122,10 @@ class RunControl::Impl {
                     CancelHandler on_cancel) {
     std::lock_guard lock(mutex_);
     const uint64_t id = next_id_++;
-    runs_.emplace(id, Run{user_id, thread_id, run_id,
-                          static_cast<uint32_t>((lease.count() > 0 ? lease : config_.lease).count()),
-                          std::move(on_cancel), false});
+    runs_.emplace(id,
+                  Run{user_id, thread_id, run_id,
+                      static_cast<uint32_t>((lease.count() > 0 ? lease : config_.lease).count()),
+                      std::move(on_cancel), false});
     by_run_.emplace(run_id, id);
     return id;
   }
@@ -270,9 +270,10 @@ class RunControl::Impl {
             (delivery_error.empty() ? heartbeats_sent_ : heartbeat_failures_).fetch_add(1);
             if (!delivery_error.empty()) {
               static log::RateLimited failed_log(std::chrono::seconds(10));
-              failed_log.Warn("run control: a heartbeat was not delivered; runs may be ended as "
-                              "worker_lost if this lasts longer than their lease",
-                              {{"topic", heartbeat_topic_}, {"error", delivery_error}});
+              failed_log.Warn(
+                  "run control: a heartbeat was not delivered; runs may be ended as "
+                  "worker_lost if this lasts longer than their lease",
+                  {{"topic", heartbeat_topic_}, {"error", delivery_error}});
             }
           },
           &error);
@@ -308,8 +309,7 @@ class RunControl::Impl {
   std::unique_ptr<ControlPublisher> publisher_;
 };
 
-RunControl::RunControl(RunControlConfig config)
-    : impl_(std::make_shared<Impl>(std::move(config))) {
+RunControl::RunControl(RunControlConfig config) : impl_(std::make_shared<Impl>(std::move(config))) {
   impl_->Start();
 }
 

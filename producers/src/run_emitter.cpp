@@ -18,7 +18,8 @@ RunEmitter::RunEmitter(EventSink& sink, RunIdentity identity,
       max_event_bytes_(max_event_bytes != 0 ? max_event_bytes : sink.MaxEventBytes()),
       control_(control) {
   if (identity_.run_id.empty()) identity_.run_id = schemas::NewEventId();
-  if (control_ != nullptr && identity_.lease.count() <= 0) identity_.lease = control_->DefaultLease();
+  if (control_ != nullptr && identity_.lease.count() <= 0)
+    identity_.lease = control_->DefaultLease();
 }
 
 void RunEmitter::StopState::Fire() {

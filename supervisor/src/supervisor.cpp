@@ -517,9 +517,9 @@ class Supervisor::Impl {
 
     auto failures = failures_;
     auto& ended = due.reason == EndReason::kCancelled ? ended_cancelled_ : ended_worker_lost_;
-    const auto status = publisher_->Publish(
-        event, [failures, &ended, p, user = due.user,
-                run_id = due.run](const producers::DeliveryReport& report) {
+    const auto status =
+        publisher_->Publish(event, [failures, &ended, p, user = due.user,
+                                    run_id = due.run](const producers::DeliveryReport& report) {
           if (report.ok) {
             ended.Inc();
             return;

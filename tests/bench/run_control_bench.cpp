@@ -3,9 +3,9 @@
 //
 // --scenario stop: from a chat window's cancel frame to the agent's cancel callback, and to the
 //   run's `cancelled` end in that window. A worker (RunEmitter + RunControl, in this process so
-//   both clocks are one) keeps `--runs` runs open, each streaming a delta every 100 ms (Stop checked every 2 ms); the
-//   client stops one run at a time at a steady `--rate`, waits for its end, and a new run takes
-//   its place.
+//   both clocks are one) keeps `--runs` runs open, each streaming a delta every 100 ms (Stop
+//   checked every 2 ms); the client stops one run at a time at a steady `--rate`, waits for its
+//   end, and a new run takes its place.
 //     build/ci/tests/bench/run_control_bench --scenario stop --cancels 300 --rate 10 --runs 50
 //
 // --scenario kill: from `kill -9` of a worker process (`agentwire emit simulate`, default lease
@@ -85,11 +85,10 @@ int KillScenario(int rounds, int users) {
       auto& client = *clients.emplace_back(std::make_unique<testing::WsClient>());
       if (client.Connect(harness.ClientOptions(user)).status != 101) return 1;
     }
-    testing::Subprocess worker({testing::AgentwireBinary(), "emit", "simulate", "--brokers",
-                                brokers, "--topic", harness.Topic(), "--users",
-                                std::to_string(users), "--rate", std::to_string(users * 2),
-                                "--duration", "0", "--failure-ratio", "0", "--user-prefix",
-                                prefix});
+    testing::Subprocess worker(
+        {testing::AgentwireBinary(), "emit", "simulate", "--brokers", brokers, "--topic",
+         harness.Topic(), "--users", std::to_string(users), "--rate", std::to_string(users * 2),
+         "--duration", "0", "--failure-ratio", "0", "--user-prefix", prefix});
     // Per client: open runs (started, no end yet) as the window shows them.
     std::vector<std::map<std::string, bool>> open(clients.size());
     auto drain = [&](std::chrono::milliseconds wait, std::vector<double>* ended_after,

@@ -4,9 +4,8 @@
 // SDK stream) sees exactly one end. Another user cannot stop it, an ended run answers 409, a
 // flood of Stops is one Stop, forged control records are ignored, and a zombie worker's late
 // events never reach a client.
-#include <gtest/gtest.h>
-
 #include <agentwire/v1/control.pb.h>
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <future>
@@ -288,8 +287,8 @@ TEST_F(GatewayStop, AnotherUserCannotStopARunAndHostileRequestsGetClearAnswers) 
   EXPECT_EQ(CancelOverHttp("alice", "run%00a").status, 400);
   EXPECT_EQ(Post("/v1/runs/run-a/cancel", "").status, 401);
   EXPECT_EQ(Post("/v1/runs/run-a/cancel", "not-a-jwt").status, 401);
-  const auto get = HttpGet(harness_.Port(), "/v1/runs/run-a/cancel",
-                           "Bearer " + harness_.Token("alice"));
+  const auto get =
+      HttpGet(harness_.Port(), "/v1/runs/run-a/cancel", "Bearer " + harness_.Token("alice"));
   EXPECT_EQ(get.status, 405);
 
   // Malformed frames: each answered (or ignored) without closing the connection.
@@ -304,9 +303,8 @@ TEST_F(GatewayStop, AnotherUserCannotStopARunAndHostileRequestsGetClearAnswers) 
   const auto hostile_frames = ReadUntil(
       hostile,
       [](const std::vector<Frame>& f) {
-        return std::count_if(f.begin(), f.end(), [](const Frame& frame) {
-                 return frame.type == "cancel_result";
-               }) >= 4;
+        return std::count_if(f.begin(), f.end(),
+                             [](const Frame& frame) { return frame.type == "cancel_result"; }) >= 4;
       },
       10s);
   int bad = 0;
@@ -344,8 +342,8 @@ TEST_F(GatewayStop, AFloodOfStopsIsOneStopAndForgedControlRecordsAreIgnored) {
 
   // A forged Stop on the control topic: mallory names alice's run. RunControl reads every
   // partition of the control topic, sees it, and must refuse it.
-  producers::ControlPublisher forger(
-      {{"bootstrap.servers", harness_.Kafka().BootstrapServers()}}, "forger");
+  producers::ControlPublisher forger({{"bootstrap.servers", harness_.Kafka().BootstrapServers()}},
+                                     "forger");
   v1::ControlRecord forged;
   forged.set_user_id("mallory");
   forged.set_run_id("run-f");
@@ -386,9 +384,8 @@ TEST_F(GatewayStop, AFloodOfStopsIsOneStopAndForgedControlRecordsAreIgnored) {
   EXPECT_EQ(ErrorCode(ends[0]), "cancelled");
   EXPECT_EQ(control_->Stats().cancels_honoured, 1u);
   // Every frame got its answer, requested or (after the end) run_ended.
-  const auto answers = std::count_if(frames.begin(), frames.end(), [](const Frame& f) {
-    return f.type == "cancel_result";
-  });
+  const auto answers = std::count_if(frames.begin(), frames.end(),
+                                     [](const Frame& f) { return f.type == "cancel_result"; });
   EXPECT_GE(answers, 1);
 }
 

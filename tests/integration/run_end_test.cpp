@@ -65,20 +65,42 @@ class RunEnd : public ::testing::Test {
   const std::string& Brokers() { return harness_.Kafka().BootstrapServers(); }
 
   std::vector<std::string> Supervisor(const std::string& group) {
-    return {AgentwireBinary(), "supervisor",          "--brokers",         Brokers(),
-            "--topic",         harness_.Topic(),      "--group",           group,
-            "--check-interval", "200ms",              "--cancel-timeout",  "3s",
-            "--metrics-port",  "0",                   "--kafka",           "session.timeout.ms=6000",
-            "--kafka",         "heartbeat.interval.ms=1000"};
+    return {AgentwireBinary(),  "supervisor",
+            "--brokers",        Brokers(),
+            "--topic",          harness_.Topic(),
+            "--group",          group,
+            "--check-interval", "200ms",
+            "--cancel-timeout", "3s",
+            "--metrics-port",   "0",
+            "--kafka",          "session.timeout.ms=6000",
+            "--kafka",          "heartbeat.interval.ms=1000"};
   }
 
   std::vector<std::string> Worker(const std::string& prefix, const std::string& lease,
                                   const std::string& heartbeat) {
-    return {AgentwireBinary(), "emit",    "simulate",        "--brokers",   Brokers(),
-            "--topic",         harness_.Topic(), "--users",  "4",           "--rate",
-            "30",              "--duration", "0",            "--failure-ratio", "0",
-            "--user-prefix",   prefix,    "--seed",          "7",           "--lease",
-            lease,             "--heartbeat-interval", heartbeat};
+    return {AgentwireBinary(),
+            "emit",
+            "simulate",
+            "--brokers",
+            Brokers(),
+            "--topic",
+            harness_.Topic(),
+            "--users",
+            "4",
+            "--rate",
+            "30",
+            "--duration",
+            "0",
+            "--failure-ratio",
+            "0",
+            "--user-prefix",
+            prefix,
+            "--seed",
+            "7",
+            "--lease",
+            lease,
+            "--heartbeat-interval",
+            heartbeat};
   }
 
   GatewayHarness harness_;
@@ -87,8 +109,8 @@ class RunEnd : public ::testing::Test {
 TEST_F(RunEnd, AKilledWorkersRunsEndOnceForEveryClientAndInAnalytics) {
   auto& postgres = SharedPostgres();
   const std::string dsn = postgres.CreateDatabase("run_end");
-  Subprocess analytics(ConsumerCommand("analytics", Brokers(), dsn,
-                                       {"--batch-size", "100", "--batch-ms", "20"}));
+  Subprocess analytics(
+      ConsumerCommand("analytics", Brokers(), dsn, {"--batch-size", "100", "--batch-ms", "20"}));
   Subprocess supervisor(Supervisor("sup-kill"));
   const std::string user = "kill-0001";
 
@@ -155,9 +177,10 @@ TEST_F(RunEnd, AKilledWorkersRunsEndOnceForEveryClientAndInAnalytics) {
   for (const auto& id : open_at_kill) {
     EXPECT_EQ(ws_runs[id].end_code, "worker_lost") << id;
     const auto took = std::chrono::duration<double>(ws_runs[id].ended_at - killed_at).count();
-    std::printf("kill -9 -> worker_lost at the WebSocket client: %.1f s (lease 2 s, supervisor "
-                "killed and restarted in between)\n",
-                took);
+    std::printf(
+        "kill -9 -> worker_lost at the WebSocket client: %.1f s (lease 2 s, supervisor "
+        "killed and restarted in between)\n",
+        took);
   }
 
   // SSE: the same runs, the same single ends.
@@ -188,8 +211,10 @@ TEST_F(RunEnd, AKilledWorkersRunsEndOnceForEveryClientAndInAnalytics) {
   for (const auto& id : open_at_kill) {
     std::string row;
     while (Clock::now() < analytics_deadline) {
-      row = postgres.Query(dsn, "SELECT status || ' ' || coalesce(error_code, '-') FROM agent_runs "
-                                "WHERE run_id = '" + id + "'");
+      row = postgres.Query(dsn,
+                           "SELECT status || ' ' || coalesce(error_code, '-') FROM agent_runs "
+                           "WHERE run_id = '" +
+                               id + "'");
       if (row == "failed worker_lost") break;
       std::this_thread::sleep_for(100ms);
     }
@@ -214,8 +239,8 @@ TEST_F(RunEnd, ALongToolCallThatHeartbeatsIsNotEnded) {
   ASSERT_EQ(ws.Connect(harness_.ClientOptions("tool-user")).status, 101);
   {
     producers::RunEmitter run(publisher,
-                              {"tool-user", "t-long", "run-long", "researcher", "", {}, {}}, 5s,
-                              {}, 0, &control);
+                              {"tool-user", "t-long", "run-long", "researcher", "", {}, {}}, 5s, {},
+                              0, &control);
     ASSERT_EQ(run.Started("crawl the site", "m"), producers::PublishStatus::kAccepted);
     ASSERT_EQ(run.ToolExecuting("crawler", "{}", "c1"), producers::PublishStatus::kAccepted);
     std::this_thread::sleep_for(6s);  // four leases without an event: only heartbeats

@@ -26,11 +26,11 @@ struct RunControlConfig {
 
 struct RunControlStats {
   uint64_t open_runs = 0;
-  uint64_t heartbeats_sent = 0;       // acknowledged by Kafka
-  uint64_t heartbeat_failures = 0;    // refused or not acknowledged
-  uint64_t cancels_honoured = 0;      // a Stop for one of this process's runs
-  uint64_t forged_cancels = 0;        // a Stop for one of our runs naming another user: ignored
-  uint64_t cancels_for_others = 0;    // Stops for runs this process does not hold
+  uint64_t heartbeats_sent = 0;     // acknowledged by Kafka
+  uint64_t heartbeat_failures = 0;  // refused or not acknowledged
+  uint64_t cancels_honoured = 0;    // a Stop for one of this process's runs
+  uint64_t forged_cancels = 0;      // a Stop for one of our runs naming another user: ignored
+  uint64_t cancels_for_others = 0;  // Stops for runs this process does not hold
 };
 
 /// What a run learns when its user presses Stop.
