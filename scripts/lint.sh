@@ -70,7 +70,7 @@ if ((tidy)); then
   sources=()
   for file in "${files[@]}"; do
     [[ "$file" == *.cpp ]] || continue
-    if ((tidy == 1)) && ! [[ "$file" =~ ^(\./)?(core|producers|gateway|consumers|cli|schemas|tests/support|tests/embedder)/ ]]; then
+    if ((tidy == 1)) && ! [[ "$file" =~ ^(\./)?(core|producers|gateway|consumers|supervisor|cli|schemas|tests/support|tests/embedder)/ ]]; then
       continue
     fi
     grep -qF "\"$root/${file#./}\"" "$database" && sources+=("$file")

@@ -34,7 +34,7 @@ struct RunCanceller::Pending {
   std::unique_ptr<asio::steady_timer> timer;
 };
 
-RunCanceller::RunCanceller(kafka::Properties client_properties, std::string topic,
+RunCanceller::RunCanceller(kafka::Properties client_properties, const std::string& topic,
                            PartitionHub& hub, metrics::Registry& registry)
     : client_properties_(std::move(client_properties)),
       control_topic_(ControlTopicFor(topic)),

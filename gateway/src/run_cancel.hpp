@@ -37,7 +37,7 @@ class RunCanceller final {
   /// Called exactly once, from any thread (the Kafka producer's, or the caller's executor).
   using Done = std::function<void(const Outcome&)>;
 
-  RunCanceller(kafka::Properties client_properties, std::string topic, PartitionHub& hub,
+  RunCanceller(kafka::Properties client_properties, const std::string& topic, PartitionHub& hub,
                metrics::Registry& registry);
   ~RunCanceller();
   RunCanceller(const RunCanceller&) = delete;

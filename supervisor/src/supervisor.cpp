@@ -628,7 +628,7 @@ Supervisor::Supervisor(SupervisorConfig config, metrics::Registry& registry)
 
 Supervisor::~Supervisor() = default;
 
-void Supervisor::Run(std::stop_token stop) { impl_->Run(stop); }
+void Supervisor::Run(const std::stop_token& stop) { impl_->Run(stop); }
 
 bool Supervisor::Ready() const { return impl_->Ready(); }
 

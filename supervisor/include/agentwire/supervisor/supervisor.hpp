@@ -43,7 +43,7 @@ class Supervisor final {
   Supervisor& operator=(const Supervisor&) = delete;
 
   /// Supervises until `stop`; then commits and leaves the group cleanly.
-  void Run(std::stop_token stop);
+  void Run(const std::stop_token& stop);
   /// Has an assignment and has read its partitions to the end once. Thread-safe.
   bool Ready() const;
 
