@@ -89,6 +89,11 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
   cmd.add_option("--catchup-session-bytes", o.config.catchup_session_bytes,
                  "The same for one session (it is paused until its client has read)")
       ->capture_default_str();
+  cmd.add_option("--catchup-stall-timeout", o.catchup_stall_timeout,
+                 "A session holding catch-up bytes whose client took no write for this long is "
+                 "closed with 1013, so it cannot stall other resumes (0 = never)")
+      ->envname("AGENTWIRE_CATCHUP_STALL_TIMEOUT")
+      ->capture_default_str();
   cmd.add_option("--max-catchup-events", o.config.max_catchup_events,
                  "A client without a cursor (cursor=earliest) is caught up from at most this many "
                  "of its partition's newest records; older ones get `reset` catchup_limit "
@@ -150,6 +155,8 @@ gateway::GatewayConfig GatewayOptions::Build(const KafkaOptions& kafka) {
   }
   config.tail_warm_window =
       ParseDuration(tail_warm_window, "--tail-warm-window / AGENTWIRE_TAIL_WARM_WINDOW");
+  config.catchup_stall_timeout = ParseDuration(
+      catchup_stall_timeout, "--catchup-stall-timeout / AGENTWIRE_CATCHUP_STALL_TIMEOUT");
   config.Validate();
   return config;
 }

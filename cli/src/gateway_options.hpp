@@ -24,6 +24,7 @@ struct GatewayOptions {
   std::string warm_start_timeout = "30s";
   std::string tail = "all";
   std::string tail_warm_window = "5m";
+  std::string catchup_stall_timeout = "15s";
   std::string jwt_leeway = "30s";
 
   /// Validates everything; throws ConfigError.

@@ -152,6 +152,12 @@ void AiSdkTransport::Write(const Frame& frame, FrameKind kind, bool more_follows
     text = ErrorAndDone("history_unavailable");
   }
   if (text.empty()) {  // `ready`: nothing to say in this protocol
+    if (!more_follows) {
+      // But what earlier frames held back (more_follows) must not wait behind it for a frame
+      // that may not come for a long time: a Send without hold writes it now.
+      stream_.Send({}, /*hold=*/false, std::move(done));
+      return;
+    }
     asio::post(stream_.get_executor(), [done = std::move(done)] { done({}); });
     return;
   }

@@ -481,6 +481,16 @@ Failure CheckTimes(const nlohmann::json& payload, std::chrono::system_clock::tim
     return Fail("token_invalid", fmt::format("malformed token: {}", e.what()));
   }
   if (!exp) return Fail("token_invalid", "the token has no exp claim; tokens must expire");
+  // A session ends at exp + leeway on a steady_clock timer, which counts nanoseconds in 64 bits
+  // (up to the year 2262): a later exp cannot be scheduled, and would end the session at once.
+  constexpr double kMaxExp = 9'000'000'000.0;  // 2255-03-14
+  if (*exp > kMaxExp) {
+    return Fail("token_invalid",
+                fmt::format("the token's exp ({:.0f}) lies after 2255-03-14 (9000000000), later "
+                            "than a session's end can be scheduled; issue tokens that expire "
+                            "sooner",
+                            *exp));
+  }
   if (now_seconds >= *exp + leeway) {
     return Fail("token_expired", fmt::format("the token expired at {} (leeway {}s)",
                                              FormatTime(*exp), leeway_seconds.count()));

@@ -52,6 +52,12 @@ class CoalescingStream {
 
   template <class... Args>
   explicit CoalescingStream(Args&&... args) : next_(std::forward<Args>(args)...) {}
+  /// The owner may be destroyed from inside a write's completion (its last reference was the
+  /// handler); a write started just before (the next waiting one) then completes, aborted, on a
+  /// stream that is gone: it must not touch it.
+  ~CoalescingStream() { *alive_ = false; }
+  CoalescingStream(const CoalescingStream&) = delete;
+  CoalescingStream& operator=(const CoalescingStream&) = delete;
 
   executor_type get_executor() noexcept { return next_.get_executor(); }
   NextLayer& next_layer() noexcept { return next_; }
@@ -141,7 +147,12 @@ class CoalescingStream {
     waiting_.pop_front();
     boost::asio::async_write(
         next_, boost::asio::buffer(on_wire_bytes_),
-        [this, completion = std::move(completion)](boost::beast::error_code ec, std::size_t) {
+        [this, alive = alive_, completion = std::move(completion)](boost::beast::error_code ec,
+                                                                   std::size_t) {
+          if (!*alive) {
+            completion->Complete(ec ? ec : boost::asio::error::operation_aborted);
+            return;
+          }
           on_wire_ = false;
           on_wire_bytes_.clear();
           // The next write starts first: whatever the completion writes queues behind it.
@@ -152,6 +163,7 @@ class CoalescingStream {
   }
 
   NextLayer next_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // false once destroyed
   std::string held_;
   std::string on_wire_bytes_;
   std::deque<Write> waiting_;

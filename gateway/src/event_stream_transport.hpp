@@ -32,10 +32,12 @@ class EventStreamTransport : public Transport {
              Done done) override;
   void Abort() override;
   std::optional<std::chrono::milliseconds> KeepAliveInterval() const override {
-    return kKeepAliveInterval;
+    return keep_alive_interval_;
   }
+  /// GatewayConfig::event_stream_keep_alive; call before Accept.
+  void SetKeepAliveInterval(std::chrono::milliseconds interval) { keep_alive_interval_ = interval; }
 
-  /// A comment line at least this often (the protocol promises one every 15 s).
+  /// A comment line at least this often by default (the protocol promises one every 15 s).
   static constexpr std::chrono::milliseconds kKeepAliveInterval{10'000};
   static constexpr std::string_view kKeepAlive = ": keep-alive\n\n";
 
@@ -47,6 +49,7 @@ class EventStreamTransport : public Transport {
 
  private:
   std::string head_;
+  std::chrono::milliseconds keep_alive_interval_ = kKeepAliveInterval;
   std::array<char, 512> discard_{};  // a client has nothing to send: read and dropped
 };
 

@@ -32,6 +32,12 @@ void GatewayConfig::Validate() const {
     throw ConfigError(
         "--catchup-session-bytes: at least 65536, and --catchup-buffer-bytes at least as large");
   }
+  if (catchup_stall_timeout.count() < 0) {
+    throw ConfigError("--catchup-stall-timeout: must not be negative (0 = never)");
+  }
+  if (event_stream_keep_alive.count() < 1) {
+    throw ConfigError("event stream keep-alive interval: must be positive");
+  }
   if (max_catchup_events < 0) {
     throw ConfigError("--max-catchup-events: expected 0 (no limit) or a positive number");
   }
@@ -146,7 +152,9 @@ class Gateway::Impl {
         ioc_.run();
         return;
       } catch (const std::exception& e) {
-        log::Error("exception escaped an I/O handler; continuing", {{"error", e.what()}});
+        // Rate-limited like every per-request line: a request that throws can be repeated.
+        static log::RateLimited escaped_log;
+        escaped_log.Error("exception escaped an I/O handler; continuing", {{"error", e.what()}});
       }
     }
   }

@@ -21,15 +21,23 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
       catchup_limited(r.GetCounter(
           "agentwire_gateway_catchup_limited_total",
           "Catch-ups without a cursor started at --max-catchup-events (reset catchup_limit)")),
-      token_expired_closes(r.GetCounter(
-          "agentwire_gateway_token_expired_closes_total",
-          "Sessions ended at their token's exp + leeway (WebSocket 4001, SSE event: error)")),
+      token_expired_closes(r.GetCounter("agentwire_gateway_token_expired_closes_total",
+                                        "Sessions ended at their token's exp + leeway (WebSocket "
+                                        "4001, SSE event: token_expired)")),
       refreshes_accepted(r.GetCounter("agentwire_gateway_token_refreshes_total",
                                       "In-band token refreshes", {{"result", "accepted"}})),
       refreshes_refused(r.GetCounter("agentwire_gateway_token_refreshes_total",
                                      "In-band token refreshes", {{"result", "refused"}})),
       slow_closes(r.GetCounter("agentwire_gateway_slow_client_closes_total",
                                "Sessions closed with 1013 because the client fell behind")),
+      catchup_stalled_closes(
+          r.GetCounter("agentwire_gateway_catchup_stalled_closes_total",
+                       "Sessions closed with 1013 because their client took no catch-up write for "
+                       "--catchup-stall-timeout while holding catch-up budget")),
+      catchup_share_waits(r.GetCounter(
+          "agentwire_gateway_catchup_share_waits_total",
+          "Kafka catch-up reads paused because the user's other sessions hold its fair share of "
+          "--catchup-buffer-bytes")),
       rejected_unauthorized(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
                                          "Upgrades refused before the handshake",
                                          {{"reason", "unauthorized"}})),
@@ -79,8 +87,8 @@ GatewayContext::GatewayContext(GatewayConfig config_in, TopicIdentity identity_i
       registry(registry_in),
       metrics(registry_in),
       hub(identity.partition_count, config.cache_bytes),
-      catchup_budget(config.catchup_buffer_bytes, metrics.catchup_buffered,
-                     metrics.catchup_buffered_peak),
+      catchup_budget(config.catchup_buffer_bytes, config.catchup_session_bytes,
+                     metrics.catchup_buffered, metrics.catchup_buffered_peak),
       history(TailConsumerProperties(config.client_properties, config.fetch_wait), identity,
               HistoryLimits(config), catchup_budget, registry_in),
       verifier(config.auth),

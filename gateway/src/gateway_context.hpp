@@ -35,6 +35,8 @@ struct GatewayMetrics {
   metrics::Counter& refreshes_accepted;
   metrics::Counter& refreshes_refused;
   metrics::Counter& slow_closes;
+  metrics::Counter& catchup_stalled_closes;  // --catchup-stall-timeout: 1013
+  metrics::Counter& catchup_share_waits;     // history paused: the user holds its fair share
   metrics::Counter& rejected_unauthorized;
   metrics::Counter& rejected_forbidden;
   metrics::Counter& rejected_bad_request;

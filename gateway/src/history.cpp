@@ -20,7 +20,12 @@ size_t FrameBytes(const LogEntryPtr& entry) { return entry->Bytes(); }
 
 }  // namespace
 
-void CatchupBudget::Charge(size_t bytes) noexcept {
+void CatchupBudget::Charge(const std::string& user, size_t bytes) {
+  if (bytes == 0) return;
+  {
+    std::lock_guard lock(users_mutex_);
+    by_user_[user] += bytes;
+  }
   const size_t now = buffered_.fetch_add(bytes) + bytes;
   buffered_gauge_.Set(static_cast<double>(now));
   size_t peak = peak_.load();
@@ -29,9 +34,36 @@ void CatchupBudget::Charge(size_t bytes) noexcept {
   if (now > peak) peak_gauge_.Set(static_cast<double>(now));
 }
 
-void CatchupBudget::Release(size_t bytes) noexcept {
+void CatchupBudget::Release(const std::string& user, size_t bytes) {
+  if (bytes == 0) return;
+  {
+    std::lock_guard lock(users_mutex_);
+    const auto it = by_user_.find(user);
+    if (it != by_user_.end()) {
+      it->second -= std::min(it->second, bytes);
+      if (it->second == 0) by_user_.erase(it);
+    }
+  }
   const size_t now = buffered_.fetch_sub(bytes) - bytes;
   buffered_gauge_.Set(static_cast<double>(now));
+}
+
+size_t CatchupBudget::UserBytes(const std::string& user) const {
+  std::lock_guard lock(users_mutex_);
+  const auto it = by_user_.find(user);
+  return it == by_user_.end() ? 0 : it->second;
+}
+
+size_t CatchupBudget::FairShare() const {
+  std::lock_guard lock(users_mutex_);
+  return std::max(min_share_, max_bytes_ / (by_user_.size() + 1));
+}
+
+bool CatchupBudget::UserOverShare(const std::string& user) const {
+  std::lock_guard lock(users_mutex_);
+  const auto it = by_user_.find(user);
+  if (it == by_user_.end()) return false;
+  return it->second >= std::max(min_share_, max_bytes_ / (by_user_.size() + 1));
 }
 
 /// A request being served by the current scan.
@@ -53,7 +85,14 @@ HistoryService::HistoryService(kafka::Properties properties, TopicIdentity ident
                                 "Sequential partition scans (each serves every waiting session "
                                 "of the partition)")),
       messages_read_(metrics.GetCounter("agentwire_gateway_history_messages_total",
-                                        "Messages read by catch-up scans")) {
+                                        "Messages read by catch-up scans")),
+      stalled_gauge_(metrics.GetGauge(
+          "agentwire_gateway_history_stalled",
+          "1 while the history reader waits for the catch-up budget (every Kafka-backed resume "
+          "of the replica waits with it)")),
+      stalled_micros_(
+          metrics.GetCounter("agentwire_gateway_history_stalled_microseconds_total",
+                             "Time the history reader spent waiting for the catch-up budget")) {
   properties_["client.id"] = "agentwire-gateway-history";
   // librdkafka prefetches up to this much per partition: keep the reader's own memory small.
   properties_.emplace("queued.max.messages.kbytes", "8192");
@@ -151,7 +190,7 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
     if (auto sink = active.request.sink.lock()) {
       sink->OnHistory(std::move(active.chunk));
     } else {
-      budget_.Release(active.chunk.charged_bytes);  // the session is gone
+      budget_.Release(active.request.user_id, active.chunk.charged_bytes);  // the session is gone
     }
     active.chunk = {};
     if (status != HistoryChunk::Status::kMore) active.finished = true;
@@ -259,11 +298,34 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
   size_t since_join = 0;
   while (!stop_.load() && complete_passed() > 0) {
     if (budget_.Exhausted()) {
-      // Sessions release bytes as their clients read; hand over what is built and wait.
+      // Sessions release bytes as their clients read; hand over what is built and wait. Every
+      // Kafka-backed resume of the replica waits meanwhile: say so (a gauge, a counter of the
+      // time, and a line at most every 10 s). Sessions that stop reading lose their share
+      // (Session's --catchup-stall-timeout), so the wait ends.
       flush_all();
+      const auto wait_started = Clock::now();
+      if (!stalled_) {
+        stalled_ = true;
+        stalled_gauge_.Set(1);
+      }
+      static log::RateLimited stalled_log(std::chrono::seconds(10));
+      stalled_log.Warn(
+          "history reader waiting: the catch-up budget is held by sessions whose "
+          "clients have not read it (see --catchup-buffer-bytes, "
+          "--catchup-stall-timeout)",
+          {{"topic", identity_.topic},
+           {"partition", partition},
+           {"bytes", static_cast<uint64_t>(budget_.Buffered())}});
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      stalled_micros_.Inc(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - wait_started)
+              .count()));
       last_progress = Clock::now();
       continue;
+    }
+    if (stalled_) {
+      stalled_ = false;
+      stalled_gauge_.Set(0);
     }
     kafka::MessagePtr message(rd_kafka_consumer_poll(consumer_.get(), 100));
     if (!message) {
@@ -316,11 +378,14 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
         const auto sink = active->request.sink.lock();
         if (!sink) {
           active->finished = true;
-          budget_.Release(active->chunk.charged_bytes);
+          budget_.Release(active->request.user_id, active->chunk.charged_bytes);
           continue;
         }
-        if (sink->PendingCatchupBytes() + active->chunk.charged_bytes >=
-            limits_.per_session_bytes) {
+        const size_t held = sink->PendingCatchupBytes() + active->chunk.charged_bytes;
+        // Paused (it asks again once it has written, or after a while when it holds nothing):
+        // a session at its own bound, or any session of a user at its fair share of the
+        // replica's budget (many sessions of one user that do not read must not take it all).
+        if (held >= limits_.per_session_bytes || budget_.UserOverShare(active->request.user_id)) {
           deliver(*active, HistoryChunk::Status::kPaused, offset);
           continue;
         }
@@ -334,7 +399,7 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
         }
         if (!entry) continue;
         const size_t bytes = FrameBytes(entry);
-        budget_.Charge(bytes);
+        budget_.Charge(active->request.user_id, bytes);
         active->chunk.charged_bytes += bytes;
         active->chunk.entries.push_back(entry);
         if (active->chunk.charged_bytes >= limits_.chunk_bytes) {
@@ -347,9 +412,13 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
       join_queued();
     }
   }
+  if (stalled_) {
+    stalled_ = false;
+    stalled_gauge_.Set(0);
+  }
   // Stopping: unserved requests are dropped (their sessions are closing); release their bytes.
   for (auto& active : actives) {
-    if (!active->finished) budget_.Release(active->chunk.charged_bytes);
+    if (!active->finished) budget_.Release(active->request.user_id, active->chunk.charged_bytes);
   }
 }
 

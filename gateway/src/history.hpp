@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "agentwire/core/kafka_config.hpp"
@@ -21,24 +22,42 @@ namespace agentwire::gateway {
 /// Bytes of catch-up frames read from Kafka and not yet written to their clients, across every
 /// session of the replica. The history reader stops reading while the total is over the bound;
 /// sessions release bytes as they write. (Entries served from the recent-log cache are not
-/// counted: the cache holds them anyway.) Thread-safe.
+/// counted: the cache holds them anyway.)
+///
+/// Bytes are also counted per user, so that one user's sessions (many tabs, or a client that
+/// opens sessions and never reads them) cannot hold the whole budget: a user at its fair share
+/// (UserOverShare) is served no more until its clients have read. Thread-safe.
 class CatchupBudget final {
  public:
-  CatchupBudget(size_t max_bytes, metrics::Gauge& buffered, metrics::Gauge& peak)
-      : max_bytes_(max_bytes), buffered_gauge_(buffered), peak_gauge_(peak) {}
+  /// `min_share`: what one user may always hold (one session's worth: --catchup-session-bytes).
+  CatchupBudget(size_t max_bytes, size_t min_share, metrics::Gauge& buffered, metrics::Gauge& peak)
+      : max_bytes_(max_bytes),
+        min_share_(min_share),
+        buffered_gauge_(buffered),
+        peak_gauge_(peak) {}
 
-  void Charge(size_t bytes) noexcept;
-  void Release(size_t bytes) noexcept;
+  void Charge(const std::string& user, size_t bytes);
+  void Release(const std::string& user, size_t bytes);
   bool Exhausted() const noexcept { return buffered_.load() >= max_bytes_; }
   size_t Buffered() const noexcept { return buffered_.load(); }
   size_t MaxBytes() const noexcept { return max_bytes_; }
+  /// What `user`'s sessions hold now.
+  size_t UserBytes(const std::string& user) const;
+  /// A user's fair share: the budget divided among the users holding any of it and one more
+  /// (so a newcomer always finds room), never less than `min_share`.
+  size_t FairShare() const;
+  /// `user` holds its fair share or more.
+  bool UserOverShare(const std::string& user) const;
 
  private:
   const size_t max_bytes_;
+  const size_t min_share_;
   std::atomic<size_t> buffered_{0};
   std::atomic<size_t> peak_{0};
   metrics::Gauge& buffered_gauge_;
   metrics::Gauge& peak_gauge_;
+  mutable std::mutex users_mutex_;
+  std::unordered_map<std::string, size_t> by_user_;  // users holding bytes now (> 0)
 };
 
 /// One piece of a history read, handed to the session that asked for it.
@@ -119,6 +138,9 @@ class HistoryService final {
   metrics::Gauge& queue_depth_;
   metrics::Counter& scans_;
   metrics::Counter& messages_read_;
+  metrics::Gauge& stalled_gauge_;
+  metrics::Counter& stalled_micros_;
+  bool stalled_ = false;  // history thread only
 
   kafka::HandlePtr consumer_;
   std::mutex mutex_;

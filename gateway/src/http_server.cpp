@@ -130,6 +130,12 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
 
   void Route(const http::request<http::string_body>& request) {
     const auto target = ParseTarget(Sv(request.target()));
+    if (target.path.empty() || target.path.front() != '/') {
+      // `GET ?x`, `GET x`, `OPTIONS *`: nothing here is served at such a target.
+      SendError(http::status::bad_request, "bad_request",
+                "the request target must be a path starting with /", false);
+      return;
+    }
     if (beast::websocket::is_upgrade(request)) {
       if (target.path == "/v1/events") {
         Subscribe(request, target, Wire::kWebSocket);
@@ -293,7 +299,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
       start.next_offset = run->started_at;
     }
     // EventSource resends the last `id:` it saw as Last-Event-ID when it reconnects; that
-    // wins over the cursor= of the URL it was opened with (DESIGN.md "Other transports").
+    // wins over the cursor= of the URL it was opened with (docs/protocol.md "Server-Sent
+    // Events").
     const auto last_event_id = Sv(request["Last-Event-ID"]);
     std::string cursor_text = wire == Wire::kAiSdk ? std::string() : target.Param("cursor");
     if (wire == Wire::kSse && !last_event_id.empty()) cursor_text = std::string(last_event_id);
@@ -341,11 +348,15 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     const uint64_t id = g_next_session_id.fetch_add(1);
     std::unique_ptr<Transport> transport;
     if (wire == Wire::kAiSdk) {
-      transport = std::make_unique<AiSdkTransport>(stream_.release_socket(), cors_origin_);
+      auto ai_sdk = std::make_unique<AiSdkTransport>(stream_.release_socket(), cors_origin_);
+      ai_sdk->SetKeepAliveInterval(context_->config.event_stream_keep_alive);
+      transport = std::move(ai_sdk);
     } else if (wire == Wire::kSse) {
       // Allowed (checked above): name it for CORS, so a page of another origin may read.
-      transport = std::make_unique<SseTransport>(stream_.release_socket(),
-                                                 std::string(Sv(request[http::field::origin])));
+      auto sse = std::make_unique<SseTransport>(stream_.release_socket(),
+                                                std::string(Sv(request[http::field::origin])));
+      sse->SetKeepAliveInterval(context_->config.event_stream_keep_alive);
+      transport = std::move(sse);
     } else {
       transport = std::make_unique<WebSocketTransport>(stream_.release_socket(),
                                                        context_->config.idle_timeout,
@@ -383,16 +394,15 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     // time of the request, so the run index learns the run (RunCanceller waits for it).
     auto waiter = std::make_shared<TailWaiter>();
     context_->hub.Attach(partition, auth.user_id, waiter);
-    context_->canceller.Cancel(
-        stream_.get_executor(), auth.user_id, partition, run_id,
-        [self = shared_from_this(), waiter, partition, user = auth.user_id,
-         run_id](const RunCanceller::Outcome& outcome) {
-          asio::post(self->stream_.get_executor(), [self, waiter, partition, user, run_id,
-                                                    outcome] {
-            self->context_->hub.Detach(partition, user, waiter.get());
-            self->AnswerCancel(run_id, outcome);
-          });
-        });
+    context_->canceller.Cancel(stream_.get_executor(), auth.user_id, partition, run_id,
+                               [self = shared_from_this(), waiter, partition, user = auth.user_id,
+                                run_id](const RunCanceller::Outcome& outcome) {
+                                 asio::post(self->stream_.get_executor(), [self, waiter, partition,
+                                                                           user, run_id, outcome] {
+                                   self->context_->hub.Detach(partition, user, waiter.get());
+                                   self->AnswerCancel(run_id, outcome);
+                                 });
+                               });
   }
 
   void AnswerCancel(const std::string& run_id, const RunCanceller::Outcome& outcome) {

@@ -8,6 +8,7 @@
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/logging.hpp"
 #include "frames.hpp"
 
@@ -188,6 +189,8 @@ KafkaTailer::KafkaTailer(kafka::Properties properties, TopicIdentity identity, P
       key_mismatch_(metrics.GetCounter(
           "agentwire_gateway_key_mismatch_total",
           "Messages skipped because their key is not their user_id (delivered to nobody)")),
+      registry_(metrics),
+      wrong_partition_(static_cast<size_t>(std::max(0, identity_.partition_count)), nullptr),
       lag_(metrics.GetGauge("agentwire_gateway_consumer_lag",
                             "Messages between the high watermark and the tailer, all partitions")),
       warm_start_(warm),
@@ -461,6 +464,35 @@ void KafkaTailer::Run() {
   }
 }
 
+void KafkaTailer::CheckPartition(int partition, int64_t offset, std::string_view key) {
+  const int expected = PartitionForKey(key, identity_.partition_count);
+  if (expected == partition || partition < 0 ||
+      static_cast<size_t>(partition) >= wrong_partition_.size()) {
+    return;
+  }
+  // A producer that does not partition by murmur2 (librdkafka's and confluent_kafka's default
+  // is CRC32): sessions and resumes read the user's partition by murmur2, so this record reaches
+  // nobody. Counted here, where every record passes once; docs/operations.md says how to fix it.
+  auto& counter = wrong_partition_[static_cast<size_t>(partition)];
+  if (counter == nullptr) {
+    counter = &registry_.GetCounter(
+        "agentwire_gateway_wrong_partition_total",
+        "Records whose key does not hash (murmur2) to the partition they are in: never delivered "
+        "(fix the producer's partitioner; docs/operations.md)",
+        {{"partition", std::to_string(partition)}});
+  }
+  counter->Inc();
+  static log::RateLimited wrong_partition_log(std::chrono::seconds(10));
+  wrong_partition_log.Warn(
+      "record in the wrong partition for its key; no session will get it (set the producer's "
+      "partitioner to murmur2_random)",
+      {{"topic", identity_.topic},
+       {"partition", partition},
+       {"offset", offset},
+       {"expected_partition", expected},
+       {"user", std::string(key)}});
+}
+
 void KafkaTailer::Handle(const rd_kafka_message_t& message) {
   if (message.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     if (message.err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
@@ -479,6 +511,10 @@ void KafkaTailer::Handle(const rd_kafka_message_t& message) {
   }
   consumed_.Inc();
   const int partition = message.partition;
+  if (message.key != nullptr && message.key_len > 0) {
+    CheckPartition(partition, message.offset,
+                   {static_cast<const char*>(message.key), message.key_len});
+  }
   rd_kafka_timestamp_type_t type;
   const int64_t timestamp = rd_kafka_message_timestamp(&message, &type);
   EntryProblem problem = EntryProblem::kNone;

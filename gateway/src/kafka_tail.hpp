@@ -45,8 +45,9 @@ LogEntryPtr MakeLogEntry(const TopicIdentity& identity, int partition, int64_t o
 kafka::Properties TailConsumerProperties(const kafka::Properties& base,
                                          std::chrono::milliseconds fetch_wait);
 
-/// Tails every partition of the topic (manual assignment, no consumer group: a replica owns
-/// nothing) and dispatches each event to the hub.
+/// Tails the topic's partitions (manual assignment, no consumer group: a replica owns nothing)
+/// and dispatches each event to the hub: every partition with --tail all, only those its
+/// sessions need with --tail auto (TailPolicy).
 ///
 /// Warm start: a new replica starts each partition far enough back to fill its share of the
 /// recent-log cache (`warm_entries` messages before the high watermark, at most the log start)
@@ -85,6 +86,8 @@ class KafkaTailer final {
   void Run();
   /// One consumed message: dispatched to the hub, or skipped and counted.
   void Handle(const rd_kafka_message_t& message);
+  /// Counts and logs (rate-limited) a record whose key does not hash to its partition.
+  void CheckPartition(int partition, int64_t offset, std::string_view key);
   void UpdateLag();
   void CheckWarm();
   void RecoverFromRetention();
@@ -103,6 +106,10 @@ class KafkaTailer final {
   metrics::Counter& retention_gaps_;
   metrics::Counter& undecodable_;
   metrics::Counter& key_mismatch_;
+  /// Records whose key hashes (murmur2) to another partition than the one they are in, per
+  /// partition; created on first use (tailer thread).
+  metrics::Registry& registry_;
+  std::vector<metrics::Counter*> wrong_partition_;
   metrics::Gauge& lag_;
   kafka::HandlePtr consumer_;
   std::set<int> behind_retention_;     // partitions to seek to their low watermark (tailer thread)

@@ -157,6 +157,8 @@ std::vector<int> PartitionHub::StopIdleTails(std::chrono::steady_clock::duration
     p.runs.clear();
     p.runs_by_id.clear();
     p.ended_order.clear();
+    p.open_by_start.clear();
+    p.runs_by_start.clear();
     stopped.push_back(static_cast<int>(i));
   }
   return stopped;
@@ -373,8 +375,12 @@ void PartitionHub::TrackRun(Partition& p, const LogEntry& entry) {
     auto [it, inserted] = p.runs_by_id.try_emplace(RunKey(entry.user_id, entry.run_id));
     auto& run = it->second;
     if (entry.kind == EventKind::kAgentStarted) {
-      if (run.started_at < 0) run.started_at = entry.offset;
+      if (run.started_at < 0) {
+        run.started_at = entry.offset;
+        if (run.ended_at < 0) p.open_by_start.emplace(entry.offset, &it->first);
+      }
     } else if (run.ended_at < 0) {  // the first end wins; IsLateLocked keeps later ones away
+      if (run.started_at >= 0) p.open_by_start.erase(run.started_at);
       run.ended_at = entry.offset;
       run.end = entry.end;
       run.end_cursor = entry.cursor;
@@ -384,16 +390,12 @@ void PartitionHub::TrackRun(Partition& p, const LogEntry& entry) {
         p.ended_order.pop_front();
       }
     }
-    if (inserted && p.runs_by_id.size() > kMaxRunsPerPartition + kMaxEndedRunsPerPartition) {
+    if (inserted && p.runs_by_id.size() > kMaxRunsPerPartition + kMaxEndedRunsPerPartition &&
+        !p.open_by_start.empty()) {
       // Runs that never ended must not grow this without bound: drop the oldest open start.
-      auto oldest = p.runs_by_id.end();
-      for (auto r = p.runs_by_id.begin(); r != p.runs_by_id.end(); ++r) {
-        if (r->second.ended_at < 0 &&
-            (oldest == p.runs_by_id.end() || r->second.started_at < oldest->second.started_at)) {
-          oldest = r;
-        }
-      }
-      if (oldest != p.runs_by_id.end()) p.runs_by_id.erase(oldest);
+      const auto oldest = p.open_by_start.begin();
+      p.runs_by_id.erase(p.runs_by_id.find(*oldest->second));  // the key lives in the node
+      p.open_by_start.erase(oldest);
     }
   }
   if (entry.kind != EventKind::kAgentStarted && entry.kind != EventKind::kAgentCompleted &&
@@ -402,20 +404,24 @@ void PartitionHub::TrackRun(Partition& p, const LogEntry& entry) {
   }
   std::string key = RunKey(entry.user_id, entry.thread_id);
   if (entry.kind == EventKind::kAgentStarted) {
-    p.runs[std::move(key)] = {entry.run_id, entry.offset};
+    auto [it, inserted] = p.runs.try_emplace(std::move(key));
+    if (!inserted) p.runs_by_start.erase(it->second.started_at);
+    it->second = {entry.run_id, entry.offset};
+    p.runs_by_start.emplace(entry.offset, &it->first);
     if (p.runs.size() > kMaxRunsPerPartition) {
       // Runs that never ended (a worker that died without its terminal event) must not grow
       // this without bound: drop the oldest start.
-      auto oldest = p.runs.begin();
-      for (auto it = p.runs.begin(); it != p.runs.end(); ++it) {
-        if (it->second.started_at < oldest->second.started_at) oldest = it;
-      }
-      p.runs.erase(oldest);
+      const auto oldest = p.runs_by_start.begin();
+      p.runs.erase(p.runs.find(*oldest->second));
+      p.runs_by_start.erase(oldest);
     }
     return;
   }
   const auto it = p.runs.find(key);
-  if (it != p.runs.end() && it->second.run_id == entry.run_id) p.runs.erase(it);
+  if (it != p.runs.end() && it->second.run_id == entry.run_id) {
+    p.runs_by_start.erase(it->second.started_at);
+    p.runs.erase(it);
+  }
 }
 
 std::optional<RunInProgress> PartitionHub::RunOf(int partition, const std::string& user_id,

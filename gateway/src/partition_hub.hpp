@@ -212,7 +212,7 @@ class PartitionHub final {
     int64_t started_at = -1;  // offset of its agent_started (-1: seen only without its start)
     int64_t ended_at = -1;    // offset of its first terminal event; -1 while open
     RunEnd end = RunEnd::kNone;
-    Cursor end_cursor;        // the resume point after its end
+    Cursor end_cursor;  // the resume point after its end
   };
   /// The run `run_id` of `user_id`, as far as this replica has read the partition (since its
   /// warm start); nullopt when unknown, or when the run is another user's. The ended runs are
@@ -248,9 +248,13 @@ class PartitionHub final {
     std::deque<LogEntryPtr> cache;
     size_t cache_bytes = 0;
     std::map<std::string, std::vector<ListenerRef>> listeners;
-    std::unordered_map<std::string, RunInProgress> runs;  // key: user_id '\0' thread_id
+    std::unordered_map<std::string, RunInProgress> runs;   // key: user_id '\0' thread_id
     std::unordered_map<std::string, RunState> runs_by_id;  // key: user_id '\0' run_id
     std::deque<std::string> ended_order;                   // runs_by_id keys, by end
+    // The open runs of runs_by_id and the entries of runs by the offset of their start, so the
+    // eviction of the oldest is O(log n) (keys point into the maps: their nodes are stable).
+    std::map<int64_t, const std::string*> open_by_start;
+    std::map<int64_t, const std::string*> runs_by_start;
   };
   static bool IsLateLocked(const Partition& p, const LogEntry& entry);
 

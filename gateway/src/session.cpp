@@ -49,7 +49,9 @@ Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayCo
                  std::min<size_t>(context_->config.send_queue_max_bytes, 512 * 1024)}),
       close_timer_(transport_->GetExecutor()),
       keep_alive_timer_(transport_->GetExecutor()),
-      token_timer_(transport_->GetExecutor()) {
+      token_timer_(transport_->GetExecutor()),
+      progress_timer_(transport_->GetExecutor()),
+      retry_timer_(transport_->GetExecutor()) {
   context_->metrics.connections.Add(1);
   context_->metrics.connections_total.Inc();
 }
@@ -92,8 +94,12 @@ void Session::ArmTokenTimer() {
   const double leeway = static_cast<double>(context_->config.auth.leeway.count());
   const double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(std::max(0.0, token_expires_at_ + leeway - now)));
+  // The verifier refuses an exp past what a steady_clock deadline can hold; bounded here too,
+  // so no token can overflow the timer (a negative deadline would close the session at once).
+  constexpr double kMaxWaitSeconds = 100.0 * 365 * 24 * 3600;
+  const auto left =
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(
+          std::clamp(token_expires_at_ + leeway - now, 0.0, kMaxWaitSeconds)));
   token_timer_.expires_after(left);
   token_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (ec) return;  // cancelled: refreshed, or the session ended
@@ -147,8 +153,8 @@ void Session::RequestCancel(const std::string& run_id) {
           if (outcome.result == RunCanceller::Result::kRunEnded) {
             frame["end"] = nlohmann::json::parse(RunCanceller::EndJson(outcome.run));
           }
-          self->Push({std::make_shared<const std::string>(frame.dump(
-                          -1, ' ', false, nlohmann::json::error_handler_t::replace)),
+          self->Push({std::make_shared<const std::string>(
+                          frame.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)),
                       0, FrameKind::kControl});
           self->WriteNext();
         });
@@ -159,6 +165,32 @@ void Session::CancelTimers() {
   close_timer_.cancel();
   keep_alive_timer_.cancel();
   token_timer_.cancel();
+  progress_timer_.cancel();
+  retry_timer_.cancel();
+}
+
+void Session::WatchCatchupProgress() {
+  const auto timeout = context_->config.catchup_stall_timeout;
+  if (timeout.count() <= 0) return;
+  progress_timer_.expires_after(timeout / 2);
+  progress_timer_.async_wait([self = shared_from_this(), timeout](beast::error_code ec) {
+    if (ec || self->phase_ != Phase::kCatchingUp) return;
+    // Only a session that holds budget and whose client takes nothing: one that waits for
+    // history, or catches up from the cache, keeps nobody else waiting.
+    if (self->writing_ && self->PendingCatchupBytes() > 0 &&
+        std::chrono::steady_clock::now() - self->write_started_at_ >= timeout) {
+      self->context_->metrics.catchup_stalled_closes.Inc();
+      static log::RateLimited stalled_log;
+      stalled_log.Write(log::Level::kInfo,
+                        "client took no catch-up for --catchup-stall-timeout; closing with 1013",
+                        {{"session", self->id_},
+                         {"user", self->user_id_},
+                         {"bytes", static_cast<uint64_t>(self->PendingCatchupBytes())}});
+      self->StartClose(websocket::close_code::try_again_later, "client not reading");
+      return;
+    }
+    self->WatchCatchupProgress();
+  });
 }
 
 void Session::ScheduleKeepAlive() {
@@ -188,7 +220,12 @@ void Session::SendReset(std::string_view reason) {
                   {{"session", id_}, {"user", user_id_}, {"reason", std::string(reason)}});
   // Queued only: every caller writes next, and a write from here could start the catch-up
   // before the session is attached.
-  Push({std::make_shared<const std::string>(ResetFrame(reason)), 0, FrameKind::kControl});
+  auto frame = std::make_shared<const std::string>(ResetFrame(reason));
+  if (phase_ == Phase::kCatchingUp && !catchup_.empty()) {
+    catchup_.push_back({nullptr, 0, std::move(frame)});
+    return;
+  }
+  Push({std::move(frame), 0, FrameKind::kControl});
 }
 
 void Session::StartFromEarliest() {
@@ -214,6 +251,7 @@ void Session::BeginCatchUp() {
     start_.kind = StartPosition::Kind::kLive;
   }
   attached_ = true;
+  WatchCatchupProgress();
   const int64_t attach_point = context_->hub.Attach(partition_, user_id_, shared_from_this());
   if (attach_point == PartitionHub::kNotTailed) {
     // --tail auto, and the first session of this partition here: the tailer starts reading it
@@ -328,10 +366,27 @@ void Session::HandleHistory(HistoryChunk chunk) {
       hand_off_.Advance(chunk.next_offset);
       break;
     case Status::kDone:
-    case Status::kPaused:  // asked again from next_offset once the session has written
       history_in_flight_ = false;
       hand_off_.Advance(chunk.next_offset);
       probing_ahead_ = false;
+      break;
+    case Status::kPaused:  // asked again from next_offset once the session has written
+      hand_off_.Advance(chunk.next_offset);
+      probing_ahead_ = false;
+      if (!catchup_.empty()) {
+        history_in_flight_ = false;
+        break;
+      }
+      // Paused while holding nothing: the user's other sessions hold its fair share of the
+      // catch-up budget. Asking again at once would come straight back; ask after a while
+      // (history_in_flight_ stays set, so nothing else asks meanwhile).
+      context_->metrics.catchup_share_waits.Inc();
+      retry_timer_.expires_after(std::chrono::milliseconds(250));
+      retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (ec || self->phase_ != Phase::kCatchingUp) return;
+        self->history_in_flight_ = false;
+        self->WriteNext();
+      });
       break;
     case Status::kOutOfRange:
       history_in_flight_ = false;
@@ -372,7 +427,7 @@ void Session::AddCatchup(LogEntryPtr entry, size_t charged_bytes, bool from_kafk
     ReleaseCatchup(charged_bytes);
     return;
   }
-  catchup_.push_back({std::move(entry), charged_bytes});
+  catchup_.push_back({std::move(entry), charged_bytes, nullptr});
 }
 
 bool Session::EndedAlready(const LogEntry& entry, bool ask_hub) {
@@ -391,7 +446,7 @@ bool Session::EndedAlready(const LogEntry& entry, bool ask_hub) {
 void Session::ReleaseCatchup(size_t bytes) {
   if (bytes == 0) return;
   pending_catchup_bytes_.fetch_sub(bytes);
-  context_->catchup_budget.Release(bytes);
+  context_->catchup_budget.Release(user_id_, bytes);
 }
 
 void Session::DropCatchup() {
@@ -474,14 +529,18 @@ void Session::WriteNext() {
       auto item = std::move(catchup_.front());
       catchup_.pop_front();
       ReleaseCatchup(item.charged_bytes);
-      next = {item.entry->Frame(), 0, FrameKind::kEvent};  // null: did not decode, skipped
+      if (item.control) {
+        next = {std::move(item.control), 0, FrameKind::kControl};
+      } else {
+        next = {item.entry->Frame(), 0, FrameKind::kEvent};  // null: did not decode, skipped
+      }
     }
     if (!next.frame) {
       if (phase_ == Phase::kCatchingUp && catchup_.empty()) PumpCatchUp();
       if (!catchup_.empty() || !queue_.empty()) return WriteNext();
       return;  // history on its way, or live and idle
     }
-    ++replayed_;
+    if (next.kind == FrameKind::kEvent) ++replayed_;
   }
   StartWrite(std::move(next), !queue_.empty() || !catchup_.empty());
 }
@@ -489,7 +548,10 @@ void Session::WriteNext() {
 void Session::StartWrite(Queued item, bool more_follows) {
   writing_ = true;
   in_flight_ = std::move(item);
-  wrote_since_keep_alive_ = true;
+  // A keep-alive is not output that makes the next one unnecessary: counting it would send
+  // one every other interval.
+  if (in_flight_.kind != FrameKind::kKeepAlive) wrote_since_keep_alive_ = true;
+  if (phase_ == Phase::kCatchingUp) write_started_at_ = std::chrono::steady_clock::now();
   transport_->Write(in_flight_.frame, in_flight_.kind, more_follows,
                     beast::bind_front_handler(&Session::OnWrite, shared_from_this()));
 }
@@ -530,8 +592,17 @@ void Session::OnRead(beast::error_code ec) {
       log::Info("inbound frame over the limit; closed with 1009",
                 {{"session", id_}, {"user", user_id_}});
     }
+    // The client left, or half-closed: it reads nothing more. A write in flight (or a close
+    // frame) would wait for it forever and keep the session, its connection slot and its
+    // catch-up bytes: no timer ends it once they are cancelled. Drop the connection.
+    const bool pending_write = writing_ || phase_ == Phase::kClosing;
     phase_ = Phase::kClosed;
     CancelTimers();
+    queue_.clear();
+    queued_bytes_ = 0;
+    DropCatchup();
+    hand_off_.DropBuffered();
+    if (pending_write) transport_->Abort();
     return;
   }
   // Inbound frames are read for pings, close and the size limit; the one message clients

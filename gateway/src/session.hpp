@@ -91,6 +91,7 @@ class Session final : public LiveListener,
   struct CatchupItem {
     LogEntryPtr entry;
     size_t charged_bytes = 0;  // charged to the replica's CatchupBudget (Kafka reads only)
+    Frame control;  // instead of an entry: a `reset` that must follow the entries before it
   };
 
   void OnAccept(boost::beast::error_code ec);
@@ -112,6 +113,8 @@ class Session final : public LiveListener,
   bool EndedAlready(const LogEntry& entry, bool ask_hub);
   void ReleaseCatchup(size_t bytes);
   void DropCatchup();
+  /// Queues `reset`. During catch-up it follows the fetched entries not written yet (they
+  /// come before it in the log), so it is queued behind them.
   void SendReset(std::string_view reason);
   /// `cursor=earliest`: from the log's start, or from the newest --max-catchup-events records.
   void StartFromEarliest();
@@ -129,6 +132,9 @@ class Session final : public LiveListener,
   void ScheduleKeepAlive();
   /// Closes with 4001 at the token's exp + leeway.
   void ArmTokenTimer();
+  /// Catch-up: closes with 1013 a session that holds catch-up budget while its client has
+  /// taken no write for --catchup-stall-timeout (checked twice per timeout).
+  void WatchCatchupProgress();
   /// A message from the client: `{"type":"refresh","token":…}` replaces the token (same sub,
   /// else 4003); `{"type":"cancel",…}` (RequestCancel); anything else is ignored.
   void HandleClientMessage(const std::string& message);
@@ -180,6 +186,9 @@ class Session final : public LiveListener,
   boost::asio::steady_timer close_timer_;
   boost::asio::steady_timer keep_alive_timer_;
   boost::asio::steady_timer token_timer_;
+  boost::asio::steady_timer progress_timer_;
+  boost::asio::steady_timer retry_timer_;  // a history read paused for the user's fair share
+  std::chrono::steady_clock::time_point write_started_at_;
   double token_expires_at_ = 0;
   bool wrote_since_keep_alive_ = false;
 };

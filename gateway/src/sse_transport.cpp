@@ -99,7 +99,9 @@ std::string SseTransport::ClosingText(boost::beast::websocket::close_code code,
                                       const std::string& reason) {
   if (code != kCloseTokenExpired && code != kCloseRefreshRefused) return {};
   // Reasons are fixed identifiers (token_expired, refresh_refused): no JSON escaping needed.
-  return "event: error\ndata: {\"error\":\"" + reason + "\"}\n\n";
+  // Named after the reason, not `error`: EventSource fires its own `error` event when the
+  // response ends, and a listener could not tell the two apart.
+  return "event: " + reason + "\ndata: {\"error\":\"" + reason + "\"}\n\n";
 }
 
 }  // namespace agentwire::gateway

@@ -29,8 +29,9 @@ class SseTransport final : public EventStreamTransport {
   static constexpr int kRetryMs = 1000;
 
  private:
-  /// The token's end (4001, 4003) is said as `event: error`: the client must reconnect with a
-  /// new token, not the same one. Any other end is just the end of the response.
+  /// The token's end (4001, 4003) is said as `event: token_expired` (`event: refresh_refused`):
+  /// the client must reconnect with a new token, not the same one. Any other end is just the end
+  /// of the response.
   std::string ClosingText(boost::beast::websocket::close_code code,
                           const std::string& reason) override;
 };

@@ -17,7 +17,7 @@ namespace agentwire::gateway {
 /// What a frame is, for transports that frame them differently (SSE names each one).
 enum class FrameKind {
   kEvent,      // {"type":"event","cursor":…,"event":{…}}: counts as delivered
-  kControl,    // {"type":"ready"|"reset"|"error",…}
+  kControl,    // {"type":"ready"|"reset"|"cancel_result",…}
   kKeepAlive,  // nothing to say: SSE writes a comment line (WebSocket pings on its own)
 };
 
@@ -25,8 +25,8 @@ enum class FrameKind {
 /// limits, drain) is one state machine whatever the wire; a transport only frames and moves
 /// bytes: the WebSocket protocol, or Server-Sent Events on a plain HTTP response.
 ///
-/// Close codes of the token lifetime (DESIGN.md "Token lifetime"); SSE ends the response with
-/// `event: error` instead.
+/// Close codes of the token lifetime (docs/protocol.md "Token lifetime"); SSE ends the response
+/// with `event: token_expired` instead.
 inline constexpr auto kCloseTokenExpired = static_cast<boost::beast::websocket::close_code>(4001);
 inline constexpr auto kCloseRefreshRefused = static_cast<boost::beast::websocket::close_code>(4003);
 
@@ -41,7 +41,7 @@ class Transport {
   virtual ~Transport() = default;
 
   virtual boost::asio::any_io_executor GetExecutor() = 0;
-  /// "websocket" or "sse", for logs and metrics.
+  /// "websocket", "sse" or "ai-sdk", for logs and metrics.
   virtual std::string_view Name() const = 0;
   /// Completes the handshake for the request already read (the upgrade, or the SSE head).
   virtual void Accept(const Request& request, Done done) = 0;

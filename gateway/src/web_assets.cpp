@@ -22,6 +22,7 @@ std::string ContentType(std::string_view name) {
 }  // namespace
 
 std::optional<WebAsset> FindWebAsset(std::string_view path, const std::string& web_dir) {
+  if (path.empty() || path.front() != '/') return std::nullopt;
   std::string_view name = path == "/" ? std::string_view("index.html") : path.substr(1);
   if (name.empty() || name.find('/') != std::string_view::npos ||
       name.find("..") != std::string_view::npos || name.front() == '.') {

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <string>
 #include <utility>
@@ -67,6 +68,13 @@ void WebSocketTransport::Accept(const Request& request, Done done) {
 
 void WebSocketTransport::Write(const Frame& frame, FrameKind /*kind*/, bool more_follows,
                                Done done) {
+  // Once a close frame was received (Beast has answered it) or sent, no data frame may follow
+  // (RFC 6455 5.5.1): our frames bypass Beast's write path, so the check is ours.
+  if (!ws_.is_open()) {
+    boost::asio::post(ws_.get_executor(),
+                      [done = std::move(done)] { done(boost::beast::websocket::error::closed); });
+    return;
+  }
   // The frame is built here, not by Beast's per-message write: a catch-up of hundreds of
   // events then costs one copy each and one write syscall (CoalescingStream), and the stream
   // keeps Beast's control frames from landing inside it.

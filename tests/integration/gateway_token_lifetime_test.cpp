@@ -1,5 +1,6 @@
-// A connection lives no longer than its token (DESIGN.md "Token lifetime"): at exp + leeway a
-// WebSocket is closed with 4001 and an SSE response ends with `event: error`; a client that
+// A connection lives no longer than its token (docs/protocol.md "Token lifetime"): at exp +
+// leeway a WebSocket is closed with 4001 and an SSE response ends with `event: token_expired`
+// (not `error`, which EventSource fires on its own); a client that
 // refreshes in-band (`{"type":"refresh","token":…}`, same sub) keeps streaming; a refresh
 // with another sub (or a bad token) is closed with 4003.
 #include <gtest/gtest.h>
@@ -143,7 +144,7 @@ TEST(GatewayTokenLifetime, ARefreshForAnotherUserOrABadTokenIsRefusedWith4003) {
   }
 }
 
-TEST(GatewayTokenLifetime, AnSseResponseEndsWithAnErrorEventWhenItsTokenExpires) {
+TEST(GatewayTokenLifetime, AnSseResponseEndsWithATokenExpiredEventWhenItsTokenExpires) {
   GatewayHarness harness(4);
   StartWithShortLeeway(harness);
   SseClient client;
@@ -160,7 +161,7 @@ TEST(GatewayTokenLifetime, AnSseResponseEndsWithAnErrorEventWhenItsTokenExpires)
   }
   ASSERT_TRUE(client.Ended()) << "the response outlived its token";
   ASSERT_TRUE(last.has_value());
-  EXPECT_EQ(last->event, "error");
+  EXPECT_EQ(last->event, "token_expired");
   EXPECT_EQ(nlohmann::json::parse(last->data).at("error"), "token_expired");
 }
 

@@ -391,6 +391,13 @@ TEST_F(AuthTest, TimeClaimsWithLeeway) {
   ExpectFailure(verifier, token_with({{"iat", kNowSeconds + 120}}), "token_not_yet_valid");
   ExpectUser(verifier, token_with({{"iat", kNowSeconds + 20}}), "alice");
 
+  // An exp past what a session's steady_clock deadline can hold (nanoseconds in 64 bits, the
+  // year 2262) is refused, not accepted to overflow the deadline; a far but representable one
+  // is fine.
+  ExpectFailure(verifier, token_with({{"exp", 10'000'000'000LL}}), "token_invalid");
+  ExpectFailure(verifier, token_with({{"exp", 1e300}}), "token_invalid");
+  ExpectUser(verifier, token_with({{"exp", 8'000'000'000LL}}), "alice");
+
   // exp is required and every time claim must be a number.
   json no_exp = Claims();
   no_exp.erase("exp");

@@ -300,3 +300,78 @@ TEST(PartitionHubTest, ConcurrentTeardownOfOneUsersListenersNeverDeadlocks) {
 
 }  // namespace
 }  // namespace agentwire::gateway
+
+namespace agentwire::gateway {
+namespace {
+
+LogEntryPtr RunEvent(int64_t offset, EventKind kind, const std::string& thread,
+                     const std::string& run) {
+  auto entry = std::make_shared<LogEntry>();
+  entry->offset = offset;
+  entry->user_id = "alice";
+  entry->thread_id = thread;
+  entry->run_id = run;
+  entry->kind = kind;
+  entry->end = RunEndOf(kind, "");
+  entry->SetFrame(std::make_shared<const std::string>(16, 'x'));
+  return entry;
+}
+
+// Past kMaxRunsPerPartition runs that never ended, every agent_started evicts the oldest start.
+// That used to scan every indexed run under the partition lock (the tailer's, held for every
+// event of the partition): 100,000 runs made each start cost a scan of all of them, here about a
+// minute in all. The ordered index needs well under a second; the bound leaves room for a loaded
+// machine.
+TEST(PartitionHubTest, StartsPastTheRunLimitEvictTheOldestWithoutScanningEveryRun) {
+  constexpr int64_t kLimit = static_cast<int64_t>(PartitionHub::kMaxRunsPerPartition);
+  constexpr int64_t kWithEnded =
+      kLimit + static_cast<int64_t>(PartitionHub::kMaxEndedRunsPerPartition);
+  constexpr int64_t kRuns = kLimit + 60'000;
+  PartitionHub hub(1, 0);  // no cache: only the run indexes grow
+  hub.StartTail(0, 0);
+  const auto started = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < kRuns; ++i) {
+    hub.Dispatch(0, RunEvent(i, EventKind::kAgentStarted, "thread-" + std::to_string(i),
+                             "run-" + std::to_string(i)));
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  EXPECT_LT(elapsed, std::chrono::seconds(10)) << "evicting the oldest start scans every run";
+  // The oldest starts were dropped, the newest kept, in both indexes.
+  const auto thread = [](int64_t i) { return "thread-" + std::to_string(i); };
+  const auto run = [](int64_t i) { return "run-" + std::to_string(i); };
+  EXPECT_FALSE(hub.RunOf(0, "alice", thread(0)).has_value());
+  EXPECT_FALSE(hub.RunOf(0, "alice", thread(kRuns - kLimit - 1)).has_value());
+  EXPECT_TRUE(hub.RunOf(0, "alice", thread(kRuns - kLimit)).has_value());
+  EXPECT_TRUE(hub.RunOf(0, "alice", thread(kRuns - 1)).has_value());
+  EXPECT_FALSE(hub.RunById(0, "alice", run(kRuns - kWithEnded - 1)).has_value());
+  EXPECT_TRUE(hub.RunById(0, "alice", run(kRuns - kWithEnded)).has_value());
+  EXPECT_TRUE(hub.RunById(0, "alice", run(kRuns - 1)).has_value());
+}
+
+TEST(PartitionHubTest, EvictionOfOpenRunsSkipsEndedAndRestartedOnes) {
+  PartitionHub hub(1, 0);
+  hub.StartTail(0, 0);
+  int64_t offset = 0;
+  // thread-a: a run that ended; thread-b restarted with a newer run: neither is the oldest
+  // open start any more.
+  hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, "thread-a", "run-a"));
+  hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, "thread-b", "run-b1"));
+  hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentCompleted, "thread-a", "run-a"));
+  hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, "thread-c", "run-c"));
+  hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, "thread-b", "run-b2"));
+  for (size_t i = 0; i + 2 < PartitionHub::kMaxRunsPerPartition; ++i) {
+    hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, "t-" + std::to_string(i),
+                             "r-" + std::to_string(i)));
+  }
+  // Exactly at the limit: everything kept.
+  EXPECT_TRUE(hub.RunOf(0, "alice", "thread-c").has_value());
+  hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, "one-more", "r-more"));
+  // One over: the oldest open start goes (thread-c), not thread-b's newer run.
+  EXPECT_FALSE(hub.RunOf(0, "alice", "thread-c").has_value());
+  ASSERT_TRUE(hub.RunOf(0, "alice", "thread-b").has_value());
+  EXPECT_EQ(hub.RunOf(0, "alice", "thread-b")->run_id, "run-b2");
+  EXPECT_TRUE(hub.RunOf(0, "alice", "one-more").has_value());
+}
+
+}  // namespace
+}  // namespace agentwire::gateway

@@ -35,7 +35,7 @@ inline constexpr std::string_view kAnyAudience = "any";
 /// 401 body ({"error": error_code, "message": message}):
 ///   token_missing        no token in the request
 ///   token_invalid        malformed (not three parts, bad base64url, bad JSON, bad claim types,
-///                        no exp, crit header, too long)
+///                        no exp, an exp after 2255-03-14, crit header, too long)
 ///   token_algorithm      alg not accepted: "none", anything but HS256/RS256/ES256, HS256
 ///                        without a secret, RS256/ES256 without a JWKS key of that type, or a
 ///                        kid naming a key of another type

@@ -47,6 +47,10 @@ struct GatewayConfig {
   /// session is paused until its client has read it.
   size_t catchup_buffer_bytes = 64u << 20;
   size_t catchup_session_bytes = 1u << 20;
+  /// A session that holds catch-up bytes of that budget and whose client has not taken a write
+  /// for this long is closed with 1013 (it resumes from its cursor later), so clients that stop
+  /// reading cannot stall every other Kafka-backed resume. 0 = never.
+  std::chrono::milliseconds catchup_stall_timeout{15'000};
   /// A client without a cursor (`cursor=earliest`) is caught up from at most this many of its
   /// partition's newest records (all users' records: what a catch-up costs is the scan). When
   /// the log holds more, it gets `reset` with reason `catchup_limit` first. Clients with a
@@ -64,6 +68,9 @@ struct GatewayConfig {
   int max_connections_per_user = 32;      // more: HTTP 429 before the upgrade
   std::chrono::seconds idle_timeout{60};  // pings at half of it; no pong: closed
   std::chrono::milliseconds drain_grace{10'000};
+  /// SSE and AI SDK streams: a comment line when nothing else was written for this long
+  /// (docs/protocol.md promises one at least every 15 s).
+  std::chrono::milliseconds event_stream_keep_alive{10'000};
 
   /// Serve the demo page from this directory instead of the copy built into the binary.
   std::string web_dir;
