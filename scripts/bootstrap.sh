@@ -26,6 +26,21 @@ readonly TEST_PACKAGES=(
 
 say() { echo "bootstrap: $*"; }
 
+# The browser tests (tests/e2e) need Node.js 20 or newer; Debian 12's nodejs is 18. Called last,
+# after whatever was installed: an old node fails with one line that says what to install.
+readonly NODE_MAJOR_MIN=20
+check_node() {
+  ((build_only)) && return 0
+  local version major
+  version="$(node --version 2>/dev/null || true)"
+  major="${version#v}"
+  major="${major%%.*}"
+  if [[ ! "$major" =~ ^[0-9]+$ ]] || ((major < NODE_MAJOR_MIN)); then
+    echo "bootstrap: node ${version:-(none)} found, the browser tests need Node.js >= ${NODE_MAJOR_MIN}: install nodejs ${NODE_MAJOR_MIN}.x from NodeSource (https://github.com/nodesource/distributions) or nvm, then run this again" >&2
+    exit 1
+  fi
+}
+
 build_only=0
 case "${1:-}" in
   "") ;;
@@ -54,7 +69,10 @@ missing=()
 for package in "${wanted[@]}"; do
   [[ -n "${installed[$package]:-}" ]] || missing+=("$package")
 done
-((${#missing[@]} == 0)) && exit 0
+if ((${#missing[@]} == 0)); then
+  check_node
+  exit 0
+fi
 
 if ((EUID == 0)); then
   as_root=(env)
@@ -83,3 +101,4 @@ apt update
 say "installing ${missing[*]}"
 apt install --no-install-recommends "${missing[@]}"
 say "done (${#missing[@]} packages; apt-get output in $log)"
+check_node

@@ -15,11 +15,15 @@ When E x t_e >= U x P the tail alone fills a replica: no R helps. That is where 
 whole topic on every replica stops being viable (partition-affine tailing, `--tail auto`, or a
 cheaper ingest is needed); the same happens to Kafka when egress exceeds B.
 
-With --tail auto and users routed by partition, a replica reads ceil(Q / R) of the Q
-partitions: the tail per replica and the gateways' egress shrink by that fraction f, and
-Q is raised to R when there are fewer partitions than replicas (Q >= R is the plan):
-  R = smallest r >= max(2, ceil(N / C_max)) with D x t_w / r <= U x P - E x t_e x f(r)
+With --tail auto and users routed by partition, the busiest replica serves ceil(Q / R) of
+the Q partitions, f = ceil(Q / R) / Q of the topic: its tail, its connections and its writes
+are that fraction, not 1/R (12 partitions on 10 replicas put 2/12 of the users on two of
+them). Q is provisioned at R at least (Q >= R is the plan; growing it later moves users to
+other partitions and invalidates every cursor):
+  R = smallest r >= 2 with N x f <= C_max and D x t_w x f <= U x P - E x t_e x f
   egress = E x s / k x (R x f + G + RF - 1)
+RSS per replica = its connections x KiB per connection + the recent-log cache + the catch-up
+budget (--catchup-buffer-bytes, which a mass reconnect fills).
 """
 import argparse
 import math
@@ -36,15 +40,18 @@ def plan(users, a):
         share = 1.0
         tail = e * a.t_e_us / 1e6  # cores every replica spends on the tail
         r = None if tail >= budget else max(r_min, math.ceil(d * a.t_w_us / 1e6 / (budget - tail)))
+        conn_share = None if r is None else 1 / r  # any routing spreads connections evenly
     else:
-        # The smallest r whose share of the tail plus share of the writes fits a replica.
+        # The smallest r whose busiest replica (ceil(Q / r) partitions' users) fits: its
+        # connections, its share of the tail and its share of the writes.
         r = None
-        for candidate in range(r_min, 10_000_000):
+        for candidate in range(2, 10_000_000):
             q_r = max(q, candidate)
             share = math.ceil(q_r / candidate) / q_r
             tail = e * a.t_e_us / 1e6 * share
-            if tail < budget and d * a.t_w_us / 1e6 / candidate <= budget - tail:
-                r, q = candidate, q_r
+            if (n * share <= a.c_max and tail < budget
+                    and d * a.t_w_us / 1e6 * share <= budget - tail):
+                r, q, conn_share = candidate, q_r, share
                 break
     egress = None if r is None else e * a.s / a.k * (r * share + a.g + a.rf - 1) / 1e6
     return {
@@ -53,7 +60,8 @@ def plan(users, a):
         "n": n,
         "tail": tail,
         "r": r,
-        "rss_mib": None if r is None else n / r * a.kib_per_connection / 1024 + a.cache_mib,
+        "rss_mib": None if r is None else (n * conn_share * a.kib_per_connection / 1024
+                                           + a.cache_mib + a.catchup_mib),
         "egress": egress,
         "partitions": q,
         "writers": max(1, math.ceil(e / a.archive_rows_per_writer)),
@@ -68,12 +76,14 @@ def main():
     p.add_argument("--connections-per-user", type=float, default=1.5, help="open tabs per user")
     p.add_argument("--c", type=float, default=1.5, help="sessions per user that receives an event")
     # Measured (docs/benchmarks.md): t_e from issue 12's no-subscriber run after lazy frames
-    # (1.2-1.6 µs; the worse figure here), t_w = CPU per
-    # delivered frame at 10,000 events/s (sections 2 and 8: 30.5-32.4 µs) minus t_e.
+    # (0.8-1.6 µs; the worse figure here), t_w = gateway CPU per delivered frame at 10,000
+    # events/s (sections 2 and 8: 28.5-34.9 µs, 30.5-32.4 in section 8's three rounds) minus
+    # t_e: 32.4 - 1.6 rounded up.
     p.add_argument("--t-e-us", type=float, default=1.6, help="CPU per event per replica (tail)")
-    p.add_argument("--t-w-us", type=float, default=27.0, help="CPU per frame written to one client")
+    p.add_argument("--t-w-us", type=float, default=31.0, help="CPU per frame written to one client")
     p.add_argument("--kib-per-connection", type=float, default=7.41, help="RSS per idle connection")
     p.add_argument("--cache-mib", type=float, default=64, help="--cache-bytes")
+    p.add_argument("--catchup-mib", type=float, default=64, help="--catchup-buffer-bytes")
     p.add_argument("--archive-rows-per-writer", type=float, default=25000, help="archive rows/s per writer (one PostgreSQL backend each)")
     # Planning choices.
     p.add_argument("--p", type=float, default=2, help="cores per replica")

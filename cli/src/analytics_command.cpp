@@ -73,6 +73,10 @@ CommandAction RegisterAnalyticsCommand(CLI::App& app) {
     config.batch_time = options->service.BatchTime();
     config.abandon_after = ParseDuration(options->abandon_after, "--abandon-after");
 
+    // Held until the process exits: the kernel releases it however the process ends.
+    const auto instance =
+        consumers::InstanceClaim::Acquire(options->service.group, options->service.instance_id);
+    config.instance_id = instance.Id();
     BlockTerminationSignals();
     consumers::PrepareDatabase(options->service);
     metrics::Registry registry;

@@ -53,6 +53,10 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
     config.batch_time = options->service.BatchTime();
     config.writers = options->writers;
 
+    // Held until the process exits: the kernel releases it however the process ends.
+    const auto instance =
+        consumers::InstanceClaim::Acquire(options->service.group, options->service.instance_id);
+    config.instance_id = instance.Id();
     BlockTerminationSignals();  // before librdkafka and libpq start threads
     consumers::PrepareDatabase(options->service);
     metrics::Registry registry;

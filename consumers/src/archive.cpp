@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <pqxx/pqxx>
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
@@ -69,6 +71,7 @@ class Archive::Impl final : public internal::BatchWriter {
             "agentwire_archive_event_times_replaced_total",
             "Events whose emitted_at was more than 24 h from their Kafka timestamp (archived "
             "with the Kafka timestamp)")),
+        registry_(registry),
         dlq_(config_.client_properties, config_.topic, config_.dead_letter_topic, config_.group_id,
              dlq_failures_),
         consumer_(internal::MakeBatchConsumerConfig(config_, registry, "agentwire_archive"),
@@ -94,6 +97,7 @@ class Archive::Impl final : public internal::BatchWriter {
     dead_.clear();
     next_message_ = 0;
     batch_times_replaced_ = 0;
+    batch_wrong_.clear();
     const size_t inserted = InsertRows(tx, messages);
     // What replay --source postgres needs for cursors, so it never has to ask Kafka.
     const int32_t partition_count = consumer_.TopicPartitionCount();
@@ -111,6 +115,7 @@ class Archive::Impl final : public internal::BatchWriter {
     pending_duplicates_ += rows_.size() - inserted;
     pending_times_replaced_ += batch_times_replaced_;
     for (auto& [message, reason] : dead_) pending_dead_.emplace_back(message, std::move(reason));
+    pending_wrong_.insert(pending_wrong_.end(), batch_wrong_.begin(), batch_wrong_.end());
   }
 
   void WriteRejected(pqxx::transaction_base& tx, const rd_kafka_message_t* message,
@@ -147,6 +152,7 @@ class Archive::Impl final : public internal::BatchWriter {
                                 {"offset", message->offset},
                                 {"error", reason}});
     }
+    ReportWrongPartitions();
     Reset();
   }
 
@@ -162,6 +168,7 @@ class Archive::Impl final : public internal::BatchWriter {
   void DecodeRest(const std::vector<const rd_kafka_message_t*>& messages, OnRow&& on_row) {
     for (; next_message_ < messages.size();) {
       const auto* message = messages[next_message_++];
+      CheckPartition(*message);
       event_.Clear();
       std::string reason =
           Decode(message->key, message->key_len, message->payload, message->len, event_, &json_);
@@ -236,7 +243,52 @@ class Archive::Impl final : public internal::BatchWriter {
     return static_cast<size_t>(result.affected_rows());
   }
 
+  /// A record whose key does not hash (murmur2, as EventPublisher, librdkafka's murmur2_random
+  /// and Java's default partitioner do) to the partition it was read from was produced with
+  /// another partitioner (e.g. confluent_kafka's default, CRC32). It is archived like any other
+  /// (the log is the truth), but the gateway looks for the user's events in the key's partition
+  /// only: live clients and resumes never see it. Noted here, counted and logged on commit.
+  void CheckPartition(const rd_kafka_message_t& message) {
+    const int32_t partition_count = consumer_.TopicPartitionCount();
+    if (partition_count <= 0 || message.key == nullptr || message.key_len == 0) return;
+    const std::string_view key(static_cast<const char*>(message.key), message.key_len);
+    const int32_t expected = PartitionForKey(key, partition_count);
+    if (expected != message.partition) {
+      batch_wrong_.push_back({message.partition, expected, message.offset,
+                              std::string(key.substr(0, 128)), partition_count});
+    }
+  }
+
+  void ReportWrongPartitions() {
+    // One limiter for every writer of the process: a producer with the wrong partitioner sends
+    // most of its records to the wrong partition, and a line per record would flood the log.
+    static log::RateLimited limit;
+    for (const auto& wrong : pending_wrong_) {
+      auto& counter = wrong_partition_[wrong.partition];
+      if (counter == nullptr) {
+        counter = &registry_.GetCounter(
+            "agentwire_archive_wrong_partition_total",
+            "Records whose key does not hash (murmur2) to the partition they were read from: a "
+            "producer with another partitioner; archived, but never delivered by the gateways",
+            {{"partition", std::to_string(wrong.partition)}});
+      }
+      counter->Inc();
+      limit.Warn(
+          "record in a partition its key does not hash to (murmur2): its producer uses another "
+          "partitioner (e.g. confluent_kafka's default CRC32; set partitioner=murmur2_random). "
+          "Archived, but gateways look for the user's events in expected_partition only, so "
+          "clients never receive it",
+          {{"topic", config_.topic},
+           {"partition", wrong.partition},
+           {"offset", wrong.offset},
+           {"user", wrong.key},
+           {"expected_partition", wrong.expected},
+           {"partitions", wrong.partition_count}});
+    }
+  }
+
   void Reset() {
+    pending_wrong_.clear();
     pending_archived_ = 0;
     pending_duplicates_ = 0;
     pending_times_replaced_ = 0;
@@ -263,6 +315,17 @@ class Archive::Impl final : public internal::BatchWriter {
   metrics::Counter& dead_letters_;
   metrics::Counter& dlq_failures_;
   metrics::Counter& times_replaced_;
+  metrics::Registry& registry_;
+  std::map<int32_t, metrics::Counter*> wrong_partition_;  // by partition, created on first use
+  struct WrongPartition {
+    int32_t partition = 0;
+    int32_t expected = 0;
+    int64_t offset = 0;
+    std::string key;
+    int32_t partition_count = 0;
+  };
+  std::vector<WrongPartition> batch_wrong_;    // found by this Write
+  std::vector<WrongPartition> pending_wrong_;  // staged until the commit
   internal::DeadLetterQueue dlq_;
   internal::PgBatchConsumer consumer_;
   // The batch being written, reused across batches.
@@ -293,8 +356,12 @@ void ValidateWriters(int writers) {
 
 Archive::Archive(const ArchiveConfig& config, metrics::Registry& registry) {
   ValidateWriters(config.writers);
-  for (int i = 0; i < config.writers; ++i)
-    writers_.push_back(std::make_unique<Impl>(config, registry));
+  for (int i = 0; i < config.writers; ++i) {
+    ArchiveConfig writer = config;
+    if (!config.instance_id.empty())
+      writer.instance_id = fmt::format("{}-w{}", config.instance_id, i);
+    writers_.push_back(std::make_unique<Impl>(std::move(writer), registry));
+  }
 }
 Archive::~Archive() = default;
 

@@ -141,11 +141,31 @@ PgBatchConsumer::~PgBatchConsumer() {
 
 void PgBatchConsumer::Run(const std::stop_token& stop) {
   kafka::Properties properties = {
-      {"group.id", config_.group_id},    {"partition.assignment.strategy", "cooperative-sticky"},
-      {"enable.auto.commit", "false"},   {"enable.auto.offset.store", "false"},
-      {"auto.offset.reset", "earliest"}, {"enable.partition.eof", "false"},
-      {"fetch.wait.max.ms", "100"},      {"client.id", config_.metric_prefix},
+      {"group.id", config_.group_id},
+      {"partition.assignment.strategy", "cooperative-sticky"},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"},
+      {"enable.partition.eof", "false"},
+      {"fetch.wait.max.ms", "100"},
+      {"client.id", config_.metric_prefix},
+      // How long a crashed member holds its partitions: the group waits that long for a member
+      // that stopped heartbeating before it rebalances without it. librdkafka's default (45 s)
+      // made a crash loop of the archive stop archiving for minutes (each dead member of each
+      // killed process is waited for). Heartbeats come from librdkafka's own thread, not from
+      // the batch loop, so a slow PostgreSQL commit never misses one: only a dead, frozen or
+      // cut-off process does. 10 s is above the brokers' group.min.session.timeout.ms (6 s)
+      // with three heartbeats per session, and a restart (static membership below) comes back
+      // well within it. docs/operations.md "Crashes, restarts and the consumer group".
+      {"session.timeout.ms", std::to_string(kSessionTimeout.count())},
+      {"heartbeat.interval.ms", std::to_string(kHeartbeatInterval.count())},
   };
+  if (!config_.group_instance_id.empty()) {
+    // Static membership (KIP-345): a process restarted with the same ids gets its partitions
+    // back from the broker at once, without a rebalance and without waiting for the session
+    // of its dead predecessor. The embedded Kafka (librdkafka's mock cluster) ignores it.
+    properties["group.instance.id"] = config_.group_instance_id;
+  }
   for (const auto& [key, value] : config_.client_properties) properties[key] = value;
   auto conf = kafka::MakeConf(properties);
   rd_kafka_conf_set_rebalance_cb(conf.get(), RebalanceCallback);
@@ -172,7 +192,12 @@ void PgBatchConsumer::Run(const std::stop_token& stop) {
     throw KafkaError(fmt::format("subscribe to {}: {}", config_.topic, kafka::ErrorText(err)),
                      false);
   }
-  log::Info("consumer started", {{"topic", config_.topic}, {"group", config_.group_id}});
+  log::Info(
+      "consumer started",
+      {{"topic", config_.topic},
+       {"group", config_.group_id},
+       {"instance", config_.group_instance_id},
+       {"session_timeout_ms", static_cast<int64_t>(std::stoll(properties["session.timeout.ms"]))}});
 
   while (!stop.stop_requested()) {
     bool positions_needed = false;
@@ -192,6 +217,8 @@ void PgBatchConsumer::Run(const std::stop_token& stop) {
     if (message) {
       if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         // not an error
+      } else if (message->err == RD_KAFKA_RESP_ERR__FATAL) {
+        ThrowFatal();
       } else if (message->err) {
         log::Warn("consumer error", {{"topic", config_.topic},
                                      {"partition", message->partition},
@@ -221,6 +248,23 @@ void PgBatchConsumer::Run(const std::stop_token& stop) {
   rd_kafka_consumer_close(consumer_.get());
   consumer_.reset();
   connection_.reset();
+}
+
+void PgBatchConsumer::ThrowFatal() {
+  char text[512] = "";
+  const rd_kafka_resp_err_t err = rd_kafka_fatal_error(consumer_.get(), text, sizeof(text));
+  std::string hint;
+  if (err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
+    // Two processes with one group.instance.id fence each other in turn: the broker hands the
+    // id to the newest and this one can never consume again.
+    hint = fmt::format(
+        ". Hint: another process of group {} uses group.instance.id {} (the same --instance-id "
+        "/ AGENTWIRE_INSTANCE_ID on another host): give each process its own",
+        config_.group_id, config_.group_instance_id);
+  }
+  throw KafkaError(fmt::format("consumer of {}: fatal Kafka error: {}{}", config_.topic,
+                               *text != 0 ? text : kafka::ErrorText(err), hint),
+                   false);
 }
 
 void PgBatchConsumer::WaitForFirstAssignment() {

@@ -33,7 +33,15 @@ struct BatchConsumerConfig {
   std::chrono::milliseconds max_backoff{5000};
   metrics::Registry* registry = nullptr;  // required
   std::string metric_prefix;              // e.g. "agentwire_archive"
+  /// group.instance.id (static membership): a restarted member with the same id takes its
+  /// place back without a rebalance. Empty: a dynamic member (leaves the group on close).
+  std::string group_instance_id;
 };
+
+/// The session timeout the consumers run with unless --kafka session.timeout.ms says
+/// otherwise, and their heartbeat interval (a third of it). See the .cpp for why.
+inline constexpr std::chrono::milliseconds kSessionTimeout{10'000};
+inline constexpr std::chrono::milliseconds kHeartbeatInterval{3'000};
 
 /// The batch consumer's settings from a service's config (ArchiveConfig, AnalyticsConfig: the
 /// same Kafka, PostgreSQL and batching fields).
@@ -50,6 +58,7 @@ BatchConsumerConfig MakeBatchConsumerConfig(const ServiceConfig& config,
   c.batch_time = config.batch_time;
   c.registry = &registry;
   c.metric_prefix = std::move(metric_prefix);
+  c.group_instance_id = config.instance_id;
   return c;
 }
 
@@ -138,6 +147,9 @@ class PgBatchConsumer final {
   void UpdateLag();
   void RefreshPartitionCount();
   void CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message);
+  /// A fatal consumer error (FENCED_INSTANCE_ID: another process took this instance id):
+  /// throws KafkaError with a hint.
+  [[noreturn]] void ThrowFatal();
   /// Before leaving the group: see librdkafka#4312 in the .cpp.
   void WaitForFirstAssignment();
   /// Several consumers of one process (archive --writers) share the process's gauges: each

@@ -1,19 +1,120 @@
 #include "agentwire/consumers/service.hpp"
 
 #include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include "agentwire/consumers/migrations.hpp"
 #include "agentwire/core/errors.hpp"
+#include "agentwire/core/hashing.hpp"
 #include "agentwire/core/http_metrics_server.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/options.hpp"
 #include "agentwire/core/signals.hpp"
 
 namespace agentwire::consumers {
+
+namespace {
+
+// Kafka's rule for a group.instance.id (as for topic names); the writer suffix "-w<N>" is
+// added to it, hence the length.
+constexpr size_t kMaxInstanceIdLength = 200;
+
+bool ValidInstanceId(const std::string& id) {
+  return !id.empty() && id.size() <= kMaxInstanceIdLength &&
+         std::all_of(id.begin(), id.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+         });
+}
+
+/// Binds the abstract Unix socket that stands for (group, id) on this host; -1 when another
+/// process holds it. Abstract names live in the network namespace, so containers do not see
+/// each other's (and have their own host names anyway).
+int Claim(const std::string& group, const std::string& id) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string name =
+      fmt::format("agentwire-instance/{:08x}/{:.70}", Fnv1a32(group + '\n' + id), id);
+  std::memcpy(address.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: abstract
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), length) == 0) return fd;
+  const int error = errno;
+  ::close(fd);
+  if (error == EADDRINUSE) return -1;
+  throw std::runtime_error(fmt::format("bind {}: {}", name, std::strerror(error)));
+}
+
+std::string HostName() {
+  char name[256] = "";
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == 0) return "agentwire";
+  std::string host(name);
+  // Kafka accepts [A-Za-z0-9._-]; host names are that already, but be sure.
+  for (char& c : host) {
+    if (!ValidInstanceId(std::string(1, c))) c = '-';
+  }
+  return host.substr(0, kMaxInstanceIdLength - 4);
+}
+
+}  // namespace
+
+InstanceClaim InstanceClaim::Acquire(const std::string& group,
+                                     const std::optional<std::string>& requested) {
+  if (requested && requested->empty()) return InstanceClaim("", -1);
+  if (requested) {
+    if (!ValidInstanceId(*requested)) {
+      throw ConfigError(fmt::format(
+          "--instance-id / AGENTWIRE_INSTANCE_ID '{}': expected 1-{} characters of A-Z a-z 0-9 "
+          ". _ - (or '' for no static membership)",
+          *requested, kMaxInstanceIdLength));
+    }
+    const int fd = Claim(group, *requested);
+    if (fd < 0) {
+      throw ConfigError(fmt::format(
+          "--instance-id {}: another process of group {} on this host already uses it; give "
+          "each process its own --instance-id (or leave it unset: each then gets its own)",
+          *requested, group));
+    }
+    return InstanceClaim(*requested, fd);
+  }
+  const std::string host = HostName();
+  constexpr int kMaxSlots = 64;
+  for (int slot = 1; slot <= kMaxSlots; ++slot) {
+    std::string id = slot == 1 ? host : fmt::format("{}-{}", host, slot);
+    const int fd = Claim(group, id);
+    if (fd >= 0) return InstanceClaim(std::move(id), fd);
+  }
+  throw ConfigError(fmt::format(
+      "{} processes of group {} already run on this host: set --instance-id", kMaxSlots, group));
+}
+
+InstanceClaim::InstanceClaim(InstanceClaim&& other) noexcept
+    : id_(std::move(other.id_)), fd_(std::exchange(other.fd_, -1)) {}
+
+InstanceClaim& InstanceClaim::operator=(InstanceClaim&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    id_ = std::move(other.id_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+InstanceClaim::~InstanceClaim() {
+  if (fd_ >= 0) ::close(fd_);
+}
 
 void ServiceOptions::Validate() const {
   if (dsn.empty()) {
@@ -62,6 +163,11 @@ void AddServiceOptions(CLI::App& app, ServiceOptions& options, const std::string
       ->capture_default_str();
   app.add_option("--metrics-address", options.metrics_address, "Address for --metrics-port")
       ->capture_default_str();
+  app.add_option("--instance-id", options.instance_id,
+                 "Stable name of this process in the group (static membership: a restarted "
+                 "process takes its partitions back without a rebalance); default: the host "
+                 "name, '<host>-2'... for more processes on one host; '' = dynamic membership")
+      ->envname("AGENTWIRE_INSTANCE_ID");
 }
 
 void PrepareDatabase(const ServiceOptions& options) {

@@ -34,7 +34,9 @@
 //           published by then, lost/duplicated/reordered (from each user's first event), closes
 //           by code, the replacement's CPU and peak RSS and its resume/catch-up metrics. Exits
 //           1 unless clean, caught up within --storm-timeout-seconds and without a 1013 close,
-//           and (with --max-catchup-buffered B) the replacement's catch-up buffer peak <= B.
+//           and (with --max-catchup-buffered B) the replacement's catch-up buffer peak <= B,
+//           and (with --min-kafka-resumes N) at least N resumes were served from Kafka. A
+//           metric the replacement does not export prints as "absent" and fails a check on it.
 //   tail    two replicas, users routed by partition (even/odd), once with --tail all and once
 //           with --tail auto: each replica's consumed messages and CPU for --connections
 //           clients and the first of --rates for --step-seconds; exits 1 unless clean
@@ -128,6 +130,7 @@ struct Options {
   double storm_downtime_seconds = 0;  // kill: publishing goes on this long before the restart
   double storm_timeout_seconds = 120;
   long long max_catchup_buffered = -1;    // -1: not checked
+  long long min_kafka_resumes = -1;       // -1: not checked
   std::vector<std::string> gateway_args;  // passed to every `agentwire gateway`
   std::string agentwire = AGENTWIRE_BINARY;
   std::string baseline;
@@ -143,7 +146,7 @@ struct Options {
          "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
          "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
          "[--storm-tail-seconds S] [--storm-downtime-seconds S] [--storm-timeout-seconds S] "
-         "[--max-catchup-buffered B] [--transport websocket|sse] "
+         "[--max-catchup-buffered B] [--min-kafka-resumes N] [--transport websocket|sse] "
          "[--gateway-arg ARG]... [--agentwire PATH] [--baseline PATH]\n";
   std::exit(2);
 }
@@ -208,6 +211,8 @@ Options ParseOptions(int argc, char** argv) {
       o.storm_timeout_seconds = std::stod(value());
     } else if (arg == "--max-catchup-buffered") {
       o.max_catchup_buffered = std::stoll(value());
+    } else if (arg == "--min-kafka-resumes") {
+      o.min_kafka_resumes = std::stoll(value());
     } else if (arg == "--gateway-arg") {
       o.gateway_args.push_back(value());
     } else if (arg == "--agentwire") {
@@ -1327,7 +1332,16 @@ int RunResume(Options o) {
   return clean ? 0 : 1;
 }
 
-double Metric(uint16_t port, const std::string& name);
+std::optional<double> Metric(uint16_t port, const std::string& name);
+
+/// A figure for the report: "absent" when the replica does not export the metric (a renamed
+/// metric must not read as a measured 0).
+std::string Shown(const std::optional<double>& value) {
+  if (!value) return "absent";
+  char text[64];
+  std::snprintf(text, sizeof(text), "%.0f", *value);
+  return text;
+}
 
 /// Ingest cost: no client connected, --resume-events events spread over --users users; the
 /// gateway's CPU seconds while its tailer consumes them, per consumed event (issue 12's
@@ -1337,13 +1351,13 @@ int RunIngest(const Options& o) {
   servers.StartGateway(o.cache_bytes);
   LoadGenerator lg(o, servers);
   const char* kConsumed = "agentwire_gateway_kafka_messages_total";
-  const double consumed0 = Metric(servers.Port(), kConsumed);
+  const double consumed0 = Metric(servers.Port(), kConsumed).value_or(0);
   const auto cpu0 = CpuSnapshot::Take(servers, 0);
   const auto start = Clock::now();
   lg.PublishSpread(o.resume_events);
   const auto deadline = Clock::now() + std::chrono::seconds(120);
   double consumed = 0;
-  while ((consumed = Metric(servers.Port(), kConsumed) - consumed0) < o.resume_events &&
+  while ((consumed = Metric(servers.Port(), kConsumed).value_or(0) - consumed0) < o.resume_events &&
          Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -1378,8 +1392,8 @@ int RunTail(const Options& o) {
     });
     lg.OpenClients(o.connections);
     const char* kConsumed = "agentwire_gateway_kafka_messages_total";
-    const double consumed_a0 = Metric(port_a, kConsumed);
-    const double consumed_b0 = Metric(port_b, kConsumed);
+    const double consumed_a0 = Metric(port_a, kConsumed).value_or(0);
+    const double consumed_b0 = Metric(port_b, kConsumed).value_or(0);
     const double cpu_a0 = ProcessCpuSeconds(servers.ServerPid(a));
     const double cpu_b0 = ProcessCpuSeconds(servers.ServerPid(b));
     lg.SetRate(rate);
@@ -1387,8 +1401,8 @@ int RunTail(const Options& o) {
     lg.SetRate(0);
     const bool delivered = lg.WaitDelivered(std::chrono::seconds(60));
     const auto totals = lg.Audit();
-    const double consumed_a = Metric(port_a, kConsumed) - consumed_a0;
-    const double consumed_b = Metric(port_b, kConsumed) - consumed_b0;
+    const double consumed_a = Metric(port_a, kConsumed).value_or(0) - consumed_a0;
+    const double consumed_b = Metric(port_b, kConsumed).value_or(0) - consumed_b0;
     const double cpu_a = ProcessCpuSeconds(servers.ServerPid(a)) - cpu_a0;
     const double cpu_b = ProcessCpuSeconds(servers.ServerPid(b)) - cpu_b0;
     const auto published = static_cast<double>(lg.Published());
@@ -1397,12 +1411,12 @@ int RunTail(const Options& o) {
     clean = clean && ok;
     std::printf(
         "tail=%s published=%.0f frames=%llu | consumed A=%.0f (%.0f%%) B=%.0f (%.0f%%) | cpu_s "
-        "A=%.3f B=%.3f | tailed partitions A=%.0f B=%.0f | lost=%llu duplicated=%llu "
+        "A=%.3f B=%.3f | tailed partitions A=%s B=%s | lost=%llu duplicated=%llu "
         "reordered=%llu %s load=%s\n",
         mode.c_str(), published, static_cast<unsigned long long>(totals.frames), consumed_a,
         100 * consumed_a / published, consumed_b, 100 * consumed_b / published, cpu_a, cpu_b,
-        Metric(port_a, "agentwire_gateway_tailed_partitions"),
-        Metric(port_b, "agentwire_gateway_tailed_partitions"),
+        Shown(Metric(port_a, "agentwire_gateway_tailed_partitions")).c_str(),
+        Shown(Metric(port_b, "agentwire_gateway_tailed_partitions")).c_str(),
         static_cast<unsigned long long>(totals.lost),
         static_cast<unsigned long long>(totals.duplicated),
         static_cast<unsigned long long>(totals.reordered), ok ? "ok" : "MISMATCH",
@@ -1412,14 +1426,14 @@ int RunTail(const Options& o) {
   return clean ? 0 : 1;
 }
 
-/// Reads one sample's value from the Prometheus text of replica `port` (0 when absent).
-double Metric(uint16_t port, const std::string& name) {
+/// Reads one sample's value from the Prometheus text of replica `port`; nullopt when absent.
+std::optional<double> Metric(uint16_t port, const std::string& name) {
   const auto response = agentwire::testing::HttpGet(port, "/metrics");
   std::istringstream lines(response.body);
   for (std::string line; std::getline(lines, line);) {
     if (line.starts_with(name + " ")) return std::stod(line.substr(name.size() + 1));
   }
-  return 0;
+  return std::nullopt;
 }
 
 int RunStorm(const Options& o) {
@@ -1470,31 +1484,38 @@ int RunStorm(const Options& o) {
   const double cpu = ProcessCpuSeconds(pid) - replacement_cpu0;
   const long peak_rss = PeakRssKiB(pid);
   const uint16_t replacement_port = servers.Port(replacement);
-  const double from_cache =
+  const auto from_cache =
       Metric(replacement_port, R"(agentwire_gateway_resumes_total{source="cache"})");
-  const double from_kafka =
+  const auto from_kafka =
       Metric(replacement_port, R"(agentwire_gateway_resumes_total{source="kafka"})");
-  const double catchup_peak =
+  const auto catchup_peak =
       Metric(replacement_port, "agentwire_gateway_catchup_buffered_bytes_peak");
-  const double extended = Metric(replacement_port, "agentwire_gateway_catchup_extended_total");
-  const double sessions = Metric(replacement_port, "agentwire_gateway_connections");
-  const double readies = Metric(replacement_port, "agentwire_gateway_time_to_ready_seconds_count");
+  const auto extended = Metric(replacement_port, "agentwire_gateway_catchup_extended_total");
+  const auto sessions = Metric(replacement_port, "agentwire_gateway_connections");
+  const auto readies = Metric(replacement_port, "agentwire_gateway_time_to_ready_seconds_count");
   const bool caught_up = behind == 0;
   const bool within_budget =
-      o.max_catchup_buffered < 0 || catchup_peak <= static_cast<double>(o.max_catchup_buffered);
-  const bool ok = Clean(totals) && caught_up && drained && totals.closes_1013 == 0 && within_budget;
+      o.max_catchup_buffered < 0 ||
+      (catchup_peak && *catchup_peak <= static_cast<double>(o.max_catchup_buffered));
+  // A Kafka-backed storm that resumed from anywhere else did not test the Kafka path.
+  const bool from_kafka_enough =
+      o.min_kafka_resumes < 0 ||
+      (from_kafka && *from_kafka >= static_cast<double>(o.min_kafka_resumes));
+  const bool ok = Clean(totals) && caught_up && drained && totals.closes_1013 == 0 &&
+                  within_budget && from_kafka_enough;
   std::printf(
       "storm signal=%s clients=%d users=%d rate=%d | replacement ready %.2f s after the signal; "
       "all clients caught up %.2f s after ready (%zu behind) | replacement cpu_s=%.2f "
-      "peak_rss_mib=%.1f sessions=%.0f ready_sent=%.0f resumes cache=%.0f kafka=%.0f "
-      "catchup_extended=%.0f "
-      "catchup_buffered_peak_bytes=%.0f | published=%llu frames=%llu lost=%llu duplicated=%llu "
+      "peak_rss_mib=%.1f sessions=%s ready_sent=%s resumes cache=%s kafka=%s "
+      "catchup_extended=%s "
+      "catchup_buffered_peak_bytes=%s | published=%llu frames=%llu lost=%llu duplicated=%llu "
       "reordered=%llu resets=%llu closes_1012=%llu closes_1013=%llu reconnects_after_close=%llu "
       "drained=%s %s load=%s\n",
       o.storm_signal.c_str(), o.connections, o.users, rate,
       std::chrono::duration<double>(ready_at - signal_at).count(), catch_up_s, behind, cpu,
-      static_cast<double>(peak_rss) / 1024.0, sessions, readies, from_cache, from_kafka, extended,
-      catchup_peak, static_cast<unsigned long long>(lg.Published()),
+      static_cast<double>(peak_rss) / 1024.0, Shown(sessions).c_str(), Shown(readies).c_str(),
+      Shown(from_cache).c_str(), Shown(from_kafka).c_str(), Shown(extended).c_str(),
+      Shown(catchup_peak).c_str(), static_cast<unsigned long long>(lg.Published()),
       static_cast<unsigned long long>(totals.frames), static_cast<unsigned long long>(totals.lost),
       static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.reordered),

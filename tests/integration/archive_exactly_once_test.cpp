@@ -134,11 +134,29 @@ class ArchiveExactlyOnceTest : public ::testing::Test {
     }
   }
 
-  /// Waits until the stored offsets reach `target` (sum over partitions).
+  /// Waits until the stored offsets reach `target` (sum over partitions). Prints how long it
+  /// took and the longest time the stored offsets did not move (a stalled group).
   bool WaitForStored(int64_t target, milliseconds timeout) const {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto started = std::chrono::steady_clock::now();
+    const auto deadline = started + timeout;
+    auto last_progress = started;
+    auto longest_stall = milliseconds(0);
+    int64_t last = -1;
     while (std::chrono::steady_clock::now() < deadline) {
-      if (StoredTotal() >= target) return true;
+      const int64_t stored = StoredTotal();
+      const auto now = std::chrono::steady_clock::now();
+      if (stored != last) {
+        last = stored;
+        last_progress = now;
+      }
+      longest_stall =
+          std::max(longest_stall, std::chrono::duration_cast<milliseconds>(now - last_progress));
+      if (stored >= target) {
+        std::cerr << "stored offsets reached " << target << " after "
+                  << std::chrono::duration_cast<milliseconds>(now - started).count()
+                  << " ms; longest stall " << longest_stall.count() << " ms\n";
+        return true;
+      }
       std::this_thread::sleep_for(milliseconds(200));
     }
     return false;
@@ -280,11 +298,17 @@ TEST_F(ArchiveExactlyOnceTest, TwoProcessesWithRebalancesFrozenAndKilledOwner) {
   first->Signal(SIGSTOP);
   std::this_thread::sleep_for(seconds(9));
   first->Signal(SIGCONT);
-  std::cerr << "froze the first archive at " << at_freeze << " rows; now " << Rows() << "\n";
-  if (Rows() < kEvents) {
+  const auto thawed = std::chrono::steady_clock::now();
+  const int64_t at_thaw = Rows();
+  std::cerr << "froze the first archive at " << at_freeze << " rows; now " << at_thaw << "\n";
+  if (at_thaw < kEvents) {
     // Both processes' logs on failure: which one held which partitions, and whether the group
     // settled after the thaw.
-    ASSERT_TRUE(WaitForRowsAbove(Rows(), seconds(60))) << first->Describe() << second->Describe();
+    ASSERT_TRUE(WaitForRowsAbove(at_thaw, seconds(60))) << first->Describe() << second->Describe();
+    std::cerr << "rows grew again "
+              << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - thawed)
+                     .count()
+              << " ms after the thaw\n";
   }
   // Kill the second mid-run: the first takes everything back.
   const int64_t at_kill = Rows();

@@ -143,8 +143,19 @@ TEST(GatewayOverload, DescriptorFloodPausesAcceptingAndRecovers) {
   ASSERT_EQ(frames.size(), 5U);
   for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(frames[i].event_id, during[i]);
 
+  // /readyz says "overloaded" (503) while accepting is paused and for 5 s after the last
+  // descriptor error. A request cannot be accepted while the loop is paused (it waits in the
+  // backlog), so the first answer comes as the flood ends, inside those 5 s. Asked from a
+  // thread during the flood, and answered when it ends.
+  HttpResponse during_flood;
+  std::thread ask([&] { during_flood = HttpGet(port, "/readyz"); });
+  std::this_thread::sleep_for(500ms);
   flood->Kill();
   flood.reset();
+  ask.join();
+  EXPECT_EQ(during_flood.status, 503) << during_flood.body << gateway_process.Describe();
+  EXPECT_EQ(json::parse(during_flood.body, nullptr, false).value("status", ""), "overloaded")
+      << during_flood.body;
 
   // Accepting resumes on its own: a new client is served and gets its events.
   WsClient after;
@@ -170,7 +181,7 @@ TEST(GatewayOverload, DescriptorFloodPausesAcceptingAndRecovers) {
   EXPECT_GT(SeriesValue(metrics, R"(agentwire_gateway_accept_errors_total{reason="emfile"})"), 0)
       << metrics;
   EXPECT_EQ(SeriesValue(metrics, "agentwire_gateway_max_connections"), 40) << metrics;
-  // /readyz said "overloaded" (503) while accepting was paused and says ready again after.
+  // Ready again once 5 s passed without a descriptor error.
   const auto ready_deadline = std::chrono::steady_clock::now() + 20s;
   while (HttpGet(port, "/readyz").status != 200 &&
          std::chrono::steady_clock::now() < ready_deadline) {

@@ -23,6 +23,8 @@ struct AnalyticsConfig {
   std::string dsn;
   size_t batch_size = 5000;
   std::chrono::milliseconds batch_time{200};
+  /// group.instance.id of the consumer (static membership, see InstanceClaim); "" = dynamic.
+  std::string instance_id;
   /// A run whose newest event is older than this, measured against the newest event time seen
   /// (not the wall clock, so a replay of old data judges runs the same way), is abandoned.
   std::chrono::milliseconds abandon_after{15 * 60 * 1000};

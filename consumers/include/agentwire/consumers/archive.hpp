@@ -27,6 +27,9 @@ struct ArchiveConfig {
   /// PostgreSQL connection: they write disjoint partition sets side by side (PostgreSQL's
   /// backend, one per connection, is what limits one writer).
   int writers = 2;
+  /// The process's instance name (see InstanceClaim): writer i's group.instance.id is
+  /// "<instance_id>-w<i>". "" = dynamic membership.
+  std::string instance_id;
 };
 
 /// Throws ConfigError unless `writers` is 1-64 (--writers / AGENTWIRE_ARCHIVE_WRITERS).
