@@ -329,13 +329,25 @@ TEST(PartitionHubTest, StartsPastTheRunLimitEvictTheOldestWithoutScanningEveryRu
   constexpr int64_t kRuns = kLimit + 60'000;
   PartitionHub hub(1, 0);  // no cache: only the run indexes grow
   hub.StartTail(0, 0);
-  const auto started = std::chrono::steady_clock::now();
+  // A ratio in one run, not a wall-clock bound (a TSan build is 10x slower): a start that
+  // evicts from both indexes (past kWithEnded) must cost about what one that evicts nothing
+  // costs (below kLimit). A scan of every run per eviction made it ~100x dearer.
+  using Clock = std::chrono::steady_clock;
+  Clock::duration filling{};
+  Clock::duration evicting{};
   for (int64_t i = 0; i < kRuns; ++i) {
+    const auto started = Clock::now();
     hub.Dispatch(0, RunEvent(i, EventKind::kAgentStarted, "thread-" + std::to_string(i),
                              "run-" + std::to_string(i)));
+    if (i < kLimit) filling += Clock::now() - started;
+    if (i >= kWithEnded) evicting += Clock::now() - started;
   }
-  const auto elapsed = std::chrono::steady_clock::now() - started;
-  EXPECT_LT(elapsed, std::chrono::seconds(10)) << "evicting the oldest start scans every run";
+  const double per_filling = std::chrono::duration<double>(filling).count() / kLimit;
+  const double per_evicting =
+      std::chrono::duration<double>(evicting).count() / static_cast<double>(kRuns - kWithEnded);
+  EXPECT_LT(per_evicting, 20 * per_filling)
+      << "evicting the oldest start scans every run: " << per_evicting * 1e6 << " us vs "
+      << per_filling * 1e6 << " us per start";
   // The oldest starts were dropped, the newest kept, in both indexes.
   const auto thread = [](int64_t i) { return "thread-" + std::to_string(i); };
   const auto run = [](int64_t i) { return "run-" + std::to_string(i); };
