@@ -65,15 +65,9 @@ class RunEnd : public ::testing::Test {
   const std::string& Brokers() { return harness_.Kafka().BootstrapServers(); }
 
   std::vector<std::string> Supervisor(const std::string& group) {
-    return {AgentwireBinary(),  "supervisor",
-            "--brokers",        Brokers(),
-            "--topic",          harness_.Topic(),
-            "--group",          group,
-            "--check-interval", "200ms",
-            "--cancel-timeout", "3s",
-            "--metrics-port",   "0",
-            "--kafka",          "session.timeout.ms=6000",
-            "--kafka",          "heartbeat.interval.ms=1000"};
+    return SupervisorCommand(
+        Brokers(), harness_.Topic(),
+        {"--group", group, "--check-interval", "200ms", "--cancel-timeout", "3s"});
   }
 
   std::vector<std::string> Worker(const std::string& prefix, const std::string& lease,

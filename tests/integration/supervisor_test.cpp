@@ -383,26 +383,9 @@ TEST_F(SupervisorTest, ForgedStopsAreIgnoredAndCounted) {
 // before the ended one), reads that end and does not write another; the run that was open
 // across the kill is ended once, by the restarted supervisor.
 TEST_F(SupervisorTest, KilledAndRestartedSupervisorNeverEndsARunTwice) {
-  const std::vector<std::string> argv = {testing::AgentwireBinary(),
-                                         "supervisor",
-                                         "--brokers",
-                                         kafka_->BootstrapServers(),
-                                         "--topic",
-                                         topic_,
-                                         "--group",
-                                         group_,
-                                         "--cancel-timeout",
-                                         "1s",
-                                         "--check-interval",
-                                         "200ms",
-                                         "--metrics-port",
-                                         "0",
-                                         "--kafka",
-                                         "session.timeout.ms=6000",
-                                         "--kafka",
-                                         "heartbeat.interval.ms=1000",
-                                         "--kafka",
-                                         "fetch.wait.max.ms=10"};
+  const auto argv = testing::SupervisorCommand(
+      kafka_->BootstrapServers(), topic_,
+      {"--group", group_, "--cancel-timeout", "1s", "--check-interval", "200ms"});
   // One user: both runs in one partition, the open one first (it holds the committed offset).
   Started("ivan", "run-open", 3000);
   Started("ivan", "run-lost", 1500);

@@ -17,4 +17,9 @@ std::vector<std::string> ConsumerCommand(const std::string& command, const std::
                                          const std::string& dsn,
                                          const std::vector<std::string>& extra);
 
+/// argv for `agentwire supervisor` against `brokers` and `topic` with the same short Kafka group
+/// timings and no metrics port; `extra` flags follow (--group, --cancel-timeout, ...).
+std::vector<std::string> SupervisorCommand(const std::string& brokers, const std::string& topic,
+                                           const std::vector<std::string>& extra);
+
 }  // namespace agentwire::testing
