@@ -100,6 +100,28 @@ void AddGatewayOptions(CLI::App& cmd, GatewayOptions& o) {
                  "(0 = no limit)")
       ->envname("AGENTWIRE_MAX_CATCHUP_EVENTS")
       ->capture_default_str();
+  cmd.add_option("--deep-resumes-per-minute", o.config.deep_resumes_per_minute,
+                 "Resumes from cursors more than --max-catchup-events records back, per user and "
+                 "minute (burst 3); more get HTTP 429 (0 = no limit)")
+      ->envname("AGENTWIRE_DEEP_RESUMES_PER_MINUTE")
+      ->capture_default_str();
+  cmd.add_option("--archive-dsn", o.config.archive.dsn,
+                 "PostgreSQL of `agentwire archive` (a read-only role is enough): cursors older "
+                 "than Kafka's log start are served from it, then from Kafka. Unset: such a "
+                 "cursor gets `reset`")
+      ->envname("AGENTWIRE_ARCHIVE_DSN");
+  cmd.add_option("--archive-group", o.config.archive.group,
+                 "The archive's consumer group (whose committed positions mark where Kafka takes "
+                 "over)")
+      ->envname("AGENTWIRE_ARCHIVE_GROUP")
+      ->capture_default_str();
+  cmd.add_option("--archive-connections", o.config.archive.connections,
+                 "Archive reads in parallel at most (one PostgreSQL connection each)")
+      ->capture_default_str();
+  cmd.add_option("--archive-statement-timeout", o.archive_statement_timeout,
+                 "An archive read taking longer fails (the client is closed with 1013 and "
+                 "resumes later)")
+      ->capture_default_str();
   cmd.add_option("--fetch-wait-ms", o.fetch_wait_ms, "Kafka fetch wait of the tailer")
       ->capture_default_str();
   cmd.add_option("--max-frame-bytes", o.config.max_inbound_frame_bytes,
@@ -155,6 +177,8 @@ gateway::GatewayConfig GatewayOptions::Build(const KafkaOptions& kafka) {
   }
   config.tail_warm_window =
       ParseDuration(tail_warm_window, "--tail-warm-window / AGENTWIRE_TAIL_WARM_WINDOW");
+  config.archive.statement_timeout =
+      ParseDuration(archive_statement_timeout, "--archive-statement-timeout");
   config.catchup_stall_timeout = ParseDuration(
       catchup_stall_timeout, "--catchup-stall-timeout / AGENTWIRE_CATCHUP_STALL_TIMEOUT");
   config.Validate();

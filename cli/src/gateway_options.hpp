@@ -25,6 +25,7 @@ struct GatewayOptions {
   std::string tail = "all";
   std::string tail_warm_window = "5m";
   std::string catchup_stall_timeout = "15s";
+  std::string archive_statement_timeout = "5s";
   std::string jwt_leeway = "30s";
 
   /// Validates everything; throws ConfigError.

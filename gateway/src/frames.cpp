@@ -24,8 +24,11 @@ std::string ReadyFrame(std::string_view cursor, uint64_t replayed) {
   return fmt::format(R"({{"type":"ready","cursor":"{}","replayed":{}}})", cursor, replayed);
 }
 
-std::string ResetFrame(std::string_view reason) {
-  return fmt::format(R"({{"type":"reset","reason":"{}"}})", reason);
+std::string ResetFrame(std::string_view reason, const MissingRange* missing) {
+  if (missing == nullptr) return fmt::format(R"({{"type":"reset","reason":"{}"}})", reason);
+  return fmt::format(
+      R"({{"type":"reset","reason":"{}","missing":{{"partition":{},"from_offset":{},"to_offset":{}}}}})",
+      reason, missing->partition, missing->from_offset, missing->to_offset);
 }
 
 std::string ErrorBody(std::string_view code, std::string_view message) {

@@ -18,8 +18,16 @@ inline constexpr std::string_view kResetHistoryUnavailable = "history_unavailabl
 /// ... or the client came without a cursor and the log holds more than --max-catchup-events
 /// records: the catch-up starts at that bound, on this connection.
 inline constexpr std::string_view kResetCatchupLimit = "catchup_limit";
-/// {"type":"reset","reason":"history_unavailable"}
-std::string ResetFrame(std::string_view reason);
+/// Offsets of a partition that exist nowhere the replica can read (neither Kafka nor the
+/// archive): the hole a `reset` history_unavailable names. [from_offset, to_offset).
+struct MissingRange {
+  int partition = 0;
+  int64_t from_offset = 0;
+  int64_t to_offset = 0;
+};
+/// {"type":"reset","reason":"history_unavailable"}, with
+/// "missing":{"partition":P,"from_offset":A,"to_offset":B} when the hole is known.
+std::string ResetFrame(std::string_view reason, const MissingRange* missing = nullptr);
 /// The JSON body of an HTTP error before the upgrade: {"error":code,"message":text}.
 std::string ErrorBody(std::string_view code, std::string_view message);
 

@@ -41,6 +41,16 @@ void GatewayConfig::Validate() const {
   if (max_catchup_events < 0) {
     throw ConfigError("--max-catchup-events: expected 0 (no limit) or a positive number");
   }
+  if (deep_resumes_per_minute < 0) {
+    throw ConfigError("--deep-resumes-per-minute: expected 0 (no limit) or a positive number");
+  }
+  if (archive.connections < 1 || archive.connections > 64) {
+    throw ConfigError("--archive-connections: expected 1-64");
+  }
+  if (archive.statement_timeout.count() < 100) {
+    throw ConfigError("--archive-statement-timeout: at least 100ms");
+  }
+  if (archive.chunk_rows < 1) throw ConfigError("archive chunk rows: at least 1");
   if (allowed_origins.empty()) {
     throw ConfigError("--allowed-origins / AGENTWIRE_ALLOWED_ORIGINS: empty; use * to allow any");
   }
@@ -93,6 +103,7 @@ class Gateway::Impl {
     listener_ = std::make_shared<HttpListener>(ioc_, context_);
     listener_->Open(config_.listen_address, config_.port);
     context_->history.Start();
+    context_->archive.Start();
     tailer_->Start();
     listener_->Start();
     const int threads = config_.io_threads > 0
@@ -165,6 +176,7 @@ class Gateway::Impl {
     // The history reader first: it stops within one poll and drops what it had not served,
     // so a drain during a resume storm never waits for queued reads.
     if (context_) context_->history.Stop();
+    if (context_) context_->archive.Stop();
     work_.reset();
     ioc_.stop();
     for (auto& thread : threads_) thread.join();

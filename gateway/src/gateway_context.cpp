@@ -15,6 +15,12 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
                                  {{"source", "cache"}})),
       resumes_kafka(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",
                                  {{"source", "kafka"}})),
+      resumes_archive(r.GetCounter("agentwire_gateway_resumes_total", "Resumes by source",
+                                   {{"source", "archive"}})),
+      missing_offsets(r.GetCounter(
+          "agentwire_gateway_history_missing_offsets_total",
+          "Offsets named by reset frames as missing: deleted by retention and not in the "
+          "archive (all users' offsets of the range, once per session told)")),
       resets(r.GetCounter("agentwire_gateway_resets_total",
                           "reset frames sent (cursor beyond retention or from another topic, "
                           "or a catch-up without a cursor cut at --max-catchup-events)")),
@@ -50,6 +56,9 @@ GatewayMetrics::GatewayMetrics(metrics::Registry& r)
       rejected_too_many(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
                                      "Upgrades refused before the handshake",
                                      {{"reason", "too_many_connections"}})),
+      rejected_deep_resumes(r.GetCounter("agentwire_gateway_upgrades_rejected_total",
+                                         "Upgrades refused before the handshake",
+                                         {{"reason", "too_many_deep_resumes"}})),
       delivery_latency(r.GetHistogram("agentwire_gateway_delivery_latency_seconds",
                                       "Kafka message time to live frame written",
                                       metrics::LatencyBuckets())),
@@ -91,6 +100,7 @@ GatewayContext::GatewayContext(GatewayConfig config_in, TopicIdentity identity_i
                      metrics.catchup_buffered, metrics.catchup_buffered_peak),
       history(TailConsumerProperties(config.client_properties, config.fetch_wait), identity,
               HistoryLimits(config), catchup_budget, registry_in),
+      archive(config.archive, identity, catchup_budget, registry_in),
       verifier(config.auth),
       canceller(config.client_properties, config.topic, hub, registry_in),
       max_connections(config.max_connections > 0 ? config.max_connections
@@ -109,6 +119,32 @@ bool GatewayContext::AcquireConnection(const std::string& user) {
   ++count;
   total_.fetch_add(1, std::memory_order_relaxed);
   UpdateHighWaterLocked();
+  return true;
+}
+
+bool GatewayContext::AllowDeepResume(const std::string& user) {
+  const int per_minute = config.deep_resumes_per_minute;
+  if (per_minute <= 0) return true;
+  constexpr double kBurst = 3;
+  const auto now = std::chrono::steady_clock::now();
+  const double per_second = per_minute / 60.0;
+  auto refill = [&](DeepResumeBucket& bucket) {
+    const double elapsed = std::chrono::duration<double>(now - bucket.refilled_at).count();
+    bucket.tokens = std::min(kBurst, bucket.tokens + elapsed * per_second);
+    bucket.refilled_at = now;
+  };
+  std::lock_guard lock(mutex_);
+  // Users whose bucket is full again need no entry: forget them when the map grows.
+  if (deep_resumes_.size() > 10'000) {
+    for (auto it = deep_resumes_.begin(); it != deep_resumes_.end();) {
+      refill(it->second);
+      it = it->second.tokens >= kBurst ? deep_resumes_.erase(it) : std::next(it);
+    }
+  }
+  auto [it, inserted] = deep_resumes_.try_emplace(user, DeepResumeBucket{kBurst, now});
+  if (!inserted) refill(it->second);
+  if (it->second.tokens < 1) return false;
+  it->second.tokens -= 1;
   return true;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/gateway/auth.hpp"
 #include "agentwire/gateway/gateway.hpp"
+#include "archive_reader.hpp"
 #include "history.hpp"
 #include "kafka_tail.hpp"
 #include "partition_hub.hpp"
@@ -29,6 +31,8 @@ struct GatewayMetrics {
   metrics::Counter& events_delivered;
   metrics::Counter& resumes_cache;
   metrics::Counter& resumes_kafka;
+  metrics::Counter& resumes_archive;
+  metrics::Counter& missing_offsets;  // offsets named by `reset` frames' missing ranges
   metrics::Counter& resets;
   metrics::Counter& catchup_limited;  // `reset` catchup_limit (also counted in resets)
   metrics::Counter& token_expired_closes;
@@ -41,6 +45,7 @@ struct GatewayMetrics {
   metrics::Counter& rejected_forbidden;
   metrics::Counter& rejected_bad_request;
   metrics::Counter& rejected_too_many;
+  metrics::Counter& rejected_deep_resumes;
   metrics::Histogram& delivery_latency;  // Kafka message time -> frame written
   metrics::Histogram& time_to_ready;     // upgrade accepted -> `ready` queued
   metrics::Counter& catchup_extended;    // live buffer overflowed during catch-up
@@ -62,6 +67,7 @@ struct GatewayContext {
   PartitionHub hub;
   CatchupBudget catchup_budget;
   HistoryService history;  // Kafka reads for cursors older than the cache (its own thread)
+  ArchiveReader archive;   // PostgreSQL reads for cursors older than Kafka's log start
   TokenVerifier verifier;
   RunCanceller canceller;  // Stop: cancel requests to the control topic (docs/runs.md)
   std::function<bool()> kafka_ready;
@@ -71,6 +77,11 @@ struct GatewayContext {
   /// is at its limit or the replica is full (AtConnectionLimit tells which).
   bool AcquireConnection(const std::string& user);
   void ReleaseConnection(const std::string& user);
+  /// A resume from a cursor far behind the log's end (a scan of much of the partition, or an
+  /// archive read): true while `user` has not used up --deep-resumes-per-minute (a bucket of
+  /// 3 that refills at that rate). A client that keeps editing its cursor back to offset 0
+  /// and reconnecting gets 429 instead of a scan each time.
+  bool AllowDeepResume(const std::string& user);
 
   void AddSession(const std::shared_ptr<Session>& session);
   void RemoveSession(const Session* session);
@@ -81,6 +92,11 @@ struct GatewayContext {
  private:
   std::mutex mutex_;
   std::map<std::string, int> per_user_;
+  struct DeepResumeBucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point refilled_at;
+  };
+  std::map<std::string, DeepResumeBucket> deep_resumes_;
   std::map<const Session*, std::weak_ptr<Session>> sessions_;
 
  public:

@@ -15,6 +15,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kWatermarkTimeoutMs = 5'000;
 constexpr int kJoinEveryMessages = 256;
+/// Messages a scan reads before it lets other partitions' waiting resumes go first.
+constexpr size_t kSliceMessages = 20'000;
 
 size_t FrameBytes(const LogEntryPtr& entry) { return entry->Bytes(); }
 
@@ -90,6 +92,9 @@ HistoryService::HistoryService(kafka::Properties properties, TopicIdentity ident
           "agentwire_gateway_history_stalled",
           "1 while the history reader waits for the catch-up budget (every Kafka-backed resume "
           "of the replica waits with it)")),
+      yields_(metrics.GetCounter("agentwire_gateway_history_scan_yields_total",
+                                 "Scans that stopped after a slice to let other partitions' "
+                                 "resumes go first (they go on later)")),
       stalled_micros_(
           metrics.GetCounter("agentwire_gateway_history_stalled_microseconds_total",
                              "Time the history reader spent waiting for the catch-up budget")) {
@@ -144,6 +149,12 @@ std::vector<HistoryRequest> HistoryService::TakeQueued(int partition) {
   return taken;
 }
 
+bool HistoryService::OthersWaiting(int partition) {
+  std::lock_guard lock(mutex_);
+  const auto it = queued_.find(partition);
+  return queued_count_ > (it == queued_.end() ? 0 : it->second.size());
+}
+
 bool HistoryService::TakeNext(int& partition, std::vector<HistoryRequest>& batch) {
   std::unique_lock lock(mutex_);
   wake_.wait(lock, [this] { return stop_.load() || queued_count_ > 0; });
@@ -182,9 +193,14 @@ void HistoryService::Run() {
 void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> batch) {
   scans_.Inc();
   std::vector<std::unique_ptr<Active>> actives;
-  auto deliver = [this](Active& active, HistoryChunk::Status status, int64_t next,
-                        std::string error = {}) {
+  int64_t low = 0;
+  int64_t high = 0;
+  auto deliver = [this, &low](Active& active, HistoryChunk::Status status, int64_t next,
+                              std::string error = {}) {
     active.chunk.status = status;
+    // Before the log's start: the session reads [next, low) from the archive (or names it in
+    // `reset`, the missing range, when there is none).
+    if (status == HistoryChunk::Status::kOutOfRange && next < low) active.chunk.log_start = low;
     active.chunk.next_offset = next;
     active.chunk.error = std::move(error);
     if (auto sink = active.request.sink.lock()) {
@@ -201,8 +217,6 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
     deliver(once, status, next, std::move(error));
   };
 
-  int64_t low = 0;
-  int64_t high = 0;
   if (const auto err = rd_kafka_query_watermark_offsets(
           consumer_.get(), identity_.topic.c_str(), partition, &low, &high, kWatermarkTimeoutMs);
       err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -296,6 +310,7 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
 
   auto last_progress = Clock::now();
   size_t since_join = 0;
+  size_t slice_messages = 0;
   while (!stop_.load() && complete_passed() > 0) {
     if (budget_.Exhausted()) {
       // Sessions release bytes as their clients read; hand over what is built and wait. Every
@@ -354,7 +369,14 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
     if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (message->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
           message->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-        // Retention removed the range while the scan was reading it.
+        // Retention removed the range while the scan was reading it: where does the log start
+        // now? (Unknown, -1, if Kafka does not say: the session asks again.)
+        int64_t new_high = 0;
+        if (rd_kafka_query_watermark_offsets(consumer_.get(), identity_.topic.c_str(), partition,
+                                             &low, &new_high,
+                                             kWatermarkTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          low = -1;
+        }
         for (auto& active : actives) {
           if (!active->finished) deliver(*active, HistoryChunk::Status::kOutOfRange, position);
         }
@@ -410,6 +432,29 @@ void HistoryService::ScanPartition(int partition, std::vector<HistoryRequest> ba
     if (++since_join >= kJoinEveryMessages) {
       since_join = 0;
       join_queued();
+    }
+    // Scans take turns: a deep one (a cursor at the start of a long retention) yields after a
+    // slice when resumes of other partitions wait, and goes on from where it stopped after
+    // them. Without this, one client's deep resume stalls every other Kafka-backed resume.
+    if (++slice_messages >= kSliceMessages && OthersWaiting(partition)) {
+      flush_all();
+      std::vector<HistoryRequest> rest;
+      for (auto& active : actives) {
+        if (active->finished) continue;
+        active->finished = true;
+        HistoryRequest request = active->request;
+        request.from = std::max(request.from, position);
+        request.earliest = false;
+        rest.push_back(std::move(request));
+      }
+      if (!rest.empty()) {
+        std::lock_guard lock(mutex_);
+        auto& queue = queued_[partition];
+        for (auto& request : rest) queue.push_back(std::move(request));
+        queued_count_ += rest.size();
+      }
+      yields_.Inc();
+      break;
     }
   }
   if (stalled_) {

@@ -62,6 +62,7 @@ class CatchupBudget final {
 
 /// One piece of a history read, handed to the session that asked for it.
 struct HistoryChunk {
+  enum class Source { kKafka, kArchive };
   enum class Status {
     kMore,        // more chunks follow
     kDone,        // the range is complete: next_offset == the request's `to`
@@ -70,9 +71,11 @@ struct HistoryChunk {
     kError,       // Kafka did not answer in time
   };
   Status status = Status::kMore;
+  Source source = Source::kKafka;
   std::vector<LogEntryPtr> entries;  // the user's entries below next_offset, offset order
   size_t charged_bytes = 0;          // charged to the CatchupBudget for these entries
   int64_t next_offset = 0;           // everything below it was delivered in this or earlier chunks
+  int64_t log_start = -1;            // kOutOfRange from Kafka: the log's first offset (-1: unknown)
   std::string error;
 };
 
@@ -128,6 +131,8 @@ class HistoryService final {
   void Run();
   void ScanPartition(int partition, std::vector<HistoryRequest> batch);
   std::vector<HistoryRequest> TakeQueued(int partition);
+  /// Requests of other partitions are queued.
+  bool OthersWaiting(int partition);
   bool TakeNext(int& partition, std::vector<HistoryRequest>& batch);
   void UpdateDepth();
 
@@ -139,6 +144,7 @@ class HistoryService final {
   metrics::Counter& scans_;
   metrics::Counter& messages_read_;
   metrics::Gauge& stalled_gauge_;
+  metrics::Counter& yields_;
   metrics::Counter& stalled_micros_;
   bool stalled_ = false;  // history thread only
 

@@ -212,15 +212,23 @@ std::string Session::CursorAt(int64_t next_offset) const {
   return EncodeCursor(context_->identity.CursorAt(partition_, next_offset));
 }
 
-void Session::SendReset(std::string_view reason) {
+void Session::SendReset(std::string_view reason, const MissingRange* missing) {
   context_->metrics.resets.Inc();
+  if (missing != nullptr) {
+    context_->metrics.missing_offsets.Inc(
+        static_cast<uint64_t>(missing->to_offset - missing->from_offset));
+  }
   // A retention gap resets every session of a partition at once: one line a second.
   static log::RateLimited reset_log;
   reset_log.Write(log::Level::kInfo, "sent reset",
-                  {{"session", id_}, {"user", user_id_}, {"reason", std::string(reason)}});
+                  {{"session", id_},
+                   {"user", user_id_},
+                   {"reason", std::string(reason)},
+                   {"missing_from", missing != nullptr ? missing->from_offset : -1},
+                   {"missing_to", missing != nullptr ? missing->to_offset : -1}});
   // Queued only: every caller writes next, and a write from here could start the catch-up
   // before the session is attached.
-  auto frame = std::make_shared<const std::string>(ResetFrame(reason));
+  auto frame = std::make_shared<const std::string>(ResetFrame(reason, missing));
   if (phase_ == Phase::kCatchingUp && !catchup_.empty()) {
     catchup_.push_back({nullptr, 0, std::move(frame)});
     return;
@@ -308,6 +316,22 @@ void Session::SubmitHistory(int64_t from, int64_t to) {
   context_->history.Submit(std::move(request));
 }
 
+void Session::SubmitArchive(int64_t from, int64_t to) {
+  if (!counted_archive_) {
+    counted_archive_ = true;
+    context_->metrics.resumes_archive.Inc();
+  }
+  history_in_flight_ = true;
+  archive_request_to_ = to;
+  HistoryRequest request;
+  request.partition = partition_;
+  request.user_id = user_id_;
+  request.from = from;
+  request.to = to;
+  request.sink = std::static_pointer_cast<HistorySink>(shared_from_this());
+  context_->archive.Submit(std::move(request));
+}
+
 void Session::PumpCatchUp() {
   // Entries are fetched only when the session has written what it held: its memory stays
   // bounded by one cache chunk or one history chunk.
@@ -327,6 +351,13 @@ void Session::PumpCatchUp() {
     auto read = context_->hub.ReadCached(partition_, user_id_, hand_off_.Position(),
                                          hand_off_.Target(), kCacheChunkBytes);
     if (!read.covered) {
+      // Below Kafka's log start (as the tailer last saw it, or as a Kafka read answered): the
+      // archive holds what retention deleted, up to its committed position.
+      const int64_t log_start = std::max(archive_until_, context_->hub.LogStart(partition_));
+      if (context_->archive.Enabled() && hand_off_.Position() < log_start) {
+        SubmitArchive(hand_off_.Position(), std::min(log_start, hand_off_.Target()));
+        return;
+      }
       if (!counted_kafka_) {
         counted_kafka_ = true;
         context_->metrics.resumes_kafka.Inc();
@@ -361,6 +392,10 @@ void Session::HandleHistory(HistoryChunk chunk) {
     AddCatchup(std::move(entry), bytes, true);
   }
   using Status = HistoryChunk::Status;
+  if (chunk.source == HistoryChunk::Source::kArchive) {
+    HandleArchiveChunk(chunk);
+    return;
+  }
   switch (chunk.status) {
     case Status::kMore:
       hand_off_.Advance(chunk.next_offset);
@@ -390,6 +425,18 @@ void Session::HandleHistory(HistoryChunk chunk) {
       break;
     case Status::kOutOfRange:
       history_in_flight_ = false;
+      if (!probing_ahead_ && chunk.log_start > hand_off_.Position()) {
+        if (context_->archive.Enabled()) {
+          archive_until_ = chunk.log_start;  // the next piece comes from the archive
+          break;
+        }
+        // Retention deleted [position, log start) and there is no archive: name the hole, then
+        // everything the log still holds.
+        const MissingRange missing{partition_, hand_off_.Position(), chunk.log_start};
+        SendReset(kResetHistoryUnavailable, &missing);
+        hand_off_.Advance(chunk.log_start);
+        break;
+      }
       SendReset(kResetHistoryUnavailable);
       // History is gone (or the cursor came from a topic that was recreated): go on live from
       // this replica's tail.
@@ -404,6 +451,46 @@ void Session::HandleHistory(HistoryChunk chunk) {
                       {{"session", id_}, {"user", user_id_}, {"error", chunk.error}});
       StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
       return;
+  }
+  WriteNext();
+}
+
+void Session::HandleArchiveChunk(const HistoryChunk& chunk) {
+  using Status = HistoryChunk::Status;
+  switch (chunk.status) {
+    case Status::kMore:  // pulled: the next chunk is asked for once this one is written
+    case Status::kDone:
+      history_in_flight_ = false;
+      hand_off_.Advance(chunk.next_offset);
+      break;
+    case Status::kOutOfRange: {
+      // The archive fell behind retention: [next_offset, the log's start) exists nowhere.
+      history_in_flight_ = false;
+      const MissingRange missing{partition_, chunk.next_offset, archive_request_to_};
+      SendReset(kResetHistoryUnavailable, &missing);
+      hand_off_.Advance(archive_request_to_);
+      break;
+    }
+    case Status::kPaused:
+      // The catch-up budget is full, or this user's other sessions hold its fair share.
+      context_->metrics.catchup_share_waits.Inc();
+      retry_timer_.expires_after(std::chrono::milliseconds(250));
+      retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (ec || self->phase_ != Phase::kCatchingUp) return;
+        self->history_in_flight_ = false;
+        self->WriteNext();
+      });
+      return;
+    case Status::kError: {
+      history_in_flight_ = false;
+      // PostgreSQL down or slow: never a silent hole. The client comes back with the same
+      // cursor (1013 means "try again later"); sessions served by Kafka are not affected.
+      static log::RateLimited failed_log;
+      failed_log.Warn("resume from the archive failed",
+                      {{"session", id_}, {"user", user_id_}, {"error", chunk.error}});
+      StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
+      return;
+    }
   }
   WriteNext();
 }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fifo.hpp"
+#include "frames.hpp"
 #include "gateway_context.hpp"
 #include "hand_off.hpp"
 #include "history.hpp"
@@ -103,6 +104,9 @@ class Session final : public LiveListener,
   void PumpCatchUp();
   void HandleHistory(HistoryChunk chunk);
   void SubmitHistory(int64_t from, int64_t to);
+  /// Reads [from, to) of the user's events from the archive (below Kafka's log start).
+  void SubmitArchive(int64_t from, int64_t to);
+  void HandleArchiveChunk(const HistoryChunk& chunk);
   void GoLive();
   /// Keeps a fetched entry unless it was written already, the filters exclude it, or its run
   /// had ended (`from_kafka`: read past the hub, which judged everything it dispatched).
@@ -115,7 +119,7 @@ class Session final : public LiveListener,
   void DropCatchup();
   /// Queues `reset`. During catch-up it follows the fetched entries not written yet (they
   /// come before it in the log), so it is queued behind them.
-  void SendReset(std::string_view reason);
+  void SendReset(std::string_view reason, const MissingRange* missing = nullptr);
   /// `cursor=earliest`: from the log's start, or from the newest --max-catchup-events records.
   void StartFromEarliest();
   void HandleLive(const LogEntryPtr& entry);
@@ -171,6 +175,10 @@ class Session final : public LiveListener,
   bool history_in_flight_ = false;
   bool counted_cache_ = false;
   bool counted_kafka_ = false;
+  bool counted_archive_ = false;
+  // Offsets below it are read from the archive: Kafka's log start as a Kafka read reported it.
+  int64_t archive_until_ = -1;
+  int64_t archive_request_to_ = 0;  // the end of the archive read in flight
   Fifo<CatchupItem> catchup_;
   std::atomic<size_t> pending_catchup_bytes_{0};  // charged bytes held or posted to this session
 

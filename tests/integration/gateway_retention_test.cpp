@@ -34,15 +34,7 @@ v1::AgentEvent Event(const std::string& user, const std::string& id, uint32_t se
   event.set_thread_id("t-1");
   event.set_run_id("r-" + user);
   event.set_run_seq(seq);
-  // Incompressible text: the publisher compresses with lz4, and the log's size cap counts
-  // compressed bytes.
-  static uint64_t state = 0x9E3779B97F4A7C15ULL;
-  std::string text(text_bytes, ' ');
-  for (auto& c : text) {
-    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-    c = static_cast<char>('!' + (state >> 33) % 90);
-  }
-  event.mutable_agent_thinking()->set_text(std::move(text));
+  event.mutable_agent_thinking()->set_text(IncompressibleText(text_bytes));
   return event;
 }
 

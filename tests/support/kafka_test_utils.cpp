@@ -241,4 +241,15 @@ int ProduceRaw(rd_kafka_t* producer, const std::string& topic, const std::string
   return err;
 }
 
+std::string IncompressibleText(size_t bytes) {
+  static std::atomic<uint64_t> state{0x9E3779B97F4A7C15ULL};
+  uint64_t x = state.fetch_add(0x632BE59BD9B4E019ULL);
+  std::string text(bytes, ' ');
+  for (auto& c : text) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    c = static_cast<char>('!' + (x >> 33) % 90);
+  }
+  return text;
+}
+
 }  // namespace agentwire::testing

@@ -21,6 +21,11 @@ namespace agentwire::testing {
 int ProduceRaw(rd_kafka_s* producer, const std::string& topic, const std::string& key,
                const std::string& value, int32_t partition = -1);
 
+/// Printable text that lz4 cannot shrink: the embedded Kafka's ~5 MiB size cap counts
+/// compressed bytes, so tests that need retention to delete old records publish events
+/// carrying this (a different text on every call).
+std::string IncompressibleText(size_t bytes);
+
 /// One message as a plain consumer sees it.
 struct ConsumedRecord {
   std::string key;

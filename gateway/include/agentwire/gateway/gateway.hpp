@@ -16,6 +16,17 @@ namespace agentwire::gateway {
 /// sessions need (`auto`, behind a load balancer that routes by user).
 enum class TailMode { kAll, kAuto };
 
+/// The archive as the log's cold tier (docs/architecture.md, "History past retention"): a
+/// cursor older than Kafka's log start is served from `agentwire archive`'s PostgreSQL up to
+/// the archive's committed position, then from Kafka. Without a DSN such a cursor gets `reset`.
+struct ArchiveSettings {
+  std::string dsn;  // --archive-dsn / AGENTWIRE_ARCHIVE_DSN; meant for a read-only role
+  std::string group = "agentwire-archive";  // the archive's consumer group (its positions)
+  int connections = 2;                      // the pool: reads in parallel, at most
+  std::chrono::milliseconds statement_timeout{5'000};
+  size_t chunk_rows = 500;  // rows per read: a session holds one chunk at a time
+};
+
 struct GatewayConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t port = 8080;  // 0 = any free port (see Gateway::Port)
@@ -56,6 +67,11 @@ struct GatewayConfig {
   /// the log holds more, it gets `reset` with reason `catchup_limit` first. Clients with a
   /// cursor are never cut. 0 = no limit.
   int64_t max_catchup_events = 100'000;
+  /// A resume from a cursor more than max_catchup_events records behind the partition's end is
+  /// "deep" (it scans much of the partition): at most this many per user and minute (a burst
+  /// of 3), more get HTTP 429 too_many_deep_resumes. 0 = no limit.
+  int deep_resumes_per_minute = 6;
+  ArchiveSettings archive;
 
   AuthConfig auth;
   /// Browser Origins allowed to connect; {"*"} = any. Requests without Origin are judged by
