@@ -11,9 +11,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "agentwire/core/kafka_config.hpp"
-#include "agentwire/core/kafka_handles.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 #include "agentwire/core/metrics.hpp"
+#include "agentwire/core/topic_reader.hpp"
 #include "kafka_tail.hpp"
 #include "partition_hub.hpp"
 
@@ -127,12 +127,16 @@ class HistoryService final {
   void Submit(HistoryRequest request);
 
  private:
-  struct Active;
+  class PartitionScan;
   void Run();
-  void ScanPartition(int partition, std::vector<HistoryRequest> batch);
   std::vector<HistoryRequest> TakeQueued(int partition);
   /// Requests of other partitions are queued.
   bool OthersWaiting(int partition);
+  /// Puts requests back at the end of their partition's queue.
+  void Requeue(int partition, std::vector<HistoryRequest> requests);
+  /// Requests the current scan serves (for the queue-depth gauge).
+  void SetActive(size_t count);
+  void SetStalled(bool stalled);
   bool TakeNext(int& partition, std::vector<HistoryRequest>& batch);
   void UpdateDepth();
 
@@ -148,7 +152,7 @@ class HistoryService final {
   metrics::Counter& stalled_micros_;
   bool stalled_ = false;  // history thread only
 
-  kafka::HandlePtr consumer_;
+  std::unique_ptr<kafka::TopicReader> reader_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::map<int, std::vector<HistoryRequest>> queued_;  // by partition

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "agentwire/core/kafka_config.hpp"
-#include "agentwire/core/kafka_handles.hpp"
 #include "agentwire/core/metrics.hpp"
+#include "agentwire/core/topic_reader.hpp"
 #include "partition_hub.hpp"
 
 namespace agentwire::gateway {
@@ -85,7 +85,7 @@ class KafkaTailer final {
  private:
   void Run();
   /// One consumed message: dispatched to the hub, or skipped and counted.
-  void Handle(const rd_kafka_message_t& message);
+  void Handle(const kafka::Record& record);
   /// Counts and logs (rate-limited) a record whose key does not hash to its partition.
   void CheckPartition(int partition, int64_t offset, std::string_view key);
   void UpdateLag();
@@ -111,7 +111,7 @@ class KafkaTailer final {
   metrics::Registry& registry_;
   std::vector<metrics::Counter*> wrong_partition_;
   metrics::Gauge& lag_;
-  kafka::HandlePtr consumer_;
+  std::unique_ptr<kafka::TopicReader> reader_;
   std::set<int> behind_retention_;     // partitions to seek to their low watermark (tailer thread)
   std::set<int> assigned_;             // partitions tailed now (tailer thread)
   std::set<int> requested_;            // --tail auto: asked for, not started yet (tailer thread)
@@ -120,7 +120,6 @@ class KafkaTailer final {
   WarmStart warm_start_;
   TailPolicy policy_;
   metrics::Gauge& tailed_gauge_;
-  kafka::QueuePtr wake_queue_;  // the consumer queue, yielded when a session asks for a tail
   std::chrono::steady_clock::time_point started_at_;
   metrics::Gauge& warm_gauge_;
   std::atomic<bool> stop_{false};
