@@ -29,6 +29,7 @@ struct ReplayFlags {
   uint64_t limit = 0;
   std::string source = "kafka";
   std::string pg_dsn;
+  std::string archive_group = "agentwire-archive";  // `agentwire archive --group`'s default
   std::string format = "jsonl";
   bool follow = false;
   bool gaps = false;
@@ -77,8 +78,10 @@ consumers::ReplayConfig MakeConfig(const ReplayFlags& flags) {
     config.source = consumers::ReplaySource::kKafka;
   } else if (flags.source == "postgres") {
     config.source = consumers::ReplaySource::kPostgres;
+  } else if (flags.source == "auto") {
+    config.source = consumers::ReplaySource::kAuto;
   } else {
-    throw ConfigError(fmt::format("--source '{}': expected kafka or postgres", flags.source));
+    throw ConfigError(fmt::format("--source '{}': expected kafka, postgres or auto", flags.source));
   }
   if (flags.format == "jsonl") {
     config.format = consumers::ReplayFormat::kJsonl;
@@ -106,6 +109,7 @@ consumers::ReplayConfig MakeConfig(const ReplayFlags& flags) {
   config.topic_epoch = flags.topic_epoch;
   config.time_slack = ParseDuration(flags.time_slack, "--time-slack");
   config.pg_dsn = flags.pg_dsn;
+  config.archive_group = flags.archive_group;
   config.partition_count = flags.partition_count;
   config.follow = flags.follow;
   config.gap_report = flags.gaps;
@@ -123,8 +127,8 @@ CommandAction RegisterReplayCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "replay",
       "Print (or re-drive) stored events for SREs: select by user, run, thread, type, time or a "
-      "gateway cursor, from Kafka or the PostgreSQL archive. Events on stdout, progress and the "
-      "summary on stderr. Never joins a consumer group, never commits offsets.");
+      "gateway cursor, from Kafka, the PostgreSQL archive, or both. Events on stdout, progress "
+      "and the summary on stderr. Never joins a consumer group, never commits offsets.");
   AddKafkaOptions(*cmd, flags->kafka);
   AddLogOptions(*cmd, flags->log);
   auto& f = *flags;
@@ -141,15 +145,24 @@ CommandAction RegisterReplayCommand(CLI::App& app) {
                   "A gateway cursor: the events after it in its partition (add --user for "
                   "exactly what that client would receive)");
   cmd->add_option("--limit", f.limit, "Stop after this many events (0 = no limit)");
-  cmd->add_option("--source", f.source, "kafka, or postgres (the archive, beyond retention)")
+  cmd->add_option("--source", f.source,
+                  "kafka; postgres (the archive, beyond retention); or auto: all of history once, "
+                  "the archive below Kafka's log start then Kafka, reporting offsets in neither "
+                  "(needs --pg)")
       ->capture_default_str();
   cmd->add_option("--pg", f.pg_dsn, "PostgreSQL connection string of the archive")
       ->envname("AGENTWIRE_PG_DSN");
+  cmd->add_option("--archive-group", f.archive_group,
+                  "With --source auto: the archive's consumer group (its --group), whose "
+                  "committed positions say how far the archive is complete")
+      ->envname("AGENTWIRE_ARCHIVE_GROUP")
+      ->capture_default_str();
   cmd->add_option("--format", f.format, "jsonl (one object per line) or table (human)")
       ->capture_default_str();
   cmd->add_flag("--follow", f.follow, "Keep printing new events after the end (until SIGINT)");
   cmd->add_flag("--gaps", f.gaps,
-                "Report runs with run_seq holes or no terminal event (always on with table)");
+                "Report runs with run_seq holes or no terminal event, and offsets in neither the "
+                "archive nor Kafka with --source auto (always on with table)");
   cmd->add_option("--republish-to", f.republish_to,
                   "Re-drive the selection to this topic (keys, headers, values unchanged)");
   cmd->add_option("--rate", f.rate, "Republish rate limit in events/s (0 = unlimited)")

@@ -259,7 +259,15 @@ void ValidateReplayConfig(const ReplayConfig& config) {
   if (config.source == ReplaySource::kPostgres && config.pg_dsn.empty()) {
     throw ConfigError("--source postgres needs a connection string: --pg DSN or AGENTWIRE_PG_DSN");
   }
-  if (config.source == ReplaySource::kKafka &&
+  if (config.source == ReplaySource::kAuto && config.pg_dsn.empty()) {
+    throw ConfigError(
+        "--source auto reads the archive below Kafka's log start: it needs the archive's "
+        "database, --pg DSN or AGENTWIRE_PG_DSN");
+  }
+  if (config.source == ReplaySource::kAuto && config.archive_group.empty()) {
+    throw ConfigError("--archive-group must name the archive's consumer group (its --group)");
+  }
+  if (config.source != ReplaySource::kPostgres &&
       !config.client_properties.contains("bootstrap.servers")) {
     throw ConfigError("--brokers / AGENTWIRE_BROKERS is not set");
   }
@@ -500,9 +508,18 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
   replay::Progress progress;
   replay::Console console(progress_out, config.progress == ReplayProgress::kBar);
 
-  auto source = config.source == ReplaySource::kKafka
-                    ? replay::MakeKafkaSource(config, progress, console)
-                    : replay::MakePostgresSource(config, progress, console);
+  std::unique_ptr<replay::Source> source;
+  switch (config.source) {
+    case ReplaySource::kKafka:
+      source = replay::MakeKafkaSource(config, progress, console);
+      break;
+    case ReplaySource::kPostgres:
+      source = replay::MakePostgresSource(config, progress, console);
+      break;
+    case ReplaySource::kAuto:
+      source = replay::MakeAutoSource(config, progress, console);
+      break;
+  }
   source->Open();
   std::unique_ptr<replay::Republisher> republisher;
   if (!config.republish_to.empty()) republisher = std::make_unique<replay::Republisher>(config);
@@ -560,6 +577,7 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
       // Every run would look full of holes.
       report << "gap report: skipped (--type keeps only some events of each run)\n";
     }
+    replay::ReportOffsetHoles(report, source->Holes());
     // The table's report follows the table on stdout; jsonl keeps stdout to events only.
     if (config.format == ReplayFormat::kTable) {
       out << report.str();
@@ -596,6 +614,13 @@ ReplayStats RunReplay(const ReplayConfig& config, std::ostream& out, std::ostrea
         "; {} events with emitted_at more than 24 h from their Kafka timestamp were placed by "
         "the Kafka timestamp",
         replaced);
+  }
+  if (const auto holes = source->Holes(); !holes.empty()) {
+    uint64_t missing = 0;
+    for (const auto& hole : holes) missing += static_cast<uint64_t>(hole.to - hole.from);
+    summary += fmt::format(
+        "; {} offsets in neither the archive nor Kafka ({} holes, see the warnings above)", missing,
+        holes.size());
   }
   if (republisher) {
     summary += fmt::format("; republished {} to {}, {} failed", stats.republished,

@@ -171,6 +171,14 @@ class PartitionReader {
 bool MergePartitions(std::vector<std::unique_ptr<PartitionReader>>& readers, const RecordSink& sink,
                      std::stop_token stop);
 
+/// Offsets [from, to) of a partition that the replay could not read from anywhere: deleted by
+/// Kafka's retention before the archive had stored them.
+struct OffsetHole {
+  int32_t partition = 0;
+  int64_t from = 0;
+  int64_t to = 0;
+};
+
 /// A replay source: streams the selection into `sink` in output order.
 class Source {
  public:
@@ -182,12 +190,82 @@ class Source {
   virtual int32_t PartitionCount() const = 0;
   /// Streams until exhausted (or forever with --follow); false when stopped early.
   virtual bool Run(const RecordSink& sink, std::stop_token stop) = 0;
+  /// The holes found so far (warned about when found), in the order found. Only a source that
+  /// reads across the seam between the archive and Kafka can tell a hole from old history.
+  virtual std::vector<OffsetHole> Holes() const { return {}; }
 };
 
 std::unique_ptr<Source> MakeKafkaSource(const ReplayConfig& config, Progress& progress,
                                         Console& console);
 std::unique_ptr<Source> MakePostgresSource(const ReplayConfig& config, Progress& progress,
                                            Console& console);
+/// The archive below Kafka's log start, then Kafka (replay_auto.cpp).
+std::unique_ptr<Source> MakeAutoSource(const ReplayConfig& config, Progress& progress,
+                                       Console& console);
+
+/// Where a replay reads one partition of Kafka.
+struct KafkaPartitionPlan {
+  int32_t partition = 0;
+  int64_t low = 0;    // the log start at open: retention deleted everything before it
+  int64_t high = 0;   // the high watermark at open: the end of a replay without --follow
+  int64_t start = 0;  // the first offset to read (from the cursor and --since), low..high
+};
+
+/// Called by a Kafka partition reader that finds retention deleted [from, to) just before it got
+/// there (librdkafka then continues from the log start without a word). The reader has stopped
+/// short of `to`, so the caller can put what it has of [from, to) in between; the reader's next
+/// Fill resumes at `to`.
+using RetentionSkipHandler = std::function<void(int32_t partition, int64_t from, int64_t to)>;
+
+/// Kafka's side of a replay, shared by the kafka and auto sources: one client, the partitions the
+/// selection needs with their watermarks and start offsets, a reader per partition and the tail
+/// of --follow. Reads with manual assignment only: no group, nothing committed. Not thread-safe.
+class KafkaLog {
+ public:
+  virtual ~KafkaLog() = default;
+  virtual int32_t PartitionCount() const = 0;
+  virtual const std::vector<KafkaPartitionPlan>& Plans() const = 0;
+  /// Reads plan.partition from plan.start up to plan.high (or --until's end), fetching from now
+  /// on. Without `on_skip`, offsets that retention deletes ahead of the reader are a warning.
+  virtual std::unique_ptr<PartitionReader> MakeReader(const KafkaPartitionPlan& plan,
+                                                      RetentionSkipHandler on_skip) = 0;
+  /// --follow, after the catch-up: tails the partitions of `readers` (all made by MakeReader)
+  /// from where each stopped, handing events to `sink` as they arrive, until `stop`.
+  virtual bool Follow(const std::vector<PartitionReader*>& readers, const RecordSink& sink,
+                      const std::stop_token& stop) = 0;
+};
+
+/// Connects, checks the topic and the cursor, and plans every partition the selection needs.
+/// `archive_below_low`: what retention deleted is read from the archive (--source auto), so a
+/// cursor older than the log start needs no warning here. Throws ConfigError (missing topic,
+/// foreign cursor) or KafkaError.
+std::unique_ptr<KafkaLog> OpenKafkaLog(const ReplayConfig& config, Progress& progress,
+                                       Console& console, bool archive_below_low);
+
+/// The archive's side of a replay (`agentwire archive`'s agent_events), shared by the postgres
+/// and auto sources: one repeatable-read snapshot, so the rows and the archive's committed
+/// positions read by one replay agree with each other while the archive keeps writing. Not
+/// thread-safe.
+class ArchiveTable {
+ public:
+  virtual ~ArchiveTable() = default;
+  /// The highest partition of the topic with rows; -1 when there are none.
+  virtual int32_t MaxPartition() = 0;
+  /// The topic's partition count as the archive last saw it (archive_topics); 0 when unknown.
+  virtual int32_t RecordedPartitionCount() = 0;
+  /// The archive group's committed position per partition of the topic (consumer_offsets): the
+  /// archive holds every offset below it that held a valid event (the others are in
+  /// dead_letters), written in the same transaction as the position.
+  virtual std::unordered_map<int32_t, int64_t> CommittedOffsets(const std::string& group) = 0;
+  /// The selection's rows of `partition` with `from` <= offset (< `to` when given), in offset
+  /// order.
+  virtual std::unique_ptr<PartitionReader> MakeReader(int32_t partition, int64_t from,
+                                                      std::optional<int64_t> to) = 0;
+};
+
+/// Connects and checks that the database is an archive. Throws ConfigError (a DSN that does not
+/// parse, a database without agent_events) or std::runtime_error (PostgreSQL unreachable).
+std::unique_ptr<ArchiveTable> OpenArchiveTable(const ReplayConfig& config, Progress& progress);
 
 /// The partition count of `topic` (kafka::FindPartitionCount: never creates the topic). Throws
 /// ConfigError naming `flag` when the topic does not exist, KafkaError when the cluster does not
@@ -261,6 +339,9 @@ class GapTracker final {
   uint64_t late_events_ = 0;
   uint64_t runs_with_several_terminals_ = 0;
 };
+
+/// The gap report's part on offset holes: one line per hole, nothing when there are none.
+void ReportOffsetHoles(std::ostream& out, const std::vector<OffsetHole>& holes);
 
 /// Re-drives records to another topic with an idempotent producer. Not thread-safe.
 class Republisher final {

@@ -1,6 +1,7 @@
-// The Kafka source of `agentwire replay`: manual per-partition reads (librdkafka's simple
-// consumer API: no consumer group, nothing ever committed), start offsets from the cursor and
-// from time lookups, end offsets from the high watermarks seen at start.
+// The Kafka side of `agentwire replay` (the kafka source, and the auto source's part above the
+// log start): manual per-partition reads (librdkafka's simple consumer API: no consumer group,
+// nothing ever committed), start offsets from the cursor and from time lookups, end offsets from
+// the high watermarks seen at start.
 
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
@@ -97,26 +98,21 @@ bool Decode(const rd_kafka_message_t& message, const EventFilter& filter, bool k
   return true;
 }
 
-struct PartitionPlan {
-  int32_t partition = 0;
-  int64_t low = 0;
-  int64_t high = 0;   // high watermark at start: the end of a non-follow replay
-  int64_t start = 0;  // first offset to read
-};
-
 // One partition read by the simple consumer API, from `start` up to `end` (exclusive).
 class KafkaPartitionReader final : public PartitionReader {
  public:
-  KafkaPartitionReader(rd_kafka_topic_t* topic, const PartitionPlan& plan,
+  KafkaPartitionReader(rd_kafka_t* client, rd_kafka_topic_t* topic, const KafkaPartitionPlan& plan,
                        const EventFilter& filter, std::optional<int64_t> stop_at_ms, bool keep_raw,
-                       Progress& progress, Console& console)
-      : topic_(topic),
+                       RetentionSkipHandler on_skip, Progress& progress, Console& console)
+      : client_(client),
+        topic_(topic),
         partition_(plan.partition),
         next_(plan.start),
         end_(plan.high),
         filter_(filter),
         stop_at_ms_(stop_at_ms),
         keep_raw_(keep_raw),
+        on_skip_(std::move(on_skip)),
         progress_(progress),
         console_(console) {}
 
@@ -155,15 +151,21 @@ class KafkaPartitionReader final : public PartitionReader {
                                    partition_, kafka::ErrorText(rd_kafka_last_error())),
                        true);
     }
+    bool paused = false;
     for (ssize_t i = 0; i < count; ++i) {
       kafka::MessagePtr message(messages[static_cast<size_t>(i)]);
-      if (done_) continue;
+      if (done_ || paused) continue;  // (what a pause drops is fetched again on resuming)
       if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        if (message->offset >= end_) done_ = true;
+        paused = SkippedByRetention(message->offset);
+        if (!paused && message->offset >= end_) done_ = true;
         continue;
       }
       if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         Warn(*message);
+        continue;
+      }
+      if (SkippedByRetention(message->offset)) {
+        paused = true;
         continue;
       }
       if (message->offset >= end_) {
@@ -185,18 +187,45 @@ class KafkaPartitionReader final : public PartitionReader {
   }
 
  private:
+  // Retention deleted the offsets from next_ up to `offset` before this reader fetched them:
+  // librdkafka (auto.offset.reset=earliest) moves to the log start without telling the
+  // application, so the jump is recognized by the log start (from the last fetch) having
+  // passed next_. Never silent: the handler fills the range from elsewhere (the reader pauses
+  // here for it and refetches from `offset` next time), or else a warning names it. Returns true
+  // when paused.
+  bool SkippedByRetention(int64_t offset) {
+    if (offset <= next_) return false;
+    int64_t low = -1;
+    int64_t high = -1;
+    if (rd_kafka_get_watermark_offsets(client_, rd_kafka_topic_name(topic_), partition_, &low,
+                                       &high) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        low <= next_) {
+      return false;  // a gap in the offsets that is not retention's (e.g. transaction markers)
+    }
+    const int64_t from = next_;
+    const int64_t to = std::min(offset, end_);
+    next_ = offset;
+    if (on_skip_) {
+      on_skip_(partition_, from, to);
+      Stop();
+      return true;
+    }
+    console_.Line(fmt::format(
+        "replay: warning: {} partition {}: offsets [{}, {}) ({} messages) were deleted by "
+        "retention while reading; continuing from offset {} (--source auto reads them from the "
+        "archive)",
+        rd_kafka_topic_name(topic_), partition_, from, to, to - from, offset));
+    return false;
+  }
+
   void Warn(const rd_kafka_message_t& message) {
-    if (message.err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-      console_.Line(fmt::format(
-          "replay: warning: {} partition {}: offset {} was deleted by retention while reading; "
-          "continuing from the oldest retained offset (use --source postgres for older events)",
-          rd_kafka_topic_name(topic_), partition_, next_));
-    } else if (warnings_++ < 5) {
+    if (warnings_++ < 5) {
       console_.Line(fmt::format("replay: warning: {} partition {}: {}", rd_kafka_topic_name(topic_),
                                 partition_, kafka::ErrorText(message.err)));
     }
   }
 
+  rd_kafka_t* client_;
   rd_kafka_topic_t* topic_;
   int32_t partition_;
   int64_t next_;
@@ -204,6 +233,7 @@ class KafkaPartitionReader final : public PartitionReader {
   const EventFilter& filter_;
   std::optional<int64_t> stop_at_ms_;
   bool keep_raw_;
+  RetentionSkipHandler on_skip_;
   Progress& progress_;
   Console& console_;
   bool started_ = false;
@@ -211,17 +241,29 @@ class KafkaPartitionReader final : public PartitionReader {
   int warnings_ = 0;
 };
 
-class KafkaSource final : public Source {
+class KafkaLogImpl final : public KafkaLog {
  public:
-  KafkaSource(const ReplayConfig& config, Progress& progress, Console& console)
-      : config_(config), progress_(progress), console_(console), filter_(config.selection) {}
+  KafkaLogImpl(const ReplayConfig& config, Progress& progress, Console& console,
+               bool archive_below_low)
+      : config_(config),
+        progress_(progress),
+        console_(console),
+        filter_(config.selection),
+        archive_below_low_(archive_below_low) {
+    if (config_.selection.until) {
+      stop_at_ms_ = ToMillis(*config_.selection.until) + config_.time_slack.count();
+    }
+  }
 
-  ~KafkaSource() override {
+  ~KafkaLogImpl() override {
     topic_.reset();  // before the client that owns it
     client_.reset();
   }
 
-  void Open() override {
+  KafkaLogImpl(const KafkaLogImpl&) = delete;
+  KafkaLogImpl& operator=(const KafkaLogImpl&) = delete;
+
+  void Open() {
     client_ =
         kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(ReaderProperties(config_, 64, false)));
     partition_count_ =
@@ -244,23 +286,46 @@ class KafkaSource final : public Source {
   }
 
   int32_t PartitionCount() const override { return partition_count_; }
+  const std::vector<KafkaPartitionPlan>& Plans() const override { return plans_; }
 
-  bool Run(const RecordSink& sink, std::stop_token stop) override {
-    std::optional<int64_t> stop_at_ms;
-    if (config_.selection.until) {
-      stop_at_ms = ToMillis(*config_.selection.until) + config_.time_slack.count();
+  std::unique_ptr<PartitionReader> MakeReader(const KafkaPartitionPlan& plan,
+                                              RetentionSkipHandler on_skip) override {
+    auto reader = std::make_unique<KafkaPartitionReader>(client_.get(), topic_.get(), plan, filter_,
+                                                         stop_at_ms_, !config_.republish_to.empty(),
+                                                         std::move(on_skip), progress_, console_);
+    reader->Start();  // every partition fetches from the start, in parallel
+    return reader;
+  }
+
+  // After the catch-up: every partition into one queue, events printed as they arrive.
+  bool Follow(const std::vector<PartitionReader*>& readers, const RecordSink& sink,
+              const std::stop_token& stop) override {
+    kafka::QueuePtr queue(rd_kafka_queue_new(client_.get()));
+    for (auto* base : readers) {
+      auto* reader = static_cast<KafkaPartitionReader*>(base);  // made by MakeReader
+      reader->Stop();
+      if (rd_kafka_consume_start_queue(topic_.get(), reader->Partition(), reader->Next(),
+                                       queue.get()) == -1) {
+        throw KafkaError(fmt::format("tail {} partition {}: {}", config_.topic, reader->Partition(),
+                                     kafka::ErrorText(rd_kafka_last_error())),
+                         true);
+      }
     }
     const bool keep_raw = !config_.republish_to.empty();
-    std::vector<std::unique_ptr<PartitionReader>> readers;
-    for (const auto& plan : plans_) {
-      auto reader = std::make_unique<KafkaPartitionReader>(topic_.get(), plan, filter_, stop_at_ms,
-                                                           keep_raw, progress_, console_);
-      reader->Start();  // every partition fetches from the start, in parallel
-      readers.push_back(std::move(reader));
+    std::array<rd_kafka_message_t*, kBatch> messages{};
+    Record live;
+    bool keep_going = true;
+    while (keep_going && !stop.stop_requested()) {
+      const ssize_t count = rd_kafka_consume_batch_queue(queue.get(), kPollMs, messages.data(), 64);
+      for (ssize_t i = 0; i < std::max<ssize_t>(count, 0); ++i) {
+        kafka::MessagePtr message(messages[static_cast<size_t>(i)]);
+        if (!keep_going || message->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+        progress_.scanned.fetch_add(1, std::memory_order_relaxed);
+        if (Decode(*message, filter_, keep_raw, progress_, live)) keep_going = sink(live);
+      }
     }
-    const bool finished = MergePartitions(readers, sink, stop);
-    if (!finished || !config_.follow) return finished;
-    return Follow(readers, sink, stop);
+    for (auto* reader : readers) (void)rd_kafka_consume_stop(topic_.get(), reader->Partition());
+    return keep_going && !stop.stop_requested();
   }
 
  private:
@@ -275,7 +340,7 @@ class KafkaSource final : public Source {
       for (int32_t p = 0; p < partition_count_; ++p) partitions.push_back(p);
     }
     for (const int32_t partition : partitions) {
-      PartitionPlan plan;
+      KafkaPartitionPlan plan;
       plan.partition = partition;
       const auto err = rd_kafka_query_watermark_offsets(
           client_.get(), config_.topic.c_str(), partition, &plan.low, &plan.high,
@@ -292,15 +357,16 @@ class KafkaSource final : public Source {
     if (selection.since) ApplySince(*selection.since);
   }
 
-  void ApplyCursor(PartitionPlan& plan, const Cursor& cursor) {
+  void ApplyCursor(KafkaPartitionPlan& plan, const Cursor& cursor) {
     if (cursor.next_offset < plan.low) {
+      plan.start = plan.low;
+      if (archive_below_low_) return;  // the archive has what retention deleted
       console_.Line(fmt::format(
           "replay: warning: the cursor's offset {} in {} partition {} is older than the retained "
           "log (oldest offset {}): {} events were deleted by retention; read them with --source "
-          "postgres",
+          "auto (the archive, then Kafka)",
           cursor.next_offset, config_.topic, plan.partition, plan.low,
           plan.low - cursor.next_offset));
-      plan.start = plan.low;
     } else if (cursor.next_offset > plan.high) {
       console_.Line(fmt::format(
           "replay: warning: the cursor's offset {} is past the end of {} partition {} ({}): "
@@ -316,7 +382,7 @@ class KafkaSource final : public Source {
   // slack: offsetsForTimes when the cluster answers it, a binary search otherwise.
   void ApplySince(TimePoint since) {
     const int64_t target_ms = ToMillis(since) - config_.time_slack.count();
-    std::vector<PartitionPlan*> unresolved;
+    std::vector<KafkaPartitionPlan*> unresolved;
     kafka::TopicPartitionListPtr query(
         rd_kafka_topic_partition_list_new(static_cast<int>(plans_.size())));
     for (auto& plan : plans_) {
@@ -350,12 +416,12 @@ class KafkaSource final : public Source {
   // producers whose clocks disagree by less than it. Every uncertain probe (error, timeout)
   // moves the answer earlier, never later: the search may start early, and the filter drops
   // what is before --since.
-  void SearchByTimestamp(const std::vector<PartitionPlan*>& plans, int64_t target_ms) {
+  void SearchByTimestamp(const std::vector<KafkaPartitionPlan*>& plans, int64_t target_ms) {
     auto probe_client =
         kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(ReaderProperties(config_, 1, true)));
     TopicPtr topic(rd_kafka_topic_new(probe_client.get(), config_.topic.c_str(), nullptr));
     struct Search {
-      PartitionPlan* plan;
+      KafkaPartitionPlan* plan;
       int64_t lo;  // every message before lo is older than the target
       int64_t hi;  // the answer is at or before hi
       int64_t mid = 0;
@@ -412,50 +478,53 @@ class KafkaSource final : public Source {
     return {-1, -1};
   }
 
-  // After the catch-up: every partition into one queue, events printed as they arrive.
-  bool Follow(std::vector<std::unique_ptr<PartitionReader>>& readers, const RecordSink& sink,
-              const std::stop_token& stop) {
-    kafka::QueuePtr queue(rd_kafka_queue_new(client_.get()));
-    for (auto& owned : readers) {
-      auto* reader = static_cast<KafkaPartitionReader*>(owned.get());
-      reader->Stop();
-      if (rd_kafka_consume_start_queue(topic_.get(), reader->Partition(), reader->Next(),
-                                       queue.get()) == -1) {
-        throw KafkaError(fmt::format("tail {} partition {}: {}", config_.topic, reader->Partition(),
-                                     kafka::ErrorText(rd_kafka_last_error())),
-                         true);
-      }
-    }
-    const bool keep_raw = !config_.republish_to.empty();
-    std::array<rd_kafka_message_t*, kBatch> messages{};
-    Record live;
-    bool keep_going = true;
-    while (keep_going && !stop.stop_requested()) {
-      const ssize_t count = rd_kafka_consume_batch_queue(queue.get(), kPollMs, messages.data(), 64);
-      for (ssize_t i = 0; i < std::max<ssize_t>(count, 0); ++i) {
-        kafka::MessagePtr message(messages[static_cast<size_t>(i)]);
-        if (!keep_going || message->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-        progress_.scanned.fetch_add(1, std::memory_order_relaxed);
-        if (Decode(*message, filter_, keep_raw, progress_, live)) keep_going = sink(live);
-      }
-    }
-    for (const auto& reader : readers) {
-      (void)rd_kafka_consume_stop(topic_.get(), reader->Partition());
-    }
-    return keep_going && !stop.stop_requested();
-  }
-
   const ReplayConfig& config_;
   Progress& progress_;
   Console& console_;
   EventFilter filter_;
+  bool archive_below_low_;
+  std::optional<int64_t> stop_at_ms_;  // --until plus the slack, as a Kafka timestamp
   kafka::HandlePtr client_;
   TopicPtr topic_;
   int32_t partition_count_ = 0;
-  std::vector<PartitionPlan> plans_;
+  std::vector<KafkaPartitionPlan> plans_;
+};
+
+class KafkaSource final : public Source {
+ public:
+  KafkaSource(const ReplayConfig& config, Progress& progress, Console& console)
+      : config_(config), progress_(progress), console_(console) {}
+
+  void Open() override { log_ = OpenKafkaLog(config_, progress_, console_, false); }
+
+  int32_t PartitionCount() const override { return log_->PartitionCount(); }
+
+  bool Run(const RecordSink& sink, std::stop_token stop) override {
+    std::vector<std::unique_ptr<PartitionReader>> readers;
+    for (const auto& plan : log_->Plans()) readers.push_back(log_->MakeReader(plan, nullptr));
+    const bool finished = MergePartitions(readers, sink, stop);
+    if (!finished || !config_.follow) return finished;
+    std::vector<PartitionReader*> tailed;
+    tailed.reserve(readers.size());
+    for (const auto& reader : readers) tailed.push_back(reader.get());
+    return log_->Follow(tailed, sink, stop);
+  }
+
+ private:
+  const ReplayConfig& config_;
+  Progress& progress_;
+  Console& console_;
+  std::unique_ptr<KafkaLog> log_;
 };
 
 }  // namespace
+
+std::unique_ptr<KafkaLog> OpenKafkaLog(const ReplayConfig& config, Progress& progress,
+                                       Console& console, bool archive_below_low) {
+  auto log = std::make_unique<KafkaLogImpl>(config, progress, console, archive_below_low);
+  log->Open();
+  return log;
+}
 
 std::unique_ptr<Source> MakeKafkaSource(const ReplayConfig& config, Progress& progress,
                                         Console& console) {

@@ -300,6 +300,18 @@ std::unique_ptr<EventWriter> MakeTableWriter(std::ostream& out, const ReplayConf
   return std::make_unique<TableWriter>(out, config);
 }
 
+void ReportOffsetHoles(std::ostream& out, const std::vector<OffsetHole>& holes) {
+  if (holes.empty()) return;
+  out << fmt::format(
+      "offset holes: {} (offsets in neither the archive nor Kafka: retention deleted them before "
+      "the archive stored them; their events, if any were selected, are missing above)\n",
+      holes.size());
+  for (const auto& hole : holes) {
+    out << fmt::format("  partition {}: offsets [{}, {}) ({} messages)\n", hole.partition,
+                       hole.from, hole.to, hole.to - hole.from);
+  }
+}
+
 void GapTracker::Add(const v1::AgentEvent& event) {
   auto [it, inserted] = runs_.try_emplace(event.run_id());
   Run& run = it->second;

@@ -1,10 +1,11 @@
-// The archive source of `agentwire replay --source postgres`: reads agent_events (written by
-// `agentwire archive`, see infra/sql/0001_agent_events.sql) for ranges beyond Kafka's
-// retention. Each partition is read through its own server-side cursor in offset order and
-// the partitions go through the same merge as the Kafka source; events are decoded from the
-// archived message bytes (`raw`) and filtered by the same predicate, so both sources print the
-// same lines for the same events. (The archive does not keep the Kafka message timestamp:
-// "timestamp" is null in this source's JSON lines.)
+// The archive side of `agentwire replay` (the postgres source, and the auto source's part below
+// Kafka's log start): reads agent_events (written by `agentwire archive`, see
+// infra/sql/0001_agent_events.sql) for ranges beyond Kafka's retention. Each partition is read
+// through its own server-side cursor in offset order and the partitions go through the same
+// merge as the Kafka source; events are decoded from the archived message bytes (`raw`) and
+// filtered by the same predicate, so both sources print the same lines for the same events.
+// (The archive does not keep the Kafka message timestamp: "timestamp" is null in this source's
+// JSON lines.)
 
 #include <fmt/format.h>
 
@@ -105,12 +106,12 @@ class PostgresPartitionReader final : public PartitionReader {
   Progress& progress_;
 };
 
-class PostgresSource final : public Source {
+class PostgresArchiveTable final : public ArchiveTable {
  public:
-  PostgresSource(const ReplayConfig& config, Progress& progress, Console& console)
-      : config_(config), progress_(progress), console_(console), filter_(config.selection) {}
+  PostgresArchiveTable(const ReplayConfig& config, Progress& progress)
+      : config_(config), progress_(progress), filter_(config.selection) {}
 
-  void Open() override {
+  void Open() {
     try {
       connection_ = std::make_unique<pqxx::connection>(config_.pg_dsn);
     } catch (const pqxx::broken_connection& e) {
@@ -120,56 +121,54 @@ class PostgresSource final : public Source {
       throw ConfigError(fmt::format("--pg / AGENTWIRE_PG_DSN: {}", FirstLine(e.what())));
     }
     tx_ = std::make_unique<ReadTransaction>(*connection_, "replay");
-    if (tx_->exec1("SELECT to_regclass('agent_events') IS NULL")[0].as<bool>()) {
+    if (!TableExists("agent_events")) {
       throw ConfigError(
           "--pg database has no agent_events table: point --pg at the archive's database (run "
           "`agentwire archive --migrate` once to create it)");
     }
-    const auto max_row = tx_->exec1(fmt::format(
-        "SELECT max(partition) FROM agent_events WHERE topic = {}", tx_->quote(config_.topic)));
-    max_partition_ = max_row[0].is_null() ? -1 : max_row[0].as<int32_t>();
-
-    partition_count_ = config_.partition_count;
-    // The archive records the count it saw (archive_topics): reading the archive needs no Kafka.
-    if (partition_count_ == 0 &&
-        !tx_->exec1("SELECT to_regclass('archive_topics') IS NULL")[0].as<bool>()) {
-      const auto stored =
-          tx_->exec(fmt::format("SELECT partition_count FROM archive_topics WHERE topic = {}",
-                                tx_->quote(config_.topic)));
-      if (!stored.empty()) partition_count_ = stored[0][0].as<int32_t>();
-    }
-    if (partition_count_ == 0) partition_count_ = PartitionCountFromKafka();
-    if (partition_count_ == 0) {
-      console_.Line(
-          "replay: warning: partition count unknown (not recorded by the archive, Kafka not "
-          "reachable, and no --partition-count): \"cursor\" is null in the output");
-    }
-    CheckCursorAgainstTopic(config_, partition_count_);
   }
 
-  int32_t PartitionCount() const override { return partition_count_; }
+  int32_t MaxPartition() override {
+    const auto row = tx_->exec1(fmt::format(
+        "SELECT max(partition) FROM agent_events WHERE topic = {}", tx_->quote(config_.topic)));
+    return row[0].is_null() ? -1 : row[0].as<int32_t>();
+  }
 
-  bool Run(const RecordSink& sink, std::stop_token stop) override {
-    const auto& selection = config_.selection;
-    std::vector<std::unique_ptr<PartitionReader>> readers;
-    const bool keep_raw = !config_.republish_to.empty();
-    for (int32_t partition = 0; partition <= max_partition_; ++partition) {
-      if (selection.from_cursor &&
-          static_cast<int32_t>(selection.from_cursor->partition) != partition) {
-        continue;
-      }
-      const std::string name = fmt::format("replay_p{}", partition);
-      tx_->exec(fmt::format("DECLARE {} NO SCROLL CURSOR FOR {}", name, Query(partition)));
-      readers.push_back(std::make_unique<PostgresPartitionReader>(*tx_, partition, name, filter_,
-                                                                  keep_raw, progress_));
-    }
-    return MergePartitions(readers, sink, stop);
+  int32_t RecordedPartitionCount() override {
+    if (!TableExists("archive_topics")) return 0;
+    const auto stored = tx_->exec(fmt::format(
+        "SELECT partition_count FROM archive_topics WHERE topic = {}", tx_->quote(config_.topic)));
+    return stored.empty() ? 0 : stored[0][0].as<int32_t>();
+  }
+
+  std::unordered_map<int32_t, int64_t> CommittedOffsets(const std::string& group) override {
+    std::unordered_map<int32_t, int64_t> offsets;
+    if (!TableExists("consumer_offsets")) return offsets;
+    const auto rows = tx_->exec(fmt::format(
+        "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = {} AND topic = {}",
+        tx_->quote(group), tx_->quote(config_.topic)));
+    for (const auto& row : rows) offsets[row[0].as<int32_t>()] = row[1].as<int64_t>();
+    return offsets;
+  }
+
+  std::unique_ptr<PartitionReader> MakeReader(int32_t partition, int64_t from,
+                                              std::optional<int64_t> to) override {
+    // One name per reader: the auto source may read a partition's rows in several ranges.
+    const std::string name = fmt::format("replay_p{}_{}", partition, readers_made_++);
+    tx_->exec(fmt::format("DECLARE {} NO SCROLL CURSOR FOR {}", name, Query(partition, from, to)));
+    return std::make_unique<PostgresPartitionReader>(*tx_, partition, name, filter_,
+                                                     !config_.republish_to.empty(), progress_);
   }
 
  private:
+  bool TableExists(const std::string& table) {
+    return !tx_->exec1(fmt::format("SELECT to_regclass({}) IS NULL", tx_->quote(table)))[0]
+                .as<bool>();
+  }
+
   // The SQL narrows with the indexed columns; the exact predicate (nanosecond times included)
   // is EventFilter's, the same as the Kafka source's.
-  std::string Query(int32_t partition) const {
+  std::string Query(int32_t partition, int64_t from, std::optional<int64_t> to) const {
     const auto& s = config_.selection;
     std::string where =
         fmt::format("topic = {} AND partition = {}", tx_->quote(config_.topic), partition);
@@ -190,7 +189,8 @@ class PostgresSource final : public Source {
       where +=
           fmt::format(" AND emitted_at <= '{}'::timestamptz", SqlTime(ToNanos(*s.until) + 1000));
     }
-    if (s.from_cursor) where += fmt::format(" AND \"offset\" >= {}", s.from_cursor->next_offset);
+    if (from > 0) where += fmt::format(" AND \"offset\" >= {}", from);
+    if (to) where += fmt::format(" AND \"offset\" < {}", *to);
     return fmt::format(
         "SELECT partition, \"offset\", raw,"
         " (extract(epoch FROM emitted_at) * 1000000)::bigint"
@@ -198,6 +198,53 @@ class PostgresSource final : public Source {
         where);
   }
 
+  static std::string FirstLine(const std::string& text) {
+    const auto end = text.find('\n');
+    return end == std::string::npos ? text : text.substr(0, end);
+  }
+
+  const ReplayConfig& config_;
+  Progress& progress_;
+  EventFilter filter_;
+  std::unique_ptr<pqxx::connection> connection_;
+  std::unique_ptr<ReadTransaction> tx_;
+  int readers_made_ = 0;
+};
+
+class PostgresSource final : public Source {
+ public:
+  PostgresSource(const ReplayConfig& config, Progress& progress, Console& console)
+      : config_(config), progress_(progress), console_(console) {}
+
+  void Open() override {
+    archive_ = OpenArchiveTable(config_, progress_);
+    max_partition_ = archive_->MaxPartition();
+    partition_count_ = config_.partition_count;
+    // The archive records the count it saw (archive_topics): reading the archive needs no Kafka.
+    if (partition_count_ == 0) partition_count_ = archive_->RecordedPartitionCount();
+    if (partition_count_ == 0) partition_count_ = PartitionCountFromKafka();
+    if (partition_count_ == 0) {
+      console_.Line(
+          "replay: warning: partition count unknown (not recorded by the archive, Kafka not "
+          "reachable, and no --partition-count): \"cursor\" is null in the output");
+    }
+    CheckCursorAgainstTopic(config_, partition_count_);
+  }
+
+  int32_t PartitionCount() const override { return partition_count_; }
+
+  bool Run(const RecordSink& sink, std::stop_token stop) override {
+    const auto& cursor = config_.selection.from_cursor;
+    std::vector<std::unique_ptr<PartitionReader>> readers;
+    for (int32_t partition = 0; partition <= max_partition_; ++partition) {
+      if (cursor && static_cast<int32_t>(cursor->partition) != partition) continue;
+      readers.push_back(
+          archive_->MakeReader(partition, cursor ? cursor->next_offset : 0, std::nullopt));
+    }
+    return MergePartitions(readers, sink, stop);
+  }
+
+ private:
   // Cursors printed from the archive must resume on the gateways, which know the live count.
   int32_t PartitionCountFromKafka() const {
     if (!config_.client_properties.contains("bootstrap.servers")) return 0;
@@ -212,22 +259,21 @@ class PostgresSource final : public Source {
     }
   }
 
-  static std::string FirstLine(const std::string& text) {
-    const auto end = text.find('\n');
-    return end == std::string::npos ? text : text.substr(0, end);
-  }
-
   const ReplayConfig& config_;
   Progress& progress_;
   Console& console_;
-  EventFilter filter_;
-  std::unique_ptr<pqxx::connection> connection_;
-  std::unique_ptr<ReadTransaction> tx_;
+  std::unique_ptr<ArchiveTable> archive_;
   int32_t max_partition_ = -1;
   int32_t partition_count_ = 0;
 };
 
 }  // namespace
+
+std::unique_ptr<ArchiveTable> OpenArchiveTable(const ReplayConfig& config, Progress& progress) {
+  auto table = std::make_unique<PostgresArchiveTable>(config, progress);
+  table->Open();
+  return table;
+}
 
 std::unique_ptr<Source> MakePostgresSource(const ReplayConfig& config, Progress& progress,
                                            Console& console) {

@@ -16,7 +16,8 @@ namespace agentwire::consumers {
 
 using TimePoint = std::chrono::system_clock::time_point;
 
-enum class ReplaySource { kKafka, kPostgres };
+/// kAuto: the archive for what Kafka's retention deleted, then Kafka (needs both).
+enum class ReplaySource { kKafka, kPostgres, kAuto };
 enum class ReplayFormat { kJsonl, kTable };
 enum class ReplayProgress { kBar, kLines, kOff };
 
@@ -51,9 +52,12 @@ struct ReplayConfig {
   /// Partition count written into output cursors; 0 = ask Kafka's metadata. The archive
   /// source needs it (or a reachable Kafka) to print resumable cursors.
   int32_t partition_count = 0;
+  /// The archive's consumer group (`agentwire archive --group`), whose committed positions
+  /// (consumer_offsets) say how far the archive is complete. kAuto only.
+  std::string archive_group = "agentwire-archive";
 
   ReplayFormat format = ReplayFormat::kJsonl;
-  /// Keep tailing after the end of the log until stopped (Kafka source only).
+  /// Keep tailing after the end of the log until stopped (Kafka and auto sources).
   bool follow = false;
   /// Print the gap report (always printed in table mode).
   bool gap_report = false;
@@ -95,7 +99,7 @@ void ValidateReplayConfig(const ReplayConfig& config);
 /// `republish_to` is set. Never joins a consumer group and never commits offsets.
 ///
 /// Order: each partition in offset order; partitions merged by the events' emitted_at (ties:
-/// lower partition first). Both sources give the same order, so their outputs agree. With
+/// lower partition first). Every source gives the same order, so their outputs agree. With
 /// `follow`, once the log's end (as seen at start) is reached, new events are printed as they
 /// arrive (still in offset order per partition).
 ///
