@@ -101,6 +101,8 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     head_ = false;
     retry_after_ = 0;
     waited_for_runs_ = false;
+    looked_in_archive_ = false;
+    archived_run_.reset();
     wire_ = Wire::kWebSocket;
     parser_.emplace();
     parser_->header_limit(16 * 1024);
@@ -290,6 +292,14 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
       }
       // The run of this thread in progress, replayed from its agent_started: none, 204.
       run = context_->hub.RunOf(partition, user, ai_sdk_thread);
+      if (!run && archived_run_ && archived_run_->thread == ai_sdk_thread) {
+        run = archived_run_->run;
+      } else if (!run && context_->archive.Enabled() && !looked_in_archive_) {
+        // A run whose agent_started retention deleted before this replica read it (a long
+        // run, a fresh replica): the archive knows it.
+        LookUpRunInArchive(request, partition, user, ai_sdk_thread);
+        return;
+      }
       if (!run) {
         keep_alive_ = false;
         Send(http::status::no_content, "text/plain", "");
@@ -330,6 +340,14 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
           start.next_offset = cursor->next_offset;
         }
       }
+    }
+    if (!cursor_text.empty() && start.kind == StartPosition::Kind::kCursor &&
+        IsDeepResume(partition, start.next_offset) && !context_->AllowDeepResume(user)) {
+      context_->metrics.rejected_deep_resumes.Inc();
+      RefuseForNow(http::status::too_many_requests, "too_many_deep_resumes",
+                   "this user resumed from far back too often; retry later with the same cursor",
+                   kRetryTooManySeconds);
+      return;
     }
     if (!context_->AcquireConnection(user)) {
       if (context_->AtConnectionLimit()) {
@@ -372,6 +390,14 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     session->SetTokenExpiry(auth.expires_at);
     context_->AddSession(session);
     session->Run(request);
+  }
+
+  /// The cursor lies more than --max-catchup-events records behind the partition's end as this
+  /// replica has read it (unknown while the partition is not tailed: not deep).
+  bool IsDeepResume(int partition, int64_t next_offset) const {
+    const int64_t limit = context_->config.max_catchup_events;
+    const int64_t end = context_->hub.DispatchedEnd(partition);
+    return limit > 0 && end > 0 && end - next_offset > limit;
   }
 
   /// Stop (docs/runs.md): the token's user asks to cancel `run_id`. Answered once the request
@@ -443,6 +469,39 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
     tail_waiter_ = std::make_shared<TailWaiter>();
     context_->hub.Attach(partition, user, tail_waiter_);  // asks for the tail when nobody reads
     PollRuns(partition, user, thread, std::chrono::steady_clock::now() + kRunLookupWait);
+  }
+
+  void LookUpRunInArchive(const http::request<http::string_body>& request, int partition,
+                          const std::string& user, const std::string& thread) {
+    looked_in_archive_ = true;
+    waiting_request_ = request;
+    auto self = shared_from_this();
+    auto resume = [self, partition, user, thread](std::optional<RunInProgress> found,
+                                                  std::string error) {
+      asio::post(
+          self->stream_.get_executor(), [self, partition, user, thread, found = std::move(found),
+                                         error = std::move(error)]() mutable {
+            const auto request = std::move(*self->waiting_request_);
+            self->waiting_request_.reset();
+            if (!error.empty()) {
+              self->RefuseForNow(http::status::service_unavailable, "history_unavailable",
+                                 "the archive cannot be read now: " + error, 1);
+              return;
+            }
+            // Ended after the archive's position, in the part of the log this replica has read?
+            if (found) {
+              const auto state = self->context_->hub.RunById(partition, user, found->run_id);
+              if (state && state->ended_at >= 0) found.reset();
+            }
+            if (found) self->archived_run_ = ArchivedRun{thread, std::move(*found)};
+            self->Subscribe(request, ParseTarget(Sv(request.target())), Wire::kAiSdk, thread);
+          });
+    };
+    context_->archive.Execute(
+        [context = context_, partition, user, thread, resume](pqxx::connection_base& connection) {
+          resume(context->archive.OpenRunOfThread(connection, partition, user, thread), {});
+        },
+        [resume](const std::string& error) { resume(std::nullopt, error); });
   }
 
   void PollRuns(int partition, const std::string& user, const std::string& thread,
@@ -550,6 +609,13 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
   std::optional<http::request<http::string_body>> waiting_request_;
   std::shared_ptr<TailWaiter> tail_waiter_;
   bool waited_for_runs_ = false;
+  // An AI SDK request whose thread's run in progress the archive was asked for.
+  struct ArchivedRun {
+    std::string thread;
+    RunInProgress run;
+  };
+  bool looked_in_archive_ = false;
+  std::optional<ArchivedRun> archived_run_;
   Wire wire_ = Wire::kWebSocket;  // of the request being answered (RefuseForNow)
   std::string request_origin_;
 };

@@ -142,5 +142,44 @@ TEST(GatewayFairScan, ADeepScanYieldsToResumesOfOtherPartitions) {
             std::string::npos);
 }
 
+// The other half of item 3: a client that keeps editing its cursor back to the start of the
+// partition and reconnecting gets 429 after a burst, instead of a scan each time. Shallow
+// resumes and other users are not affected.
+TEST(GatewayFairScan, RepeatedDeepResumesOfOneUserGet429) {
+  GatewayHarness harness(2, 1, "deep.resume.v1");
+  harness.StartGateway([](gateway::GatewayConfig& config) {
+    config.max_catchup_events = 100;  // "deep": more than 100 records behind the end
+    config.deep_resumes_per_minute = 1;
+  });
+  const std::string user = "mallory";
+  const int partition = PartitionForKey(user, 2);
+  for (int i = 0; i < 300; ++i) harness.Publish(user, "r-1", i + 1);
+  harness.Flush();
+  const auto identity = TopicIdentity::Of(harness.Topic(), 1, 2);
+  const auto marks = Watermarks(harness.Kafka().BootstrapServers(), harness.Topic(), 10s);
+  ASSERT_TRUE(WaitForMetric(harness.Port(), "agentwire_gateway_kafka_messages_total", 300, 30s));
+  auto connect = [&](const std::string& who, int64_t offset) {
+    WsClient client;
+    const auto cursor = EncodeCursor(identity.CursorAt(PartitionForKey(who, 2), offset));
+    return client.Connect(harness.ClientOptions(who, "cursor=" + cursor));
+  };
+
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(connect(user, marks.at(partition).low).status, 101) << "the burst allows 3";
+  }
+  const auto refused = connect(user, marks.at(partition).low);
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_NE(refused.body.find("too_many_deep_resumes"), std::string::npos) << refused.body;
+  EXPECT_FALSE(refused.retry_after.empty());
+  // A resume near the end is not deep; nor is anyone else limited by mallory.
+  EXPECT_EQ(connect(user, marks.at(partition).high - 10).status, 101);
+  EXPECT_EQ(connect("trudy", 0).status, 101);
+  // At least once: the test client asks a refused handshake again as plain HTTP for its body.
+  EXPECT_GE(
+      MetricValue(harness.Port(),
+                  R"(agentwire_gateway_upgrades_rejected_total{reason="too_many_deep_resumes"})"),
+      1);
+}
+
 }  // namespace
 }  // namespace agentwire::testing
