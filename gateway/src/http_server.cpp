@@ -20,6 +20,7 @@
 #include "frames.hpp"
 #include "session.hpp"
 #include "sse_transport.hpp"
+#include "thread_history.hpp"
 #include "url.hpp"
 #include "web_assets.hpp"
 #include "websocket_transport.hpp"
@@ -175,6 +176,22 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
         SendError(http::status::method_not_allowed, "method_not_allowed",
                   "POST /v1/runs/{run_id}/cancel stops a run", keep_alive_);
       }
+      return;
+    }
+    if (auto thread = ThreadEventsPath(target.path)) {
+      // A thread's history for a page (thread_history.hpp); CORS as for the cancel route.
+      const auto origin = Sv(request[http::field::origin]);
+      if (!origin.empty() && OriginAllowed(origin)) cors_origin_ = std::string(origin);
+      if (request.method() == http::verb::options) {
+        Send(http::status::no_content, "text/plain", "");
+        return;
+      }
+      ThreadHistoryReader::Serve(
+          context_, stream_.get_executor(), request, target, std::move(*thread),
+          OriginAllowed(origin), [self = shared_from_this()](ThreadPageAnswer answer) {
+            self->retry_after_ = answer.retry_after_seconds;
+            self->Send(answer.status, "application/json", std::move(answer.body));
+          });
       return;
     }
     if (request.method() != http::verb::get && !head_) {
