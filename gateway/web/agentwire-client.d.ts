@@ -157,6 +157,47 @@ export interface CancelError extends Error {
   error?: string;
 }
 
+/** Offsets of the user's partition that exist nowhere (retention deleted them, no archive has them): [from_offset, to_offset). */
+export interface MissingRange {
+  partition: number;
+  from_offset: number;
+  to_offset: number;
+}
+
+export interface ThreadPageOptions {
+  /** Events per page, 1..1000; default the gateway's (100). */
+  limit?: number;
+}
+
+/** What loadThread() resolves with, once the thread's newest page went to onEvent. */
+export interface ThreadLoaded {
+  /** How many of the page's events onEvent got. */
+  delivered: number;
+  /** Older events of the thread may exist: offer loadOlder(). */
+  hasMore: boolean;
+  /** Holes the page met (usually none). */
+  missing: MissingRange[];
+}
+
+/** What loadOlder() resolves with. */
+export interface OlderPage {
+  /** The events just before the oldest one loaded so far, OLDEST FIRST: prepend them. */
+  events: AgentEvent[];
+  /** False once the thread's beginning is reached. */
+  hasMore: boolean;
+  missing: MissingRange[];
+}
+
+/** A rejected loadThread()/loadOlder(). */
+export interface ThreadError extends Error {
+  /** HTTP status (400, 401, 403, 404, 503...); 0 when the gateway did not answer. */
+  status?: number;
+  /** The gateway's error code (`bad_cursor`, `history_unavailable`...). */
+  error?: string;
+  /** With 503: when to try again. */
+  retryAfterMs?: number;
+}
+
 export interface EventInfo {
   /** Resume point just after this event. */
   cursor: string;
@@ -196,8 +237,14 @@ export interface AgentwireClientOptions {
   /** An event of a run that had already ended, dropped (for logs and counters). */
   onLateEvent?: (event: AgentEvent, info: EventInfo) => void;
   onReady?: (info: { cursor: string; replayed: number }) => void;
-  /** `history_unavailable` (clear the view) or `catchup_limit` (older events exist). */
-  onReset?: (info: { reason: 'history_unavailable' | 'catchup_limit' | 'bad_cursor' | string }) => void;
+  /**
+   * `history_unavailable` (clear the view) or `catchup_limit` (older events exist). With
+   * `missing`, only those offsets are lost: keep the view, the stream goes on after them.
+   */
+  onReset?: (info: {
+    reason: 'history_unavailable' | 'catchup_limit' | 'bad_cursor' | string;
+    missing?: MissingRange;
+  }) => void;
   onStateChange?: (state: ClientStateValue, info: StateInfo) => void;
   onError?: (error: Error) => void;
   tokenTransport?: 'protocol' | 'query';
@@ -239,6 +286,16 @@ export declare class AgentwireClient {
   readonly lateEvents: number;
   /** Asks the gateway to stop a run; its end arrives as an event (outcome `cancelled`). */
   cancel(runId: string, options?: CancelOptions): Promise<CancelResult>;
+  /**
+   * Opens a thread: its newest page goes to onEvent, then its live events from the page's
+   * end_cursor (no gap, no duplicate). Resolves once the page was delivered; rejects with a
+   * ThreadError when retrying cannot help (401, 400, 403, 404) or close()/loadThread() came first.
+   */
+  loadThread(threadId: string, options?: ThreadPageOptions): Promise<ThreadLoaded>;
+  /** The page before the oldest event loaded, oldest first (not passed to onEvent); rejects with a ThreadError. */
+  loadOlder(options?: ThreadPageOptions): Promise<OlderPage>;
+  /** Whether loadOlder() may return more events. */
+  readonly hasOlder: boolean;
   connect(options?: { token?: TokenSource }): void;
   close(): void;
   forgetCursor(options?: { startFrom?: 'live' | 'earliest' }): void;

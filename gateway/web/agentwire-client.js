@@ -26,10 +26,22 @@
  *   counted (`lateEvents`), never handed to `onEvent` (docs/runs.md, "first terminal wins");
  * - asks the gateway to stop a run (`cancel(runId)`): a `cancel` frame on the open WebSocket,
  *   else `POST /v1/runs/{run_id}/cancel`;
+ * - opens one thread (`loadThread(threadId)`): its newest page of events from
+ *   `GET /v1/threads/{thread_id}/events` goes to `onEvent`, then its live events follow from
+ *   the page's `end_cursor` over the WebSocket, with no gap and no duplicate; `loadOlder()`
+ *   returns the page before the oldest event loaded, for the application to prepend, until
+ *   `hasMore` is false. The gateway reads those pages from Kafka or from its archive past
+ *   Kafka's retention, so a reloaded page shows the whole thread;
  * - on a `reset` frame (cursor older than the retained log) forgets the cursor and the ids,
- *   calls `onReset` so the application clears its view, and reconnects with `cursor=earliest`;
+ *   calls `onReset` so the application clears its view, and reconnects with `cursor=earliest`
+ *   (after loadThread(): fetches the thread's newest page again);
  *   a `reset` with reason `catchup_limit` (no cursor, and the log holds more than the gateway
  *   replays to such a client) only calls `onReset`: the catch-up goes on from that bound;
+ *   a `reset` that names `missing` offsets (`{partition, from_offset, to_offset}`: retention
+ *   deleted them and no archive holds them) only calls `onReset` with it: everything delivered
+ *   stays valid and the events after the hole follow on the same connection. The application
+ *   keeps its view and may mark the place ("some events of this history are lost"); it must
+ *   not clear the view or reload, which would only meet the same hole;
  * - stops on HTTP 401 (state `unauthorized`) and 403 (state `closed`); a 400 caused by a
  *   stored cursor is treated like a reset; a close with 1000 or 1009 from the gateway ends
  *   the subscription (state `closed`), every other close or network error means reconnect.
@@ -77,6 +89,20 @@ function isValidRunId(runId) {
     new TextEncoder().encode(runId).length <= 256 &&
     !/[\u0000-\u001f\u007f]/.test(runId)
   );
+}
+
+/** A page size of the thread history endpoint: 1..1000, or undefined for the gateway's default. */
+function pageLimit(limit) {
+  if (limit === undefined || limit === null) return undefined;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+    throw new RangeError(`agentwire: limit must be an integer 1..1000 (got ${limit})`);
+  }
+  return limit;
+}
+
+/** The rejection of a request that something newer superseded (close(), a reload). */
+function abortError(why) {
+  return Object.assign(new Error(`agentwire: ${why}`), { name: 'AbortError' });
 }
 
 /** Close code the client uses when it drops a connection itself to start over after `reset`. */
@@ -282,6 +308,29 @@ function statusFromError(message) {
  */
 
 /**
+ * @typedef {object} MissingRange offsets of the user's partition that exist nowhere (retention
+ *   deleted them before any archive stored them): [from_offset, to_offset)
+ * @property {number} partition
+ * @property {number} from_offset
+ * @property {number} to_offset
+ */
+
+/**
+ * @typedef {object} ThreadLoaded what loadThread() resolves with, once the newest page went to
+ *   onEvent
+ * @property {number} delivered how many of the page's events onEvent got
+ * @property {boolean} hasMore older events of the thread may exist: offer loadOlder()
+ * @property {MissingRange[]} missing holes the page met (usually none)
+ */
+
+/**
+ * @typedef {object} OlderPage what loadOlder() resolves with
+ * @property {object[]} events the events just before the oldest one loaded so far, oldest first
+ * @property {boolean} hasMore false once the thread's beginning is reached
+ * @property {MissingRange[]} missing holes the page met (usually none)
+ */
+
+/**
  * @typedef {object} AgentwireClientOptions
  * @property {string} [url] `ws(s)://host/v1/events`; default: `v1/events` beside the page
  * @property {string | (() => string | Promise<string>)} token JWT, or a function (getToken)
@@ -303,8 +352,11 @@ function statusFromError(message) {
  * @property {(event: object, info: EventInfo) => void} [onLateEvent] an event of a run that had
  *   already ended, dropped (for logs and counters; never show it as part of the run)
  * @property {(info: {cursor: string, replayed: number}) => void} [onReady] caught up; live now
- * @property {(info: {reason: string}) => void} [onReset] history is unavailable: clear the view;
- *   the client replays from the earliest retained event next
+ * @property {(info: {reason: string, missing?: MissingRange}) => void} [onReset] history is
+ *   unavailable: clear the view; the client replays from the earliest retained event next (or,
+ *   after loadThread(), the thread's newest page). With `missing`, only those offsets are
+ *   lost: keep the view, the stream goes on after them. With reason `catchup_limit`: keep the
+ *   view, older events exist
  * @property {(state: string, info: StateInfo) => void} [onStateChange]
  * @property {(error: Error) => void} [onError] a frame that could not be parsed, or a callback
  *   that threw (the stream goes on)
@@ -365,8 +417,17 @@ export class AgentwireClient {
   #ignoreStored = false;  // forgetCursor() before the first connection
   #attempt = 0;
   #generation = 0;  // bumps on connect()/close(); stale async work checks it
+  #opening = -1;  // the generation whose connection attempt is under way
   #socket = null;
   #timer = null;
+  /**
+   * Set by loadThread(): the thread, its page size, and the paging state of loadOlder().
+   * `epoch` changes whenever the newest page is fetched anew (a reset), so an older page asked
+   * for before that is not handed out after it.
+   * @type {null | {id: string, limit: number, oldestCursor: string, hasMore: boolean, epoch: number,
+   *   pending: null | {resolve: Function, reject: Function}, older: null | Promise<object>}}
+   */
+  #thread = null;
   #counts = { events: 0, duplicates: 0, connections: 0, resets: 0, refreshes: 0, runEnds: 0, lateEvents: 0 };
   #onOnline = () => {
     if (this.#state === ClientState.RECONNECTING) this.#reconnect(0);
@@ -461,6 +522,109 @@ export class AgentwireClient {
   }
 
   /**
+   * Opens one thread (a chat): its newest page of events, then its live events, with no gap and
+   * no duplicate between them; loadOlder() then pages back through its history.
+   *
+   * Restarts the client as a subscription to `threadId` (whatever it was subscribed to before;
+   * the client's `runId` filter must be unset). It asks `GET /v1/threads/{thread_id}/events`
+   * beside the events URL (same token, in `Authorization`) for the newest `limit` events and
+   * delivers them to onEvent in order (`info.replayed` true, run ends and duplicates handled as
+   * for any event), then opens the WebSocket with `cursor=<the page's end_cursor>` and
+   * `thread_id`: every later event of the thread follows through onEvent, as after a
+   * reconnect. The page comes from whichever tier holds it (Kafka, or the gateway's archive past
+   * Kafka's retention), so a reloaded page shows the thread's history, not only what the log
+   * retains.
+   *
+   * Resolves once the page has been delivered (before the WebSocket is open) with
+   * `{delivered, hasMore, missing}`: how many of its events went to onEvent, whether older
+   * events may exist (then offer loadOlder()), and the holes the page met (offsets that exist
+   * nowhere; usually []). A gateway that cannot serve the page now (503, e.g. its archive is
+   * down, or a network error) is asked again with the client's backoff, the state
+   * `reconnecting` meanwhile; the promise rejects when retrying cannot help (401: state
+   * `unauthorized`; 400, 403, 404: state `closed`; the error's `status` and `error` say which),
+   * or when close() or another loadThread() comes first.
+   *
+   * A `reset` (history_unavailable) later, or forgetCursor(), clears the thread's events too:
+   * onReset tells the application to clear its view, and the client fetches the newest page
+   * again (delivered through onEvent) instead of replaying from `earliest`.
+   * @param {string} threadId
+   * @param {{limit?: number}} [options] events per page, 1..1000 (default: the gateway's, 100);
+   *   loadOlder() uses it too
+   * @returns {Promise<ThreadLoaded>}
+   */
+  loadThread(threadId, options) {
+    let limit;
+    try {
+      limit = pageLimit(options && options.limit);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (typeof threadId !== 'string' || !threadId) {
+      return Promise.reject(new TypeError('agentwire: loadThread needs a thread id'));
+    }
+    if (this.#runId) {
+      return Promise.reject(new TypeError('agentwire: loadThread on a client with a runId filter'));
+    }
+    if (typeof this.#fetch !== 'function') {
+      return Promise.reject(new TypeError('agentwire: loadThread needs fetch'));
+    }
+    this.#detach();
+    const previous = this.#thread && this.#thread.pending;
+    if (previous) previous.reject(abortError('another loadThread() came first'));
+    const promise = new Promise((resolve, reject) => {
+      this.#thread = { id: threadId, limit, oldestCursor: '', hasMore: false, epoch: 0, pending: { resolve, reject }, older: null };
+    });
+    this.#threadId = threadId;
+    // A new key (this thread's): the stored cursor of an earlier life is not resumed, since the
+    // view is built from the newest page.
+    this.#key = '';
+    this.#ignoreStored = true;
+    this.#cursor = '';
+    this.#fromEarliest = false;
+    this.#start();
+    return promise;
+  }
+
+  /**
+   * The page of the thread just before the oldest event loaded so far (by loadThread() or an
+   * earlier loadOlder()): `GET /v1/threads/{thread_id}/events?before=<its cursor>`. Resolves
+   * with `{events, hasMore, missing}`: the events OLDEST FIRST (prepend them to the view), not
+   * passed to onEvent (they come before everything it got) nor to onRunEnd (use
+   * runOutcome(event)); duplicates and events after their run's end within the history are
+   * dropped as for onEvent (counted, onLateEvent). `hasMore` false means the thread's beginning
+   * is reached: further calls resolve with no events without asking the gateway. One request
+   * at a time: a call while one is in flight gets the same promise. Rejects on a network error,
+   * an HTTP error (the error's `status`, `error`; 503 with `retryAfterMs`: try again then), or
+   * when the thread was reloaded meanwhile (a reset, forgetCursor(), another loadThread(); the
+   * error's name is `AbortError`: the view starts over from the newest page anyway). close()
+   * leaves it alone.
+   * @param {{limit?: number}} [options] events per page; default loadThread's
+   * @returns {Promise<OlderPage>}
+   */
+  loadOlder(options) {
+    const thread = this.#thread;
+    if (!thread) return Promise.reject(new TypeError('agentwire: loadOlder() before loadThread()'));
+    if (thread.older) return thread.older;
+    if (!thread.hasMore || !thread.oldestCursor) return Promise.resolve({ events: [], hasMore: false, missing: [] });
+    let limit = thread.limit;
+    try {
+      if (options && options.limit !== undefined) limit = pageLimit(options.limit);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const older = this.#fetchOlder(thread, limit).finally(() => {
+      if (thread.older === older) thread.older = null;
+    });
+    thread.older = older;
+    return older;
+  }
+
+  /** Whether loadOlder() may return more events: false before loadThread() and at the thread's beginning. */
+  get hasOlder() {
+    return Boolean(this.#thread && this.#thread.hasMore && this.#thread.oldestCursor);
+  }
+
+  /**
    * Starts (or restarts after close()/unauthorized) the subscription. Idempotent while
    * connecting or connected.
    * @param {{token?: AgentwireClientOptions['token']}} [options] a replacement token
@@ -468,6 +632,10 @@ export class AgentwireClient {
   connect(options) {
     if (options && options.token) this.#token = options.token;
     if (this.#state !== ClientState.CLOSED && this.#state !== ClientState.UNAUTHORIZED) return;
+    this.#start();
+  }
+
+  #start() {
     this.#generation++;
     this.#attempt = 0;
     if (typeof globalThis.addEventListener === 'function') {
@@ -484,7 +652,8 @@ export class AgentwireClient {
 
   /**
    * Forgets the stored cursor and the delivered ids: the next connection starts per
-   * `startFrom` (or `options.startFrom`). Call before connect(), e.g. to replay history.
+   * `startFrom` (or `options.startFrom`); after loadThread(), from the thread's newest page.
+   * Call before connect(), e.g. to replay history.
    * @param {{startFrom?: 'live'|'earliest'}} [options]
    */
   forgetCursor(options) {
@@ -495,9 +664,11 @@ export class AgentwireClient {
     this.#fromEarliest = false;
     this.#seen.clear();
     this.#ended.clear();  // the next replay shows those runs again, ends included
+    this.#restartThread();
   }
 
-  #stop(state, info) {
+  // Stops the current connection (and any retry), leaving the state to the caller.
+  #detach() {
     this.#generation++;
     clearTimeout(this.#timer);
     this.#timer = null;
@@ -513,6 +684,16 @@ export class AgentwireClient {
       } catch {
         // already closing
       }
+    }
+  }
+
+  // `error`: why a loadThread() still waiting for its page fails (default: the client stopped).
+  #stop(state, info, error) {
+    this.#detach();
+    const pending = this.#thread && this.#thread.pending;
+    if (pending) {
+      this.#thread.pending = null;
+      pending.reject(error || abortError('the client was closed before the thread was loaded'));
     }
     this.#setState(state, info);
   }
@@ -603,8 +784,20 @@ export class AgentwireClient {
     return { href: url.href, sentCursor: cursor, protocols: inHeader ? [kBearerProtocol, token] : null };
   }
 
+  // One attempt at a time: a retry (or an `online` event) while a thread page is being fetched
+  // waits for that attempt instead of starting a second one.
   async #open() {
     const generation = this.#generation;
+    if (this.#opening === generation) return;
+    this.#opening = generation;
+    try {
+      await this.#attemptOpen(generation);
+    } finally {
+      if (this.#opening === generation) this.#opening = -1;
+    }
+  }
+
+  async #attemptOpen(generation) {
     let token;
     try {
       token = await this.#resolveToken();
@@ -625,6 +818,9 @@ export class AgentwireClient {
       this.#cursor = this.#storageGet(key);
       this.#seen.clear();
       this.#ended.clear();
+    }
+    if (this.#thread && !this.#cursor) {
+      if (!(await this.#openThread(token, generation))) return;
     }
     const { href, sentCursor, protocols } = this.#urlFor(token);
     // The probe after a refused upgrade sends the token as a header too, never in the URL.
@@ -686,44 +882,9 @@ export class AgentwireClient {
     // event on a new one: anything more here would come before the history and out of order.
     if (connection.resetting || !frame) return;
     switch (frame.type) {
-      case 'event': {
-        // The cursor moves past every event, dropped ones included.
-        this.#setCursor(frame.cursor);
-        const event = frame.event || {};
-        const id = event.event_id;
-        if (id && this.#seen.touch(id)) {
-          this.#counts.duplicates++;
-          return;
-        }
-        if (id) this.#seen.add(id);
-        const runId = typeof event.run_id === 'string' ? event.run_id : '';
-        const info = { cursor: frame.cursor || '', replayed: !connection.ready };
-        if (runId && this.#ended.touch(runId)) {
-          // The run already ended (first terminal wins): a zombie worker's event, or a second
-          // end that lost the race. Never shown.
-          this.#counts.lateEvents++;
-          this.#call(this.#onLateEvent, event, info);
-          return;
-        }
-        this.#counts.events++;
-        this.#call(this.#onEvent, event, info);
-        const outcome = runOutcome(event);
-        if (runId && outcome) {
-          this.#ended.add(runId);
-          this.#counts.runEnds++;
-          const failed = event.agent_failed || {};
-          this.#call(this.#onRunEnd, {
-            runId,
-            threadId: event.thread_id || '',
-            outcome,
-            errorCode: outcome === 'completed' ? '' : String(failed.error_code || ''),
-            message: outcome === 'completed' ? '' : String(failed.message || ''),
-            event,
-            ...info,
-          });
-        }
+      case 'event':
+        this.#deliver(frame, !connection.ready);
         return;
-      }
       case 'ready':
         connection.ready = true;
         this.#fromEarliest = false;
@@ -733,6 +894,12 @@ export class AgentwireClient {
         return;
       case 'reset':
         this.#counts.resets++;
+        if (frame.missing && typeof frame.missing === 'object') {
+          // Only the named offsets are gone (retention deleted them and no archive holds them);
+          // the events after them follow on this connection. What was delivered stays valid.
+          this.#call(this.#onReset, { reason: frame.reason || 'history_unavailable', missing: frame.missing });
+          return;
+        }
         if (frame.reason === 'catchup_limit') {
           // No cursor was sent and the log holds more than the gateway replays to such a
           // client: the catch-up starts at that bound on this connection. Older events are
@@ -751,12 +918,168 @@ export class AgentwireClient {
     }
   }
 
+  // One event frame, from the socket or from a thread page: the cursor moves past it (dropped
+  // ones included); a duplicate or an event of a run that has already ended is dropped;
+  // anything else goes to onEvent, then to onRunEnd when it is its run's first end.
+  #deliver(frame, replayed) {
+    this.#setCursor(frame.cursor);
+    const event = frame.event || {};
+    const id = event.event_id;
+    if (id && this.#seen.touch(id)) {
+      this.#counts.duplicates++;
+      return;
+    }
+    if (id) this.#seen.add(id);
+    const runId = typeof event.run_id === 'string' ? event.run_id : '';
+    const info = { cursor: frame.cursor || '', replayed };
+    if (runId && this.#ended.touch(runId)) {
+      // The run already ended (first terminal wins): a zombie worker's event, or a second
+      // end that lost the race. Never shown.
+      this.#counts.lateEvents++;
+      this.#call(this.#onLateEvent, event, info);
+      return;
+    }
+    this.#counts.events++;
+    this.#call(this.#onEvent, event, info);
+    const outcome = runOutcome(event);
+    if (runId && outcome) {
+      this.#ended.add(runId);
+      this.#counts.runEnds++;
+      const failed = event.agent_failed || {};
+      this.#call(this.#onRunEnd, {
+        runId,
+        threadId: event.thread_id || '',
+        outcome,
+        errorCode: outcome === 'completed' ? '' : String(failed.error_code || ''),
+        message: outcome === 'completed' ? '' : String(failed.message || ''),
+        event,
+        ...info,
+      });
+    }
+  }
+
   #forgetHistory() {
     this.#storageRemove(this.#key);
     this.#cursor = '';
     this.#seen.clear();
     this.#ended.clear();
     this.#fromEarliest = true;
+    this.#restartThread();
+  }
+
+  // The thread's events are forgotten with the cursor: the next connection fetches its newest
+  // page again, and an older page on its way is not handed out.
+  #restartThread() {
+    if (!this.#thread) return;
+    this.#thread.epoch++;
+    this.#thread.oldestCursor = '';
+    this.#thread.hasMore = false;
+  }
+
+  // GET /v1/threads/{thread_id}/events: the parsed page, or an Error with the HTTP `status`,
+  // the gateway's `error` and `retryAfterMs` (status 0: no answer or not a page).
+  async #fetchThreadPage(threadId, token, query) {
+    const params = new URLSearchParams();
+    if (query.before) params.set('before', query.before);
+    if (query.limit) params.set('limit', String(query.limit));
+    const search = params.toString();
+    const url = this.#apiUrl(`threads/${encodeURIComponent(threadId)}/events${search ? `?${search}` : ''}`);
+    const what = `the history of thread ${threadId}`;
+    let answer;
+    try {
+      answer = await this.#httpRequest('GET', url, token, Date.now() + this.#connectTimeoutMs, what);
+    } catch (error) {
+      throw Object.assign(error, { status: 0, error: '', retryAfterMs: 0 });
+    }
+    const { response, body, retryAfterMs } = answer;
+    const error = typeof body.error === 'string' ? body.error : '';
+    if (response.status === 200 && Array.isArray(body.events)) {
+      body.events = body.events.filter((frame) => frame && frame.type === 'event');
+      body.missing = Array.isArray(body.missing) ? body.missing : [];
+      return body;
+    }
+    throw Object.assign(
+      new Error(`agentwire: ${what}: HTTP ${response.status}${error ? ` ${error}` : ''}` +
+        `${body.message ? `: ${body.message}` : ''}`),
+      { status: response.status === 200 ? 0 : response.status, error, message: String(body.message || ''), retryAfterMs },
+    );
+  }
+
+  // Thread mode without a cursor (loadThread(), or a reset since): the newest page goes to
+  // onEvent and its end_cursor becomes the cursor the WebSocket resumes from, so the page and
+  // the live stream meet with no gap (the cursor is the log's end as the page was read) and no
+  // duplicate (the socket sends only what comes after it). False when the client stopped or
+  // retries later: the failure is handled here.
+  async #openThread(token, generation) {
+    const thread = this.#thread;
+    let page;
+    try {
+      page = await this.#fetchThreadPage(thread.id, token, { limit: thread.limit });
+    } catch (error) {
+      if (generation !== this.#generation) return false;
+      const details = { reason: error.message, status: error.status, error: error.error, message: error.message };
+      if (error.status === 401) {
+        this.#stop(ClientState.UNAUTHORIZED, details, error);
+      } else if (error.status === 400 || error.status === 403 || error.status === 404) {
+        this.#stop(ClientState.CLOSED, details, error);
+      } else {
+        this.#scheduleReconnect({ ...details, retryAfterMs: error.retryAfterMs });
+      }
+      return false;
+    }
+    if (generation !== this.#generation) return false;
+    thread.epoch++;
+    thread.oldestCursor = page.events.length > 0 ? String(page.events[0].cursor || '') : '';
+    thread.hasMore = Boolean(page.has_more_before) && page.events.length > 0;
+    const before = this.#counts.events;
+    for (const frame of page.events) {
+      this.#deliver(frame, true);
+      if (generation !== this.#generation) return false;  // a callback closed or restarted the client
+    }
+    this.#setCursor(typeof page.end_cursor === 'string' ? page.end_cursor : '');
+    const pending = thread.pending;
+    thread.pending = null;
+    if (pending) pending.resolve({ delivered: this.#counts.events - before, hasMore: thread.hasMore, missing: page.missing });
+    if (this.#cursor) return true;
+    // Neither an end_cursor nor an event: not a page of this protocol.
+    this.#onError(new Error(`agentwire: the history of thread ${thread.id} came without end_cursor`));
+    this.#scheduleReconnect({ reason: 'no end_cursor' });
+    return false;
+  }
+
+  async #fetchOlder(thread, limit) {
+    const epoch = thread.epoch;
+    const stale = () => this.#thread !== thread || thread.epoch !== epoch;
+    const token = await this.#resolveToken();
+    if (stale()) throw abortError('the thread was reloaded');
+    const page = await this.#fetchThreadPage(thread.id, token, { before: thread.oldestCursor, limit });
+    if (stale()) throw abortError('the thread was reloaded');
+    const events = [];
+    const endedHere = new Set();  // runs whose first end is in this page
+    for (const frame of page.events) {
+      const event = frame.event || {};
+      const id = event.event_id;
+      if (id && this.#seen.touch(id)) {
+        this.#counts.duplicates++;
+        continue;
+      }
+      if (id) this.#seen.add(id);
+      const runId = typeof event.run_id === 'string' ? event.run_id : '';
+      if (runId && endedHere.has(runId)) {
+        this.#counts.lateEvents++;
+        this.#call(this.#onLateEvent, event, { cursor: frame.cursor || '', replayed: true });
+        continue;
+      }
+      if (runId && runOutcome(event)) {
+        endedHere.add(runId);
+        this.#ended.add(runId);  // a live event of it now would be a zombie's
+      }
+      events.push(event);
+    }
+    if (page.events.length > 0) thread.oldestCursor = String(page.events[0].cursor || '');
+    // An empty page names no older position to ask from: the beginning, whatever it says.
+    thread.hasMore = Boolean(page.has_more_before) && page.events.length > 0 && Boolean(thread.oldestCursor);
+    return { events, hasMore: thread.hasMore, missing: page.missing };
   }
 
   #cancelOverSocket(socket, runId, timeoutMs) {
@@ -816,15 +1139,18 @@ export class AgentwireClient {
     }
   }
 
-  async #cancelOverHttp(runId, deadline) {
-    if (typeof this.#fetch !== 'function') {
-      throw new Error('agentwire: cancel needs an open WebSocket or fetch');
-    }
-    // Beside the events URL: wss://host/v1/events -> https://host/v1/runs/<id>/cancel.
+  // An endpoint beside the events URL: wss://host/v1/events + "runs/r/cancel" ->
+  // https://host/v1/runs/r/cancel.
+  #apiUrl(relative) {
     const events = new URL(this.#url.replace(/^ws/, 'http'));
     events.pathname = events.pathname.replace(/\/+$/, '');
-    const url = new URL(`runs/${encodeURIComponent(runId)}/cancel`, events).href;
-    const token = await this.#resolveToken();
+    return new URL(relative, events).href;
+  }
+
+  // One HTTP request to the gateway with the token in `Authorization` (never in the URL), given
+  // up at `deadline`. Resolves with the response, its JSON body ({} when it has none) and its
+  // Retry-After in ms (0 when absent); rejects on a network error or timeout, naming `what`.
+  async #httpRequest(method, url, token, deadline, what) {
     const left = Math.max(1, deadline - Date.now());
     const controller = typeof AbortController === 'function' ? new AbortController() : null;
     const timer = controller ? setTimeout(() => controller.abort(), left) : null;
@@ -832,7 +1158,7 @@ export class AgentwireClient {
     let body = {};
     try {
       response = await this.#fetch(url, {
-        method: 'POST',
+        method,
         cache: 'no-store',
         credentials: 'omit',
         headers: { Authorization: `Bearer ${token}` },
@@ -847,11 +1173,22 @@ export class AgentwireClient {
     } catch (error) {
       const timedOut = controller && controller.signal.aborted;
       throw new Error(timedOut
-        ? `agentwire: no answer to the cancel of run ${runId} in time`
-        : `agentwire: cancel of run ${runId} failed: ${error && error.message}`);
+        ? `agentwire: no answer to ${what} in time`
+        : `agentwire: ${what} failed: ${error && error.message}`);
     } finally {
       clearTimeout(timer);
     }
+    const retryAfter = Number(response.headers && response.headers.get('retry-after'));
+    return { response, body, retryAfterMs: retryAfter > 0 ? Math.min(retryAfter, 300) * 1000 : 0 };
+  }
+
+  async #cancelOverHttp(runId, deadline) {
+    if (typeof this.#fetch !== 'function') {
+      throw new Error('agentwire: cancel needs an open WebSocket or fetch');
+    }
+    const url = this.#apiUrl(`runs/${encodeURIComponent(runId)}/cancel`);
+    const token = await this.#resolveToken();
+    const { response, body } = await this.#httpRequest('POST', url, token, deadline, `the cancel of run ${runId}`);
     const error = typeof body.error === 'string' ? body.error : '';
     switch (response.status) {
       case 202:

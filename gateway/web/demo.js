@@ -6,6 +6,12 @@
 // from=earliest|live (default earliest: every retained event of the user; live: from now on,
 // and after a reload from where the page left off), thread_id=, run_id=.
 //
+// One thread (thread_id=T, the link on each thread's title): the page opens the thread with
+// client.loadThread (its newest `limit=` events, 50 by default, then its live events, no gap),
+// and "Load older events" pages back (client.loadOlder) until the thread's beginning. The
+// gateway serves those pages from Kafka or, past Kafka's retention, from its archive, so a
+// reload shows the whole thread, not only what the log still retains.
+//
 // Stop: the top bar's Stop button asks the gateway to stop the newest run in progress
 // (client.cancel); the run then ends like any other, with agent_failed `cancelled` ("stopped").
 // A run the supervisor ended because its worker went silent shows "the agent stopped
@@ -15,6 +21,7 @@ import { AgentwireClient, ClientState, runOutcome, tokenSubject } from './agentw
 
 const kTokenKey = 'agentwire:demo:token';
 const kMaxRuns = 200;  // older run cards are dropped so a long session stays light
+const kPageSize = 50;  // events per page of a thread's history
 
 const byId = (id) => document.getElementById(id);
 
@@ -283,11 +290,17 @@ class RunCard {
   }
 }
 
-/** Every run on the page, grouped by thread; newest threads and runs first. */
+/**
+ * Every run on the page, grouped by thread; newest threads and runs first. `maxRuns` bounds the
+ * cards kept (a thread's own page keeps all it loaded); `linkThreads` makes each thread's title
+ * a link to the thread's own page.
+ */
 class Timeline {
-  constructor(root, empty) {
+  constructor(root, empty, { maxRuns = kMaxRuns, linkThreads = false } = {}) {
     this.root = root;
     this.empty = empty;
+    this.maxRuns = maxRuns;
+    this.linkThreads = linkThreads;
     this.threads = new Map();  // thread id -> {section, list, runs}
     this.runs = new Map();  // run id -> RunCard, oldest first (for pruning)
     this.arrivals = 0;
@@ -304,6 +317,9 @@ class Timeline {
     let card = this.runs.get(event.run_id);
     if (!card) card = this.newRun(event);
     card.add(event, this.arrivals++);
+    // The first end is the run's (the client never passes on a later one).
+    const outcome = runOutcome(event);
+    if (outcome && !card.node.dataset.outcome) card.node.dataset.outcome = outcome;
   }
 
   newRun(event) {
@@ -313,7 +329,13 @@ class Timeline {
       const section = make('section', 'thread');
       section.dataset.threadId = threadId;
       const title = make('h2', 'thread-title');
-      title.append(make('span', 'thread-label', 'Thread'), make('span', 'thread-id', threadId || '(none)'));
+      const label = make(this.linkThreads && threadId ? 'a' : 'span', 'thread-id', threadId || '(none)');
+      if (label.tagName === 'A') {
+        label.classList.add('thread-link');
+        label.href = `?${new URLSearchParams({ thread_id: threadId })}`;
+        label.title = 'Open this thread: its whole history, page by page';
+      }
+      title.append(make('span', 'thread-label', 'Thread'), label);
       const list = make('div', 'thread-runs');
       section.append(title, list);
       thread = { section, list, runs: 0 };
@@ -326,7 +348,7 @@ class Timeline {
     thread.runs++;
     this.runs.set(event.run_id, card);
     this.empty.hidden = true;
-    if (this.runs.size > kMaxRuns) this.dropOldest();
+    if (this.runs.size > this.maxRuns) this.dropOldest();
     return card;
   }
 
@@ -387,15 +409,28 @@ class ConnectionView {
   }
 }
 
+// The page size from limit= (1..1000), else kPageSize.
+function pageSize(text) {
+  const value = Number(text);
+  return Number.isInteger(value) && value >= 1 && value <= 1000 ? value : kPageSize;
+}
+
 function main() {
   const params = new URLSearchParams(location.search);
-  const timeline = new Timeline(byId('threads'), byId('empty'));
+  // One thread's own page; with run_id= it is a subscription to that run instead.
+  const threadId = params.get('run_id') ? '' : params.get('thread_id') || '';
+  const limit = pageSize(params.get('limit'));
+  const timeline = new Timeline(byId('threads'), byId('empty'),
+    threadId ? { maxRuns: Infinity } : { linkThreads: true });
   const connection = new ConnectionView(byId('connection'), byId('connection-text'));
   const counter = byId('event-count');
   const notice = byId('notice');
   const stop = byId('stop');
   const stopping = new Set();  // run ids whose Stop was requested and whose end has not come
   const ends = new Map();  // run id -> how many times onRunEnd reported it (1, by the contract)
+  const older = byId('load-older');
+  let threadEvents = [];  // a thread's page: every event shown, oldest first
+  let threadOpened = false;  // its newest page has arrived (loadOlder has a place to start)
   let client = null;
 
   const showNotice = (text) => {
@@ -404,7 +439,10 @@ function main() {
   };
 
   const updateCounter = () => {
-    const { events, duplicates, lateEvents } = client ? client.counts : { events: 0, duplicates: 0, lateEvents: 0 };
+    const counts = client ? client.counts : { events: 0, duplicates: 0, lateEvents: 0 };
+    const { duplicates, lateEvents } = counts;
+    // A thread's page counts what it shows: the pages loaded and the live events.
+    const events = threadId ? threadEvents.length : counts.events;
     counter.dataset.count = String(events);
     counter.dataset.duplicates = String(duplicates);
     counter.dataset.late = String(lateEvents);
@@ -422,6 +460,80 @@ function main() {
     stop.dataset.targetRun = card ? card.runId : '';
     stop.textContent = pending ? 'Stopping…' : 'Stop';
     stop.title = card ? `Stop run ${card.runId}` : 'No run in progress';
+  };
+
+  // "Load older events": idle (more may exist), loading, done (the thread's beginning), or
+  // waiting for the thread's newest page.
+  const updateOlder = (loading) => {
+    older.hidden = !threadId || !client;
+    let state = 'waiting';
+    if (loading) state = 'loading';
+    else if (threadOpened) state = client && client.hasOlder ? 'idle' : 'done';
+    older.dataset.state = state;
+    older.disabled = state !== 'idle';
+    older.textContent = {
+      waiting: 'Load older events',
+      idle: 'Load older events',
+      loading: 'Loading older events…',
+      done: 'Beginning of the thread',
+    }[state];
+  };
+
+  const showMissing = (missing) => {
+    if (!missing || missing.length === 0) return;
+    const holes = missing.map((m) => `offsets ${m.from_offset}–${m.to_offset - 1} of partition ${m.partition}`);
+    showNotice(`Some events of this history no longer exist anywhere (${holes.join(', ')}); everything else is shown.`);
+  };
+
+  // A thread's page is rebuilt from its events when older ones arrive: a run that started
+  // before the loaded page is then shown from its start.
+  const rebuild = () => {
+    timeline.clear();
+    for (const event of threadEvents) timeline.add(event);
+    for (const runId of stopping) {
+      const card = timeline.runs.get(runId);
+      if (card) card.stopRequested();
+    }
+    updateStop();
+  };
+
+  const openThread = async () => {
+    const current = client;
+    threadOpened = false;
+    updateOlder(false);
+    try {
+      const opened = await current.loadThread(threadId, { limit });
+      if (current !== client) return;
+      threadOpened = true;
+      showMissing(opened.missing);
+    } catch (error) {
+      // 401/403/404 show through the state change; AbortError: something newer took over.
+      if (current === client && error.name !== 'AbortError' && !error.status) {
+        showNotice(`Could not open the thread: ${error.message}`);
+      }
+    }
+    updateOlder(false);
+  };
+
+  const loadOlder = async () => {
+    const current = client;
+    if (!current || older.dataset.state !== 'idle') return;
+    updateOlder(true);
+    try {
+      const page = await current.loadOlder({ limit });
+      if (current !== client) return;
+      if (page.events.length > 0) {
+        threadEvents = [...page.events, ...threadEvents];
+        rebuild();
+      }
+      showMissing(page.missing);
+    } catch (error) {
+      if (current === client && error.name !== 'AbortError') {
+        showNotice(`Could not load older events: ${error.message}`);
+      }
+    }
+    updateOlder(false);
+    updateCounter();
   };
 
   const requestStop = async (runId) => {
@@ -458,6 +570,7 @@ function main() {
     byId('replay').hidden = true;
     byId('sign-out').hidden = true;
     stop.hidden = true;
+    older.hidden = true;
     byId('empty').hidden = true;
     byId('token-input').focus();
   };
@@ -480,6 +593,7 @@ function main() {
       runId: params.get('run_id') || '',
       startFrom,
       onEvent: (event) => {
+        if (threadId) threadEvents.push(event);
         timeline.add(event);
         updateCounter();
         updateStop();
@@ -494,15 +608,27 @@ function main() {
       },
       onReady: ({ replayed }) => {
         connection.node.title = `caught up: ${replayed} event${replayed === 1 ? '' : 's'} replayed`;
+        if (threadId) {
+          // After a reset the client fetched the thread's newest page again by itself.
+          threadOpened = true;
+          updateOlder(older.dataset.state === 'loading');
+        }
       },
-      onReset: ({ reason }) => {
+      onReset: ({ reason, missing }) => {
+        if (missing) {
+          // Only those offsets are gone; the view stays and the stream goes on after them.
+          showMissing([missing]);
+          return;
+        }
         if (reason === 'catchup_limit') {
           // The catch-up continues on this connection from the gateway's bound.
           showNotice('Showing the most recent events; older ones are in the log (agentwire replay).');
           return;
         }
         clearView();
-        showNotice('The saved position is older than the retained history; showing what the log still holds.');
+        showNotice(threadId
+          ? 'The saved position is no longer valid; showing the thread from its newest events again.'
+          : 'The saved position is older than the retained history; showing what the log still holds.');
       },
       onStateChange: (state, info) => {
         connection.show(state, info);
@@ -516,23 +642,33 @@ function main() {
         }
       },
     });
-    // The view is built from the stream alone, so a freshly loaded page that replays history
-    // starts from the earliest event rather than from the cursor of its previous life (which
-    // would show only what came after it). With from=live, the stored cursor is resumed.
-    if (startFrom === 'earliest') client.forgetCursor();
     window.agentwireDemo = { client, timeline, ends };
-    client.connect();
+    if (threadId) {
+      // A thread's page opens from its newest events (history from any tier, then live).
+      openThread();
+    } else {
+      // The view is built from the stream alone, so a freshly loaded page that replays history
+      // starts from the earliest event rather than from the cursor of its previous life (which
+      // would show only what came after it). With from=live, the stored cursor is resumed.
+      if (startFrom === 'earliest') client.forgetCursor();
+      client.connect();
+    }
     updateStop();
   };
 
   // The view, and what the page knows about runs, start over (replay, another token, reset).
   const clearView = () => {
     timeline.clear();
+    threadEvents = [];
+    threadOpened = false;
     stopping.clear();
     ends.clear();
     updateCounter();
     updateStop();
+    updateOlder(false);
   };
+
+  older.addEventListener('click', loadOlder);
 
   stop.addEventListener('click', () => {
     if (stop.dataset.targetRun) requestStop(stop.dataset.targetRun);
@@ -554,7 +690,8 @@ function main() {
     client.forgetCursor({ startFrom: 'earliest' });
     clearView();
     showNotice('');
-    client.connect();
+    if (threadId) openThread();
+    else client.connect();
   });
 
   byId('sign-out').addEventListener('click', () => {
@@ -564,6 +701,13 @@ function main() {
     clearView();
     askForToken('');
   });
+
+  if (threadId) {
+    byId('thread-nav').hidden = false;
+    byId('replay').textContent = 'Reload thread';
+    byId('replay').title = "Clear the view and open the thread again from its newest events";
+    document.title = `agentwire · thread ${threadId}`;
+  }
 
   const token = takeToken();
   if (token) start(token);

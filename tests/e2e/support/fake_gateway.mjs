@@ -1,5 +1,5 @@
 // A stand-in gateway for testing the JavaScript client's own logic (dedupe, reset, 401, bad
-// cursor, backoff, Stop) with situations the real gateway never produces on purpose, e.g. a
+// cursor, backoff, Stop, thread pages) with situations the real gateway never produces on purpose, e.g. a
 // duplicated event or answers to Stops out of order. It speaks the frames of docs/protocol.md over real WebSockets and serves
 // gateway/web/ like the real one. Tests of the product itself drive the real binary.
 //
@@ -54,6 +54,14 @@ export class FakeGateway {
      * (a Promise that never settles: no answer). Default: answerFromLog.
      */
     this.cancelAnswer = null;
+    /** The query of every GET /v1/threads/{thread_id}/events, with `thread_id` and `status`. */
+    this.threadRequests = [];
+    /** When > 0, the next that many thread pages get 503 history_unavailable (Retry-After: 1). */
+    this.historyUnavailable = 0;
+    /** Called with the page after it was read and before it is sent (e.g. to publish meanwhile). */
+    this.onThreadPage = null;
+    /** The `missing` of every thread page. */
+    this.threadMissing = [];
     this.server = null;
     this.port = 0;
   }
@@ -267,11 +275,87 @@ export class FakeGateway {
     }
   }
 
+  // GET /v1/threads/{thread_id}/events: the contract of the real endpoint over this log, which
+  // serves every position (the fake's "archive" holds what retention removed).
+  async #httpThread(req, res, encodedThreadId) {
+    const url = new URL(req.url, 'http://x');
+    const query = Object.fromEntries(url.searchParams);
+    const reply = (status, body, headers = {}) => {
+      let threadId = '';
+      try {
+        threadId = decodeURIComponent(encodedThreadId);
+      } catch {
+        // recorded as ""
+      }
+      this.threadRequests.push({ ...query, thread_id: threadId, status });
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method !== 'GET') return reply(405, { error: 'method_not_allowed', message: 'GET' });
+    const { token } = this.#tokenOf(req, url);
+    const user = subjectOf(token);
+    if (!user || this.rejected.has(token)) return reply(401, { error: 'unauthorized', message: 'invalid token' });
+    let threadId;
+    try {
+      threadId = decodeURIComponent(encodedThreadId);
+    } catch {
+      return reply(400, { error: 'bad_thread_id', message: 'not percent-encoded' });
+    }
+    const limit = query.limit === undefined ? 100 : Number(query.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000 || (query.limit !== undefined && !/^\d+$/.test(query.limit))) {
+      return reply(400, { error: 'bad_limit', message: 'limit: 1..1000' });
+    }
+    if (query.before !== undefined && query.after !== undefined) {
+      return reply(400, { error: 'bad_request', message: 'before or after, not both' });
+    }
+    const cursor = query.before ?? query.after;
+    if (cursor !== undefined && !/^c\d+$/.test(cursor)) return reply(400, { error: 'bad_cursor', message: 'malformed cursor' });
+    if (this.historyUnavailable > 0) {
+      this.historyUnavailable--;
+      return reply(503, { error: 'history_unavailable', message: 'archive down' }, { 'retry-after': '1' });
+    }
+    const end = this.log.length;
+    const positions = [];
+    for (let position = 0; position < end; position++) {
+      const event = this.log[position];
+      if (event.user_id === user && event.thread_id === threadId) positions.push(position);
+    }
+    let page;
+    if (query.after !== undefined) {
+      const from = Number(cursor.slice(1));  // the event at from - 1 was the last one seen
+      const later = positions.filter((position) => position >= from);
+      page = later.slice(0, limit);
+    } else {
+      const below = query.before !== undefined ? Number(cursor.slice(1)) - 1 : end;
+      const older = positions.filter((position) => position < below);
+      page = older.slice(Math.max(0, older.length - limit));
+    }
+    const first = page.length ? page[0] : (query.after !== undefined ? Number(cursor.slice(1)) : end);
+    const last = page.length ? page.at(-1) : first - 1;
+    const hasMoreBefore = positions.some((position) => position < first);
+    const hasMoreAfter = positions.some((position) => position > last);
+    const body = {
+      thread_id: threadId,
+      events: page.map((position) => ({ type: 'event', cursor: `c${position + 1}`, event: this.log[position] })),
+      has_more_before: hasMoreBefore,
+      has_more_after: hasMoreAfter,
+      end_cursor: hasMoreAfter ? `c${last + 1}` : `c${end}`,
+      missing: this.threadMissing,
+    };
+    if (this.onThreadPage) await this.onThreadPage({ threadId, query, body });
+    return reply(200, body);
+  }
+
   async #http(req, res) {
     const url = new URL(req.url, 'http://x');
     const cancel = /^\/v1\/runs\/([^/]+)\/cancel$/.exec(url.pathname);
     if (cancel) {
       await this.#httpCancel(req, res, cancel[1]);
+      return;
+    }
+    const thread = /^\/v1\/threads\/([^/]+)\/events$/.exec(url.pathname);
+    if (thread) {
+      await this.#httpThread(req, res, thread[1]);
       return;
     }
     if (url.pathname === '/v1/events') {

@@ -9,8 +9,12 @@ import AgentwireClient, {
   type CancelResult,
   type ClientStateValue,
   type EventInfo,
+  type MissingRange,
+  type OlderPage,
   type RunEndInfo,
   type RunOutcome,
+  type ThreadError,
+  type ThreadLoaded,
 } from 'agentwire-client';
 
 async function fetchToken(): Promise<string> {
@@ -40,8 +44,10 @@ const client = new AgentwireClient({
     };
     rendered.push(`${end.runId} (${end.threadId}): ${shown[end.outcome]}`);
   },
-  onReset: ({ reason }) => {
-    if (reason !== 'catchup_limit') rendered.length = 0;
+  onReset: ({ reason, missing }) => {
+    // With `missing` only those offsets are lost: keep the view and mark the place.
+    if (missing) rendered.push(`lost offsets ${missing.from_offset}-${missing.to_offset}`);
+    else if (reason !== 'catchup_limit') rendered.length = 0;
   },
   onStateChange: (state: ClientStateValue, info) => {
     if (state === ClientState.UNAUTHORIZED) console.log('sign in again', info.status);
@@ -74,6 +80,36 @@ async function stop(runId: string): Promise<string> {
 }
 void stop('run-1').then(console.log);
 void client.cancel('run-2', { via: 'http' }).then(({ via, end }) => console.log(via, end?.cursor));
+// A chat window: the thread's newest page and its live events go to onEvent; "load older"
+// prepends earlier pages until the thread's beginning.
+const shown: AgentEvent[] = [];
+const chat = new AgentwireClient({
+  url: 'wss://gateway.example.com/v1/events',
+  token: fetchToken,
+  onEvent: (event) => shown.push(event),
+});
+async function openChat(threadId: string): Promise<boolean> {
+  try {
+    const opened: ThreadLoaded = await chat.loadThread(threadId, { limit: 50 });
+    const holes: MissingRange[] = opened.missing;
+    console.log(opened.delivered, holes.length);
+    return opened.hasMore;
+  } catch (error) {
+    const failed = error as ThreadError;
+    console.warn(failed.status, failed.error);
+    return false;
+  }
+}
+async function loadOlder(): Promise<void> {
+  while (chat.hasOlder) {
+    const page: OlderPage = await chat.loadOlder({ limit: 100 });
+    shown.unshift(...page.events); // oldest first: prepend in order
+    if (!page.hasMore) break;
+  }
+}
+void openChat('t-42').then((more) => (more ? loadOlder() : undefined));
+chat.close();
+
 const outcome: RunOutcome | '' = runOutcome({ type: 'agent_failed', agent_failed: { error_code: 'cancelled' } });
 console.log(outcome);
 client.close();

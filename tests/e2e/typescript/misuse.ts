@@ -7,3 +7,4 @@ new AgentwireClient({ token: 't', onEvent: (event) => event.run_seq.toUpperCase(
 const state: number = new AgentwireClient({ token: 't' }).state; // a string union
 new AgentwireClient({ token: 't', onRunEnd: (end) => end.outcome === 'stopped' }); // not an outcome
 void new AgentwireClient({ token: 't' }).cancel(42); // a run id is a string
+void new AgentwireClient({ token: 't' }).loadOlder({ limit: '10' }); // a page size is a number
