@@ -61,7 +61,7 @@ if [[ "${AGENTWIRE_SKIP_TSAN:-0}" != 1 ]]; then
   # The supervisor: its consumer thread and the publisher's delivery reports share state.
   tsan_targets=(agentwire agentwire_unit_tests agentwire_tsan_shim publisher_test supervisor_test)
   tsan_suites=(PartitionHubTest PublisherTest LazyFrame SseFrames HandOff CoalescingStream
-    SupervisorTest RunEmitter SessionTest CatchupBudgetTest AiSdkTransportTest)
+    SupervisorTest RunEmitter SessionTest SessionArchiveTest CatchupBudgetTest AiSdkTransportTest)
   # Every gateway integration test but the descriptor flood (it asserts low CPU, which a
   # TSan build cannot promise).
   for source in tests/integration/gateway_*_test.cpp; do

@@ -12,6 +12,7 @@
 #include <boost/asio/strand.hpp>
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -219,6 +220,102 @@ TEST_F(SessionTest, ASessionHoldingCatchupBudgetWhoseClientStopsReadingIsClosedW
   asio::post(ioc_, [done = std::exchange(wire_->pending_write, {})] { done({}); });
   wire_->stall_writes = false;
   RunFor(50ms);
+  EXPECT_TRUE(wire_->closed);
+  EXPECT_EQ(wire_->close_code, 1013);
+}
+
+// The archive as the cold tier (issue 23), driven the same way: the test plays Kafka's history
+// reader and the archive reader, handing the session the chunks each would. The archive's DSN
+// is set (the path is on) but its pool never starts, so nothing reaches PostgreSQL.
+class SessionArchiveTest : public SessionTest {
+ protected:
+  static constexpr int64_t kLogStart = 7;  // Kafka's log start; the tail is at kAttachPoint (10)
+
+  void MakeArchiveContext(bool with_archive) {
+    MakeContext([with_archive](GatewayConfig& config) {
+      if (with_archive) config.archive.dsn = "host=127.0.0.1 port=1";
+    });
+  }
+  HistoryChunk ArchiveChunk(HistoryChunk::Status status, std::vector<LogEntryPtr> entries,
+                            int64_t next_offset) {
+    auto chunk = Chunk(status, std::move(entries), next_offset);
+    chunk.source = HistoryChunk::Source::kArchive;
+    return chunk;
+  }
+  /// Kafka's answer to a read that starts before its log start.
+  HistoryChunk BeforeLogStart(int64_t from) {
+    auto chunk = Chunk(HistoryChunk::Status::kOutOfRange, {}, from);
+    chunk.log_start = kLogStart;
+    return chunk;
+  }
+  void Hand(const std::shared_ptr<Session>& session, HistoryChunk chunk) {
+    session->OnHistory(std::move(chunk));
+    RunFor(20ms);
+  }
+  /// "event:N", "ready", "reset" or "reset:A-B" (its missing range), in the order written.
+  std::vector<std::string> Written() const {
+    std::vector<std::string> out;
+    for (const auto& written : wire_->written) {
+      const auto json = nlohmann::json::parse(written.frame, nullptr, false);
+      const auto type = json.value("type", "");
+      if (type == "event") {
+        out.push_back("event:" + std::to_string(json["event"].value("offset", -1)));
+      } else if (type == "reset" && json.contains("missing")) {
+        out.push_back("reset:" + std::to_string(json["missing"].value("from_offset", -1)) + "-" +
+                      std::to_string(json["missing"].value("to_offset", -1)));
+      } else {
+        out.push_back(type);
+      }
+    }
+    return out;
+  }
+};
+
+TEST_F(SessionArchiveTest, BeforeTheLogStartTheArchiveThenKafkaEveryEventOnceNoReset) {
+  MakeArchiveContext(true);
+  auto session = StartSession(2);
+  Hand(session, BeforeLogStart(2));  // Kafka: [2, 7) is gone; the session asks the archive
+  // The archive answers one chunk at a time, each asked for once the last was written.
+  Hand(session, ArchiveChunk(HistoryChunk::Status::kMore, {Entry(3), Entry(4)}, 5));
+  Hand(session, ArchiveChunk(HistoryChunk::Status::kDone, {Entry(6)}, kLogStart));
+  // From the log start on, Kafka again, up to the tail.
+  Hand(session, Chunk(HistoryChunk::Status::kDone, {Entry(8), Entry(9)}, kAttachPoint));
+  EXPECT_EQ(Written(), (std::vector<std::string>{"event:3", "event:4", "event:6", "event:8",
+                                                 "event:9", "ready"}));
+  EXPECT_EQ(context_->metrics.resumes_archive.Value(), 1u);
+  EXPECT_EQ(context_->metrics.resets.Value(), 0u);
+  EXPECT_EQ(context_->catchup_budget.Buffered(), 0u);
+}
+
+TEST_F(SessionArchiveTest, AnArchiveBehindRetentionGivesAResetNamingOnlyTheHole) {
+  MakeArchiveContext(true);
+  auto session = StartSession(2);
+  Hand(session, BeforeLogStart(2));
+  // The archive's position is 5: [5, 7) exists nowhere.
+  Hand(session, ArchiveChunk(HistoryChunk::Status::kOutOfRange, {Entry(3), Entry(4)}, 5));
+  Hand(session, Chunk(HistoryChunk::Status::kDone, {Entry(8)}, kAttachPoint));
+  EXPECT_EQ(Written(),
+            (std::vector<std::string>{"event:3", "event:4", "reset:5-7", "event:8", "ready"}));
+  EXPECT_EQ(context_->metrics.missing_offsets.Value(), 2u);
+}
+
+TEST_F(SessionArchiveTest, WithoutAnArchiveOnlyTheHoleIsSkippedNotWhatKafkaStillHolds) {
+  MakeArchiveContext(false);
+  auto session = StartSession(2);
+  Hand(session, BeforeLogStart(2));
+  Hand(session, Chunk(HistoryChunk::Status::kDone, {Entry(7), Entry(9)}, kAttachPoint));
+  EXPECT_EQ(Written(), (std::vector<std::string>{"reset:2-7", "event:7", "event:9", "ready"}));
+}
+
+TEST_F(SessionArchiveTest, PostgresFailingClosesWith1013AndDeliversNothingPastIt) {
+  MakeArchiveContext(true);
+  auto session = StartSession(2);
+  Hand(session, BeforeLogStart(2));
+  auto failed = ArchiveChunk(HistoryChunk::Status::kError, {}, 2);
+  failed.error = "archive unreachable: connection refused";
+  Hand(session, std::move(failed));
+  RunFor(50ms);
+  EXPECT_EQ(Written(), std::vector<std::string>{});
   EXPECT_TRUE(wire_->closed);
   EXPECT_EQ(wire_->close_code, 1013);
 }
