@@ -127,6 +127,39 @@ class RawWebSocket final {
     return head;
   }
   void ShutdownSending() { ::shutdown(fd_, SHUT_WR); }
+  /// A masked close frame, code 1000, as a browser sends when the page closes the socket.
+  bool SendClose() {
+    const unsigned char frame[] = {0x88, 0x82, 0x01, 0x02, 0x03, 0x04, 0x03 ^ 0x01, 0xE8 ^ 0x02};
+    return ::send(fd_, frame, sizeof(frame), MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof(frame));
+  }
+  /// Reads until the server closes the TCP connection (or 10 s pass without a byte) and
+  /// returns the opcode of every frame received, in order (0x1 text, 0x8 close, ...).
+  std::vector<int> ReadOpcodesUntilEnd() {
+    std::string bytes;
+    char chunk[65536];
+    for (ssize_t n = 0; (n = ::recv(fd_, chunk, sizeof(chunk), 0)) > 0;) bytes.append(chunk, n);
+    std::vector<int> opcodes;
+    size_t at = 0;
+    while (at + 2 <= bytes.size()) {
+      const auto byte = [&](size_t i) { return static_cast<unsigned char>(bytes[at + i]); };
+      uint64_t length = byte(1) & 0x7F;
+      size_t header = 2;
+      if (length == 126) {
+        if (at + 4 > bytes.size()) break;
+        length = (uint64_t{byte(2)} << 8) | byte(3);
+        header = 4;
+      } else if (length == 127) {
+        if (at + 10 > bytes.size()) break;
+        length = 0;
+        for (size_t i = 2; i < 10; ++i) length = (length << 8) | byte(i);
+        header = 10;
+      }
+      if (at + header + length > bytes.size()) break;  // cut short: not a whole frame
+      opcodes.push_back(byte(0) & 0x0F);
+      at += header + length;
+    }
+    return opcodes;
+  }
 
  private:
   int fd_;
@@ -159,6 +192,35 @@ TEST(GatewayHardening, AHalfClosedClientThatStoppedReadingLosesItsSlot) {
   // token's expiry too, holding its slot until a restart.)
   EXPECT_EQ(WaitForMetricAtMost(harness.Port(), "agentwire_gateway_connections", 0, 15s), 0)
       << "a half-closed client still holds its connection";
+}
+
+// RFC 6455 5.5.1: once a close frame was sent, no data frame may follow. Our event frames
+// bypass Beast's write path, so when the client's close arrives while a catch-up is being
+// written, Beast's close reply must be the last frame on the wire.
+TEST(GatewayHardening, NoDataFrameFollowsTheCloseReply) {
+  GatewayHarness harness(4);
+  harness.StartGateway([](gateway::GatewayConfig& config) {
+    config.catchup_stall_timeout = 0ms;  // this is about the close alone
+  });
+  const std::string user = "closing";
+  constexpr int kEvents = 300;
+  PublishLarge(harness, user, kEvents, 32 * 1024);  // ~10 MB: the catch-up waits for the client
+
+  RawWebSocket client(harness.Port(), 4096);
+  const auto head = client.Upgrade("/v1/events?cursor=earliest",
+                                   gateway::MintHs256Token(kTestJwtSecret, user, 60s));
+  ASSERT_NE(head.find(" 101 "), std::string::npos) << head;
+  const double delivered =
+      WaitUntilSettled(harness.Port(), "agentwire_gateway_events_delivered_total", 1, 1s, 30s);
+  ASSERT_LT(delivered, kEvents) << "the backlog fit in the socket buffers: nothing waits";
+
+  ASSERT_TRUE(client.SendClose());
+  const auto opcodes = client.ReadOpcodesUntilEnd();
+  const auto close = std::find(opcodes.begin(), opcodes.end(), 0x8);
+  ASSERT_NE(close, opcodes.end()) << "no close reply among " << opcodes.size() << " frames";
+  EXPECT_GT(std::count(opcodes.begin(), close, 0x1), 0) << "no event before the close";
+  EXPECT_EQ(close + 1, opcodes.end())
+      << std::count(close + 1, opcodes.end(), 0x1) << " data frames after the close reply";
 }
 
 TEST(GatewayHardening, ClientsThatStopReadingDoNotStallAnotherUsersResumeFromKafka) {
