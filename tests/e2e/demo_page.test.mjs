@@ -7,20 +7,17 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
 
-import { emit, mintToken, runEvents, startBroker, startGateway, tempDir } from './support/agentwire.mjs';
+import {
+  emit,
+  launchChromium,
+  mintToken,
+  runEvents,
+  startBroker,
+  startGateway,
+  tempDir,
+} from './support/agentwire.mjs';
 import { waitFor } from './support/wait.mjs';
-
-const kChromiumArgs = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let dir;
 let broker;
@@ -31,11 +28,7 @@ before(async () => {
   dir = await tempDir('demo');
   broker = await startBroker(dir);
   gateway = await startGateway(broker.bootstrap);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: kChromiumArgs,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

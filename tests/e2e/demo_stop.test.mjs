@@ -7,23 +7,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
+import { launchChromium } from './support/agentwire.mjs';
 import { FakeGateway, fakeToken } from './support/fake_gateway.mjs';
 import { sleep, waitFor } from './support/wait.mjs';
-
-const kChromiumArgs = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'];
 
 let gateway;
 let browser;
 
 before(async () => {
   gateway = await new FakeGateway().start();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: kChromiumArgs,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -10,21 +10,19 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
 
-import { emit, mintToken, runEvents, startBroker, startGateway, tempDir } from './support/agentwire.mjs';
+import {
+  emit,
+  launchChromium,
+  mintToken,
+  runEvents,
+  startBroker,
+  startGateway,
+  tempDir,
+} from './support/agentwire.mjs';
 import { FakeGateway, fakeToken } from './support/fake_gateway.mjs';
 import { sleep, waitFor } from './support/wait.mjs';
 
-const kChromiumArgs = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const kFake = process.env.AGENTWIRE_E2E_FAKE_GATEWAY === '1';
 
 let dir;
@@ -50,11 +48,7 @@ before(async () => {
     system.token = (user) => mintToken(user);
     system.publish = (events) => emit(broker.bootstrap, events);
   }
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: kChromiumArgs,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -19,20 +19,18 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
 
-import { emit, mintToken, runEvents, startBroker, startGateway, tempDir } from './support/agentwire.mjs';
+import {
+  emit,
+  launchChromium,
+  mintToken,
+  runEvents,
+  startBroker,
+  startGateway,
+  tempDir,
+} from './support/agentwire.mjs';
 import { waitFor } from './support/wait.mjs';
 
-const kChromiumArgs = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const kPartitions = 12;  // `agentwire broker`'s default topic
 
 let broker;
@@ -236,11 +234,7 @@ before(async () => {
     gateways.push(gateway);
     balancer.upstreams.push({ name, port: gateway.port, down: false });
   }
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: kChromiumArgs,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -19,7 +19,6 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 
 import {
@@ -29,18 +28,10 @@ import {
   startSimulator,
   startSupervisor,
   tempDir,
+  launchChromium,
 } from './support/agentwire.mjs';
 import { sleep, waitFor } from './support/wait.mjs';
 
-const kChromiumArgs = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const kTerminal = new Set(['agent_completed', 'agent_failed']);
 
 let dir;
@@ -55,11 +46,7 @@ before(async () => {
   broker = await startBroker(dir);
   gateway = await startGateway(broker.bootstrap);
   supervisor = await startSupervisor(broker.bootstrap, ['--cancel-timeout', '3s']);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: kChromiumArgs,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -224,3 +224,25 @@ export function runEvents({ user, threadId, runId, prefix, firstSeq = 1, count =
   }
   return events;
 }
+
+// Debian's Chromium, headless, without what a test box lacks or must not do (a sandbox needs
+// user namespaces; QUIC, sync and component updates reach the network).
+const kChromiumArgs = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** Launches Debian's Chromium (or $CHROMIUM_PATH) through playwright-core: never a downloaded browser. */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    headless: true,
+    args: kChromiumArgs,
+  });
+}
