@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <exception>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -15,6 +18,7 @@
 
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/hashing.hpp"
+#include "agentwire/core/kafka_config.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/schemas/event_json.hpp"
@@ -52,6 +56,24 @@ std::string Decode(const void* key, size_t key_size, const void* value, size_t v
   return "";
 }
 
+/// How often the retention headroom is measured: a round trip per owned partition each time.
+constexpr auto kHeadroomInterval = std::chrono::seconds(5);
+/// Bounds one watermark query, and so how long a stop waits for the measurement in progress.
+constexpr int kWatermarkTimeoutMs = 2000;
+/// Below this ratio the archive warns: a tenth of the retained log is what stands between its
+/// position and the next deletion.
+constexpr double kHeadroomWarnRatio = 0.1;
+
+/// Where `position` stands in a partition's retained log [low, high), as a fraction of it: 1 at
+/// the log end (or when the log is empty), 0 at the log start or before it (the next deletion
+/// removes records the archive has not written, or already did).
+double HeadroomRatio(int64_t low, int64_t high, int64_t position) {
+  if (position < low) return 0.0;  // a hole already
+  if (high <= low) return 1.0;     // an empty log: nothing left to lose
+  return std::clamp(static_cast<double>(position - low) / static_cast<double>(high - low), 0.0,
+                    1.0);
+}
+
 }  // namespace
 
 class Archive::Impl final : public internal::BatchWriter {
@@ -79,6 +101,8 @@ class Archive::Impl final : public internal::BatchWriter {
 
   void Run(const std::stop_token& stop) { consumer_.Run(stop); }
   bool Ready() const noexcept { return consumer_.Ready(); }
+  /// Thread-safe.
+  std::map<int32_t, int64_t> OwnedPositions() const { return consumer_.OwnedPositions(); }
 
   void OnConnect(pqxx::connection& connection) override {
     pqxx::nontransaction tx(connection);
@@ -345,6 +369,122 @@ class Archive::Impl final : public internal::BatchWriter {
   std::vector<std::pair<const rd_kafka_message_t*, std::string>> pending_dead_;
 };
 
+/// Retention headroom of the partitions this process owns: how many of the records the archive
+/// has written Kafka still holds (its stored position minus the log start). Gateways serve a
+/// resume older than Kafka's log from agent_events and switch to Kafka at the archive's stored
+/// position, so that position must stay inside the retained log: an offset retention deletes
+/// before the archive wrote it exists nowhere.
+///
+/// Measured on its own thread with its own Kafka client, every kHeadroomInterval: each query is
+/// a round trip to a partition leader, which the batch loop must not wait for, and the headroom
+/// matters most while the writers are stuck (PostgreSQL down or refusing: every partition
+/// paused). The consumers' cached watermarks (rd_kafka_get_watermark_offsets) will not do:
+/// librdkafka refreshes the low one only with statistics.interval.ms set, and neither for paused
+/// partitions.
+class Archive::RetentionHeadroom final {
+ public:
+  /// Throws ConfigError for bad Kafka properties.
+  RetentionHeadroom(const ArchiveConfig& config, metrics::Registry& registry)
+      : topic_(config.topic),
+        registry_(registry),
+        ratio_(registry.GetGauge(
+            "agentwire_archive_retention_headroom_ratio",
+            "Min over the partitions this process owns of (stored offset - log start) / (log end "
+            "- log start): 1 = archived up to the log end, 0 = the next retention deletion "
+            "removes records not archived yet (1 while it owns none)")) {
+    ratio_.Set(1);
+    kafka::Properties properties = {{"client.id", "agentwire_archive_headroom"}};
+    for (const auto& [key, value] : config.client_properties) properties[key] = value;
+    client_ = kafka::MakeClient(RD_KAFKA_CONSUMER, kafka::MakeConf(properties));
+  }
+
+  /// Measures every kHeadroomInterval until `stop`. `positions` returns the stored offsets of
+  /// the partitions the process owns; it is called on this thread, so it must be thread-safe.
+  void Run(const std::stop_token& stop,
+           const std::function<std::map<int32_t, int64_t>()>& positions) noexcept {
+    try {
+      std::mutex mutex;
+      std::condition_variable_any wake;
+      std::unique_lock lock(mutex);
+      while (true) {
+        wake.wait_for(lock, stop, kHeadroomInterval, [] { return false; });
+        if (stop.stop_requested()) break;
+        Measure(positions(), stop);
+      }
+      Measure({}, stop);  // leaving: the process owns nothing any more
+    } catch (const std::exception& e) {
+      log::Error("retention headroom measurement stopped",
+                 {{"topic", topic_}, {"error", e.what()}});
+    }
+  }
+
+ private:
+  struct Partition {
+    metrics::Gauge* gauge = nullptr;  // agentwire_archive_retention_headroom_records
+    int64_t records = 0;              // as last measured
+    double ratio = 1;
+  };
+
+  void Measure(const std::map<int32_t, int64_t>& positions, const std::stop_token& stop) {
+    rd_kafka_poll(client_.get(), 0);  // serves the client's error and log events
+    for (auto& [p, partition] : partitions_) {
+      // Series stay once created: a partition this process no longer owns reports its share,
+      // 0, and the owner the value (sum by partition over the instances gives the group's).
+      if (!positions.contains(p)) partition.gauge->Set(0);
+    }
+    std::optional<int32_t> worst;
+    for (const auto& [p, position] : positions) {
+      auto& partition = partitions_[p];
+      if (partition.gauge == nullptr) {
+        partition.gauge = &registry_.GetGauge(
+            "agentwire_archive_retention_headroom_records",
+            "Records the archive has written that Kafka still holds (stored offset - log start); "
+            "<= 0: the next retention deletion removes records not archived yet, < 0: that many "
+            "were removed already. 0 in a process that does not own the partition",
+            {{"partition", std::to_string(p)}});
+      }
+      if (stop.stop_requested()) return;  // leaving: Run's last call resets the gauges
+      int64_t low = 0;
+      int64_t high = 0;
+      const auto err = rd_kafka_query_watermark_offsets(client_.get(), topic_.c_str(), p, &low,
+                                                        &high, kWatermarkTimeoutMs);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        partition.records = position - low;
+        partition.ratio = HeadroomRatio(low, high, position);
+        partition.gauge->Set(static_cast<double>(partition.records));
+      } else {
+        // The gauges keep their last values; the next round tries again.
+        query_log_.Warn(
+            "cannot read the partition's watermarks: its retention headroom is not measured",
+            {{"topic", topic_}, {"partition", p}, {"error", kafka::ErrorText(err)}});
+      }
+      if (!worst || partition.ratio < partitions_[*worst].ratio) worst = p;
+    }
+    const double ratio = worst ? partitions_[*worst].ratio : 1.0;
+    ratio_.Set(ratio);
+    if (worst && ratio < kHeadroomWarnRatio) {
+      low_headroom_log_.Warn(
+          "the archive is close to Kafka's log start: the next retention deletions remove records "
+          "it has not written, which then exist nowhere (resumes past retention get a hole). "
+          "Raise the archive's write rate (more --writers or instances, up to the partition "
+          "count; a faster PostgreSQL), fix PostgreSQL if it is down or refusing writes, or raise "
+          "the topic's retention.ms / retention.bytes",
+          {{"topic", topic_},
+           {"partition", *worst},
+           {"headroom_records", partitions_[*worst].records},
+           {"ratio", ratio}});
+    }
+  }
+
+  std::string topic_;
+  metrics::Registry& registry_;
+  metrics::Gauge& ratio_;
+  std::map<int32_t, Partition> partitions_;  // every partition this process has owned
+  kafka::HandlePtr client_;
+  log::RateLimited low_headroom_log_{std::chrono::minutes(1)};
+  log::RateLimited query_log_{std::chrono::minutes(1)};
+};
+
 void ValidateWriters(int writers) {
   if (writers < 1 || writers > 64) {
     throw ConfigError(fmt::format(
@@ -362,6 +502,7 @@ Archive::Archive(const ArchiveConfig& config, metrics::Registry& registry) {
       writer.instance_id = fmt::format("{}-w{}", config.instance_id, i);
     writers_.push_back(std::make_unique<Impl>(std::move(writer), registry));
   }
+  headroom_ = std::make_unique<RetentionHeadroom>(config, registry);
 }
 Archive::~Archive() = default;
 
@@ -382,6 +523,14 @@ void Archive::Run(const std::stop_token& stop) {
     }
   };
   {
+    // Destroyed last in this block (stop requested, then joined): measures while writers run.
+    std::jthread headroom([this](const std::stop_token& own) {
+      headroom_->Run(own, [this] {
+        std::map<int32_t, int64_t> positions;
+        for (const auto& writer : writers_) positions.merge(writer->OwnedPositions());
+        return positions;
+      });
+    });
     std::vector<std::jthread> others;
     for (size_t i = 1; i < writers_.size(); ++i) {
       others.emplace_back([&run, writer = writers_[i].get()] { run(*writer); });

@@ -125,6 +125,10 @@ PgBatchConsumer::PgBatchConsumer(BatchConsumerConfig config, BatchWriter& writer
       retention_gap_(config_.registry->GetCounter(
           config_.metric_prefix + "_retention_gap_messages_total",
           "Messages deleted by Kafka retention before this group read them (never written)")),
+      retention_holes_(config_.registry->GetCounter(
+          config_.metric_prefix + "_retention_holes_total",
+          "Offsets deleted by Kafka retention before this group wrote them: in neither Kafka nor "
+          "PostgreSQL (counted once, by the commit that moves past them)")),
       fenced_(config_.registry->GetCounter(
           config_.metric_prefix + "_fenced_total",
           "Partitions left out of a batch because another owner had moved their stored offset")),
@@ -228,7 +232,6 @@ void PgBatchConsumer::Run(const std::stop_token& stop) {
         // A message of a partition waiting to be re-positioned was fetched before the pause:
         // it is read again after the seek.
         if (found != partitions_.end() && !found->second.needs_position) {
-          CheckRetentionGap(found->second, *message);
           if (batch_.empty()) batch_deadline_ = Clock::now() + config_.batch_time;
           batch_.push_back(std::move(message));
         }
@@ -248,6 +251,8 @@ void PgBatchConsumer::Run(const std::stop_token& stop) {
   rd_kafka_consumer_close(consumer_.get());
   consumer_.reset();
   connection_.reset();
+  partitions_.clear();
+  PublishPositions();
 }
 
 void PgBatchConsumer::ThrowFatal() {
@@ -286,22 +291,56 @@ void PgBatchConsumer::WaitForFirstAssignment() {
   }
 }
 
-void PgBatchConsumer::CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message) {
-  // Positioned at a stored offset that retention has since deleted, the consumer continues
-  // from the oldest retained message (auto.offset.reset=earliest): those events are in neither
-  // Kafka nor PostgreSQL any more. Not silently: counted and logged, as the gateway does.
-  if (state.next_expected && message.offset > *state.next_expected) {
-    const int64_t missing = message.offset - *state.next_expected;
-    retention_gap_.Inc(static_cast<uint64_t>(missing));
+/// Adds to `holes` the offsets one partition's batch skips: between the stored position and its
+/// first message, and between consecutive messages. Positioned at a stored offset that
+/// retention has since deleted, or overtaken by retention while behind, the consumer goes on
+/// from the oldest retained message (auto.offset.reset=earliest): what lies between is in
+/// neither Kafka nor PostgreSQL. Counted at the commit that moves the stored offset past it, not
+/// when read: a batch rolled back (PostgreSQL down, refused, fenced, revoked) is read again and
+/// would count its hole again, while the fenced commit across a hole happens once per group.
+/// Assumes a partition's offsets are dense, as the idempotent, non-transactional producers
+/// agentwire supports write them (a transaction's commit marker would count as a hole of 1).
+void PgBatchConsumer::FindHoles(std::optional<int64_t> stored,
+                                const std::vector<const rd_kafka_message_t*>& messages,
+                                std::vector<Hole>& holes) {
+  if (messages.empty()) return;
+  // No stored offset: the group's first read of the partition, which starts wherever the log
+  // starts; nothing the group had to write is missing.
+  int64_t expected = stored.value_or(messages.front()->offset);
+  for (const auto* message : messages) {
+    if (message->offset > expected) {
+      holes.push_back({message->partition, expected, message->offset - expected});
+    }
+    expected = message->offset + 1;
+  }
+}
+
+void PgBatchConsumer::ReportHoles(const std::vector<Hole>& holes) {
+  for (const auto& hole : holes) {
+    retention_gap_.Inc(static_cast<uint64_t>(hole.count));
+    retention_holes_.Inc(static_cast<uint64_t>(hole.count));
     log::Error(
         "messages deleted by Kafka retention before this group read them: they are not in "
         "PostgreSQL (the consumer was down or behind for longer than the topic's retention)",
         {{"topic", config_.topic},
-         {"partition", message.partition},
-         {"offset", *state.next_expected},
-         {"count", missing}});
+         {"partition", hole.partition},
+         {"offset", hole.first},
+         {"count", hole.count}});
   }
-  state.next_expected = message.offset + 1;
+}
+
+std::map<int32_t, int64_t> PgBatchConsumer::OwnedPositions() const {
+  std::lock_guard lock(positions_mutex_);
+  return positions_;
+}
+
+void PgBatchConsumer::PublishPositions() {
+  std::map<int32_t, int64_t> positions;
+  for (const auto& [p, state] : partitions_) {
+    if (state.stored) positions.emplace(p, *state.stored);
+  }
+  std::lock_guard lock(positions_mutex_);
+  positions_.swap(positions);
 }
 
 void PgBatchConsumer::RefreshPartitionCount() {
@@ -336,7 +375,6 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
           PartitionState state;
           state.needs_position = false;
           if (found != stored.end()) state.stored = found->second;
-          state.next_expected = state.stored;
           element.offset = state.stored.value_or(RD_KAFKA_OFFSET_BEGINNING);
           partitions_[element.partition] = state;
         }
@@ -388,6 +426,7 @@ void PgBatchConsumer::OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
               {{"topic", config_.topic}, {"count", static_cast<uint64_t>(revoked.size())}});
   }
   ReportShare(assigned_, reported_assigned_, static_cast<double>(partitions_.size()));
+  PublishPositions();
 }
 
 std::map<int32_t, int64_t> PgBatchConsumer::LoadStoredOffsets(pqxx::transaction_base& tx) {
@@ -512,9 +551,9 @@ void PgBatchConsumer::Recover() {
     }
     const auto found = stored.find(element.partition);
     state.stored = found != stored.end() ? std::optional<int64_t>(found->second) : std::nullopt;
-    state.next_expected = state.stored;
     state.needs_position = false;
   }
+  PublishPositions();
   if (!failed.empty()) {
     Pause(failed);
     next_attempt_ = Clock::now() + config_.min_backoff;
@@ -555,6 +594,7 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
   std::vector<const rd_kafka_message_t*> accepted;
   std::vector<std::pair<int32_t, int64_t>> next_offsets;
   std::vector<int32_t> fenced;
+  std::vector<Hole> holes;
   try {
     pqxx::work tx(*connection_);
     for (const auto& [partition, messages] : by_partition) {
@@ -571,6 +611,7 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
       }
       accepted.insert(accepted.end(), messages.begin(), messages.end());
       next_offsets.emplace_back(partition, messages.back()->offset + 1);
+      FindHoles(stored, messages, holes);
     }
     if (!accepted.empty()) {
       if (!one_by_one) {
@@ -619,8 +660,10 @@ PgBatchConsumer::Outcome PgBatchConsumer::WriteBatch(bool one_by_one, std::strin
   }
   writer_.AfterCommit();
   messages_.Inc(accepted.size());
+  ReportHoles(holes);
 
   for (const auto& [partition, next] : next_offsets) partitions_[partition].stored = next;
+  PublishPositions();
   if (!next_offsets.empty()) {
     // Informational copy for Kafka tooling (lag dashboards); PostgreSQL stays the truth.
     kafka::TopicPartitionListPtr list(

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <pqxx/pqxx>
 #include <stdexcept>
@@ -123,6 +124,12 @@ class PgBatchConsumer final {
   /// each assignment); 0 while unknown. Consumer thread only (e.g. from BatchWriter::Write).
   int32_t TopicPartitionCount() const noexcept { return partition_count_; }
 
+  /// The stored next offset (consumer_offsets.next_offset) of each partition this consumer owns,
+  /// as of its last assignment, commit or re-positioning. Partitions whose stored offset is not
+  /// known (the group never wrote them, or PostgreSQL was down when they were assigned) are left
+  /// out. Thread-safe: for monitors on other threads (the archive's retention headroom).
+  std::map<int32_t, int64_t> OwnedPositions() const;
+
   /// Called by the rebalance callback (a free function).
   void OnRebalance(rd_kafka_t* consumer, rd_kafka_resp_err_t err,
                    rd_kafka_topic_partition_list_t* partitions);
@@ -131,9 +138,12 @@ class PgBatchConsumer final {
   struct PartitionState {
     std::optional<int64_t> stored;  // next_offset PostgreSQL holds (nullopt: no row yet)
     bool needs_position = true;     // paused until seeked to `stored`
-    /// The offset the next message should have (nullopt: unknown, a group's first read). A
-    /// message past it means retention deleted the messages between before they were read.
-    std::optional<int64_t> next_expected;
+  };
+  /// Offsets a batch skips: retention deleted them before the group read them.
+  struct Hole {
+    int32_t partition = 0;
+    int64_t first = 0;  // the first missing offset
+    int64_t count = 0;
   };
 
   void Flush();
@@ -146,7 +156,13 @@ class PgBatchConsumer final {
   void Pause(const std::vector<int32_t>& partitions);
   void UpdateLag();
   void RefreshPartitionCount();
-  void CheckRetentionGap(PartitionState& state, const rd_kafka_message_t& message);
+  /// Adds the offsets one partition's batch skips to `holes` (see the .cpp for when).
+  static void FindHoles(std::optional<int64_t> stored,
+                        const std::vector<const rd_kafka_message_t*>& messages,
+                        std::vector<Hole>& holes);
+  void ReportHoles(const std::vector<Hole>& holes);
+  /// Copies the stored offsets of partitions_ to what OwnedPositions() returns.
+  void PublishPositions();
   /// A fatal consumer error (FENCED_INSTANCE_ID: another process took this instance id):
   /// throws KafkaError with a hint.
   [[noreturn]] void ThrowFatal();
@@ -181,12 +197,15 @@ class PgBatchConsumer final {
   metrics::Histogram& batch_seconds_;
   metrics::Counter& pg_errors_;
   metrics::Counter& retention_gap_;
+  metrics::Counter& retention_holes_;
   metrics::Counter& fenced_;
   metrics::Gauge& lag_;
   metrics::Gauge& assigned_;
   bool assigned_once_ = false;    // the group's first assignment arrived (OnRebalance)
   double reported_lag_ = 0;       // this consumer's part of lag_
   double reported_assigned_ = 0;  // and of assigned_
+  mutable std::mutex positions_mutex_;
+  std::map<int32_t, int64_t> positions_;  // guarded by positions_mutex_ (OwnedPositions)
 };
 
 /// libpq connection errors (server gone, connection cut, commit outcome unknown).

@@ -4,23 +4,34 @@
 // (fsync off). Prints figures; asserts nothing.
 //
 //   archive_bench [--events N] [--partitions P] [--batch-size B] [--writers W] [--processes N]
-//                 [--sql S]...
+//                 [--sql S]... [--rounds R [--vs-sql S]...]
 //
 // --writers W is the archive's own flag (W group members in one process); --processes N runs
 // N archive processes in the one consumer group. Either way each member writes its own
 // partitions over its own PostgreSQL connection (the per-partition fence keeps it exactly-once).
 // --sql S runs S against the migrated database before the archive starts, to measure a schema
 // variant (e.g. --sql 'ALTER TABLE agent_events ALTER COLUMN payload TYPE json').
+// --rounds R --vs-sql S compares two schemas on the same published events: R rounds, each
+// archiving them once into a fresh database as migrated (A, with any --sql) and once with S
+// applied too (B), the order alternating (A B, B A, ...) so drift on a noisy machine hits both; it
+// prints each round's A/B ratio and the medians (e.g. --vs-sql 'DROP INDEX
+// agent_events_user_offset': the write cost of an index).
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -37,6 +48,158 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n == 0 ? 0.0 : n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+/// CPU seconds (user + system) the PostgreSQL cluster in `data_directory` has used so far: the
+/// postmaster, its live children (backends, checkpointer, WAL writer, autovacuum) and the
+/// children it has reaped. The archive's writes cost PostgreSQL's backends most of the machine,
+/// and CPU time is far less disturbed by other load on a shared machine than a rate is.
+double PostgresCpuSeconds(const std::string& data_directory) {
+  pid_t postmaster = 0;
+  std::ifstream(data_directory + "/postmaster.pid") >> postmaster;
+  double ticks = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string line;
+    std::getline(std::ifstream(entry.path() / "stat"), line);
+    // The command is in parentheses and may hold spaces: fields are counted after it, from
+    // field 3 (state); ppid is field 4, utime 14, stime 15, cutime 16, cstime 17 (proc(5)).
+    const size_t command_end = line.rfind(')');
+    if (command_end == std::string::npos) continue;
+    std::istringstream rest(line.substr(command_end + 1));
+    const std::vector<std::string> fields{std::istream_iterator<std::string>(rest),
+                                          std::istream_iterator<std::string>()};
+    if (fields.size() < 15) continue;
+    const auto field = [&](int number) { return std::stod(fields[number - 3]); };
+    if (std::stoi(name) == postmaster) {
+      ticks += field(14) + field(15) + field(16) + field(17);
+    } else if (static_cast<pid_t>(field(4)) == postmaster) {
+      ticks += field(14) + field(15);
+    }
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+struct Shape {
+  std::string name;
+  std::vector<std::string> sql;  // run on the migrated database before the archive starts
+};
+
+struct RunSettings {
+  std::string bootstrap;
+  int64_t events = 0;
+  int partitions = 0;
+  std::string batch_size;
+  std::string writers;
+  int processes = 1;
+};
+
+struct RunResult {
+  double rate = 0;             // events/s between the first and the last batch
+  double postgres_cpu_us = 0;  // PostgreSQL's CPU per archived event
+};
+
+/// Archives every published event into a fresh database of `shape` (rate 0 when an archive
+/// process failed). Drops the database after.
+RunResult ArchiveOnce(const RunSettings& settings, const Shape& shape, int run) {
+  using namespace agentwire;
+  auto& pg = testing::SharedPostgres();
+  const std::string dsn = pg.CreateDatabase("archive_bench");
+  consumers::ApplyMigrations(dsn);
+  for (const auto& sql : shape.sql) {
+    pg.Query(dsn, sql);
+    std::cout << "schema change: " << sql << '\n';
+  }
+  const std::string data_directory = pg.Directory() + "/data";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // psql's backends have exited
+  const double cpu_before = PostgresCpuSeconds(data_directory);
+  const auto started = Clock::now();
+  std::vector<std::unique_ptr<testing::Subprocess>> archives;
+  archives.reserve(static_cast<size_t>(settings.processes));
+  for (int i = 0; i < settings.processes; ++i) {
+    // A group of its own per run: nothing of an earlier run's membership can delay this one.
+    archives.push_back(std::make_unique<testing::Subprocess>(std::vector<std::string>{
+        testing::AgentwireBinary(), "archive", "--brokers", settings.bootstrap, "--pg", dsn,
+        "--group", fmt::format("archive-bench-{}", run), "--batch-size", settings.batch_size,
+        "--writers", settings.writers, "--metrics-port", "0", "--kafka", "session.timeout.ms=6000",
+        "--kafka", "heartbeat.interval.ms=1000"}));
+  }
+  auto stored = [&]() -> int64_t {
+    try {
+      return pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
+    } catch (const std::exception&) {
+      return 0;
+    }
+  };
+  Clock::time_point first_row{};
+  int64_t first_rows = 0;
+  while (true) {
+    const int64_t done = stored();
+    if (done > 0 && first_row == Clock::time_point{}) {
+      first_row = Clock::now();
+      first_rows = done;
+    }
+    if (done >= settings.events) break;
+    for (const auto& archive : archives) {
+      if (!archive->Running()) {
+        std::cerr << archive->Describe() << '\n';
+        return {};
+      }
+    }
+    // Each poll is a psql process: poll slowly so the bench does not eat the CPU it measures.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  const auto finished = Clock::now();
+  for (const auto& archive : archives) archive->Signal(SIGTERM);
+  for (const auto& archive : archives) archive->Wait(std::chrono::seconds(30));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // their backends have exited
+  const double postgres_cpu = PostgresCpuSeconds(data_directory) - cpu_before;
+
+  // The precise figure comes from the rows themselves: archived_at is each batch's
+  // transaction start, so the span between the first and the last batch is pure archive time.
+  const auto span = pg.QueryRows(
+      dsn,
+      "SELECT extract(epoch FROM max(archived_at) - min(archived_at)),"
+      " count(*) FILTER (WHERE archived_at > (SELECT min(archived_at) FROM agent_events))"
+      " FROM agent_events");
+  const double span_seconds = std::stod(span.at(0).at(0));
+  const double span_rows = std::stod(span.at(0).at(1));
+  const double rate = span_seconds > 0 ? span_rows / span_seconds : 0.0;
+  std::cout << fmt::format(
+      "archive ({}): {:.0f} events/s between the first and the last batch ({:.0f} rows in "
+      "{:.2f} s)\n",
+      shape.name, rate, span_rows, span_seconds);
+  const double total = Seconds(finished - started);
+  const double steady = Seconds(finished - first_row);
+  std::cout << fmt::format(
+      "archive ({}): {} events, {} partitions, batch {}, {} process(es) of {} writer(s): {:.2f} s "
+      "from process start ({:.0f} events/s), {:.2f} s from the first commit ({:.0f} events/s)\n",
+      shape.name, settings.events, settings.partitions, settings.batch_size, settings.processes,
+      settings.writers, total, static_cast<double>(settings.events) / total, steady,
+      static_cast<double>(settings.events - first_rows) / steady);
+  const double cpu_us = postgres_cpu / static_cast<double>(settings.events) * 1e6;
+  std::cout << fmt::format(
+      "PostgreSQL CPU ({}): {:.2f} s while archiving, {:.1f} us per event (backends, WAL and "
+      "checkpoints, a few polling queries)\n",
+      shape.name, postgres_cpu, cpu_us);
+  std::cout << fmt::format(
+      "agent_events size ({}): {}\n", shape.name,
+      pg.Query(dsn, "SELECT pg_size_pretty(pg_total_relation_size('agent_events'))"));
+  // Each run's rows would otherwise stay on disk for the rest of the bench.
+  try {
+    const size_t name = dsn.find("dbname=") + 7;
+    pg.Query(pg.Dsn(), "DROP DATABASE \"" + dsn.substr(name, dsn.find(' ', name) - name) + "\"");
+  } catch (const std::exception& e) {
+    std::cerr << "cannot drop the run's database (its rows stay on disk): " << e.what() << '\n';
+  }
+  return {rate, cpu_us};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -46,21 +209,31 @@ int main(int argc, char** argv) {
   std::string batch_size = "5000";
   int processes = 1;
   std::string writers = "1";
-  std::vector<std::string> schema_changes;
+  int rounds = 1;
+  Shape a;
+  Shape b;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--processes") == 0) processes = std::max(1, std::atoi(argv[i + 1]));
     if (std::strcmp(argv[i], "--writers") == 0) writers = argv[i + 1];
-    if (std::strcmp(argv[i], "--sql") == 0) schema_changes.emplace_back(argv[i + 1]);
+    if (std::strcmp(argv[i], "--sql") == 0) a.sql.emplace_back(argv[i + 1]);
+    if (std::strcmp(argv[i], "--vs-sql") == 0) b.sql.emplace_back(argv[i + 1]);
+    if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::max(1, std::atoi(argv[i + 1]));
     if (std::strcmp(argv[i], "--events") == 0) events = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--partitions") == 0) partitions = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--batch-size") == 0) batch_size = argv[i + 1];
   }
+  const bool compare = !b.sql.empty();
+  b.sql.insert(b.sql.begin(), a.sql.begin(), a.sql.end());  // B is A plus its own changes
+  a.name = a.sql.empty() ? "as migrated" : "--sql";
+  if (compare) {
+    a.name = "A, " + a.name;
+    b.name = "B, --vs-sql";
+  }
+
   const std::string topic = "agent.lifecycle.v1";
   kafka::EmbeddedKafka kafka(1);
   kafka.CreateTopic({topic, partitions});
   kafka.CreateTopic({topic + ".dlq", 2});
-  auto& pg = testing::SharedPostgres();
-  const std::string dsn = pg.CreateDatabase("archive_bench");
 
   // Realistic events: the simulator's mix is thinking/tool/delta text of a few hundred bytes.
   {
@@ -95,70 +268,43 @@ int main(int argc, char** argv) {
                              Seconds(Clock::now() - started));
   }
 
-  consumers::ApplyMigrations(dsn);
-  for (const auto& sql : schema_changes) {
-    pg.Query(dsn, sql);
-    std::cout << "schema change: " << sql << '\n';
-  }
-  const auto started = Clock::now();
-  std::vector<std::unique_ptr<testing::Subprocess>> archives;
-  for (int i = 0; i < processes; ++i) {
-    archives.push_back(std::make_unique<testing::Subprocess>(std::vector<std::string>{
-        testing::AgentwireBinary(), "archive", "--brokers", kafka.BootstrapServers(), "--pg", dsn,
-        "--batch-size", batch_size, "--writers", writers, "--metrics-port", "0", "--kafka",
-        "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000"}));
-  }
-  auto stored = [&]() -> int64_t {
-    try {
-      return pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets");
-    } catch (const std::exception&) {
-      return 0;
+  const RunSettings settings{
+      kafka.BootstrapServers(), events, partitions, batch_size, writers, processes};
+  if (!compare) {
+    for (int round = 0; round < rounds; ++round) {
+      if (ArchiveOnce(settings, a, round).rate == 0) return 1;
     }
-  };
-  Clock::time_point first_row{};
-  int64_t first_rows = 0;
-  while (true) {
-    const int64_t done = stored();
-    if (done > 0 && first_row == Clock::time_point{}) {
-      first_row = Clock::now();
-      first_rows = done;
-    }
-    if (done >= events) break;
-    for (const auto& archive : archives) {
-      if (!archive->Running()) {
-        std::cerr << archive->Describe() << '\n';
-        return 1;
-      }
-    }
-    // Each poll is a psql process: poll slowly so the bench does not eat the CPU it measures.
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    return 0;
   }
-  const auto finished = Clock::now();
-  for (const auto& archive : archives) archive->Signal(SIGTERM);
-  for (const auto& archive : archives) archive->Wait(std::chrono::seconds(30));
-
-  // The precise figure comes from the rows themselves: archived_at is each batch's
-  // transaction start, so the span between the first and the last batch is pure archive time.
-  const auto span = pg.QueryRows(
-      dsn,
-      "SELECT extract(epoch FROM max(archived_at) - min(archived_at)),"
-      " count(*) FILTER (WHERE archived_at > (SELECT min(archived_at) FROM agent_events))"
-      " FROM agent_events");
-  const double span_seconds = std::stod(span.at(0).at(0));
-  const double span_rows = std::stod(span.at(0).at(1));
+  // Per round: A's and B's rate and CPU per event, and the A/B ratios.
+  std::array<std::vector<double>, 6> figures;
+  for (auto& column : figures) column.reserve(static_cast<size_t>(rounds));
+  int run = 0;
+  for (int round = 0; round < rounds; ++round) {
+    std::array<RunResult, 2> result{};  // A, B
+    for (int k = 0; k < 2; ++k) {
+      const bool b_first = round % 2 == 1;
+      const bool is_b = (k == 0) == b_first;
+      result[is_b ? 1 : 0] = ArchiveOnce(settings, is_b ? b : a, run++);
+      if (result[is_b ? 1 : 0].rate == 0) return 1;
+    }
+    const std::array<double, 6> row = {result[0].rate,
+                                       result[1].rate,
+                                       result[0].rate / result[1].rate,
+                                       result[0].postgres_cpu_us,
+                                       result[1].postgres_cpu_us,
+                                       result[0].postgres_cpu_us / result[1].postgres_cpu_us};
+    for (size_t i = 0; i < row.size(); ++i) figures[i].push_back(row[i]);
+    std::cout << fmt::format(
+        "round {} ({}): A {:.0f} events/s, B {:.0f} events/s, A/B {:.3f}; PostgreSQL CPU per "
+        "event A {:.1f} us, B {:.1f} us, A/B {:.3f}\n",
+        round + 1, round % 2 == 1 ? "B first" : "A first", row[0], row[1], row[2], row[3], row[4],
+        row[5]);
+  }
   std::cout << fmt::format(
-      "archive: {:.0f} events/s between the first and the last batch ({:.0f} rows in {:.2f} s)\n",
-      span_seconds > 0 ? span_rows / span_seconds : 0.0, span_rows, span_seconds);
-  const double total = Seconds(finished - started);
-  const double steady = Seconds(finished - first_row);
-  std::cout << fmt::format(
-      "archive: {} events, {} partitions, batch {}, {} process(es) of {} writer(s): {:.2f} s from "
-      "process start ({:.0f} events/s), {:.2f} s from the first commit ({:.0f} events/s)\n",
-      events, partitions, batch_size, processes, writers, total, events / total, steady,
-      (events - first_rows) / steady);
-  std::cout << fmt::format("agent_events size: {}\n",
-                           pg.Query(dsn,
-                                    "SELECT pg_size_pretty(pg_total_relation_size("
-                                    "'agent_events'))"));
+      "median over {} rounds (ratios: median of the pairwise ones): A {:.0f} events/s, B {:.0f} "
+      "events/s, A/B {:.3f}; PostgreSQL CPU per event A {:.1f} us, B {:.1f} us, A/B {:.3f}\n",
+      rounds, Median(figures[0]), Median(figures[1]), Median(figures[2]), Median(figures[3]),
+      Median(figures[4]), Median(figures[5]));
   return 0;
 }

@@ -40,6 +40,9 @@ void ValidateWriters(int writers);
 /// stale owners). Undecodable messages become dead_letters rows and are produced to the DLQ
 /// topic with the reason in the `agentwire-dlq-reason` header; the consumer goes on.
 /// PostgreSQL down: consumption pauses, reconnects back off, nothing is skipped.
+/// Meanwhile it measures its retention headroom (agentwire_archive_retention_headroom_*): how far
+/// its stored positions are ahead of Kafka's log start, and warns before retention deletes
+/// records it has not written.
 class Archive final {
  public:
   /// Throws ConfigError for bad Kafka properties.
@@ -55,7 +58,9 @@ class Archive final {
 
  private:
   class Impl;
+  class RetentionHeadroom;
   std::vector<std::unique_ptr<Impl>> writers_;
+  std::unique_ptr<RetentionHeadroom> headroom_;
 };
 
 }  // namespace agentwire::consumers
