@@ -11,10 +11,10 @@ namespace agentwire::gateway {
 
 /// The offset bookkeeping that joins a session's catch-up to its live stream, so that the
 /// client gets every event of its partition after its cursor exactly once and in order. No
-/// sockets, no hub, no threads: the Session drives it (tests/unit/hand_off_test.cpp drives it
+/// sockets, no hub, no threads: the CatchUp drives it (tests/unit/hand_off_test.cpp drives it
 /// through random interleavings).
 ///
-/// The catch-up covers [Position(), Target()) of the partition; the Session fetches that range
+/// The catch-up covers [Position(), Target()) of the partition; the CatchUp fetches that range
 /// from the cache or Kafka in pieces and reports each fetched entry (TakeCatchup) and how far
 /// each piece reached (Advance). Live events that arrive meanwhile are buffered, up to a small
 /// bound; past it they are dropped and the catch-up is extended to where the log is then

@@ -41,12 +41,23 @@ Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayCo
       user_id_(std::move(user_id)),
       partition_(partition),
       start_(start),
-      filters_(std::move(filters)),
       id_(id),
       created_at_(std::chrono::steady_clock::now()),
-      // Small on purpose: past it, catching up from the log costs less than buffering.
-      hand_off_({std::min<size_t>(context_->config.send_queue_max_frames, 1024),
-                 std::min<size_t>(context_->config.send_queue_max_bytes, 512 * 1024)}),
+      log_(*context_, partition_, user_id_),
+      catch_up_(log_, context_->metrics,
+                {partition_,
+                 user_id_,
+                 id_,
+                 std::move(filters),
+                 // Small on purpose: past it, catching up from the log costs less than buffering.
+                 {std::min<size_t>(context_->config.send_queue_max_frames, 1024),
+                  std::min<size_t>(context_->config.send_queue_max_bytes, 512 * 1024)},
+                 context_->config.max_catchup_events},
+                // Queued only: every caller writes next, and a write from here could start the
+                // catch-up before the session is attached.
+                [this](CatchUp::Frame frame) {
+                  Push({std::move(frame), 0, FrameKind::kControl});
+                }),
       close_timer_(transport_->GetExecutor()),
       keep_alive_timer_(transport_->GetExecutor()),
       token_timer_(transport_->GetExecutor()),
@@ -57,7 +68,7 @@ Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayCo
 }
 
 Session::~Session() {
-  DropCatchup();
+  catch_up_.Drop();
   if (attached_) context_->hub.Detach(partition_, user_id_, this);
   context_->ReleaseConnection(user_id_);
   context_->RemoveSession(this);
@@ -212,44 +223,10 @@ std::string Session::CursorAt(int64_t next_offset) const {
   return EncodeCursor(context_->identity.CursorAt(partition_, next_offset));
 }
 
-void Session::SendReset(std::string_view reason, const MissingRange* missing) {
-  context_->metrics.resets.Inc();
-  if (missing != nullptr) {
-    context_->metrics.missing_offsets.Inc(
-        static_cast<uint64_t>(missing->to_offset - missing->from_offset));
-  }
-  // A retention gap resets every session of a partition at once: one line a second.
-  static log::RateLimited reset_log;
-  reset_log.Write(log::Level::kInfo, "sent reset",
-                  {{"session", id_},
-                   {"user", user_id_},
-                   {"reason", std::string(reason)},
-                   {"missing_from", missing != nullptr ? missing->from_offset : -1},
-                   {"missing_to", missing != nullptr ? missing->to_offset : -1}});
+void Session::SendReset(std::string_view reason) {
   // Queued only: every caller writes next, and a write from here could start the catch-up
   // before the session is attached.
-  auto frame = std::make_shared<const std::string>(ResetFrame(reason, missing));
-  if (phase_ == Phase::kCatchingUp && !catchup_.empty()) {
-    catchup_.push_back({nullptr, 0, std::move(frame)});
-    return;
-  }
-  Push({std::move(frame), 0, FrameKind::kControl});
-}
-
-void Session::StartFromEarliest() {
-  earliest_ = true;
-  hand_off_.SetPosition(0);
-  // A client without a cursor would otherwise make this replica scan its whole partition
-  // (up to the log's retention) on every page load: it gets the newest records only, and is
-  // told with `reset` when the log holds older ones it will not see.
-  const int64_t limit = context_->config.max_catchup_events;
-  if (limit <= 0 || attach_end_ <= limit) return;
-  const int64_t bound = attach_end_ - limit;
-  const int64_t log_start = context_->hub.LogStart(partition_);  // -1 while unknown
-  if (log_start >= bound) return;  // retention already keeps less than the limit
-  hand_off_.SetPosition(bound);
-  context_->metrics.catchup_limited.Inc();
-  SendReset(kResetCatchupLimit);
+  Push({MakeReset(context_->metrics, id_, user_id_, reason, nullptr), 0, FrameKind::kControl});
 }
 
 void Session::BeginCatchUp() {
@@ -259,6 +236,7 @@ void Session::BeginCatchUp() {
     start_.kind = StartPosition::Kind::kLive;
   }
   attached_ = true;
+  log_.SetSink(std::static_pointer_cast<HistorySink>(shared_from_this()));
   WatchCatchupProgress();
   const int64_t attach_point = context_->hub.Attach(partition_, user_id_, shared_from_this());
   if (attach_point == PartitionHub::kNotTailed) {
@@ -280,102 +258,17 @@ void Session::OnTailStarted(int64_t start_offset) {
 }
 
 void Session::CatchUpFrom(int64_t attach_point) {
-  attach_end_ = attach_point;
-  hand_off_.Start(attach_end_, attach_end_);
-  switch (start_.kind) {
-    case StartPosition::Kind::kLive:
-      break;
-    case StartPosition::Kind::kEarliest:
-      StartFromEarliest();
-      break;
-    case StartPosition::Kind::kCursor:
-      if (start_.next_offset <= attach_end_) {
-        hand_off_.SetPosition(start_.next_offset);
-      } else {
-        // The cursor is ahead of this replica's tail: another replica is further along (or
-        // this one is still warming up), or the topic was recreated. Only Kafka's high
-        // watermark can tell which; the history reader asks it once for every such session.
-        probing_ahead_ = true;
-        hand_off_.SkipTo(start_.next_offset);
-        SubmitHistory(start_.next_offset, start_.next_offset);
-      }
-      break;
-  }
+  catch_up_.Start(attach_point, start_);
   WriteNext();
 }
 
-void Session::SubmitHistory(int64_t from, int64_t to) {
-  history_in_flight_ = true;
-  HistoryRequest request;
-  request.partition = partition_;
-  request.user_id = user_id_;
-  request.from = from;
-  request.to = to;
-  request.earliest = earliest_;
-  request.sink = std::static_pointer_cast<HistorySink>(shared_from_this());
-  context_->history.Submit(std::move(request));
-}
-
-void Session::SubmitArchive(int64_t from, int64_t to) {
-  if (!counted_archive_) {
-    counted_archive_ = true;
-    context_->metrics.resumes_archive.Inc();
-  }
-  history_in_flight_ = true;
-  archive_request_to_ = to;
-  HistoryRequest request;
-  request.partition = partition_;
-  request.user_id = user_id_;
-  request.from = from;
-  request.to = to;
-  request.sink = std::static_pointer_cast<HistorySink>(shared_from_this());
-  context_->archive.Submit(std::move(request));
-}
-
 void Session::PumpCatchUp() {
-  // Entries are fetched only when the session has written what it held: its memory stays
-  // bounded by one cache chunk or one history chunk.
-  constexpr size_t kCacheChunkBytes = 64 * 1024;
   if (waiting_for_tail_) return;  // nothing to fetch before the attach point is known
-  while (phase_ == Phase::kCatchingUp && !history_in_flight_ && catchup_.empty()) {
-    if (hand_off_.Fetched()) {
-      if (!hand_off_.LiveOverflowed()) {
-        GoLive();
-        return;
-      }
-      // Live events overflowed the buffer while catching up: they were dropped, and the
-      // catch-up goes on to where the log is now (everything after it arrives live).
-      hand_off_.ExtendTo(context_->hub.DispatchedEnd(partition_));
-      continue;
-    }
-    auto read = context_->hub.ReadCached(partition_, user_id_, hand_off_.Position(),
-                                         hand_off_.Target(), kCacheChunkBytes);
-    if (!read.covered) {
-      // Below Kafka's log start (as the tailer last saw it, or as a Kafka read answered): the
-      // archive holds what retention deleted, up to its committed position.
-      const int64_t log_start = std::max(archive_until_, context_->hub.LogStart(partition_));
-      if (context_->archive.Enabled() && hand_off_.Position() < log_start) {
-        SubmitArchive(hand_off_.Position(), std::min(log_start, hand_off_.Target()));
-        return;
-      }
-      if (!counted_kafka_) {
-        counted_kafka_ = true;
-        context_->metrics.resumes_kafka.Inc();
-      }
-      SubmitHistory(hand_off_.Position(), std::min(read.next_offset, hand_off_.Target()));
-      return;
-    }
-    if (!counted_cache_ && !counted_kafka_) {
-      counted_cache_ = true;
-      context_->metrics.resumes_cache.Inc();
-    }
-    for (auto& entry : read.entries) AddCatchup(std::move(entry), 0, false);
-    hand_off_.Advance(read.next_offset);
-  }
+  if (phase_ == Phase::kCatchingUp && catch_up_.Pump() == CatchUp::Pumped::kReady) GoLive();
 }
 
 void Session::OnHistory(HistoryChunk chunk) {
-  pending_catchup_bytes_.fetch_add(chunk.charged_bytes);
+  catch_up_.Charge(chunk.charged_bytes);
   asio::post(transport_->GetExecutor(),
              [self = shared_from_this(), chunk = std::move(chunk)]() mutable {
                self->HandleHistory(std::move(chunk));
@@ -384,163 +277,37 @@ void Session::OnHistory(HistoryChunk chunk) {
 
 void Session::HandleHistory(HistoryChunk chunk) {
   if (phase_ != Phase::kCatchingUp) {
-    ReleaseCatchup(chunk.charged_bytes);
+    catch_up_.Release(chunk.charged_bytes);
     return;
   }
-  for (auto& entry : chunk.entries) {
-    const size_t bytes = entry->Bytes();  // what the history reader charged for it
-    AddCatchup(std::move(entry), bytes, true);
-  }
-  using Status = HistoryChunk::Status;
-  if (chunk.source == HistoryChunk::Source::kArchive) {
-    HandleArchiveChunk(chunk);
-    return;
-  }
-  switch (chunk.status) {
-    case Status::kMore:
-      hand_off_.Advance(chunk.next_offset);
-      break;
-    case Status::kDone:
-      history_in_flight_ = false;
-      hand_off_.Advance(chunk.next_offset);
-      probing_ahead_ = false;
-      break;
-    case Status::kPaused:  // asked again from next_offset once the session has written
-      hand_off_.Advance(chunk.next_offset);
-      probing_ahead_ = false;
-      if (!catchup_.empty()) {
-        history_in_flight_ = false;
-        break;
-      }
-      // Paused while holding nothing: the user's other sessions hold its fair share of the
-      // catch-up budget. Asking again at once would come straight back; ask after a while
-      // (history_in_flight_ stays set, so nothing else asks meanwhile).
-      context_->metrics.catchup_share_waits.Inc();
-      retry_timer_.expires_after(std::chrono::milliseconds(250));
-      retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-        if (ec || self->phase_ != Phase::kCatchingUp) return;
-        self->history_in_flight_ = false;
-        self->WriteNext();
-      });
-      break;
-    case Status::kOutOfRange:
-      history_in_flight_ = false;
-      if (!probing_ahead_ && chunk.log_start > hand_off_.Position()) {
-        if (context_->archive.Enabled()) {
-          archive_until_ = chunk.log_start;  // the next piece comes from the archive
-          break;
-        }
-        // Retention deleted [position, log start) and there is no archive: name the hole, then
-        // everything the log still holds.
-        const MissingRange missing{partition_, hand_off_.Position(), chunk.log_start};
-        SendReset(kResetHistoryUnavailable, &missing);
-        hand_off_.Advance(chunk.log_start);
-        break;
-      }
-      SendReset(kResetHistoryUnavailable);
-      // History is gone (or the cursor came from a topic that was recreated): go on live from
-      // this replica's tail.
-      hand_off_.SkipTo(probing_ahead_ ? attach_end_ : hand_off_.Target());
-      probing_ahead_ = false;
-      break;
-    case Status::kError:
-      history_in_flight_ = false;
-      // Kafka unreachable: let the client retry later with the same cursor.
-      static log::RateLimited failed_log;  // a Kafka outage fails every resume at once
-      failed_log.Warn("resume from kafka failed",
-                      {{"session", id_}, {"user", user_id_}, {"error", chunk.error}});
-      StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
+  switch (catch_up_.OnChunk(std::move(chunk))) {
+    case CatchUp::Next::kWrite:
+      WriteNext();
       return;
-  }
-  WriteNext();
-}
-
-void Session::HandleArchiveChunk(const HistoryChunk& chunk) {
-  using Status = HistoryChunk::Status;
-  switch (chunk.status) {
-    case Status::kMore:  // pulled: the next chunk is asked for once this one is written
-    case Status::kDone:
-      history_in_flight_ = false;
-      hand_off_.Advance(chunk.next_offset);
-      break;
-    case Status::kOutOfRange: {
-      // The archive fell behind retention: [next_offset, the log's start) exists nowhere.
-      history_in_flight_ = false;
-      const MissingRange missing{partition_, chunk.next_offset, archive_request_to_};
-      SendReset(kResetHistoryUnavailable, &missing);
-      hand_off_.Advance(archive_request_to_);
-      break;
-    }
-    case Status::kPaused:
-      // The catch-up budget is full, or this user's other sessions hold its fair share.
-      context_->metrics.catchup_share_waits.Inc();
-      retry_timer_.expires_after(std::chrono::milliseconds(250));
+    case CatchUp::Next::kRetryLater:
+      retry_timer_.expires_after(CatchUp::kRetryAfter);
       retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
         if (ec || self->phase_ != Phase::kCatchingUp) return;
-        self->history_in_flight_ = false;
+        self->catch_up_.Retry();
         self->WriteNext();
       });
       return;
-    case Status::kError: {
-      history_in_flight_ = false;
-      // PostgreSQL down or slow: never a silent hole. The client comes back with the same
-      // cursor (1013 means "try again later"); sessions served by Kafka are not affected.
-      static log::RateLimited failed_log;
-      failed_log.Warn("resume from the archive failed",
-                      {{"session", id_}, {"user", user_id_}, {"error", chunk.error}});
+    case CatchUp::Next::kFailed:
       StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
       return;
-    }
   }
-  WriteNext();
 }
 
 void Session::GoLive() {
   phase_ = Phase::kLive;
   // Live events that arrived meanwhile, minus what the catch-up already covered.
-  const auto buffered = hand_off_.GoLive();
+  const auto buffered = catch_up_.GoLive();
   context_->metrics.time_to_ready.Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - created_at_).count());
   Push(
-      {std::make_shared<const std::string>(ReadyFrame(CursorAt(hand_off_.NextOffset()), replayed_)),
+      {std::make_shared<const std::string>(ReadyFrame(CursorAt(catch_up_.NextOffset()), replayed_)),
        0, FrameKind::kControl});
   for (const auto& entry : buffered) AcceptLive(entry);
-}
-
-void Session::AddCatchup(LogEntryPtr entry, size_t charged_bytes, bool from_kafka) {
-  // Only what will be written is kept, so "catchup_ is not empty" means "a frame follows".
-  if (!filters_.Matches(*entry) || !hand_off_.TakeCatchup(entry->offset) ||
-      EndedAlready(*entry, from_kafka)) {
-    ReleaseCatchup(charged_bytes);
-    return;
-  }
-  catchup_.push_back({std::move(entry), charged_bytes, nullptr});
-}
-
-bool Session::EndedAlready(const LogEntry& entry, bool ask_hub) {
-  if (entry.run_id.empty()) return false;
-  if (std::find(ended_runs_.begin(), ended_runs_.end(), entry.run_id) != ended_runs_.end() ||
-      (ask_hub && context_->hub.IsLate(partition_, entry))) {
-    return true;
-  }
-  if (entry.end != RunEnd::kNone) {
-    if (ended_runs_.size() == kEndedRunsKept) ended_runs_.erase(ended_runs_.begin());
-    ended_runs_.push_back(entry.run_id);
-  }
-  return false;
-}
-
-void Session::ReleaseCatchup(size_t bytes) {
-  if (bytes == 0) return;
-  pending_catchup_bytes_.fetch_sub(bytes);
-  context_->catchup_budget.Release(user_id_, bytes);
-}
-
-void Session::DropCatchup() {
-  while (!catchup_.empty()) {
-    ReleaseCatchup(catchup_.front().charged_bytes);
-    catchup_.pop_front();
-  }
 }
 
 void Session::OnLive(const LogEntryPtr& entry) {
@@ -550,9 +317,7 @@ void Session::OnLive(const LogEntryPtr& entry) {
 
 void Session::HandleLive(const LogEntryPtr& entry) {
   if (phase_ == Phase::kCatchingUp || phase_ == Phase::kAccepting) {
-    if (hand_off_.BufferLive(entry) == HandOff::Buffered::kOverflowedNow) {
-      context_->metrics.catchup_extended.Inc();
-    }
+    catch_up_.BufferLive(entry);
     return;
   }
   if (phase_ != Phase::kLive) return;
@@ -569,14 +334,17 @@ void Session::HandleLive(const LogEntryPtr& entry) {
 }
 
 void Session::AcceptLive(const LogEntryPtr& entry) {
-  if (!hand_off_.AcceptLive(entry->offset)) return;  // already delivered (or before our start)
-  if (entry->gap) {
-    // Events this session had not received are gone from the log (the tailer logged which):
-    // say so, then go on live from where the log now starts.
-    SendReset(kResetHistoryUnavailable);
-    return;
+  switch (catch_up_.AcceptLive(*entry)) {
+    case CatchUp::Live::kSkip:  // delivered already, filtered out, or after its run's end
+      return;
+    case CatchUp::Live::kGap:
+      // Events this session had not received are gone from the log (the tailer logged which):
+      // say so, then go on live from where the log now starts.
+      SendReset(kResetHistoryUnavailable);
+      return;
+    case CatchUp::Live::kDeliver:
+      break;
   }
-  if (!filters_.Matches(*entry) || EndedAlready(*entry, false)) return;
   const auto& frame = entry->Frame();  // built here, on the first session that sends it
   if (!frame) return;                  // a record that did not decode: nobody gets it
   Push({frame, entry->timestamp_ms, FrameKind::kEvent});
@@ -605,31 +373,23 @@ void Session::WriteNext() {
     }
     return;
   }
-  if (phase_ == Phase::kCatchingUp && queue_.empty() && catchup_.empty()) PumpCatchUp();
+  if (phase_ == Phase::kCatchingUp && queue_.empty() && !catch_up_.Holding()) PumpCatchUp();
   Queued next;
   if (!queue_.empty()) {
     next = std::move(queue_.front());
     queue_.pop_front();
     queued_bytes_ -= next.frame->size();
   } else {
-    while (!catchup_.empty() && !next.frame) {
-      auto item = std::move(catchup_.front());
-      catchup_.pop_front();
-      ReleaseCatchup(item.charged_bytes);
-      if (item.control) {
-        next = {std::move(item.control), 0, FrameKind::kControl};
-      } else {
-        next = {item.entry->Frame(), 0, FrameKind::kEvent};  // null: did not decode, skipped
-      }
-    }
+    auto piece = catch_up_.Take();
+    next = {std::move(piece.frame), 0, piece.kind};
     if (!next.frame) {
-      if (phase_ == Phase::kCatchingUp && catchup_.empty()) PumpCatchUp();
-      if (!catchup_.empty() || !queue_.empty()) return WriteNext();
+      if (phase_ == Phase::kCatchingUp && !catch_up_.Holding()) PumpCatchUp();
+      if (catch_up_.Holding() || !queue_.empty()) return WriteNext();
       return;  // history on its way, or live and idle
     }
     if (next.kind == FrameKind::kEvent) ++replayed_;
   }
-  StartWrite(std::move(next), !queue_.empty() || !catchup_.empty());
+  StartWrite(std::move(next), !queue_.empty() || catch_up_.Holding());
 }
 
 void Session::StartWrite(Queued item, bool more_follows) {
@@ -687,8 +447,7 @@ void Session::OnRead(beast::error_code ec) {
     CancelTimers();
     queue_.clear();
     queued_bytes_ = 0;
-    DropCatchup();
-    hand_off_.DropBuffered();
+    catch_up_.Drop();
     if (pending_write) transport_->Abort();
     return;
   }
@@ -712,15 +471,14 @@ void Session::StartClose(websocket::close_code code, std::string reason) {
     // The handshake is under way: finish it, then close with this code, so a client that
     // connected just as the replica began draining still gets 1012 (reconnect elsewhere)
     // rather than a dropped TCP connection.
-    hand_off_.DropBuffered();
+    catch_up_.Drop();  // holds nothing yet but the live events buffered
     if (!close_on_accept_) close_on_accept_.emplace(code, std::move(reason));
     return;
   }
   phase_ = Phase::kClosing;
   queue_.clear();
   queued_bytes_ = 0;
-  DropCatchup();
-  hand_off_.DropBuffered();
+  catch_up_.Drop();
   pending_close_code_ = code;
   pending_close_reason_ = std::move(reason);
   close_after_write_ = true;

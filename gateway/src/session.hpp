@@ -1,6 +1,5 @@
 #pragma once
 
-#include <atomic>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
@@ -13,46 +12,28 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
+#include "catch_up.hpp"
 #include "fifo.hpp"
 #include "frames.hpp"
 #include "gateway_context.hpp"
-#include "hand_off.hpp"
 #include "history.hpp"
 #include "partition_hub.hpp"
 #include "transport.hpp"
 
 namespace agentwire::gateway {
 
-/// Where a new connection starts reading its user's stream.
-struct StartPosition {
-  enum class Kind { kLive, kCursor, kEarliest };
-  Kind kind = Kind::kLive;
-  int64_t next_offset = 0;  // kCursor: first offset not yet delivered
-  bool reset = false;       // the cursor belongs to another topic identity: send `reset` first
-};
-
-struct SessionFilters {
-  std::string thread_id;
-  std::string run_id;
-  bool Matches(const LogEntry& entry) const {
-    return (thread_id.empty() || entry.thread_id == thread_id) &&
-           (run_id.empty() || entry.run_id == run_id);
-  }
-};
-
 /// One client of a user's stream, over WebSocket or SSE (the Transport frames and moves the
 /// bytes; everything else is here, once). Lifecycle: accept -> catch-up -> `ready` -> live.
 ///
-/// Catch-up is pulled as the client reads: the session fetches the next piece of its user's
-/// history (from the recent-log cache, or as chunks from the replica's HistoryService) only
-/// when it has written what it holds, so its memory stays bounded however far back the cursor
-/// is. Live events that arrive meanwhile wait in a small buffer; when that overflows, the
-/// buffer is dropped and the catch-up is extended to the log's current end instead (the client
-/// is never closed for being in catch-up). Every event is sent at most once because the
-/// session drops anything below the next offset it expects (a user's events all live in one
-/// partition, so one offset orders them).
+/// Catch-up is pulled as the client reads: the session asks its CatchUp (the read side: the
+/// recent-log cache, the replica's HistoryService, the archive) for the next piece of its
+/// user's history only when it has written what it holds, so its memory stays bounded however
+/// far back the cursor is. Live events that arrive meanwhile wait in a small buffer; when that
+/// overflows, the buffer is dropped and the catch-up is extended to the log's current end
+/// instead (the client is never closed for being in catch-up). Every event is sent at most once
+/// because the session drops anything below the next offset it expects (a user's events all
+/// live in one partition, so one offset orders them).
 ///
 /// All state is touched only on the session's strand; OnLive, OnHistory and Close may be called
 /// from any thread (they post). One write in flight; frames that follow each other at once
@@ -76,7 +57,7 @@ class Session final : public LiveListener,
   void OnLive(const LogEntryPtr& entry) override;
   void OnTailStarted(int64_t start_offset) override;
   void OnHistory(HistoryChunk chunk) override;
-  size_t PendingCatchupBytes() const override { return pending_catchup_bytes_.load(); }
+  size_t PendingCatchupBytes() const override { return catch_up_.PendingBytes(); }
   /// Closes with `code` after the write in flight. Thread-safe.
   void Close(boost::beast::websocket::close_code code, std::string reason);
 
@@ -89,39 +70,18 @@ class Session final : public LiveListener,
     int64_t timestamp_ms = 0;  // Kafka time of a live event (latency metric); 0 otherwise
     FrameKind kind = FrameKind::kControl;
   };
-  struct CatchupItem {
-    LogEntryPtr entry;
-    size_t charged_bytes = 0;  // charged to the replica's CatchupBudget (Kafka reads only)
-    Frame control;  // instead of an entry: a `reset` that must follow the entries before it
-  };
 
   void OnAccept(boost::beast::error_code ec);
   void BeginCatchUp();
   /// Catches up from the start position to `attach_point` (the hub's), then goes live.
   void CatchUpFrom(int64_t attach_point);
-  /// Fetches the next piece of history when the session holds none; sends `ready` when the
-  /// catch-up reached its target.
+  /// Asks the CatchUp for the next piece of history when the session holds none; sends
+  /// `ready` when the catch-up reached its target.
   void PumpCatchUp();
   void HandleHistory(HistoryChunk chunk);
-  void SubmitHistory(int64_t from, int64_t to);
-  /// Reads [from, to) of the user's events from the archive (below Kafka's log start).
-  void SubmitArchive(int64_t from, int64_t to);
-  void HandleArchiveChunk(const HistoryChunk& chunk);
   void GoLive();
-  /// Keeps a fetched entry unless it was written already, the filters exclude it, or its run
-  /// had ended (`from_kafka`: read past the hub, which judged everything it dispatched).
-  void AddCatchup(LogEntryPtr entry, size_t charged_bytes, bool from_kafka);
-  /// First terminal wins (docs/runs.md): true for an event of a run whose end this session
-  /// delivered, or (`ask_hub`) whose end the replica has read before it. Call once per entry
-  /// about to be delivered, in offset order: it notes the ends it lets through.
-  bool EndedAlready(const LogEntry& entry, bool ask_hub);
-  void ReleaseCatchup(size_t bytes);
-  void DropCatchup();
-  /// Queues `reset`. During catch-up it follows the fetched entries not written yet (they
-  /// come before it in the log), so it is queued behind them.
-  void SendReset(std::string_view reason, const MissingRange* missing = nullptr);
-  /// `cursor=earliest`: from the log's start, or from the newest --max-catchup-events records.
-  void StartFromEarliest();
+  /// Queues `reset` (the start position's, or a gap in the live stream).
+  void SendReset(std::string_view reason);
   void HandleLive(const LogEntryPtr& entry);
   /// Live phase: applies the offset rule, gap markers and filters; queues without writing.
   void AcceptLive(const LogEntryPtr& entry);
@@ -154,7 +114,6 @@ class Session final : public LiveListener,
   const std::string user_id_;
   const int partition_;
   StartPosition start_;
-  const SessionFilters filters_;
   const uint64_t id_;
   const std::chrono::steady_clock::time_point created_at_;
 
@@ -162,25 +121,10 @@ class Session final : public LiveListener,
   bool attached_ = false;
   bool waiting_for_tail_ = false;  // attached to a partition the tailer has not started yet
   uint64_t replayed_ = 0;
-  // The runs whose end this session delivered, newest last (a few: a bounded ring).
-  std::vector<std::string> ended_runs_;
-  static constexpr size_t kEndedRunsKept = 32;
 
-  // Catch-up: hand_off_ says what is still to be fetched and joins it to the live stream by
-  // offset; catchup_ holds what was fetched and not yet written.
-  HandOff hand_off_;
-  int64_t attach_end_ = 0;
-  bool earliest_ = false;
-  bool probing_ahead_ = false;  // the cursor is past this replica's tail: does Kafka have it?
-  bool history_in_flight_ = false;
-  bool counted_cache_ = false;
-  bool counted_kafka_ = false;
-  bool counted_archive_ = false;
-  // Offsets below it are read from the archive: Kafka's log start as a Kafka read reported it.
-  int64_t archive_until_ = -1;
-  int64_t archive_request_to_ = 0;  // the end of the archive read in flight
-  Fifo<CatchupItem> catchup_;
-  std::atomic<size_t> pending_catchup_bytes_{0};  // charged bytes held or posted to this session
+  // The read side: what is fetched, from where, and its hand-off to the live stream.
+  GatewayPartitionLog log_;
+  CatchUp catch_up_;
 
   Fifo<Queued> queue_;
   size_t queued_bytes_ = 0;
