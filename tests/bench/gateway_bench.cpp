@@ -35,8 +35,22 @@
 //           by code, the replacement's CPU and peak RSS and its resume/catch-up metrics. Exits
 //           1 unless clean, caught up within --storm-timeout-seconds and without a 1013 close,
 //           and (with --max-catchup-buffered B) the replacement's catch-up buffer peak <= B,
-//           and (with --min-kafka-resumes N) at least N resumes were served from Kafka. A
-//           metric the replacement does not export prints as "absent" and fails a check on it.
+//           and (with --min-kafka-resumes N / --min-archive-resumes N) at least N resumes were
+//           served from Kafka / the archive. A metric the replacement does not export prints as
+//           "absent" and fails a check on it.
+//           --storm-past-retention (kill only): a throwaway PostgreSQL and a real `agentwire
+//           archive` run on the topic and every replica gets --archive-dsn; during the downtime
+//           incompressible filler (one filler user per partition) is published until every
+//           partition's log start is past its high watermark at the kill, so every client's
+//           cursor lies before the log start, and the replacement starts once the archive has
+//           committed past the new log starts (it holds everything Kafka deleted) and on to the
+//           log's end.
+//   archive_resume  a throwaway PostgreSQL and `agentwire archive` on a 1-partition topic;
+//           --resume-events (default 200,000) events of one user are published (in batches the
+//           archive commits before the next) and then pushed out of Kafka by filler; one client
+//           resumes from the cursor before the user's first event through a fresh gateway with
+//           --archive-dsn. Prints events/s from connect to `ready`, the CPU seconds of the
+//           gateway and of PostgreSQL, and the gateway's archive read metrics.
 //   tail    two replicas, users routed by partition (even/odd), once with --tail all and once
 //           with --tail auto: each replica's consumed messages and CPU for --connections
 //           clients and the first of --rates for --step-seconds; exits 1 unless clean
@@ -68,6 +82,7 @@
 #include <functional>
 #include <future>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -77,12 +92,15 @@
 #include <utility>
 #include <vector>
 
+#include "agentwire/core/cursor.hpp"
 #include "agentwire/core/hashing.hpp"
 #include "agentwire/gateway/auth.hpp"
 #include "agentwire/producers/event_publisher.hpp"
 #include "agentwire/schemas/event_json.hpp"
 #include "support/kafka_test_utils.hpp"
+#include "support/postgres_fixture.hpp"
 #include "support/subprocess.hpp"
+#include "support/test_paths.hpp"
 #include "support/ws_client.hpp"
 
 namespace asio = boost::asio;
@@ -122,15 +140,17 @@ struct Options {
   int http_connections = 8;
   int http_batch = 1;  // > 1: up to this many frames per POST /publish-batch
   double churn_fraction = 0.1;
-  int resume_events = 100'000;
+  int resume_events = -1;  // -1: the scenario's default (100,000; archive_resume 200,000)
   int connect_parallel = 256;
   std::string storm_signal = "kill";
   double storm_after_seconds = 12;
   double storm_tail_seconds = 5;
   double storm_downtime_seconds = 0;  // kill: publishing goes on this long before the restart
   double storm_timeout_seconds = 120;
+  bool storm_past_retention = false;
   long long max_catchup_buffered = -1;    // -1: not checked
   long long min_kafka_resumes = -1;       // -1: not checked
+  long long min_archive_resumes = -1;     // -1: not checked
   std::vector<std::string> gateway_args;  // passed to every `agentwire gateway`
   std::string agentwire = AGENTWIRE_BINARY;
   std::string baseline;
@@ -140,13 +160,15 @@ struct Options {
   std::cerr
       << "gateway_bench: " << problem
       << "\nusage: gateway_bench [--target gateway|baseline] "
-         "[--scenario steps|idle|ingest|churn|resume|storm|tail] [--connections N] [--users N] "
+         "[--scenario steps|idle|ingest|churn|resume|storm|tail|archive_resume] [--connections N] "
+         "[--users N] "
          "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
          "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
          "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
          "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
          "[--storm-tail-seconds S] [--storm-downtime-seconds S] [--storm-timeout-seconds S] "
-         "[--max-catchup-buffered B] [--min-kafka-resumes N] [--transport websocket|sse] "
+         "[--storm-past-retention] [--max-catchup-buffered B] [--min-kafka-resumes N] "
+         "[--min-archive-resumes N] [--transport websocket|sse] "
          "[--gateway-arg ARG]... [--agentwire PATH] [--baseline PATH]\n";
   std::exit(2);
 }
@@ -209,10 +231,14 @@ Options ParseOptions(int argc, char** argv) {
       o.storm_tail_seconds = std::stod(value());
     } else if (arg == "--storm-timeout-seconds") {
       o.storm_timeout_seconds = std::stod(value());
+    } else if (arg == "--storm-past-retention") {
+      o.storm_past_retention = true;
     } else if (arg == "--max-catchup-buffered") {
       o.max_catchup_buffered = std::stoll(value());
     } else if (arg == "--min-kafka-resumes") {
       o.min_kafka_resumes = std::stoll(value());
+    } else if (arg == "--min-archive-resumes") {
+      o.min_archive_resumes = std::stoll(value());
     } else if (arg == "--gateway-arg") {
       o.gateway_args.push_back(value());
     } else if (arg == "--agentwire") {
@@ -231,17 +257,28 @@ Options ParseOptions(int argc, char** argv) {
   if (o.scenario == "storm" && o.target != "gateway") Usage("storm needs --target gateway");
   if (o.scenario == "tail" && o.target != "gateway") Usage("tail needs --target gateway");
   if (o.storm_signal != "kill" && o.storm_signal != "term") Usage("--storm-signal kill|term");
+  if (o.storm_past_retention && (o.scenario != "storm" || o.storm_signal != "kill")) {
+    Usage("--storm-past-retention needs --scenario storm --storm-signal kill");
+  }
+  if (o.scenario == "archive_resume" && o.target != "gateway") {
+    Usage("archive_resume needs --target gateway");
+  }
+  if (o.resume_events < 0) o.resume_events = o.scenario == "archive_resume" ? 200'000 : 100'000;
   return o;
 }
 
 // ---- process accounting --------------------------------------------------------------------
 
-double ProcessCpuSeconds(pid_t pid) {
+/// The fields of /proc/<pid>/stat from field 3 (the state) on; empty when the process is gone.
+std::istringstream StatFields(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto paren = text.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream fields(text.substr(paren + 2));
+  const auto paren = text.rfind(')');  // the command name may hold anything but ends here
+  return std::istringstream(paren == std::string::npos ? std::string() : text.substr(paren + 2));
+}
+
+double ProcessCpuSeconds(pid_t pid) {
+  auto fields = StatFields(pid);
   std::string field;
   unsigned long long utime = 0, stime = 0;
   for (int index = 3; fields >> field; ++index) {  // field 3 is the state
@@ -257,7 +294,9 @@ double ProcessCpuSeconds(pid_t pid) {
 double SelfCpuSeconds() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  auto seconds = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
@@ -348,7 +387,11 @@ class Servers final {
   }
 
   bool IsGateway() const { return options_.target == "gateway"; }
-  uint16_t Port(size_t index = 0) const { return IsGateway() ? gateway_ports_[index] : port_; }
+  /// 0 for a replica not started yet (a LoadGenerator that only publishes may exist before it).
+  uint16_t Port(size_t index = 0) const {
+    if (!IsGateway()) return port_;
+    return index < gateway_ports_.size() ? gateway_ports_[index] : 0;
+  }
   pid_t ServerPid(size_t index = 0) const {
     return IsGateway() ? gateways_[index]->Pid() : server_->Pid();
   }
@@ -387,6 +430,194 @@ struct CpuSnapshot {
     s.self = SelfCpuSeconds();
     return s;
   }
+};
+
+// ---- the archive: the log's cold tier ------------------------------------------------------
+
+using Offsets = std::map<int32_t, int64_t>;  // by partition
+
+Offsets HighWatermarks(const std::string& bootstrap) {
+  Offsets highs;
+  for (const auto& [partition, marks] :
+       agentwire::testing::Watermarks(bootstrap, kTopic, std::chrono::seconds(10))) {
+    highs[partition] = marks.high;
+  }
+  return highs;
+}
+
+/// "p0 a->b, p1 c->d": where each partition's log start moved.
+std::string Moves(const Offsets& from, const Offsets& to) {
+  std::string text;
+  for (const auto& [partition, offset] : from) {
+    if (!text.empty()) text += ", ";
+    text += "p" + std::to_string(partition) + " " + std::to_string(offset) + "->" +
+            std::to_string(to.at(partition));
+  }
+  return text;
+}
+
+/// CPU seconds of `parent` and its children (PostgreSQL: the postmaster and its backends).
+double ProcessTreeCpuSeconds(pid_t parent) {
+  double total = ProcessCpuSeconds(parent);
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ignored)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = std::stoi(name);
+    auto fields = StatFields(pid);
+    std::string state;
+    pid_t ppid = 0;
+    if (fields >> state >> ppid && ppid == parent) total += ProcessCpuSeconds(pid);
+  }
+  return total;
+}
+
+/// A throwaway PostgreSQL database and a real `agentwire archive` process on the bench's topic:
+/// what `agentwire gateway --archive-dsn` reads for cursors before Kafka's log start. Main
+/// thread only (the PostgreSQL cluster and Subprocess are not thread-safe).
+class ColdTier final {
+ public:
+  ColdTier(const Options& o, const std::string& bootstrap)
+      : dsn_(agentwire::testing::SharedPostgres().CreateDatabase("gateway_bench")) {
+    auto argv = agentwire::testing::ConsumerCommand(
+        "archive", bootstrap, dsn_, {"--topic", kTopic, "--writers", "1", "--log-level", "warn"});
+    argv.front() = o.agentwire;  // the binary under test, as for the gateway
+    archive_ = std::make_unique<Subprocess>(argv);
+  }
+
+  const std::string& Dsn() const { return dsn_; }
+
+  /// The archive's committed position (the next offset it will write) of every partition it has
+  /// written; empty before its first batch.
+  Offsets Committed() const {
+    Offsets committed;
+    try {
+      for (const auto& row : agentwire::testing::SharedPostgres().QueryRows(
+               dsn_, std::string("SELECT partition, next_offset FROM consumer_offsets WHERE "
+                                 "group_id = 'agentwire-archive' AND topic = '") +
+                         kTopic + "'")) {
+        committed[std::stoi(row.at(0))] = std::stoll(row.at(1));
+      }
+    } catch (const std::runtime_error&) {
+      // Its tables do not exist yet (the archive migrates when it starts).
+    }
+    return committed;
+  }
+
+  /// Waits until the archive has committed every partition p up to at least targets[p]. Throws
+  /// when it exits or takes longer than `timeout`.
+  void WaitCommitted(const Offsets& targets, std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      const auto committed = Committed();
+      const bool done = std::all_of(targets.begin(), targets.end(), [&](const auto& target) {
+        const auto at = committed.find(target.first);
+        return target.second <= 0 || (at != committed.end() && at->second >= target.second);
+      });
+      if (done) return;
+      if (!archive_->Running()) {
+        throw std::runtime_error("the archive exited: " + archive_->Describe());
+      }
+      if (Clock::now() > deadline) {
+        throw std::runtime_error("the archive did not commit in time: " + archive_->Describe());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  /// The archived events of `user` and the offset of the first (-1: none).
+  std::pair<int64_t, int64_t> RowsOf(const std::string& user) const {
+    const auto rows = agentwire::testing::SharedPostgres().QueryRows(
+        dsn_, "SELECT count(*), coalesce(min(\"offset\"), -1) FROM agent_events WHERE user_id = '" +
+                  user + "'");
+    return {std::stoll(rows.at(0).at(0)), std::stoll(rows.at(0).at(1))};
+  }
+
+  /// CPU seconds of the PostgreSQL server (every process of it) so far.
+  static double PostgresCpuSeconds() {
+    std::ifstream pid_file(agentwire::testing::SharedPostgres().Directory() +
+                           "/data/postmaster.pid");
+    pid_t postmaster = 0;
+    pid_file >> postmaster;
+    return postmaster > 0 ? ProcessTreeCpuSeconds(postmaster) : 0.0;
+  }
+
+ private:
+  std::string dsn_;
+  std::unique_ptr<Subprocess> archive_;
+};
+
+/// Incompressible events (~700 bytes) of one filler user per partition: the embedded Kafka keeps
+/// ~5 MiB of compressed batches per partition and deletes the oldest beyond, so this is what
+/// pushes the bench's events out of Kafka. Its own publisher; main thread only.
+class Filler final {
+ public:
+  Filler(const std::string& bootstrap, int partitions) : bootstrap_(bootstrap) {
+    agentwire::producers::PublisherConfig config;
+    config.client_properties["bootstrap.servers"] = bootstrap;
+    config.topic = kTopic;
+    publisher_ = std::make_unique<agentwire::producers::EventPublisher>(config);
+    users_.resize(static_cast<size_t>(partitions));
+    int filled = 0;
+    for (int k = 0; filled < partitions; ++k) {
+      const std::string name = "bench-filler-" + std::to_string(k);
+      auto& user = users_[static_cast<size_t>(agentwire::PartitionForKey(name, partitions))];
+      if (user.empty()) {
+        user = name;
+        ++filled;
+      }
+    }
+  }
+
+  /// Publishes filler into every partition whose log start is not yet past targets[p] until it
+  /// is; returns the log starts then. Throws when the log start does not move.
+  Offsets PushPast(const Offsets& targets) {
+    constexpr int kPerRound = 2'000;  // ~1.5 MiB per partition: about 4 rounds go past 5 MiB
+    constexpr int kMaxRounds = 20;
+    for (int round = 0;; ++round) {
+      const auto marks =
+          agentwire::testing::Watermarks(bootstrap_, kTopic, std::chrono::seconds(10));
+      std::vector<int32_t> behind;
+      Offsets lows;
+      for (const auto& [partition, target] : targets) {
+        lows[partition] = marks.at(partition).low;
+        if (marks.at(partition).low <= target) behind.push_back(partition);
+      }
+      if (behind.empty()) return lows;
+      if (round == kMaxRounds) {
+        throw std::runtime_error("filler did not move the log start past every target");
+      }
+      for (int i = 0; i < kPerRound; ++i) {
+        for (const int32_t partition : behind) Publish(partition);
+      }
+      if (publisher_->Flush(std::chrono::seconds(60)) != 0) {
+        throw std::runtime_error("filler not delivered");
+      }
+    }
+  }
+
+  uint64_t Published() const { return published_; }
+
+ private:
+  void Publish(int32_t partition) {
+    const auto& user = users_[static_cast<size_t>(partition)];
+    agentwire::v1::AgentEvent event;
+    event.set_event_id(user + "-" + std::to_string(++published_));
+    event.set_user_id(user);
+    event.set_thread_id("t-filler");
+    event.set_run_id("r-" + user);
+    event.set_run_seq(static_cast<uint32_t>(published_));
+    event.set_agent_name("bench");
+    event.mutable_agent_thinking()->set_text(agentwire::testing::IncompressibleText(700));
+    while (publisher_->Publish(event, {}, std::chrono::milliseconds(1000)) !=
+           agentwire::producers::PublishStatus::kAccepted) {
+    }
+  }
+
+  std::string bootstrap_;
+  std::unique_ptr<agentwire::producers::EventPublisher> publisher_;
+  std::vector<std::string> users_;  // by partition
+  uint64_t published_ = 0;
 };
 
 // ---- frame parsing (no JSON parser: the load generator must stay cheap) ---------------------
@@ -790,7 +1021,8 @@ class LoadGenerator final {
   }
 
   void ChurnTick() {
-    const int per_round = std::max(1, static_cast<int>(options_.churn_fraction * clients_.size()));
+    const int per_round = std::max(
+        1, static_cast<int>(options_.churn_fraction * static_cast<double>(clients_.size())));
     const int groups = std::max(1, static_cast<int>(clients_.size()) / per_round);
     for (auto& c : clients_) {
       if (c->slot % groups != churn_round_ % groups || !c->open) continue;
@@ -1436,9 +1668,44 @@ std::optional<double> Metric(uint16_t port, const std::string& name) {
   return std::nullopt;
 }
 
+/// --storm-past-retention, during the downtime: filler until Kafka has deleted everything
+/// published before the kill (`kill_highs`: every client's cursor lies before the log start),
+/// then a wait until the archive has committed past the new log starts, so it holds all of it,
+/// and on to the log's end: a real archive tails the end of the log, while this one would still
+/// be writing ~5 MiB of filler per partition into the same PostgreSQL during the catch-up.
+void PushPastRetention(const Servers& servers, ColdTier& archive, const Offsets& kill_highs) {
+  const auto start = Clock::now();
+  Offsets lows_before;
+  for (const auto& [partition, marks] :
+       agentwire::testing::Watermarks(servers.Bootstrap(), kTopic, std::chrono::seconds(10))) {
+    lows_before[partition] = marks.low;
+  }
+  Filler filler(servers.Bootstrap(), static_cast<int>(kill_highs.size()));
+  const auto lows = filler.PushPast(kill_highs);
+  const auto filled_at = Clock::now();
+  archive.WaitCommitted(lows, std::chrono::seconds(120));
+  const auto past_lows_at = Clock::now();
+  archive.WaitCommitted(HighWatermarks(servers.Bootstrap()), std::chrono::seconds(120));
+  std::printf(
+      "past retention: %llu filler events in %.2f s moved the log starts past the kill's high "
+      "watermarks (%s); the archive committed past them %.2f s later and reached the log's end "
+      "%.2f s after that\n",
+      static_cast<unsigned long long>(filler.Published()),
+      std::chrono::duration<double>(filled_at - start).count(), Moves(lows_before, lows).c_str(),
+      std::chrono::duration<double>(past_lows_at - filled_at).count(),
+      std::chrono::duration<double>(Clock::now() - past_lows_at).count());
+  std::fflush(stdout);
+}
+
 int RunStorm(const Options& o) {
   Servers servers(o);
-  const size_t first = servers.StartGateway(o.cache_bytes);
+  std::unique_ptr<ColdTier> archive;
+  std::vector<std::string> replica_args;
+  if (o.storm_past_retention) {
+    archive = std::make_unique<ColdTier>(o, servers.Bootstrap());
+    replica_args = {"--archive-dsn", archive->Dsn()};
+  }
+  const size_t first = servers.StartGateway(o.cache_bytes, 0, replica_args);
   const uint16_t port = servers.Port(first);
   size_t replacement = 0;
   if (o.storm_signal == "term") replacement = servers.StartGateway(o.cache_bytes);
@@ -1457,16 +1724,20 @@ int RunStorm(const Options& o) {
   if (o.storm_signal == "kill") {
     servers.SignalGateway(first, SIGKILL);
     servers.WaitGatewayExit(first, std::chrono::seconds(10));
+    // Every cursor is at most the high watermark of its partition now.
+    const auto kill_highs = HighWatermarks(servers.Bootstrap());
     // A longer outage makes every cursor older: more to catch up per client.
     std::this_thread::sleep_for(std::chrono::duration<double>(o.storm_downtime_seconds));
+    if (archive) PushPastRetention(servers, *archive, kill_highs);
     // The replacement binds the same port; clients retry until it accepts.
-    replacement = servers.StartGateway(o.cache_bytes, port);
+    replacement = servers.StartGateway(o.cache_bytes, port, replica_args);
   } else {
     replacement_cpu0 = ProcessCpuSeconds(servers.ServerPid(replacement));
     lg.SetPort(servers.Port(replacement));
     servers.SignalGateway(first, SIGTERM);
   }
   const auto ready_at = Clock::now();
+  const double postgres_cpu0 = archive ? ColdTier::PostgresCpuSeconds() : 0;
   const auto targets = lg.PublishedPerUser();
   size_t behind = lg.Behind(targets);
   const auto deadline = ready_at + std::chrono::duration<double>(o.storm_timeout_seconds);
@@ -1475,6 +1746,9 @@ int RunStorm(const Options& o) {
     behind = lg.Behind(targets);
   }
   const auto caught_up_at = Clock::now();
+  // PostgreSQL's CPU during the catch-up: the archive's reads (its writes are only the live
+  // events then).
+  const double postgres_cpu = archive ? ColdTier::PostgresCpuSeconds() - postgres_cpu0 : 0;
   const double catch_up_s = std::chrono::duration<double>(caught_up_at - ready_at).count();
   std::this_thread::sleep_for(std::chrono::duration<double>(o.storm_tail_seconds));
   lg.SetRate(0);
@@ -1488,6 +1762,12 @@ int RunStorm(const Options& o) {
       Metric(replacement_port, R"(agentwire_gateway_resumes_total{source="cache"})");
   const auto from_kafka =
       Metric(replacement_port, R"(agentwire_gateway_resumes_total{source="kafka"})");
+  const auto from_archive =
+      Metric(replacement_port, R"(agentwire_gateway_resumes_total{source="archive"})");
+  const auto archive_reads = Metric(replacement_port, "agentwire_gateway_archive_reads_total");
+  const auto archive_rows = Metric(replacement_port, "agentwire_gateway_archive_rows_total");
+  const auto archive_read_seconds =
+      Metric(replacement_port, "agentwire_gateway_archive_read_seconds_sum");
   const auto catchup_peak =
       Metric(replacement_port, "agentwire_gateway_catchup_buffered_bytes_peak");
   const auto extended = Metric(replacement_port, "agentwire_gateway_catchup_extended_total");
@@ -1501,12 +1781,17 @@ int RunStorm(const Options& o) {
   const bool from_kafka_enough =
       o.min_kafka_resumes < 0 ||
       (from_kafka && *from_kafka >= static_cast<double>(o.min_kafka_resumes));
+  // Likewise a storm past retention that did not read the archive.
+  const bool from_archive_enough =
+      o.min_archive_resumes < 0 ||
+      (from_archive && *from_archive >= static_cast<double>(o.min_archive_resumes));
   const bool ok = Clean(totals) && caught_up && drained && totals.closes_1013 == 0 &&
-                  within_budget && from_kafka_enough;
+                  within_budget && from_kafka_enough && from_archive_enough;
   std::printf(
       "storm signal=%s clients=%d users=%d rate=%d | replacement ready %.2f s after the signal; "
       "all clients caught up %.2f s after ready (%zu behind) | replacement cpu_s=%.2f "
-      "peak_rss_mib=%.1f sessions=%s ready_sent=%s resumes cache=%s kafka=%s "
+      "peak_rss_mib=%.1f sessions=%s ready_sent=%s resumes cache=%s kafka=%s archive=%s "
+      "archive_reads=%s archive_rows=%s archive_read_s_total=%.2f postgres_cpu_s=%.2f "
       "catchup_extended=%s "
       "catchup_buffered_peak_bytes=%s | published=%llu frames=%llu lost=%llu duplicated=%llu "
       "reordered=%llu resets=%llu closes_1012=%llu closes_1013=%llu reconnects_after_close=%llu "
@@ -1514,8 +1799,10 @@ int RunStorm(const Options& o) {
       o.storm_signal.c_str(), o.connections, o.users, rate,
       std::chrono::duration<double>(ready_at - signal_at).count(), catch_up_s, behind, cpu,
       static_cast<double>(peak_rss) / 1024.0, Shown(sessions).c_str(), Shown(readies).c_str(),
-      Shown(from_cache).c_str(), Shown(from_kafka).c_str(), Shown(extended).c_str(),
-      Shown(catchup_peak).c_str(), static_cast<unsigned long long>(lg.Published()),
+      Shown(from_cache).c_str(), Shown(from_kafka).c_str(), Shown(from_archive).c_str(),
+      Shown(archive_reads).c_str(), Shown(archive_rows).c_str(), archive_read_seconds.value_or(0),
+      postgres_cpu, Shown(extended).c_str(), Shown(catchup_peak).c_str(),
+      static_cast<unsigned long long>(lg.Published()),
       static_cast<unsigned long long>(totals.frames), static_cast<unsigned long long>(totals.lost),
       static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.reordered),
@@ -1524,6 +1811,88 @@ int RunStorm(const Options& o) {
       static_cast<unsigned long long>(totals.closes_1013),
       static_cast<unsigned long long>(totals.unexpected_closes), drained ? "yes" : "no",
       ok ? "ok" : "FAILED", LoadAverage().c_str());
+  std::fflush(stdout);
+  return ok ? 0 : 1;
+}
+
+/// Resume throughput from the archive (issue 23): one user's --resume-events events, archived
+/// and then deleted from Kafka, resumed by one client from the cursor before the first of them
+/// through a fresh replica with --archive-dsn.
+int RunArchiveResume(Options o) {
+  o.users = 1;
+  Servers servers(o, 1);
+  ColdTier archive(o, servers.Bootstrap());
+  LoadGenerator lg(o, servers);  // publishes now; its client connects once the replica runs
+  lg.AuditFromFirstEvent();
+  if (o.transport == "websocket") lg.UseRawWebSocketReader();
+  const std::string& user = lg.UserName(0);
+  std::printf("publishing %d events for one user into the archive...\n", o.resume_events);
+  std::fflush(stdout);
+  const auto publish_start = Clock::now();
+  // In batches the archive commits before the next is published: the embedded Kafka keeps ~5 MiB
+  // per partition and would delete early events the archive had not read yet.
+  constexpr int kBatch = 20'000;
+  for (int sent = 0; sent < o.resume_events; sent += kBatch) {
+    lg.PublishBurst(std::min(kBatch, o.resume_events - sent));
+    archive.WaitCommitted(HighWatermarks(servers.Bootstrap()), std::chrono::seconds(120));
+  }
+  const auto published_at = Clock::now();
+  const auto highs = HighWatermarks(servers.Bootstrap());
+  Filler filler(servers.Bootstrap(), 1);
+  const auto lows = filler.PushPast(highs);
+  // To the log's end, not just past the log start: no filler is written during the measurement.
+  archive.WaitCommitted(HighWatermarks(servers.Bootstrap()), std::chrono::seconds(120));
+  const auto [rows, first_offset] = archive.RowsOf(user);
+  std::printf(
+      "published and archived in %.1f s; %llu filler events moved the log start to %lld (high "
+      "was %lld); the archive holds %lld of the user's events from offset %lld\n",
+      std::chrono::duration<double>(published_at - publish_start).count(),
+      static_cast<unsigned long long>(filler.Published()), static_cast<long long>(lows.at(0)),
+      static_cast<long long>(highs.at(0)), static_cast<long long>(rows),
+      static_cast<long long>(first_offset));
+  std::fflush(stdout);
+  if (rows != o.resume_events || first_offset < 0) {
+    std::printf("the archive does not hold every event: no figure\n");
+    return 1;
+  }
+
+  // A fresh replica: its warm start reads only what Kafka still holds (the filler).
+  const size_t gateway = servers.StartGateway(o.cache_bytes, 0, {"--archive-dsn", archive.Dsn()});
+  lg.SetPort(servers.Port(gateway));
+  const std::string cursor =
+      agentwire::EncodeCursor(agentwire::TopicIdentity::Of(kTopic, 1, 1).CursorAt(0, first_offset));
+  const double postgres0 = ColdTier::PostgresCpuSeconds();
+  const auto cpu0 = CpuSnapshot::Take(servers, gateway);
+  const auto start = Clock::now();
+  lg.OpenClients(1, "cursor=" + cursor);
+  const auto [ready_at, replayed] = lg.ReadyInfo(0);
+  const auto cpu1 = CpuSnapshot::Take(servers, gateway);
+  const double postgres = ColdTier::PostgresCpuSeconds() - postgres0;
+  const double seconds = std::chrono::duration<double>(ready_at - start).count();
+  const auto totals = lg.Audit();
+  const uint16_t port = servers.Port(gateway);
+  const auto from_archive = Metric(port, R"(agentwire_gateway_resumes_total{source="archive"})");
+  const auto reads = Metric(port, "agentwire_gateway_archive_reads_total");
+  const auto read_rows = Metric(port, "agentwire_gateway_archive_rows_total");
+  const auto read_seconds = Metric(port, "agentwire_gateway_archive_read_seconds_sum");
+  const auto errors = Metric(port, "agentwire_gateway_archive_errors_total");
+  const bool ok = replayed == static_cast<uint64_t>(o.resume_events) && Clean(totals) &&
+                  from_archive && *from_archive >= 1;
+  std::printf(
+      "resume from archive: replayed=%llu (first seq %llu) in %.3f s = %.0f events/s | cpu_s "
+      "gateway=%.2f postgres=%.2f loadgen=%.2f | archive resumes=%s reads=%s rows=%s "
+      "read_s_total=%.3f (%.2f ms per read) errors=%s | lost=%llu duplicated=%llu reordered=%llu "
+      "resets=%llu %s load=%s\n",
+      static_cast<unsigned long long>(replayed), static_cast<unsigned long long>(lg.FirstSeq(0)),
+      seconds, static_cast<double>(replayed) / seconds, cpu1.server - cpu0.server, postgres,
+      cpu1.self - cpu0.self, Shown(from_archive).c_str(), Shown(reads).c_str(),
+      Shown(read_rows).c_str(), read_seconds.value_or(0),
+      reads && *reads > 0 ? 1000 * read_seconds.value_or(0) / *reads : 0.0, Shown(errors).c_str(),
+      static_cast<unsigned long long>(totals.lost),
+      static_cast<unsigned long long>(totals.duplicated),
+      static_cast<unsigned long long>(totals.reordered),
+      static_cast<unsigned long long>(totals.resets), ok ? "ok" : "MISMATCH",
+      LoadAverage().c_str());
   std::fflush(stdout);
   return ok ? 0 : 1;
 }
@@ -1542,6 +1911,7 @@ int main(int argc, char** argv) {
     if (options.scenario == "resume") return RunResume(options);
     if (options.scenario == "storm") return RunStorm(options);
     if (options.scenario == "tail") return RunTail(options);
+    if (options.scenario == "archive_resume") return RunArchiveResume(options);
   } catch (const std::exception& e) {
     std::cerr << "gateway_bench: " << e.what() << "\n";
     return 3;
