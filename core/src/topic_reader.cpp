@@ -97,6 +97,10 @@ TopicReader::~TopicReader() {
 
 const std::string& TopicReader::Topic() const noexcept { return impl_->topic; }
 
+int TopicReader::PartitionCount(std::chrono::milliseconds timeout) const {
+  return kafka::PartitionCount(impl_->consumer.get(), impl_->topic, timeout);
+}
+
 std::string TopicReader::Assign(const std::vector<PartitionStart>& starts) {
   if (starts.empty()) return TextOf(rd_kafka_assign(impl_->consumer.get(), nullptr));
   return TextOf(rd_kafka_assign(impl_->consumer.get(), ListOf(impl_->topic, starts).get()));

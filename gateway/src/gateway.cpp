@@ -7,10 +7,12 @@
 
 #include "agentwire/core/cursor.hpp"
 #include "agentwire/core/errors.hpp"
-#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 #include "agentwire/core/logging.hpp"
+#include "agentwire/core/topic_reader.hpp"
 #include "gateway_context.hpp"
 #include "http_server.hpp"
+#include "kafka_tail.hpp"
 #include "session.hpp"
 
 namespace agentwire::gateway {
@@ -76,11 +78,11 @@ class Gateway::Impl {
 
   void Start() {
     // Learn the topic's layout first: cursors carry the partition count.
-    auto probe = kafka::MakeClient(RD_KAFKA_PRODUCER, kafka::MakeConf(config_.client_properties));
     const auto identity = TopicIdentity::Of(
         config_.topic, config_.topic_epoch,
-        kafka::PartitionCount(probe.get(), config_.topic, std::chrono::seconds(10)));
-    probe.reset();
+        kafka::TopicReader(TailConsumerProperties(config_.client_properties, config_.fetch_wait),
+                           config_.topic)
+            .PartitionCount(std::chrono::seconds(10)));
 
     context_ = std::make_shared<GatewayContext>(config_, identity, registry_);
     WarmStart warm;

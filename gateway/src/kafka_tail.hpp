@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "agentwire/core/kafka_config.hpp"
+#include "agentwire/core/kafka_properties.hpp"
 #include "agentwire/core/metrics.hpp"
 #include "agentwire/core/topic_reader.hpp"
 #include "partition_hub.hpp"

@@ -72,6 +72,9 @@ class TopicReader final {
   TopicReader& operator=(const TopicReader&) = delete;
 
   const std::string& Topic() const noexcept;
+  /// The topic's partition count from the cluster's metadata. Throws KafkaError: retryable when
+  /// the cluster does not answer in `timeout`, fatal when it has no such topic.
+  int PartitionCount(std::chrono::milliseconds timeout) const;
 
   /// Replaces the assignment (nothing: none). Each returns "" or why it failed.
   std::string Assign(const std::vector<PartitionStart>& starts);
