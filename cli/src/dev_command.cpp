@@ -206,7 +206,11 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     KafkaOptions kafka;
     kafka.brokers = cluster->BootstrapServers();
     kafka.topic = options->topic;
-    gateway::Gateway gateway(options->gateway.Build(kafka));
+    auto gateway_config = options->gateway.Build(kafka);
+    // With --pg the gateway reads the archive it runs as the cold tier: cursors older than the
+    // embedded Kafka keeps (about 5 MiB per partition) resume from PostgreSQL.
+    if (gateway_config.archive.dsn.empty()) gateway_config.archive.dsn = options->pg_dsn;
+    gateway::Gateway gateway(std::move(gateway_config));
     gateway.Start();
     const std::string host =
         options->gateway.listen == "0.0.0.0" ? "127.0.0.1" : options->gateway.listen;
@@ -228,7 +232,8 @@ CommandAction RegisterDevCommand(CLI::App& app) {
     }
     if (!options->pg_dsn.empty()) {
       banner +=
-          "  pg:      archive -> agent_events, dead_letters; analytics -> agent_runs, tool_calls\n"
+          "  pg:      archive -> agent_events, dead_letters (the gateway's cold tier); "
+          "analytics -> agent_runs, tool_calls\n"
           "           (agentwire analytics report --pg '<dsn>')\n";
     }
     banner += "  stop:    Ctrl-C\n\n";
