@@ -172,12 +172,15 @@ CatchUp::Pumped CatchUp::Pump() {
 }
 
 CatchUp::Next CatchUp::OnChunk(HistoryChunk chunk) {
+  const size_t held_before = catchup_.size();
   for (auto& entry : chunk.entries) {
     const size_t bytes = entry->Bytes();  // what the history reader charged for it
     AddCatchup(std::move(entry), bytes, true);
   }
   using Status = HistoryChunk::Status;
-  if (chunk.source == HistoryChunk::Source::kArchive) return HandleArchiveChunk(chunk);
+  if (chunk.source == HistoryChunk::Source::kArchive) {
+    return HandleArchiveChunk(chunk, held_before <= chunk.entries.size());
+  }
   switch (chunk.status) {
     case Status::kMore:
       hand_off_.Advance(chunk.next_offset);
@@ -232,10 +235,21 @@ CatchUp::Next CatchUp::OnChunk(HistoryChunk chunk) {
   return Next::kWrite;
 }
 
-CatchUp::Next CatchUp::HandleArchiveChunk(const HistoryChunk& chunk) {
+CatchUp::Next CatchUp::HandleArchiveChunk(const HistoryChunk& chunk, bool held_little) {
   using Status = HistoryChunk::Status;
   switch (chunk.status) {
-    case Status::kMore:  // pulled: the next chunk is asked for once this one is written
+    case Status::kMore:
+      hand_off_.Advance(chunk.next_offset);
+      // Read one chunk ahead, so the next read overlaps the writing of this one (a read and a
+      // write of 500 rows take about as long): only while what was held before this chunk is
+      // at most one chunk's worth, so a session holds about two chunks and one on its way,
+      // however slow its client. Otherwise the next is asked for once all is written.
+      if (held_little && chunk.next_offset < archive_request_to_) {
+        SubmitArchive(chunk.next_offset, archive_request_to_);
+      } else {
+        history_in_flight_ = false;
+      }
+      break;
     case Status::kDone:
       history_in_flight_ = false;
       hand_off_.Advance(chunk.next_offset);

@@ -192,7 +192,8 @@ class CatchUp final {
     Frame control;  // instead of an entry: a `reset` that must follow the entries before it
   };
 
-  Next HandleArchiveChunk(const HistoryChunk& chunk);
+  /// `held_little`: before this chunk the CatchUp held at most as many entries as it brings.
+  Next HandleArchiveChunk(const HistoryChunk& chunk, bool held_little);
   void SubmitKafka(int64_t from, int64_t to);
   /// Reads [from, to) of the user's events from the archive (below Kafka's log start).
   void SubmitArchive(int64_t from, int64_t to);

@@ -303,6 +303,34 @@ TEST_F(CatchUpTest, PausedHoldingNothingAsksAgainOnlyAfterRetry) {
   ExpectBudgetBack();
 }
 
+TEST_F(CatchUpTest, TheArchiveIsReadOneChunkAheadWhileTheClientIsNotBehind) {
+  log_.archive = true;
+  log_.log_start = kLogStart;
+  Make();
+  Start(0);
+  Write();
+  ASSERT_EQ(log_.archive_reads.size(), 1u);
+  // A chunk arrives while nothing is held: the next read goes out before it is written.
+  EXPECT_EQ(catch_up_->OnChunk(Archive(Status::kMore, {Entry(1)}, 2)), CatchUp::Next::kWrite);
+  ASSERT_EQ(log_.archive_reads.size(), 2u);
+  EXPECT_EQ(Range(log_.archive_reads[1]), std::make_pair(int64_t{2}, kLogStart));
+  // The next arrives while the first is unwritten (a slow client): as much was held as it
+  // brings, so one more read ahead...
+  catch_up_->OnChunk(Archive(Status::kMore, {Entry(2)}, 3));
+  ASSERT_EQ(log_.archive_reads.size(), 3u);
+  // ... but no further while more than that is held: asked again once everything is written.
+  catch_up_->OnChunk(Archive(Status::kMore, {Entry(3)}, 4));
+  EXPECT_EQ(log_.archive_reads.size(), 3u);
+  Write();
+  ASSERT_EQ(log_.archive_reads.size(), 4u);
+  EXPECT_EQ(Range(log_.archive_reads[3]), std::make_pair(int64_t{4}, kLogStart));
+  Hand(Archive(Status::kDone, {Entry(5), Entry(6)}, kLogStart));
+  Hand(Chunk(Status::kDone, {Entry(8)}, kAttachPoint));
+  EXPECT_EQ(written_,
+            (Strings{"event:1", "event:2", "event:3", "event:5", "event:6", "event:8", "ready"}));
+  ExpectBudgetBack();
+}
+
 TEST_F(CatchUpTest, ArchivePausedAsksTheSameChunkAgainAfterRetry) {
   log_.archive = true;
   log_.log_start = kLogStart;
