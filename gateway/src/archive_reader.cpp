@@ -81,14 +81,22 @@ void ArchiveReader::UpdateDepth() {
 }
 
 void ArchiveReader::Execute(Job job, std::function<void(const std::string&)> on_error) {
+  // Refused outside the lock: the callback may submit again.
+  std::optional<Task> refused;
+  std::string why;
   {
     std::lock_guard lock(mutex_);
     if (stop_ || !Enabled()) {
-      on_error(stop_ ? "the gateway is stopping" : "no archive is configured (--archive-dsn)");
-      return;
+      why = stop_ ? "the gateway is stopping" : "no archive is configured (--archive-dsn)";
+      refused.emplace(Task{std::move(job), std::move(on_error)});
+    } else {
+      queue_.push_back({std::move(job), std::move(on_error)});
+      queue_depth_.Set(static_cast<double>(queue_.size()));
     }
-    queue_.push_back({std::move(job), std::move(on_error)});
-    queue_depth_.Set(static_cast<double>(queue_.size()));
+  }
+  if (refused) {
+    refused->on_error(why);
+    return;
   }
   wake_.notify_one();
 }

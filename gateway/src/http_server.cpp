@@ -55,24 +55,12 @@ enum class Wire { kWebSocket, kSse, kAiSdk };
 
 // GET /v1/ai-sdk/chats/{thread_id}/stream: the thread id, or "" for any other path.
 std::string AiSdkThread(std::string_view path) {
-  constexpr std::string_view kPrefix = "/v1/ai-sdk/chats/";
-  constexpr std::string_view kSuffix = "/stream";
-  if (!path.starts_with(kPrefix) || !path.ends_with(kSuffix) ||
-      path.size() <= kPrefix.size() + kSuffix.size()) {
-    return {};
-  }
-  return std::string(path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size()));
+  return SegmentBetween(path, "/v1/ai-sdk/chats/", "/stream").value_or("");
 }
 
 // POST /v1/runs/{run_id}/cancel: the run id (percent-decoded), or nullopt for any other path.
 std::optional<std::string> CancelRunId(std::string_view path) {
-  constexpr std::string_view kPrefix = "/v1/runs/";
-  constexpr std::string_view kSuffix = "/cancel";
-  if (!path.starts_with(kPrefix) || !path.ends_with(kSuffix) ||
-      path.size() < kPrefix.size() + kSuffix.size()) {
-    return std::nullopt;
-  }
-  return std::string(path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size()));
+  return SegmentBetween(path, "/v1/runs/", "/cancel");
 }
 
 /// Keeps a partition tailed while an AI SDK request waits for its runs to be known (--tail
@@ -311,9 +299,12 @@ class HttpConnection final : public std::enable_shared_from_this<HttpConnection>
       run = context_->hub.RunOf(partition, user, ai_sdk_thread);
       if (!run && archived_run_ && archived_run_->thread == ai_sdk_thread) {
         run = archived_run_->run;
-      } else if (!run && context_->archive.Enabled() && !looked_in_archive_) {
+      } else if (!run && context_->archive.Enabled() && !looked_in_archive_ &&
+                 IsTextId(ai_sdk_thread)) {
         // A run whose agent_started retention deleted before this replica read it (a long
-        // run, a fresh replica): the archive knows it.
+        // run, a fresh replica): the archive knows it. (A thread id that is not UTF-8 text
+        // names no run, here as in the hub: 204 without asking PostgreSQL, which would refuse
+        // it.)
         LookUpRunInArchive(request, partition, user, ai_sdk_thread);
         return;
       }

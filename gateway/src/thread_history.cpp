@@ -11,6 +11,7 @@
 #include "agentwire/core/hashing.hpp"
 #include "agentwire/core/logging.hpp"
 #include "agentwire/gateway/auth.hpp"
+#include "url.hpp"
 
 namespace agentwire::gateway {
 
@@ -76,13 +77,7 @@ class NoOpListener final : public LiveListener {
 }  // namespace
 
 std::optional<std::string> ThreadEventsPath(std::string_view path) {
-  constexpr std::string_view kPrefix = "/v1/threads/";
-  constexpr std::string_view kSuffix = "/events";
-  if (!path.starts_with(kPrefix) || !path.ends_with(kSuffix) ||
-      path.size() < kPrefix.size() + kSuffix.size()) {
-    return std::nullopt;
-  }
-  return std::string(path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size()));
+  return SegmentBetween(path, "/v1/threads/", "/events");
 }
 
 std::variant<ThreadPageQuery, Refusal> ParseThreadPageQuery(std::string thread_id,
@@ -90,8 +85,9 @@ std::variant<ThreadPageQuery, Refusal> ParseThreadPageQuery(std::string thread_i
                                                             const TopicIdentity& identity,
                                                             int partition) {
   ThreadPageQuery query;
-  if (thread_id.empty() || thread_id.size() > ThreadPageQuery::kMaxThreadIdBytes) {
-    return Refusal{http::status::bad_request, "bad_thread_id", "thread_id must be 1-256 bytes"};
+  if (!IsTextId(thread_id, ThreadPageQuery::kMaxThreadIdBytes)) {
+    return Refusal{http::status::bad_request, "bad_thread_id",
+                   "thread_id must be 1-256 bytes of UTF-8 without control characters"};
   }
   query.thread_id = std::move(thread_id);
   const bool before = target.Has("before");

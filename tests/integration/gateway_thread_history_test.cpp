@@ -219,10 +219,12 @@ class GatewayThreadHistory : public ::testing::Test {
     harness_->Flush();
   }
 
-  void StartGateway(size_t cache_bytes) {
-    harness_->StartGateway([cache_bytes](gateway::GatewayConfig& config) {
+  /// `archive_dsn`: "" for none.
+  void StartGateway(size_t cache_bytes, const std::string& archive_dsn = {}) {
+    harness_->StartGateway([cache_bytes, archive_dsn](gateway::GatewayConfig& config) {
       config.cache_bytes = cache_bytes;
       config.allowed_origins = {kOrigin};
+      config.archive.dsn = archive_dsn;
     });
   }
 
@@ -330,7 +332,8 @@ TEST_F(GatewayThreadHistory, AnotherUsersTokenGetsNothingOfThisUsersThread) {
 }
 
 TEST_F(GatewayThreadHistory, HostileRequestsAreRefusedBeforeAnyRead) {
-  StartGateway(64u << 20);
+  // An archive nobody listens on: a hostile request that reached it would get 503, not 400/204.
+  StartGateway(64u << 20, "host=127.0.0.1 port=1 connect_timeout=1");
   const auto alice = Getter(alice_, "t-a");
   const Page page = ReadPage(alice("limit=2"));
   ASSERT_EQ(page.cursors.size(), 2U);
@@ -374,6 +377,16 @@ TEST_F(GatewayThreadHistory, HostileRequestsAreRefusedBeforeAnyRead) {
   EXPECT_EQ(get("/v1/threads/" + std::string(257, 't') + "/events", token).json.value("error", ""),
             "bad_thread_id");
   EXPECT_EQ(get("/v1/threads//events", token).json.value("error", ""), "bad_thread_id");
+  // NUL, a newline, bytes that are not UTF-8 (an overlong '/', a lone 0xFF): refused before any
+  // lookup (PostgreSQL would refuse them in text, a 503 that blames the archive).
+  for (const std::string hostile : {"a%00b", "a%0Ab", "%C0%AF", "%FF", "%ED%A0%80"}) {
+    const auto answer = get("/v1/threads/" + hostile + "/events", token);
+    EXPECT_EQ(answer.status, 400) << hostile << ": " << answer.body;
+    EXPECT_EQ(answer.json.value("error", ""), "bad_thread_id") << hostile;
+    // The AI SDK stream answers such a thread "no run" (204) without asking the archive.
+    const auto ai_sdk = get("/v1/ai-sdk/chats/" + hostile + "/stream", token);
+    EXPECT_EQ(ai_sdk.status, 204) << "AI SDK " << hostile << ": " << ai_sdk.body;
+  }
   EXPECT_EQ(get("/v1/threads/%74-a/events?limit=2", token).status, 200) << "percent-decoded";
 
   const auto missing = get("/v1/threads/t-a/events", "");

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "http_server.hpp"
+#include "url.hpp"
 
 namespace agentwire::gateway {
 namespace {
@@ -51,6 +52,31 @@ TEST(ParseTarget, InvalidEscapesStayAsTheyAre) {
   EXPECT_EQ(ParseTarget("/?t=a%41").Param("t"), "aA");
   EXPECT_EQ(ParseTarget("/?t=%00x").Param("t"), std::string("\0x", 2))
       << "a decoded NUL is data; the handlers validate it";
+}
+
+TEST(SegmentBetween, TheIdBetweenPrefixAndSuffixOrNothing) {
+  EXPECT_EQ(SegmentBetween("/v1/runs/r-1/cancel", "/v1/runs/", "/cancel"), "r-1");
+  EXPECT_EQ(SegmentBetween("/v1/runs//cancel", "/v1/runs/", "/cancel"), "");
+  EXPECT_EQ(SegmentBetween("/v1/runs/cancel", "/v1/runs/", "/cancel"), std::nullopt);
+  EXPECT_EQ(SegmentBetween("/v1/runs/r-1", "/v1/runs/", "/cancel"), std::nullopt);
+}
+
+TEST(IsTextId, Utf8WithoutControlCharactersWithinTheBound) {
+  EXPECT_TRUE(IsTextId("t-1"));
+  EXPECT_TRUE(IsTextId("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"));  // é, €, an emoji
+  EXPECT_TRUE(IsTextId(std::string(256, 't')));
+  EXPECT_FALSE(IsTextId(std::string(257, 't')));
+  EXPECT_FALSE(IsTextId(""));
+  EXPECT_FALSE(IsTextId(std::string("a\0b", 3)));  // NUL: PostgreSQL refuses it in text
+  EXPECT_FALSE(IsTextId("a\nb"));
+  EXPECT_FALSE(IsTextId("a\x7F"));
+  EXPECT_FALSE(IsTextId("\xC2\x85"));          // C1 control (NEL)
+  EXPECT_FALSE(IsTextId("\xFF"));              // never in UTF-8
+  EXPECT_FALSE(IsTextId("\xC0\xAF"));          // overlong '/'
+  EXPECT_FALSE(IsTextId("\xE0\x80\xAF"));      // overlong, 3 bytes
+  EXPECT_FALSE(IsTextId("\xED\xA0\x80"));      // a surrogate
+  EXPECT_FALSE(IsTextId("\xF4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(IsTextId("\xE2\x82"));          // cut short
 }
 
 }  // namespace
