@@ -8,6 +8,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/core/error.hpp>
@@ -16,13 +17,14 @@
 #include <boost/beast/websocket/teardown.hpp>
 #include <chrono>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include "fifo.hpp"
 
 namespace agentwire::gateway {
 
@@ -154,7 +156,8 @@ class CoalescingStream {
             return;
           }
           on_wire_ = false;
-          on_wire_bytes_.clear();
+          // Freed, not kept for the next write: an idle connection holds no write buffer.
+          on_wire_bytes_ = std::string();
           // The next write starts first: whatever the completion writes queues behind it.
           // After an error, each waiting write fails in turn.
           Pump();
@@ -166,7 +169,7 @@ class CoalescingStream {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // false once destroyed
   std::string held_;
   std::string on_wire_bytes_;
-  std::deque<Write> waiting_;
+  Fifo<Write> waiting_;  // allocates nothing until a write has to wait
   bool on_wire_ = false;
   std::size_t coalesced_ = 0;
 };
@@ -188,28 +191,36 @@ struct LingeringTeardown {
   static constexpr std::size_t kMaxDrainBytes = 1u << 20;
   static constexpr std::chrono::seconds kMaxDrainTime{2};
 
-  boost::beast::tcp_stream& stream;
+  boost::asio::ip::tcp::socket& socket;
   std::unique_ptr<std::array<char, 16 * 1024>> scratch =
       std::make_unique<std::array<char, 16 * 1024>>();
+  // Made at the start, like the scratch buffer: the connection needs it only while closing.
+  std::unique_ptr<boost::asio::steady_timer> deadline = nullptr;
   std::size_t drained = 0;
-  bool started = false;
 
   template <class Self>
   void operator()(Self& self, boost::beast::error_code ec = {}, std::size_t bytes = 0) {
-    if (!started) {
-      started = true;
+    if (!deadline) {
       boost::beast::error_code ignored;
-      stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
-      stream.expires_after(kMaxDrainTime);
-      stream.async_read_some(boost::asio::buffer(*scratch), std::move(self));
+      socket.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+      deadline = std::make_unique<boost::asio::steady_timer>(socket.get_executor());
+      deadline->expires_after(kMaxDrainTime);
+      // Ends the drain by cancelling the read. Destroyed with this operation, after which it
+      // completes with operation_aborted and touches nothing.
+      deadline->async_wait([&socket = socket](boost::beast::error_code wait_ec) {
+        if (!wait_ec) socket.cancel();
+      });
+      socket.async_read_some(boost::asio::buffer(*scratch), std::move(self));
       return;
     }
     drained += bytes;
     if (!ec && drained < kMaxDrainBytes) {
-      stream.async_read_some(boost::asio::buffer(*scratch), std::move(self));
+      socket.async_read_some(boost::asio::buffer(*scratch), std::move(self));
       return;
     }
-    stream.close();
+    deadline->cancel();
+    boost::beast::error_code ignored;
+    socket.close(ignored);
     self.complete({});  // EOF, timeout or reset: the connection is down either way
   }
 };
@@ -223,7 +234,8 @@ void async_teardown(boost::beast::role_type role, CoalescingStream<NextLayer>& s
 
 template <class TeardownHandler>
 auto async_teardown(boost::beast::role_type role,
-                    CoalescingStream<boost::beast::tcp_stream>& stream, TeardownHandler&& handler) {
+                    CoalescingStream<boost::asio::ip::tcp::socket>& stream,
+                    TeardownHandler&& handler) {
   if (role != boost::beast::role_type::server) {
     using boost::beast::websocket::async_teardown;
     return async_teardown(role, stream.next_layer(), std::forward<TeardownHandler>(handler));

@@ -663,8 +663,9 @@ ParsedTarget ParseTarget(std::string_view target) {
   return parsed;
 }
 
-HttpListener::HttpListener(asio::io_context& ioc, std::shared_ptr<GatewayContext> context)
-    : ioc_(ioc),
+HttpListener::HttpListener(asio::io_context& ioc, ConnectionExecutors connection_executors,
+                           std::shared_ptr<GatewayContext> context)
+    : connection_executors_(std::move(connection_executors)),
       acceptor_(asio::make_strand(ioc)),
       retry_timer_(acceptor_.get_executor()),
       context_(std::move(context)),
@@ -690,7 +691,7 @@ void HttpListener::Stop() {
 }
 
 void HttpListener::Accept() {
-  acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](beast::error_code ec,
+  acceptor_.async_accept(connection_executors_(), [self = shared_from_this()](beast::error_code ec,
                                                                               tcp::socket socket) {
     if (ec) {
       if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;

@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,7 +17,12 @@ namespace agentwire::gateway {
 /// connection-cap checks happen here, before the upgrade).
 class HttpListener final : public std::enable_shared_from_this<HttpListener> {
  public:
-  HttpListener(boost::asio::io_context& ioc, std::shared_ptr<GatewayContext> context);
+  /// Hands out the executor of each accepted connection (all of its handlers run there).
+  using ConnectionExecutors = std::function<boost::asio::any_io_executor()>;
+
+  /// The acceptor runs on `ioc`; each connection on the executor `connection_executors` gives.
+  HttpListener(boost::asio::io_context& ioc, ConnectionExecutors connection_executors,
+               std::shared_ptr<GatewayContext> context);
 
   /// Binds and listens. Throws ConfigError when the address is unusable or the port taken.
   void Open(const std::string& address, uint16_t port);
@@ -28,7 +34,7 @@ class HttpListener final : public std::enable_shared_from_this<HttpListener> {
  private:
   void Accept();
 
-  boost::asio::io_context& ioc_;
+  ConnectionExecutors connection_executors_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer retry_timer_;  // the pause after EMFILE & co (acceptor's strand)
   std::shared_ptr<GatewayContext> context_;

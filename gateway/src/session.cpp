@@ -1,7 +1,6 @@
 #include "session.hpp"
 
 #include <algorithm>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -58,11 +57,7 @@ Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayCo
                 [this](CatchUp::Frame frame) {
                   Push({std::move(frame), 0, FrameKind::kControl});
                 }),
-      close_timer_(transport_->GetExecutor()),
-      keep_alive_timer_(transport_->GetExecutor()),
-      token_timer_(transport_->GetExecutor()),
-      progress_timer_(transport_->GetExecutor()),
-      retry_timer_(transport_->GetExecutor()) {
+      token_timer_(transport_->GetExecutor()) {
   context_->metrics.connections.Add(1);
   context_->metrics.connections_total.Inc();
 }
@@ -156,7 +151,7 @@ void Session::RequestCancel(const std::string& run_id) {
   context_->canceller.Cancel(
       transport_->GetExecutor(), user_id_, partition_, run_id,
       [self = shared_from_this(), run_id](const RunCanceller::Outcome& outcome) {
-        asio::dispatch(self->transport_->GetExecutor(), [self, run_id, outcome] {
+        asio::post(self->transport_->GetExecutor(), [self, run_id, outcome] {
           if (self->phase_ == Phase::kClosing || self->phase_ == Phase::kClosed) return;
           nlohmann::json frame = {{"type", "cancel_result"},
                                   {"run_id", run_id},
@@ -183,8 +178,9 @@ void Session::CancelTimers() {
 void Session::WatchCatchupProgress() {
   const auto timeout = context_->config.catchup_stall_timeout;
   if (timeout.count() <= 0) return;
-  progress_timer_.expires_after(timeout / 2);
-  progress_timer_.async_wait([self = shared_from_this(), timeout](beast::error_code ec) {
+  auto& timer = progress_timer_.Get(transport_->GetExecutor());
+  timer.expires_after(timeout / 2);
+  timer.async_wait([self = shared_from_this(), timeout](beast::error_code ec) {
     if (ec || self->phase_ != Phase::kCatchingUp) return;
     // Only a session that holds budget and whose client takes nothing: one that waits for
     // history, or catches up from the cache, keeps nobody else waiting.
@@ -207,8 +203,9 @@ void Session::WatchCatchupProgress() {
 void Session::ScheduleKeepAlive() {
   const auto interval = transport_->KeepAliveInterval();
   if (!interval) return;
-  keep_alive_timer_.expires_after(*interval);
-  keep_alive_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+  auto& timer = keep_alive_timer_.Get(transport_->GetExecutor());
+  timer.expires_after(*interval);
+  timer.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (ec || self->phase_ == Phase::kClosing || self->phase_ == Phase::kClosed) return;
     if (!std::exchange(self->wrote_since_keep_alive_, false) && !self->writing_) {
       static const auto kNothing = std::make_shared<const std::string>();
@@ -250,7 +247,7 @@ void Session::BeginCatchUp() {
 }
 
 void Session::OnTailStarted(int64_t start_offset) {
-  asio::dispatch(transport_->GetExecutor(), [self = shared_from_this(), start_offset] {
+  asio::post(transport_->GetExecutor(), [self = shared_from_this(), start_offset] {
     if (!self->waiting_for_tail_ || self->phase_ != Phase::kCatchingUp) return;
     self->waiting_for_tail_ = false;
     self->CatchUpFrom(start_offset);
@@ -284,14 +281,16 @@ void Session::HandleHistory(HistoryChunk chunk) {
     case CatchUp::Next::kWrite:
       WriteNext();
       return;
-    case CatchUp::Next::kRetryLater:
-      retry_timer_.expires_after(CatchUp::kRetryAfter);
-      retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    case CatchUp::Next::kRetryLater: {
+      auto& timer = retry_timer_.Get(transport_->GetExecutor());
+      timer.expires_after(CatchUp::kRetryAfter);
+      timer.async_wait([self = shared_from_this()](beast::error_code ec) {
         if (ec || self->phase_ != Phase::kCatchingUp) return;
         self->catch_up_.Retry();
         self->WriteNext();
       });
       return;
+    }
     case CatchUp::Next::kFailed:
       StartClose(websocket::close_code::try_again_later, "history temporarily unavailable");
       return;
@@ -300,6 +299,9 @@ void Session::HandleHistory(HistoryChunk chunk) {
 
 void Session::GoLive() {
   phase_ = Phase::kLive;
+  // The catch-up's timers have no more work: a live session keeps only what it uses.
+  progress_timer_.Release();
+  retry_timer_.Release();
   // Live events that arrived meanwhile, minus what the catch-up already covered.
   const auto buffered = catch_up_.GoLive();
   context_->metrics.time_to_ready.Observe(
@@ -311,8 +313,10 @@ void Session::GoLive() {
 }
 
 void Session::OnLive(const LogEntryPtr& entry) {
-  asio::dispatch(transport_->GetExecutor(),
-                 [self = shared_from_this(), entry] { self->HandleLive(entry); });
+  // Posted, never run in place: the caller may be a handler of another connection on the same
+  // I/O thread (a connection's executor is its thread's io_context, not a strand of its own).
+  asio::post(transport_->GetExecutor(),
+             [self = shared_from_this(), entry] { self->HandleLive(entry); });
 }
 
 void Session::HandleLive(const LogEntryPtr& entry) {
@@ -459,10 +463,10 @@ void Session::OnRead(beast::error_code ec) {
 }
 
 void Session::Close(websocket::close_code code, std::string reason) {
-  asio::dispatch(transport_->GetExecutor(),
-                 [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
-                   self->StartClose(code, std::move(reason));
-                 });
+  asio::post(transport_->GetExecutor(),
+             [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
+               self->StartClose(code, std::move(reason));
+             });
 }
 
 void Session::StartClose(websocket::close_code code, std::string reason) {
@@ -484,8 +488,9 @@ void Session::StartClose(websocket::close_code code, std::string reason) {
   close_after_write_ = true;
   // A client that stopped reading never lets the write in flight finish: give up on the
   // close handshake after a while and drop the TCP connection.
-  close_timer_.expires_after(std::chrono::seconds(5));
-  close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+  auto& timer = close_timer_.Get(transport_->GetExecutor());
+  timer.expires_after(std::chrono::seconds(5));
+  timer.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (!ec && self->phase_ != Phase::kClosed) self->transport_->Abort();
   });
   WriteNext();

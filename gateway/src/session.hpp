@@ -18,6 +18,7 @@
 #include "frames.hpp"
 #include "gateway_context.hpp"
 #include "history.hpp"
+#include "lazy_timer.hpp"
 #include "partition_hub.hpp"
 #include "transport.hpp"
 
@@ -35,7 +36,8 @@ namespace agentwire::gateway {
 /// because the session drops anything below the next offset it expects (a user's events all
 /// live in one partition, so one offset orders them).
 ///
-/// All state is touched only on the session's strand; OnLive, OnHistory and Close may be called
+/// All state is touched only on the session's executor (one I/O thread's io_context: the
+/// connection's handlers never run concurrently); OnLive, OnHistory and Close may be called
 /// from any thread (they post). One write in flight; frames that follow each other at once
 /// share write syscalls (CoalescingStream). The live queue is capped by frames and bytes, and
 /// overflow closes with 1013 (the client resumes from its cursor; the log keeps the rest).
@@ -135,11 +137,12 @@ class Session final : public LiveListener,
   std::optional<std::pair<boost::beast::websocket::close_code, std::string>> close_on_accept_;
   boost::beast::websocket::close_code pending_close_code_{};
   std::string pending_close_reason_;
-  boost::asio::steady_timer close_timer_;
-  boost::asio::steady_timer keep_alive_timer_;
+  // Made when first armed: an idle session arms at most the token timer.
+  LazyTimer close_timer_;
+  LazyTimer keep_alive_timer_;
   boost::asio::steady_timer token_timer_;
-  boost::asio::steady_timer progress_timer_;
-  boost::asio::steady_timer retry_timer_;  // a history read paused for the user's fair share
+  LazyTimer progress_timer_;
+  LazyTimer retry_timer_;  // a history read paused for the user's fair share
   std::chrono::steady_clock::time_point write_started_at_;
   double token_expires_at_ = 0;
   bool wrote_since_keep_alive_ = false;

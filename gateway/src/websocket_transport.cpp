@@ -1,9 +1,9 @@
 #include "websocket_transport.hpp"
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/beast/core/buffers_to_string.hpp>
 #include <string>
 #include <utility>
 
@@ -58,10 +58,11 @@ void WebSocketTransport::Accept(const Request& request, Done done) {
       }));
   ws_.read_message_max(max_inbound_frame_bytes_);
   ws_.auto_fragment(false);
-  // The stream's own timeouts now govern; the HTTP phase's deadline must not fire.
-  beast::get_lowest_layer(ws_).expires_never();
   ws_.async_accept(request, [this, done = std::move(done)](beast::error_code ec) {
     if (!ec) ws_.text(true);
+    // The stream keeps its decorator for the connection's life: drop the one that holds the
+    // handshake's strings.
+    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type&) {}));
     done(ec);
   });
 }
@@ -85,26 +86,57 @@ void WebSocketTransport::Write(const Frame& frame, FrameKind /*kind*/, bool more
 }
 
 void WebSocketTransport::Read(Done done) {
-  read_buffer_.consume(read_buffer_.size());
-  ws_.async_read(read_buffer_,
-                 [done = std::move(done)](beast::error_code ec, std::size_t) { done(ec); });
+  // Beast's async_read into a dynamic buffer prepares room for the whole next message before
+  // a byte has arrived: ~1.5 KiB held by every idle connection, most of what one cost beyond
+  // Beast's own stream. So the wait happens with a small inline buffer and no allocation, and
+  // a message that turns out longer continues straight into message_.
+  message_ = std::string();
+  ReadPart(std::move(done));
 }
 
-std::string WebSocketTransport::TakeMessage() {
-  std::string message = beast::buffers_to_string(read_buffer_.data());
-  read_buffer_.consume(read_buffer_.size());
-  return message;
+void WebSocketTransport::ReadPart(Done done) {
+  const bool first = message_.empty();
+  const std::size_t offset = message_.size();
+  boost::asio::mutable_buffer into = boost::asio::buffer(first_part_);
+  if (!first) {
+    // Beast enforces read_message_max across parts (1009); the hint is at most the frame's rest.
+    const std::size_t room = std::clamp<std::size_t>(
+        ws_.read_size_hint(max_inbound_frame_bytes_ - std::min(offset, max_inbound_frame_bytes_)),
+        1, 64 * 1024);
+    message_.resize(offset + room);
+    into = boost::asio::buffer(message_.data() + offset, room);
+  }
+  ws_.async_read_some(into, [this, first, offset, done = std::move(done)](beast::error_code ec,
+                                                                          std::size_t n) mutable {
+    if (ec) {
+      message_ = std::string();
+      done(ec);
+      return;
+    }
+    if (first) {
+      message_.assign(first_part_.data(), n);
+    } else {
+      message_.resize(offset + n);
+    }
+    if (ws_.is_message_done()) {
+      done({});
+      return;
+    }
+    ReadPart(std::move(done));
+  });
 }
+
+std::string WebSocketTransport::TakeMessage() { return std::exchange(message_, std::string()); }
 
 void WebSocketTransport::Close(websocket::close_code code, const std::string& reason, Done done) {
   ws_.async_close(websocket::close_reason(code, reason), std::move(done));
 }
 
 void WebSocketTransport::Abort() {
+  auto& socket = beast::get_lowest_layer(ws_);
   beast::error_code ignored;
-  beast::get_lowest_layer(ws_).socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both,
-                                                 ignored);
-  beast::get_lowest_layer(ws_).close();
+  socket.shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
 }
 
 }  // namespace agentwire::gateway

@@ -2,11 +2,10 @@
 
 #include <array>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/websocket/stream.hpp>
 #include <chrono>
 #include <cstddef>
+#include <string>
 
 #include "coalescing_stream.hpp"
 #include "transport.hpp"
@@ -44,10 +43,19 @@ class WebSocketTransport final : public Transport {
   }
 
  private:
-  boost::beast::websocket::stream<CoalescingStream<boost::beast::tcp_stream>> ws_;
+  /// Reads the next part of the client's message (see Read).
+  void ReadPart(Done done);
+
+  /// Parts that fit in the inline buffer: what an idle connection waits with.
+  static constexpr std::size_t kInlineReadBytes = 64;
+
+  // A plain socket below: Beast's websocket stream keeps its own timeouts, and a tcp_stream
+  // would add its timers and a larger pending read to every idle connection (~0.5 KiB).
+  boost::beast::websocket::stream<CoalescingStream<boost::asio::ip::tcp::socket>> ws_;
   std::chrono::seconds idle_timeout_;
   std::size_t max_inbound_frame_bytes_;
-  boost::beast::flat_buffer read_buffer_;
+  std::string message_;  // the client's message read so far
+  std::array<char, kInlineReadBytes> first_part_{};
 };
 
 }  // namespace agentwire::gateway
