@@ -57,7 +57,8 @@ Session::Session(std::unique_ptr<Transport> transport, std::shared_ptr<GatewayCo
                 [this](CatchUp::Frame frame) {
                   Push({std::move(frame), 0, FrameKind::kControl});
                 }),
-      token_timer_(transport_->GetExecutor()) {
+      token_timer_(transport_->GetExecutor()),
+      live_inbox_(LiveInbox::For(transport_->GetExecutor())) {
   context_->metrics.connections.Add(1);
   context_->metrics.connections_total.Inc();
 }
@@ -247,11 +248,13 @@ void Session::BeginCatchUp() {
 }
 
 void Session::OnTailStarted(int64_t start_offset) {
-  asio::post(transport_->GetExecutor(), [self = shared_from_this(), start_offset] {
-    if (!self->waiting_for_tail_ || self->phase_ != Phase::kCatchingUp) return;
-    self->waiting_for_tail_ = false;
-    self->CatchUpFrom(start_offset);
-  });
+  live_inbox_.DeliverTailStarted(shared_from_this(), transport_->GetExecutor(), start_offset);
+}
+
+void Session::HandleTailStarted(int64_t start_offset) {
+  if (!waiting_for_tail_ || phase_ != Phase::kCatchingUp) return;
+  waiting_for_tail_ = false;
+  CatchUpFrom(start_offset);
 }
 
 void Session::CatchUpFrom(int64_t attach_point) {
@@ -313,10 +316,7 @@ void Session::GoLive() {
 }
 
 void Session::OnLive(const LogEntryPtr& entry) {
-  // Posted, never run in place: the caller may be a handler of another connection on the same
-  // I/O thread (a connection's executor is its thread's io_context, not a strand of its own).
-  asio::post(transport_->GetExecutor(),
-             [self = shared_from_this(), entry] { self->HandleLive(entry); });
+  live_inbox_.DeliverLive(shared_from_this(), transport_->GetExecutor(), entry);
 }
 
 void Session::HandleLive(const LogEntryPtr& entry) {

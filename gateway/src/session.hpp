@@ -19,6 +19,7 @@
 #include "gateway_context.hpp"
 #include "history.hpp"
 #include "lazy_timer.hpp"
+#include "live_inbox.hpp"
 #include "partition_hub.hpp"
 #include "transport.hpp"
 
@@ -84,7 +85,10 @@ class Session final : public LiveListener,
   void GoLive();
   /// Queues `reset` (the start position's, or a gap in the live stream).
   void SendReset(std::string_view reason);
+  // On the session's executor, from its LiveInbox (what OnLive / OnTailStarted delivered).
+  friend class LiveInbox;
   void HandleLive(const LogEntryPtr& entry);
+  void HandleTailStarted(int64_t start_offset);
   /// Live phase: applies the offset rule, gap markers and filters; queues without writing.
   void AcceptLive(const LogEntryPtr& entry);
   bool OverLimits() const;
@@ -146,6 +150,7 @@ class Session final : public LiveListener,
   std::chrono::steady_clock::time_point write_started_at_;
   double token_expires_at_ = 0;
   bool wrote_since_keep_alive_ = false;
+  LiveInbox& live_inbox_;  // its I/O thread's: OnLive and OnTailStarted go through it
 };
 
 }  // namespace agentwire::gateway
