@@ -30,7 +30,7 @@ producers::PublisherConfig MakePublisherConfig(const KafkaOptions& kafka,
 
 constexpr const char* kServeReportsHelp =
     "Serve Kafka's delivery reports on the publishing thread instead of a second one "
-    "(faster for one publishing thread; see docs/benchmarks.md)";
+    "(no poll thread; the default is about as fast: see docs/benchmarks.md)";
 
 // A mistyped --topic fails at start with one line (exit 2) instead of once per event: the
 // publisher never creates topics.

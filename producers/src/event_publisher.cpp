@@ -165,9 +165,9 @@ constexpr const char* kContentType = "application/x-protobuf";
 constexpr const char* kSchemaName = "agentwire.v1.AgentEvent";
 
 // One accepted event: owns the bytes librdkafka points at until its delivery report. The
-// message and its bytes (key, then event_id, then the serialized event) are one allocation:
-// it is made on the publishing thread and freed on the poll thread, and every such
-// cross-thread pair takes glibc's slow, locked path (it was a quarter of the CPU).
+// message and its bytes (key, then event_id, then the serialized event) are one allocation,
+// made on the publishing thread and freed there too (see Impl::Collect): a block freed on
+// another thread than the one that allocated it takes glibc's slow, locked path.
 class OutgoingMessage {
  public:
   struct Deleter {
@@ -230,6 +230,7 @@ class EventPublisher::Impl {
       throw ConfigError("publisher: bootstrap.servers is not set (--brokers / AGENTWIRE_BROKERS)");
     }
     producer_ = MakeProducer();
+    reports_.reset(rd_kafka_queue_get_main(producer_.get()));
     max_message_bytes_ = ConfiguredMaxMessageBytes();
     if (!config_.serve_reports_in_caller) poll_thread_ = std::thread([this] { PollLoop(); });
   }
@@ -240,8 +241,13 @@ class EventPublisher::Impl {
                         std::chrono::milliseconds wait_for_space) {
     if (closing_.load()) return {PublishStatus::kClosed, {}, "the publisher is shutting down"};
     // Reports of earlier events first, like kcat's rd_kafka_poll(0) per message: their
-    // memory is freed on the thread that allocated it.
-    if (config_.serve_reports_in_caller) Serve(std::chrono::milliseconds(0));
+    // memory is freed on the thread that allocated it. With the poll thread, the memory of the
+    // events it reported (ours and librdkafka's) waits for us to free it.
+    if (config_.serve_reports_in_caller) {
+      Serve(std::chrono::milliseconds(0));
+    } else if (has_garbage_.load(std::memory_order_acquire)) {
+      Collect(CollectMode::kIfFree);
+    }
     if (auto invalid = schemas::Validate(event)) {
       return {PublishStatus::kInvalidEvent, {}, std::move(invalid->message)};
     }
@@ -264,7 +270,12 @@ class EventPublisher::Impl {
     if (recovering_) {
       backlog_.push_back(message.release());
     } else {
-      const auto err = Produce(producer_.get(), message.get());
+      auto err = Produce(producer_.get(), message.get());
+      // librdkafka counts a message until it is freed, so reported events awaiting Collect
+      // count against queue.buffering.max.messages: free them and try again.
+      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && Collect(CollectMode::kWait) > 0) {
+        err = Produce(producer_.get(), message.get());
+      }
       if (err == RD_KAFKA_RESP_ERR__FATAL) {
         // The producer just died; this event waits for its successor.
         fatal_.store(true);
@@ -291,10 +302,23 @@ class EventPublisher::Impl {
       }
       return pending_.load();
     }
+    // Wakes every 10 ms to free what the poll thread reported meanwhile, here on the thread
+    // that published (mostly), rather than leaving it to the poll thread.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
     std::unique_lock lock(space_mutex_);
     ++waiters_;
-    space_cv_.wait_for(lock, timeout, [this] { return pending_.load() == 0; });
+    while (pending_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      space_cv_.wait_until(
+          lock,
+          std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(10)),
+          [this] { return pending_.load() == 0; });
+      lock.unlock();
+      Collect(CollectMode::kIfFree);
+      lock.lock();
+    }
     --waiters_;
+    lock.unlock();
+    Collect(CollectMode::kWait);
     return pending_.load();
   }
 
@@ -346,9 +370,8 @@ class EventPublisher::Impl {
  private:
   kafka::HandlePtr MakeProducer() {
     auto conf = kafka::MakeConf(properties_);
-    rd_kafka_conf_set_opaque(conf.get(), this);
-    rd_kafka_conf_set_dr_msg_cb(conf.get(), &Impl::OnDelivery);
-    rd_kafka_conf_set_error_cb(conf.get(), &Impl::OnError);
+    // Delivery reports and errors as events on the main queue (reports_), not callbacks.
+    rd_kafka_conf_set_events(conf.get(), RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
     return kafka::MakeClient(RD_KAFKA_PRODUCER, std::move(conf));
   }
 
@@ -443,8 +466,9 @@ class EventPublisher::Impl {
     }
   }
 
-  void Report(OutgoingMessage* raw, const DeliveryReport& report) {
-    OutgoingMessage::Ptr message(raw);
+  // Counts the report and runs the callback; the caller frees `message` (the callback and
+  // what it captured are destroyed here, on the thread that ran it).
+  void Report(OutgoingMessage* message, const DeliveryReport& report) {
     (report.ok ? delivered_ : failed_).fetch_add(1, std::memory_order_relaxed);
     if (message->callback) {
       try {
@@ -453,18 +477,23 @@ class EventPublisher::Impl {
         // A callback must not throw; an exception here would cross librdkafka's C frames.
         log::Error("delivery callback threw; ignored", {{"event_id", report.event_id}});
       }
+      message->callback = nullptr;
     }
     ReleaseSlot();
   }
 
-  static void OnDelivery(rd_kafka_t* /*producer*/, const rd_kafka_message_t* kafka_message,
-                         void* opaque) {
-    auto* self = static_cast<Impl*>(opaque);
+  void ReportAndFree(OutgoingMessage* message, const DeliveryReport& report) {
+    OutgoingMessage::Ptr owned(message);
+    Report(message, report);
+  }
+
+  // Serving thread only. Leaves `message` in reported_ to be freed (unless retained).
+  void OnDelivery(const rd_kafka_message_t* kafka_message) {
     auto* message = static_cast<OutgoingMessage*>(kafka_message->_private);
     const auto err = kafka_message->err;
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && self->fatal_.load() && !self->closing_.load()) {
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && fatal_.load() && !closing_.load()) {
       // The producer failed as a whole; keep the event for the next producer.
-      self->retained_.push_back(message);
+      retained_.push_back(message);
       return;
     }
     DeliveryReport report;
@@ -474,46 +503,126 @@ class EventPublisher::Impl {
       report.user_id = message->Key();
       report.ok = true;
     } else {
-      report = message->FailedReport(err, self->config_.topic, {});
+      report = message->FailedReport(err, config_.topic, {});
     }
     report.partition = kafka_message->partition;
     report.offset = kafka_message->offset;
-    self->Report(message, report);
+    Report(message, report);
+    reported_.push_back(message);
   }
 
-  static void OnError(rd_kafka_t* producer, int err, const char* reason, void* opaque) {
-    auto* self = static_cast<Impl*>(opaque);
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-      std::array<char, 512> detail{};
-      const auto original = rd_kafka_fatal_error(producer, detail.data(), detail.size());
+  void OnError(rd_kafka_event_t* event) {
+    const auto err = rd_kafka_event_error(event);
+    const char* reason = rd_kafka_event_error_string(event);
+    if (rd_kafka_event_error_is_fatal(event) != 0) {
+      // librdkafka has already replaced ERR__FATAL with the original error.
       log::Error("kafka producer fatal error; recreating the producer",
-                 {{"topic", self->config_.topic},
-                  {"error", fmt::format("{}: {}", rd_kafka_err2name(original), detail.data())}});
-      self->fatal_.store(true);
+                 {{"topic", config_.topic},
+                  {"error", fmt::format("{}: {}", rd_kafka_err2name(err), reason)}});
+      fatal_.store(true);
       return;
     }
     // Everything else is transient (broker down, timeouts): librdkafka retries by itself.
-    log::Warn(
-        "kafka producer error",
-        {{"topic", self->config_.topic},
-         {"error", fmt::format("{}: {}", rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)),
-                               reason)}});
+    log::Warn("kafka producer error",
+              {{"topic", config_.topic},
+               {"error", fmt::format("{}: {}", rd_kafka_err2name(err), reason)}});
   }
 
   void PollLoop() {
-    while (!stop_poll_.load()) Serve(std::chrono::milliseconds(50));
+    while (!stop_poll_.load()) {
+      Serve(std::chrono::milliseconds(50));
+      // Publishers free what they allocated (Publish, Flush); when they stay quiet, the
+      // memory of the events reported in the meantime is freed here.
+      if (has_garbage_.load(std::memory_order_acquire)) Collect(CollectMode::kIfStale);
+    }
   }
 
   // Serves delivery reports: on the poll thread, or on the caller's with
   // serve_reports_in_caller. Either way only one thread at a time, which Recover relies on.
   void Serve(std::chrono::milliseconds timeout) {
-    rd_kafka_poll(producer_.get(), static_cast<int>(timeout.count()));
+    ServeQueue(reports_.get(), timeout);
     if (fatal_.load() && !closing_.load()) Recover();
+  }
+
+  // Like rd_kafka_poll: waits up to `timeout` for the first event, then serves all that are
+  // ready. Delivery reports come as events (not rd_kafka_poll's callback) so the messages,
+  // which librdkafka frees when the event is destroyed, can be freed on the publishing thread.
+  void ServeQueue(rd_kafka_queue_t* queue, std::chrono::milliseconds timeout) {
+    int wait_ms = static_cast<int>(timeout.count());
+    while (rd_kafka_event_t* event = rd_kafka_queue_poll(queue, wait_ms)) {
+      wait_ms = 0;
+      switch (rd_kafka_event_type(event)) {
+        case RD_KAFKA_EVENT_DR:
+          while (const rd_kafka_message_t* message = rd_kafka_event_message_next(event)) {
+            OnDelivery(message);
+          }
+          Dispose(event);
+          continue;
+        case RD_KAFKA_EVENT_ERROR:
+          OnError(event);
+          break;
+        default:
+          break;
+      }
+      rd_kafka_event_destroy(event);
+    }
+  }
+
+  // Frees a served delivery-report event and the messages reported from it: now, when the
+  // reports were served on the publishing thread; otherwise hands them to Collect.
+  void Dispose(rd_kafka_event_t* event) {
+    if (config_.serve_reports_in_caller) {
+      rd_kafka_event_destroy(event);
+      for (auto* message : reported_) OutgoingMessage::Deleter{}(message);
+      reported_.clear();
+      return;
+    }
+    std::lock_guard lock(garbage_mutex_);
+    if (garbage_events_.empty()) garbage_since_ = std::chrono::steady_clock::now();
+    garbage_events_.push_back(event);
+    garbage_messages_.insert(garbage_messages_.end(), reported_.begin(), reported_.end());
+    reported_.clear();
+    has_garbage_.store(true, std::memory_order_release);
+  }
+
+  enum class CollectMode {
+    kIfFree,   // Publish: skip if another thread holds the garbage
+    kWait,     // Flush, Close, Recover, a full librdkafka queue
+    kIfStale,  // the poll thread: only what publishers left alone for kStaleAfter
+  };
+  static constexpr std::chrono::milliseconds kStaleAfter{100};
+
+  // Frees the reported events handed over by Dispose; returns how many messages it freed.
+  // Holds garbage_mutex_ while freeing so that Recover and Close, which take it, know that no
+  // event of the producer they are about to destroy is still being freed.
+  size_t Collect(CollectMode mode) {
+    std::unique_lock lock(garbage_mutex_, std::defer_lock);
+    if (mode == CollectMode::kIfFree) {
+      if (!lock.try_lock()) return 0;
+    } else {
+      lock.lock();
+    }
+    if (garbage_events_.empty()) return 0;
+    if (mode == CollectMode::kIfStale &&
+        std::chrono::steady_clock::now() - garbage_since_ < kStaleAfter) {
+      return 0;
+    }
+    for (auto* event : garbage_events_) rd_kafka_event_destroy(event);
+    for (auto* message : garbage_messages_) OutgoingMessage::Deleter{}(message);
+    const size_t freed = garbage_messages_.size();
+    garbage_events_.clear();
+    garbage_messages_.clear();
+    has_garbage_.store(false, std::memory_order_release);
+    return freed;
   }
 
  public:
   void Poll(std::chrono::milliseconds timeout) {
-    if (config_.serve_reports_in_caller) Serve(timeout);
+    if (config_.serve_reports_in_caller) {
+      Serve(timeout);
+    } else if (has_garbage_.load(std::memory_order_acquire)) {
+      Collect(CollectMode::kIfFree);
+    }
   }
 
  private:
@@ -525,14 +634,19 @@ class EventPublisher::Impl {
     }
     rd_kafka_t* old_producer = producer_.get();
     rd_kafka_purge(old_producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    // Serve the failed reports: OnDelivery moves every failed event into retained_.
+    // Serve the failed reports: OnDelivery moves every failed event into retained_. A message
+    // counts in outq_len until it is freed, so free the reported ones as we go.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    Collect(CollectMode::kWait);
     while (rd_kafka_outq_len(old_producer) > 0 && std::chrono::steady_clock::now() < deadline) {
-      rd_kafka_poll(old_producer, 50);
+      ServeQueue(reports_.get(), std::chrono::milliseconds(50));
+      Collect(CollectMode::kWait);
     }
     kafka::HandlePtr fresh;
+    kafka::QueuePtr fresh_reports;
     try {
       fresh = MakeProducer();
+      fresh_reports.reset(rd_kafka_queue_get_main(fresh.get()));
     } catch (const std::exception& e) {
       log::Error("cannot recreate the producer; retrying", {{"error", e.what()}});
       std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -547,13 +661,15 @@ class EventPublisher::Impl {
     std::sort(resend.begin(), resend.end(),
               [](const OutgoingMessage* a, const OutgoingMessage* b) { return a->seq < b->seq; });
     fatal_.store(false);
-    // Destroying the old handle outside librdkafka's callbacks; its queue is empty.
+    // Destroying the old handle outside librdkafka's callbacks; its queue is empty and every
+    // event it reported has been freed.
+    reports_ = std::move(fresh_reports);
     producer_ = std::move(fresh);
     for (auto* message : resend) {
       const auto err = Produce(producer_.get(), message);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        Report(message,
-               message->FailedReport(err, config_.topic, "re-send after producer recreation: "));
+        ReportAndFree(message, message->FailedReport(err, config_.topic,
+                                                     "re-send after producer recreation: "));
       }
     }
     recovering_ = false;
@@ -579,14 +695,16 @@ class EventPublisher::Impl {
     (void)Flush(std::chrono::seconds(5));
     stop_poll_.store(true);
     if (poll_thread_.joinable()) poll_thread_.join();
+    Collect(CollectMode::kWait);
     // Events parked during a recovery that never finished.
     std::vector<OutgoingMessage*> orphans = std::move(retained_);
     orphans.insert(orphans.end(), backlog_.begin(), backlog_.end());
     backlog_.clear();
     for (auto* message : orphans) {
-      Report(message, message->FailedReport(RD_KAFKA_RESP_ERR__PURGE_QUEUE, config_.topic,
-                                            "publisher closed: "));
+      ReportAndFree(message, message->FailedReport(RD_KAFKA_RESP_ERR__PURGE_QUEUE, config_.topic,
+                                                   "publisher closed: "));
     }
+    reports_.reset();
     producer_.reset();
   }
 
@@ -596,10 +714,19 @@ class EventPublisher::Impl {
 
   std::mutex mutex_;  // guards producer_ (for Publish), recovering_, backlog_, next_seq_
   kafka::HandlePtr producer_;
+  kafka::QueuePtr reports_;  // producer_'s main queue: delivery reports and errors
   bool recovering_ = false;
   uint64_t next_seq_ = 0;
   std::deque<OutgoingMessage*> backlog_;    // accepted while the producer is being replaced
-  std::vector<OutgoingMessage*> retained_;  // poll thread only: failed by a fatal error
+  std::vector<OutgoingMessage*> retained_;  // serving thread only: failed by a fatal error
+  std::vector<OutgoingMessage*> reported_;  // serving thread only: of the event being served
+
+  // Reported events whose memory a publishing thread frees (Collect).
+  std::mutex garbage_mutex_;
+  std::vector<rd_kafka_event_t*> garbage_events_;
+  std::vector<OutgoingMessage*> garbage_messages_;
+  std::chrono::steady_clock::time_point garbage_since_;
+  std::atomic<bool> has_garbage_{false};
 
   std::atomic<bool> fatal_{false};
   std::atomic<bool> closing_{false};

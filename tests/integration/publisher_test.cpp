@@ -14,8 +14,10 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "agentwire/core/embedded_kafka.hpp"
@@ -48,6 +50,83 @@ constexpr int kPartitions = 32;
 constexpr int kProduceApiKey = 0;  // RD_KAFKAP_Produce
 
 std::string UserId(int user) { return fmt::format("user-{:04d}", user); }
+
+// Which thread frees the blocks of a given size range that were allocated while tracking was
+// on: the publisher allocates each event's message and bytes in one block (operator new), and
+// frees it on the publishing thread, not on its poll thread (see EventPublisher). The range is
+// chosen by the test so that nothing else it allocates falls in it.
+namespace block_tracking {
+std::atomic<size_t> min_size{0};
+std::atomic<size_t> max_size{0};  // 0: tracking off
+std::mutex mutex;
+// Allocated on first use and never freed: operator delete may use it until the process ends.
+std::unordered_map<void*, std::thread::id>* blocks = nullptr;
+std::atomic<size_t> freed_on_allocating_thread{0};
+std::atomic<size_t> freed_on_other_thread{0};
+thread_local bool busy = false;  // the map's own allocations are not tracked
+
+void OnAllocate(void* block, size_t size) {
+  const size_t max = max_size.load(std::memory_order_relaxed);
+  if (busy || max == 0 || size < min_size.load(std::memory_order_relaxed) || size >= max) return;
+  busy = true;
+  {
+    std::lock_guard lock(mutex);
+    if (blocks == nullptr) blocks = new std::unordered_map<void*, std::thread::id>();
+    (*blocks)[block] = std::this_thread::get_id();
+  }
+  busy = false;
+}
+
+void OnFree(void* block) {
+  if (busy || max_size.load(std::memory_order_relaxed) == 0) return;
+  busy = true;
+  {
+    std::lock_guard lock(mutex);
+    if (blocks != nullptr) {
+      const auto found = blocks->find(block);
+      if (found != blocks->end()) {
+        (found->second == std::this_thread::get_id() ? freed_on_allocating_thread
+                                                     : freed_on_other_thread)
+            .fetch_add(1);
+        blocks->erase(found);
+      }
+    }
+  }
+  busy = false;
+}
+
+void Start(size_t min, size_t max) {
+  freed_on_allocating_thread.store(0);
+  freed_on_other_thread.store(0);
+  min_size.store(min);
+  max_size.store(max);
+}
+
+void Stop() {
+  max_size.store(0);
+  std::lock_guard lock(mutex);
+  if (blocks != nullptr) blocks->clear();
+}
+}  // namespace block_tracking
+
+}  // namespace
+}  // namespace agentwire
+
+// Replaced for this test binary only, to see which thread frees the publisher's blocks.
+void* operator new(size_t size) {
+  void* block = std::malloc(size == 0 ? 1 : size);
+  if (block == nullptr) throw std::bad_alloc();
+  agentwire::block_tracking::OnAllocate(block, size);
+  return block;
+}
+void operator delete(void* block) noexcept {
+  if (block != nullptr) agentwire::block_tracking::OnFree(block);
+  std::free(block);
+}
+void operator delete(void* block, size_t /*size*/) noexcept { operator delete(block); }
+
+namespace agentwire {
+namespace {
 
 // Events interleaved across users (the way many concurrent runs publish), each user's
 // run_seq counting up: event i belongs to user i % users.
@@ -729,6 +808,81 @@ TEST_F(PublisherTest, ServeReportsInCallerRunsEveryCallbackOnThePublishingThread
   const auto audit = AuditDelivery(ByUser(events), records, kPartitions);
   std::cout << "[ audit    ] " << audit.Summary() << "\n";
   ExpectClean(audit, events.size());
+}
+
+// Events of ~20 kB, so that the publisher's block for each (message, key, id and value) falls
+// in a size range nothing else in these tests allocates.
+std::vector<v1::AgentEvent> MakeLargeEvents(int total) {
+  auto events = MakeEvents(kUsers, total);
+  for (auto& event : events) event.mutable_agent_thinking()->set_text(std::string(20'000, 'x'));
+  return events;
+}
+constexpr size_t kLargeBlockMin = 20'000;
+constexpr size_t kLargeBlockMax = 24'000;
+
+// The default mode keeps its contract (callbacks on the poll thread, never inside Publish)
+// and frees each event's memory on the thread that published it: freed on the poll thread,
+// glibc's allocator takes its slow path for every block (the default ran at half of kcat).
+TEST_F(PublisherTest, DefaultRunsCallbacksOnThePollThreadAndFreesOnThePublishingThread) {
+  constexpr int kCount = 500;
+  const auto events = MakeLargeEvents(kCount);
+  const auto publishing_thread = std::this_thread::get_id();
+  std::atomic<size_t> on_publishing_thread{0};
+  ReportCounter counter;
+  const auto count = counter.Callback();
+  block_tracking::Start(kLargeBlockMin, kLargeBlockMax);
+  {
+    EventPublisher publisher(Config());
+    for (const auto& event : events) {
+      const auto status = publisher.Publish(
+          event,
+          [&](const DeliveryReport& report) {
+            if (std::this_thread::get_id() == publishing_thread) on_publishing_thread.fetch_add(1);
+            count(report);
+          },
+          30s);
+      ASSERT_EQ(status, PublishStatus::kAccepted) << status;
+    }
+    EXPECT_EQ(publisher.Flush(60s), 0U);
+    EXPECT_EQ(publisher.Stats().delivered, static_cast<uint64_t>(kCount));
+  }
+  const size_t here = block_tracking::freed_on_allocating_thread.load();
+  const size_t elsewhere = block_tracking::freed_on_other_thread.load();
+  block_tracking::Stop();
+  EXPECT_EQ(on_publishing_thread.load(), 0U) << "a callback ran inside Publish or Flush";
+  EXPECT_EQ(counter.Ok(), static_cast<size_t>(kCount));
+  EXPECT_EQ(here + elsewhere, static_cast<size_t>(kCount)) << "every event's block is freed";
+  // The poll thread frees only what publishers left alone for ~0.1 s (a stalled machine).
+  EXPECT_GT(here, elsewhere) << here << " blocks freed on the publishing thread, " << elsewhere
+                             << " on another";
+}
+
+// A caller that publishes once and goes quiet (no Flush, no Poll) still gets its report, on
+// the poll thread, and the event's memory is freed while the publisher lives.
+TEST_F(PublisherTest, QuietCallerGetsItsReportAndItsMemoryBackWithoutFlushOrPoll) {
+  const auto events = MakeLargeEvents(1);
+  std::atomic<int> reports{0};
+  block_tracking::Start(kLargeBlockMin, kLargeBlockMax);
+  {
+    EventPublisher publisher(Config());
+    ASSERT_EQ(publisher.Publish(events[0], [&](const DeliveryReport&) { reports.fetch_add(1); }),
+              PublishStatus::kAccepted);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           (reports.load() == 0 || block_tracking::freed_on_allocating_thread.load() +
+                                           block_tracking::freed_on_other_thread.load() ==
+                                       0)) {
+      std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(reports.load(), 1) << "no delivery report within 30 s";
+    const auto stats = publisher.Stats();
+    EXPECT_EQ(stats.delivered, 1U);
+    EXPECT_EQ(stats.failed, 0U);
+    EXPECT_EQ(publisher.Pending(), 0U);
+    EXPECT_EQ(block_tracking::freed_on_other_thread.load(), 1U)
+        << "the poll thread frees what a quiet publisher left";
+  }
+  block_tracking::Stop();
 }
 
 }  // namespace

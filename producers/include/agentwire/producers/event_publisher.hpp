@@ -19,12 +19,11 @@ struct PublisherConfig {
   size_t max_pending = 200'000;
   /// How long the destructor waits for outstanding deliveries.
   std::chrono::milliseconds close_timeout{10'000};
-  /// Opt-in, for single-threaded high-rate publishers (`emit`, `emit simulate`): no internal
-  /// poll thread; delivery reports, and so the callbacks, run inside Publish(), Poll() and
-  /// Flush() on the caller's thread. Each message is then allocated and freed on one thread
-  /// (across threads, glibc's allocator takes its slow locked path: see docs/benchmarks.md).
-  /// Publish must then be called from one thread at a time, and a caller that stops
-  /// publishing for a while calls Poll() or Flush(), or reports wait.
+  /// Opt-in: no internal poll thread; delivery reports, and so the callbacks, run inside
+  /// Publish(), Poll() and Flush() on the caller's thread. Publish must then be called from one
+  /// thread at a time, and a caller that stops publishing for a while calls Poll() or Flush(),
+  /// or reports wait. Since the default mode frees each event's memory on the publishing
+  /// thread too, this mode saves little more (docs/benchmarks.md §"Publisher throughput").
   bool serve_reports_in_caller = false;
 };
 
@@ -44,10 +43,16 @@ struct PublisherStats {
 /// permanent status that names librdkafka's error and what to change; only kQueueFull is
 /// retryable. Delivery reports carry the same classification.
 ///
-/// Delivery reports run on an internal poll thread. When librdkafka raises a fatal error
-/// (an idempotence invariant broken on the broker side), the publisher builds a new
-/// producer and re-sends every event not yet acknowledged, in the original order; events
-/// that were in flight at that moment may be stored twice (consumers dedupe by event_id).
+/// Delivery reports, and so the callbacks, run on an internal poll thread, never inside
+/// Publish. The memory of a reported event (ours and librdkafka's) is freed by the next
+/// Publish, Poll or Flush, on the publishing thread, which allocated it: a block freed on
+/// another thread takes glibc's slow, locked path (a third of the publisher's throughput).
+/// When no thread publishes, polls or flushes for ~0.1 s, the poll thread frees it.
+///
+/// When librdkafka raises a fatal error (an idempotence invariant broken on the broker side),
+/// the publisher builds a new producer and re-sends every event not yet acknowledged, in the
+/// original order; events that were in flight at that moment may be stored twice (consumers
+/// dedupe by event_id).
 ///
 /// Thread-safe: Publish may be called from any number of threads.
 class EventPublisher final : public EventSink {
@@ -67,7 +72,8 @@ class EventPublisher final : public EventSink {
   size_t Flush(std::chrono::milliseconds timeout);
 
   /// With serve_reports_in_caller: serves the delivery reports that are ready, waiting up to
-  /// `timeout` for the first. Without: does nothing (the poll thread serves them).
+  /// `timeout` for the first. Without: frees the memory of reported events, if any, and
+  /// returns at once (the poll thread serves the reports).
   void Poll(std::chrono::milliseconds timeout);
 
   size_t Pending() const;
