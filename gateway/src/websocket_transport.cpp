@@ -99,10 +99,12 @@ void WebSocketTransport::ReadPart(Done done) {
   const std::size_t offset = message_.size();
   boost::asio::mutable_buffer into = boost::asio::buffer(first_part_);
   if (!first) {
-    // Beast enforces read_message_max across parts (1009); the hint is at most the frame's rest.
-    const std::size_t room = std::clamp<std::size_t>(
-        ws_.read_size_hint(max_inbound_frame_bytes_ - std::min(offset, max_inbound_frame_bytes_)),
-        1, 64 * 1024);
+    // Beast enforces read_message_max across parts and frames (1009); the hint is at most the
+    // frame's rest. It must be asked for at least a byte: a message at the limit whose next
+    // frame is on its way fails there, not here.
+    const std::size_t left = max_inbound_frame_bytes_ - std::min(offset, max_inbound_frame_bytes_);
+    const std::size_t room =
+        std::clamp<std::size_t>(ws_.read_size_hint(std::max<std::size_t>(left, 1)), 1, 64 * 1024);
     message_.resize(offset + room);
     into = boost::asio::buffer(message_.data() + offset, room);
   }
