@@ -27,6 +27,8 @@ CommandAction RegisterArchiveCommand(CLI::App& app) {
       "transaction); undecodable messages go to dead_letters and <topic>.dlq. Runs until "
       "SIGINT/SIGTERM.");
   AddKafkaOptions(*cmd, options->kafka);
+  // The archive's own default (ArchiveConfig): larger batches than analytics'.
+  options->service.batch_size = consumers::ArchiveConfig{}.batch_size;
   consumers::AddServiceOptions(*cmd, options->service, "agentwire-archive",
                                "AGENTWIRE_ARCHIVE_GROUP", consumers::kArchiveMetricsPort);
   AddLogOptions(*cmd, options->log);

@@ -3,19 +3,33 @@
 // offsets in the same transaction). Embedded Kafka in this process, a throwaway PostgreSQL 15
 // (fsync off). Prints figures; asserts nothing.
 //
-//   archive_bench [--events N] [--partitions P] [--batch-size B] [--writers W] [--processes N]
-//                 [--sql S]... [--rounds R [--vs-sql S]...]
+//   archive_bench [--events N] [--partitions P] [--simulate-users U] [--batch-size B]
+//                 [--batch-ms M] [--writers W] [--processes N] [--sql S]...
+//                 [--rounds R [--vs-sql S]... [--vs-writers W] [--vs-batch-size B]
+//                 [--vs-batch-ms M] [--binary PATH] [--vs-binary PATH]]
 //
-// --writers W is the archive's own flag (W group members in one process); --processes N runs
-// N archive processes in the one consumer group. Either way each member writes its own
-// partitions over its own PostgreSQL connection (the per-partition fence keeps it exactly-once).
+// Events: by default the bench's own (~250-byte thinking / tool_completed events of 5,000
+// users). --simulate-users U publishes the realistic shape instead: the real
+// `agentwire emit simulate --rate 0 --max-events N --users U` (seeded) as a child process,
+// i.e. whole runs (started, thinking, tool calls, deltas, completed / failed) of U users; the
+// events archived are whatever it delivered (N plus the runs it abandons at the end).
+// --batch-size, --batch-ms and --writers are the archive's own flags, passed only when given
+// (otherwise the archive's defaults); --writers W means W group members in one process;
+// --processes N runs N archive processes in the one consumer group. Either way each member writes
+// its own partitions over its own PostgreSQL connection (the per-partition fence keeps it
+// exactly-once).
 // --sql S runs S against the migrated database before the archive starts, to measure a schema
 // variant (e.g. --sql 'ALTER TABLE agent_events ALTER COLUMN payload TYPE json').
 // --rounds R --vs-sql S compares two schemas on the same published events: R rounds, each
 // archiving them once into a fresh database as migrated (A, with any --sql) and once with S
 // applied too (B), the order alternating (A B, B A, ...) so drift on a noisy machine hits both; it
 // prints each round's A/B ratio and the medians (e.g. --vs-sql 'DROP INDEX
-// agent_events_user_offset': the write cost of an index).
+// agent_events_user_offset': the write cost of an index). --vs-writers, --vs-batch-size and
+// --vs-batch-ms compare archive settings the same way (B runs with them, A without), and
+// --vs-binary PATH another build of agentwire (e.g. a copy of the binary before a change; A runs
+// --binary PATH, by default the build's own).
+// Each run also reports how full its batches were (rows per distinct archived_at, i.e. per
+// committed transaction).
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -32,12 +46,14 @@
 #include <iterator>
 #include <memory>
 #include <sstream>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "agentwire/consumers/migrations.hpp"
 #include "agentwire/core/embedded_kafka.hpp"
 #include "agentwire/producers/event_publisher.hpp"
+#include "support/kafka_test_utils.hpp"
 #include "support/postgres_fixture.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_paths.hpp"
@@ -88,16 +104,21 @@ double PostgresCpuSeconds(const std::string& data_directory) {
 struct Shape {
   std::string name;
   std::vector<std::string> sql;  // run on the migrated database before the archive starts
+  std::string binary;            // the agentwire executable
+  // The archive's flags; "" = not passed (the archive's default).
+  std::string writers;
+  std::string batch_size;
+  std::string batch_ms;
 };
 
 struct RunSettings {
   std::string bootstrap;
   int64_t events = 0;
   int partitions = 0;
-  std::string batch_size;
-  std::string writers;
   int processes = 1;
 };
+
+std::string OrDefault(const std::string& value) { return value.empty() ? "default" : value; }
 
 struct RunResult {
   double rate = 0;             // events/s between the first and the last batch
@@ -123,11 +144,22 @@ RunResult ArchiveOnce(const RunSettings& settings, const Shape& shape, int run) 
   archives.reserve(static_cast<size_t>(settings.processes));
   for (int i = 0; i < settings.processes; ++i) {
     // A group of its own per run: nothing of an earlier run's membership can delay this one.
-    archives.push_back(std::make_unique<testing::Subprocess>(std::vector<std::string>{
-        testing::AgentwireBinary(), "archive", "--brokers", settings.bootstrap, "--pg", dsn,
-        "--group", fmt::format("archive-bench-{}", run), "--batch-size", settings.batch_size,
-        "--writers", settings.writers, "--metrics-port", "0", "--kafka", "session.timeout.ms=6000",
-        "--kafka", "heartbeat.interval.ms=1000"}));
+    std::vector<std::string> argv{shape.binary,     "archive",
+                                  "--brokers",      settings.bootstrap,
+                                  "--pg",           dsn,
+                                  "--group",        fmt::format("archive-bench-{}", run),
+                                  "--metrics-port", "0",
+                                  "--kafka",        "session.timeout.ms=6000",
+                                  "--kafka",        "heartbeat.interval.ms=1000"};
+    const auto flag = [&argv](const char* name, const std::string& value) {
+      if (value.empty()) return;
+      argv.emplace_back(name);
+      argv.push_back(value);
+    };
+    flag("--writers", shape.writers);
+    flag("--batch-size", shape.batch_size);
+    flag("--batch-ms", shape.batch_ms);
+    archives.push_back(std::make_unique<testing::Subprocess>(std::move(argv)));
   }
   auto stored = [&]() -> int64_t {
     try {
@@ -177,11 +209,25 @@ RunResult ArchiveOnce(const RunSettings& settings, const Shape& shape, int run) 
   const double total = Seconds(finished - started);
   const double steady = Seconds(finished - first_row);
   std::cout << fmt::format(
-      "archive ({}): {} events, {} partitions, batch {}, {} process(es) of {} writer(s): {:.2f} s "
-      "from process start ({:.0f} events/s), {:.2f} s from the first commit ({:.0f} events/s)\n",
-      shape.name, settings.events, settings.partitions, settings.batch_size, settings.processes,
-      settings.writers, total, static_cast<double>(settings.events) / total, steady,
+      "archive ({}): {} events, {} partitions, batch {} / {} ms, {} process(es) of {} writer(s): "
+      "{:.2f} s from process start ({:.0f} events/s), {:.2f} s from the first commit ({:.0f} "
+      "events/s)\n",
+      shape.name, settings.events, settings.partitions, OrDefault(shape.batch_size),
+      OrDefault(shape.batch_ms), settings.processes, OrDefault(shape.writers), total,
+      static_cast<double>(settings.events) / total, steady,
       static_cast<double>(settings.events - first_rows) / steady);
+  // archived_at is the transaction's start: one value per committed batch (two writers starting
+  // theirs in the same microsecond would merge, which is rare enough not to matter here).
+  const auto fill =
+      pg.QueryRows(dsn,
+                   "SELECT count(*), round(avg(n)), percentile_disc(0.5) WITHIN GROUP (ORDER BY n),"
+                   " min(n), max(n), round(avg(p), 1) FROM (SELECT archived_at, count(*) AS n,"
+                   " count(DISTINCT partition) AS p FROM agent_events GROUP BY archived_at) AS b");
+  std::cout << fmt::format(
+      "batches ({}): {} committed, rows per batch mean {} median {} min {} max {}, {} partitions "
+      "per batch on average\n",
+      shape.name, fill.at(0).at(0), fill.at(0).at(1), fill.at(0).at(2), fill.at(0).at(3),
+      fill.at(0).at(4), fill.at(0).at(5));
   const double cpu_us = postgres_cpu / static_cast<double>(settings.events) * 1e6;
   std::cout << fmt::format(
       "PostgreSQL CPU ({}): {:.2f} s while archiving, {:.1f} us per event (backends, WAL and "
@@ -190,6 +236,12 @@ RunResult ArchiveOnce(const RunSettings& settings, const Shape& shape, int run) 
   std::cout << fmt::format(
       "agent_events size ({}): {}\n", shape.name,
       pg.Query(dsn, "SELECT pg_size_pretty(pg_total_relation_size('agent_events'))"));
+  std::cout << fmt::format(
+      "agent_events parts ({}): {}\n", shape.name,
+      pg.Query(dsn,
+               "SELECT string_agg(c.relname || ' ' || pg_size_pretty(pg_relation_size(c.oid)),"
+               " ', ' ORDER BY c.relname) FROM pg_class c WHERE c.relname LIKE 'agent_events%'"
+               " OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE relname = 'agent_events')"));
   // Each run's rows would otherwise stay on disk for the rest of the bench.
   try {
     const size_t name = dsn.find("dbname=") + 7;
@@ -206,28 +258,47 @@ int main(int argc, char** argv) {
   using namespace agentwire;
   int64_t events = 300'000;
   int partitions = 64;
-  std::string batch_size = "5000";
+  int simulate_users = 0;
   int processes = 1;
-  std::string writers = "1";
   int rounds = 1;
   Shape a;
   Shape b;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--processes") == 0) processes = std::max(1, std::atoi(argv[i + 1]));
-    if (std::strcmp(argv[i], "--writers") == 0) writers = argv[i + 1];
-    if (std::strcmp(argv[i], "--sql") == 0) a.sql.emplace_back(argv[i + 1]);
-    if (std::strcmp(argv[i], "--vs-sql") == 0) b.sql.emplace_back(argv[i + 1]);
-    if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::max(1, std::atoi(argv[i + 1]));
-    if (std::strcmp(argv[i], "--events") == 0) events = std::atoll(argv[i + 1]);
-    if (std::strcmp(argv[i], "--partitions") == 0) partitions = std::atoi(argv[i + 1]);
-    if (std::strcmp(argv[i], "--batch-size") == 0) batch_size = argv[i + 1];
+    const std::string_view flag = argv[i];
+    const char* value = argv[i + 1];
+    if (flag == "--processes") processes = std::max(1, std::atoi(value));
+    if (flag == "--writers") a.writers = value;
+    if (flag == "--batch-size") a.batch_size = value;
+    if (flag == "--batch-ms") a.batch_ms = value;
+    if (flag == "--sql") a.sql.emplace_back(value);
+    if (flag == "--vs-sql") b.sql.emplace_back(value);
+    if (flag == "--vs-writers") b.writers = value;
+    if (flag == "--vs-batch-size") b.batch_size = value;
+    if (flag == "--vs-batch-ms") b.batch_ms = value;
+    if (flag == "--binary") a.binary = value;
+    if (flag == "--vs-binary") b.binary = value;
+    if (flag == "--rounds") rounds = std::max(1, std::atoi(value));
+    if (flag == "--events") events = std::atoll(value);
+    if (flag == "--partitions") partitions = std::atoi(value);
+    if (flag == "--simulate-users") simulate_users = std::atoi(value);
   }
-  const bool compare = !b.sql.empty();
+  const bool compare = !b.sql.empty() || !b.writers.empty() || !b.batch_size.empty() ||
+                       !b.batch_ms.empty() || !b.binary.empty();
+  if (a.binary.empty()) a.binary = testing::AgentwireBinary();
   b.sql.insert(b.sql.begin(), a.sql.begin(), a.sql.end());  // B is A plus its own changes
+  if (b.writers.empty()) b.writers = a.writers;
+  if (b.batch_size.empty()) b.batch_size = a.batch_size;
+  if (b.batch_ms.empty()) b.batch_ms = a.batch_ms;
+  const bool other_binary = !b.binary.empty();
+  if (b.binary.empty()) b.binary = a.binary;
   a.name = a.sql.empty() ? "as migrated" : "--sql";
   if (compare) {
-    a.name = "A, " + a.name;
-    b.name = "B, --vs-sql";
+    a.name = fmt::format("A, {}, writers {}, batch {} / {} ms", a.name, OrDefault(a.writers),
+                         OrDefault(a.batch_size), OrDefault(a.batch_ms));
+    b.name = fmt::format("B, {}{}writers {}, batch {} / {} ms",
+                         b.sql.size() > a.sql.size() ? "--vs-sql, " : "",
+                         other_binary ? "--vs-binary, " : "", OrDefault(b.writers),
+                         OrDefault(b.batch_size), OrDefault(b.batch_ms));
   }
 
   const std::string topic = "agent.lifecycle.v1";
@@ -235,8 +306,51 @@ int main(int argc, char** argv) {
   kafka.CreateTopic({topic, partitions});
   kafka.CreateTopic({topic + ".dlq", 2});
 
-  // Realistic events: the simulator's mix is thinking/tool/delta text of a few hundred bytes.
-  {
+  if (simulate_users > 0) {
+    // The realistic shape: the simulator itself, as `agentwire emit simulate` runs it. Seeded,
+    // so every run of the bench archives the same events (run ids carry a random tag).
+    const auto started = Clock::now();
+    testing::Subprocess simulate({a.binary,
+                                  "emit",
+                                  "simulate",
+                                  "--brokers",
+                                  kafka.BootstrapServers(),
+                                  "--topic",
+                                  topic,
+                                  "--rate",
+                                  "0",
+                                  "--duration",
+                                  "0",
+                                  "--max-events",
+                                  std::to_string(events),
+                                  "--users",
+                                  std::to_string(simulate_users),
+                                  "--seed",
+                                  "26",
+                                  "--no-run-control",
+                                  "--log-level",
+                                  "warn"});
+    const auto code = simulate.Wait(std::chrono::minutes(10));
+    if (code != 0) {
+      std::cerr << "emit simulate failed: " << simulate.Describe() << '\n';
+      return 1;
+    }
+    int64_t published = 0;
+    for (const auto& [partition, marks] :
+         testing::Watermarks(kafka.BootstrapServers(), topic, std::chrono::seconds(10))) {
+      if (marks.low != 0) {
+        std::cerr << fmt::format("partition {} lost its oldest records (low watermark {})\n",
+                                 partition, marks.low);
+        return 1;
+      }
+      published += marks.high;
+    }
+    std::cout << fmt::format(
+        "published {} events with emit simulate --max-events {} --users {} in {:.2f} s\n",
+        published, events, simulate_users, Seconds(Clock::now() - started));
+    events = published;
+  } else {
+    // The bench's own events: thinking / tool_completed text of a few hundred bytes.
     producers::PublisherConfig config;
     config.client_properties = {{"bootstrap.servers", kafka.BootstrapServers()}};
     config.topic = topic;
@@ -268,8 +382,7 @@ int main(int argc, char** argv) {
                              Seconds(Clock::now() - started));
   }
 
-  const RunSettings settings{
-      kafka.BootstrapServers(), events, partitions, batch_size, writers, processes};
+  const RunSettings settings{kafka.BootstrapServers(), events, partitions, processes};
   if (!compare) {
     for (int round = 0; round < rounds; ++round) {
       if (ArchiveOnce(settings, a, round).rate == 0) return 1;

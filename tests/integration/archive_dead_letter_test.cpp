@@ -249,7 +249,8 @@ TEST(ArchiveDeadLetterTest, PoisonMessagesGoToDeadLettersAndDlqTopicGoodEventsSt
 TEST(ArchiveDeadLetterTest, AnEventPublishedTwiceIsArchivedOnce) {
   // An upstream retry outside Kafka's idempotence (a worker that re-sends after a crash) stores
   // the same event_id at two offsets. The copy lands in the same batch as the original or in a
-  // later one; both paths must archive it once and keep going.
+  // later one; both paths must archive it once and keep going. A poison message among them: the
+  // staging path decodes its batch a second time, and must still write one dead letter.
   kafka::EmbeddedKafka kafka(1);
   kafka.CreateTopic({kTopic, kPartitions});
   kafka.CreateTopic({kDlqTopic, kPartitions});
@@ -277,6 +278,10 @@ TEST(ArchiveDeadLetterTest, AnEventPublishedTwiceIsArchivedOnce) {
         Produce(producer.get(), old.user_id(), old.SerializeAsString());
         ++total;
       }
+      if (i == 1) {
+        Produce(producer.get(), event.user_id(), "not a protobuf message");
+        ++total;
+      }
     }
     ASSERT_EQ(rd_kafka_flush(producer.get(), 30'000), RD_KAFKA_RESP_ERR_NO_ERROR);
   }
@@ -285,7 +290,7 @@ TEST(ArchiveDeadLetterTest, AnEventPublishedTwiceIsArchivedOnce) {
   ASSERT_NO_FATAL_FAILURE(ArchiveUntilStored(kafka.BootstrapServers(), dsn, total));
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM agent_events"), kDistinct);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(DISTINCT event_id) FROM agent_events"), kDistinct);
-  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 0);
+  EXPECT_EQ(pg.QueryInt(dsn, "SELECT count(*) FROM dead_letters"), 1);
   EXPECT_EQ(pg.QueryInt(dsn, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets"), total);
 }
 
