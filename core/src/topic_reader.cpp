@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "agentwire/core/kafka_config.hpp"
@@ -80,7 +81,8 @@ std::string_view Record::Value() const noexcept {
 struct TopicReader::Impl {
   std::string topic;
   HandlePtr consumer;
-  QueuePtr queue;  // the consumer's queue, yielded by Wake
+  QueuePtr queue;                          // the consumer's queue, yielded by Wake
+  std::vector<rd_kafka_message_t*> batch;  // PollBatch's buffer
 };
 
 TopicReader::TopicReader(const Properties& properties, std::string topic)
@@ -157,6 +159,23 @@ std::optional<Record> TopicReader::Poll(std::chrono::milliseconds timeout) {
       rd_kafka_consumer_poll(impl_->consumer.get(), static_cast<int>(timeout.count()));
   if (message == nullptr) return std::nullopt;
   return Record(message);
+}
+
+size_t TopicReader::PollBatch(std::chrono::milliseconds timeout, size_t max,
+                              std::vector<Record>& out) {
+  if (max == 0) return 0;
+  rd_kafka_message_t* first =
+      rd_kafka_consumer_poll(impl_->consumer.get(), static_cast<int>(timeout.count()));
+  if (first == nullptr) return 0;
+  out.emplace_back(first);
+  impl_->batch.resize(max - 1);
+  // Timeout 0: only what is queued now (rd_kafka_consume_batch_queue would otherwise wait
+  // until the batch is full).
+  const ssize_t more =
+      max == 1 ? 0
+               : rd_kafka_consume_batch_queue(impl_->queue.get(), 0, impl_->batch.data(), max - 1);
+  for (ssize_t i = 0; i < more; ++i) out.emplace_back(impl_->batch[static_cast<size_t>(i)]);
+  return 1 + static_cast<size_t>(std::max<ssize_t>(more, 0));
 }
 
 void TopicReader::Wake() const { rd_kafka_queue_yield(impl_->queue.get()); }

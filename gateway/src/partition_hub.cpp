@@ -12,6 +12,16 @@ std::string RunKey(const std::string& user_id, const std::string& id) {
   key += id;
   return key;
 }
+
+// RunKey written into `scratch` (a partition's, under its lock): every dispatched event looks
+// its run up, and a key of its own would be an allocation per event.
+const std::string& RunKeyIn(std::string& scratch, const std::string& user_id,
+                            const std::string& id) {
+  scratch.assign(user_id);
+  scratch.push_back('\0');
+  scratch.append(id);
+  return scratch;
+}
 }  // namespace
 
 RunEnd RunEndOf(EventKind kind, std::string_view error_code) {
@@ -157,8 +167,9 @@ std::vector<int> PartitionHub::StopIdleTails(std::chrono::steady_clock::duration
     p.runs.clear();
     p.runs_by_id.clear();
     p.ended_order.clear();
-    p.open_by_start.clear();
-    p.runs_by_start.clear();
+    p.ended = {};
+    p.open_by_start.Clear();
+    p.runs_by_start.Clear();
     stopped.push_back(static_cast<int>(i));
   }
   return stopped;
@@ -346,9 +357,52 @@ PartitionHub::CacheRead PartitionHub::ReadCached(int partition, const std::strin
   return read;
 }
 
+void PartitionHub::StartIndex::Add(int64_t offset, const std::string* key) {
+  ++live_;
+  if (starts_.empty() || starts_.back().first < offset) {
+    starts_.emplace_back(offset, key);
+    return;
+  }
+  // Not in dispatch order (never expected): kept sorted all the same.
+  const auto at = std::lower_bound(starts_.begin(), starts_.end(), offset,
+                                   [](const auto& start, int64_t o) { return start.first < o; });
+  if (at != starts_.end() && at->first == offset) {
+    if (at->second != nullptr) --live_;  // replaced
+    at->second = key;
+    return;
+  }
+  starts_.emplace(at, offset, key);
+}
+
+void PartitionHub::StartIndex::Erase(int64_t offset) {
+  const auto at = std::lower_bound(starts_.begin(), starts_.end(), offset,
+                                   [](const auto& start, int64_t o) { return start.first < o; });
+  if (at == starts_.end() || at->first != offset || at->second == nullptr) return;
+  at->second = nullptr;
+  --live_;
+  TrimFront();
+  // Marked starts in the middle: compacted once they are as many as the live ones, so each
+  // costs O(1) amortised and the array stays within twice what is live.
+  if (starts_.size() > 2 * live_ + 64) {
+    std::erase_if(starts_, [](const auto& start) { return start.second == nullptr; });
+  }
+}
+
+void PartitionHub::StartIndex::PopOldest() {
+  starts_.pop_front();
+  --live_;
+  TrimFront();
+}
+
+void PartitionHub::StartIndex::TrimFront() {
+  while (!starts_.empty() && starts_.front().second == nullptr) starts_.pop_front();
+}
+
 bool PartitionHub::IsLateLocked(const Partition& p, const LogEntry& entry) {
-  if (entry.run_id.empty()) return false;
-  const auto it = p.runs_by_id.find(RunKey(entry.user_id, entry.run_id));
+  if (entry.run_id.empty() || p.ended.words.empty()) return false;
+  const auto& key = RunKeyIn(p.key_scratch, entry.user_id, entry.run_id);
+  if (!p.ended.MayContain(std::hash<std::string>{}(key))) return false;
+  const auto it = p.runs_by_id.find(key);
   return it != p.runs_by_id.end() && it->second.ended_at >= 0 && entry.offset > it->second.ended_at;
 }
 
@@ -372,54 +426,61 @@ std::optional<PartitionHub::RunState> PartitionHub::RunById(int partition,
 void PartitionHub::TrackRun(Partition& p, const LogEntry& entry) {
   if (!entry.run_id.empty() &&
       (entry.kind == EventKind::kAgentStarted || entry.end != RunEnd::kNone)) {
-    auto [it, inserted] = p.runs_by_id.try_emplace(RunKey(entry.user_id, entry.run_id));
+    auto [it, inserted] =
+        p.runs_by_id.try_emplace(RunKeyIn(p.key_scratch, entry.user_id, entry.run_id));
     auto& run = it->second;
     if (entry.kind == EventKind::kAgentStarted) {
       if (run.started_at < 0) {
         run.started_at = entry.offset;
-        if (run.ended_at < 0) p.open_by_start.emplace(entry.offset, &it->first);
+        if (run.ended_at < 0) p.open_by_start.Add(entry.offset, &it->first);
       }
     } else if (run.ended_at < 0) {  // the first end wins; IsLateLocked keeps later ones away
-      if (run.started_at >= 0) p.open_by_start.erase(run.started_at);
+      if (run.started_at >= 0) p.open_by_start.Erase(run.started_at);
       run.ended_at = entry.offset;
       run.end = entry.end;
       run.end_cursor = entry.cursor;
       p.ended_order.push_back(it->first);
+      p.ended.Add(std::hash<std::string>{}(it->first));
       if (p.ended_order.size() > kMaxEndedRunsPerPartition) {
         p.runs_by_id.erase(p.ended_order.front());
         p.ended_order.pop_front();
+        if (++p.ended.dropped >= kMaxEndedRunsPerPartition) {
+          // Forgotten runs' bits would otherwise fill the filter up: start it afresh.
+          p.ended = {};
+          for (const auto& ended : p.ended_order) p.ended.Add(std::hash<std::string>{}(ended));
+        }
       }
     }
     if (inserted && p.runs_by_id.size() > kMaxRunsPerPartition + kMaxEndedRunsPerPartition &&
-        !p.open_by_start.empty()) {
+        !p.open_by_start.Empty()) {
       // Runs that never ended must not grow this without bound: drop the oldest open start.
-      const auto oldest = p.open_by_start.begin();
-      p.runs_by_id.erase(p.runs_by_id.find(*oldest->second));  // the key lives in the node
-      p.open_by_start.erase(oldest);
+      const std::string* oldest = p.open_by_start.Oldest();
+      p.open_by_start.PopOldest();
+      p.runs_by_id.erase(p.runs_by_id.find(*oldest));  // the key lives in the node
     }
   }
   if (entry.kind != EventKind::kAgentStarted && entry.kind != EventKind::kAgentCompleted &&
       entry.kind != EventKind::kAgentFailed) {
     return;
   }
-  std::string key = RunKey(entry.user_id, entry.thread_id);
+  const std::string& key = RunKeyIn(p.key_scratch, entry.user_id, entry.thread_id);
   if (entry.kind == EventKind::kAgentStarted) {
-    auto [it, inserted] = p.runs.try_emplace(std::move(key));
-    if (!inserted) p.runs_by_start.erase(it->second.started_at);
+    auto [it, inserted] = p.runs.try_emplace(key);
+    if (!inserted) p.runs_by_start.Erase(it->second.started_at);
     it->second = {entry.run_id, entry.offset};
-    p.runs_by_start.emplace(entry.offset, &it->first);
+    p.runs_by_start.Add(entry.offset, &it->first);
     if (p.runs.size() > kMaxRunsPerPartition) {
       // Runs that never ended (a worker that died without its terminal event) must not grow
       // this without bound: drop the oldest start.
-      const auto oldest = p.runs_by_start.begin();
-      p.runs.erase(p.runs.find(*oldest->second));
-      p.runs_by_start.erase(oldest);
+      const std::string* oldest = p.runs_by_start.Oldest();
+      p.runs_by_start.PopOldest();
+      p.runs.erase(p.runs.find(*oldest));
     }
     return;
   }
   const auto it = p.runs.find(key);
   if (it != p.runs.end() && it->second.run_id == entry.run_id) {
-    p.runs_by_start.erase(it->second.started_at);
+    p.runs_by_start.Erase(it->second.started_at);
     p.runs.erase(it);
   }
 }

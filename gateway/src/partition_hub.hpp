@@ -234,6 +234,49 @@ class PartitionHub final {
     const LiveListener* raw;  // identity for Detach; never dereferenced
     std::weak_ptr<LiveListener> weak;
   };
+  /// The ended runs of a partition's runs_by_id as one bit per key hash: a superset (bits are
+  /// only ever set, until a rebuild from ended_order), so a clear bit proves a run not ended
+  /// without a lookup in runs_by_id. Every dispatched event asks (IsLateLocked), and that lookup
+  /// is a few cache misses; most events belong to runs still open.
+  struct EndedFilter {
+    static constexpr size_t kBits = size_t{1} << 18;  // 32 KiB, once a run of the partition ended
+    std::vector<uint64_t> words;                      // empty: no run ended
+    size_t dropped = 0;  // ended runs forgotten (evicted) since the bits were last rebuilt
+    bool MayContain(size_t hash) const {
+      if (words.empty()) return false;
+      const size_t bit = hash & (kBits - 1);
+      return (words[bit / 64] >> (bit % 64) & 1) != 0;
+    }
+    void Add(size_t hash) {
+      if (words.empty()) words.assign(kBits / 64, 0);
+      const size_t bit = hash & (kBits - 1);
+      words[bit / 64] |= uint64_t{1} << (bit % 64);
+    }
+  };
+  /// Run keys by the offset of their start, oldest first: what the eviction of the oldest start
+  /// needs. Starts arrive in offset order (dispatch order), so this is an array appended to at
+  /// the back, and an erased start is only marked, then dropped from the front or compacted
+  /// away; a std::map cost an allocation and a rebalance per agent_started on the dispatch path.
+  /// The keys point into the run maps' nodes: a start is erased before its node.
+  class StartIndex {
+   public:
+    void Add(int64_t offset, const std::string* key);
+    /// No-op when `offset` is not a live start.
+    void Erase(int64_t offset);
+    bool Empty() const { return live_ == 0; }
+    /// The oldest live start's key; only when !Empty().
+    const std::string* Oldest() const { return starts_.front().second; }
+    void PopOldest();
+    void Clear() {
+      starts_.clear();
+      live_ = 0;
+    }
+
+   private:
+    void TrimFront();
+    std::deque<std::pair<int64_t, const std::string*>> starts_;  // by offset; nullptr: erased
+    size_t live_ = 0;
+  };
   struct Partition {
     mutable std::mutex mutex;
     bool tailed = false;
@@ -251,10 +294,12 @@ class PartitionHub final {
     std::unordered_map<std::string, RunInProgress> runs;   // key: user_id '\0' thread_id
     std::unordered_map<std::string, RunState> runs_by_id;  // key: user_id '\0' run_id
     std::deque<std::string> ended_order;                   // runs_by_id keys, by end
+    EndedFilter ended;                                     // of the keys in ended_order
     // The open runs of runs_by_id and the entries of runs by the offset of their start, so the
-    // eviction of the oldest is O(log n) (keys point into the maps: their nodes are stable).
-    std::map<int64_t, const std::string*> open_by_start;
-    std::map<int64_t, const std::string*> runs_by_start;
+    // eviction of the oldest is O(1) (keys point into the maps: their nodes are stable).
+    StartIndex open_by_start;
+    StartIndex runs_by_start;
+    mutable std::string key_scratch;  // run keys of lookups (RunKeyIn), under the mutex
   };
   static bool IsLateLocked(const Partition& p, const LogEntry& entry);
 

@@ -18,7 +18,11 @@
 //           stops after the first rate whose p99 exceeds --stop-p99-ms
 //   idle    RSS of the server before/after --connections idle (authenticated) connections
 //   ingest  no client; --resume-events events over --users users; the gateway's CPU per
-//           consumed event (what every replica pays for the whole topic)
+//           consumed event (what every replica pays for the whole topic). With --ingest-rate R,
+//           first the steady shape: `agentwire emit simulate` publishes R events/s over --users
+//           users; the gateway's CPU per consumed event over --step-seconds (after
+//           --warmup-seconds), beside its idle floor over as long with nothing published
+//           (--resume-events 0: the steady shape only)
 //   churn   steps at one rate, and every second --churn-fraction of the clients drop the TCP
 //           connection and reconnect with their last cursor; exits 1 unless lost, duplicated
 //           and reordered are all 0
@@ -139,8 +143,12 @@ struct Options {
   int linger_ms = -1;       // -1 = EventPublisher default
   int http_connections = 8;
   int http_batch = 1;  // > 1: up to this many frames per POST /publish-batch
+  // How a WebSocket client presents its token: "subprotocol" as a browser must
+  // (`Sec-WebSocket-Protocol: agentwire.bearer, <jwt>`), or "header" (Authorization: Bearer).
+  std::string ws_auth = "subprotocol";
   double churn_fraction = 0.1;
   int resume_events = -1;  // -1: the scenario's default (100,000; archive_resume 200,000)
+  int ingest_rate = 0;     // ingest: > 0 adds the steady shape (events/s of `emit simulate`)
   int connect_parallel = 256;
   std::string storm_signal = "kill";
   double storm_after_seconds = 12;
@@ -164,8 +172,10 @@ struct Options {
          "[--users N] "
          "[--rates R1,R2,...] [--step-seconds S] [--warmup-seconds S] [--stop-p99-ms MS] "
          "[--partitions N] [--fetch-wait-ms MS] [--cache-bytes B] [--server-threads N] "
-         "[--linger-ms MS] [--http-connections N] [--http-batch N] [--churn-fraction F] "
-         "[--resume-events N] [--storm-signal kill|term] [--storm-after-seconds S] "
+         "[--linger-ms MS] [--http-connections N] [--http-batch N] [--ws-auth subprotocol|header] "
+         "[--churn-fraction F] "
+         "[--resume-events N] [--ingest-rate R] [--storm-signal kill|term] "
+         "[--storm-after-seconds S] "
          "[--storm-tail-seconds S] [--storm-downtime-seconds S] [--storm-timeout-seconds S] "
          "[--storm-past-retention] [--max-catchup-buffered B] [--min-kafka-resumes N] "
          "[--min-archive-resumes N] [--transport websocket|sse] "
@@ -215,12 +225,18 @@ Options ParseOptions(int argc, char** argv) {
       o.linger_ms = std::stoi(value());
     } else if (arg == "--http-connections") {
       o.http_connections = std::stoi(value());
+    } else if (arg == "--ws-auth") {
+      o.ws_auth = value();
+      if (o.ws_auth != "subprotocol" && o.ws_auth != "header")
+        Usage("--ws-auth subprotocol|header");
     } else if (arg == "--http-batch") {
       o.http_batch = std::max(1, std::stoi(value()));
     } else if (arg == "--churn-fraction") {
       o.churn_fraction = std::stod(value());
     } else if (arg == "--resume-events") {
       o.resume_events = std::stoi(value());
+    } else if (arg == "--ingest-rate") {
+      o.ingest_rate = std::stoi(value());
     } else if (arg == "--storm-signal") {
       o.storm_signal = value();
     } else if (arg == "--storm-after-seconds") {
@@ -1083,7 +1099,10 @@ class LoadGenerator final {
                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                                    "Sec-WebSocket-Version: 13\r\n"
                                  : "Accept: text/event-stream\r\n";
-          c.request += "Authorization: Bearer " + tokens_[static_cast<size_t>(c.user)] + "\r\n\r\n";
+          const std::string& token = tokens_[static_cast<size_t>(c.user)];
+          c.request += websocket && options_.ws_auth == "subprotocol"
+                           ? "Sec-WebSocket-Protocol: agentwire.bearer, " + token + "\r\n\r\n"
+                           : "Authorization: Bearer " + token + "\r\n\r\n";
           asio::async_write(*c.plain, asio::buffer(c.request),
                             [this, &c, generation, websocket](beast::error_code ec, std::size_t) {
                               ConnectDone();
@@ -1575,10 +1594,113 @@ std::string Shown(const std::optional<double>& value) {
   return text;
 }
 
-/// Ingest cost: no client connected, --resume-events events spread over --users users; the
-/// gateway's CPU seconds while its tailer consumes them, per consumed event (issue 12's
-/// "ingest <= 1 us per consumed event without a subscriber").
-int RunIngest(const Options& o) {
+/// CPU seconds of each of `pid`'s threads, summed by thread name (librdkafka names its own
+/// "rdk:main", "rdk:broker1", ...).
+std::map<std::string, double> ThreadCpuSeconds(pid_t pid) {
+  std::map<std::string, double> by_name;
+  std::error_code ignored;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& entry : std::filesystem::directory_iterator(tasks, ignored)) {
+    std::ifstream comm(entry.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    std::ifstream in(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto paren = text.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream rest(text.substr(paren + 2));
+    std::string field;
+    unsigned long long ticks = 0;
+    for (int index = 3; rest >> field && index <= 15; ++index) {
+      if (index == 14 || index == 15) ticks += std::stoull(field);
+    }
+    by_name[name] += static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  return by_name;
+}
+
+/// "name=cpu_s,..." of what each thread name spent between two ThreadCpuSeconds, largest first.
+std::string ThreadCpuDelta(const std::map<std::string, double>& before,
+                           const std::map<std::string, double>& after) {
+  std::vector<std::pair<double, std::string>> spent;
+  for (const auto& [name, seconds] : after) {
+    const auto was = before.find(name);
+    const double delta = seconds - (was != before.end() ? was->second : 0.0);
+    if (delta >= 0.005) spent.emplace_back(delta, name);
+  }
+  std::sort(spent.rbegin(), spent.rend());
+  std::string text;
+  for (const auto& [seconds, name] : spent) {
+    char item[96];
+    std::snprintf(item, sizeof(item), "%s%s=%.2f", text.empty() ? "" : ",", name.c_str(), seconds);
+    text += item;
+  }
+  return text;
+}
+
+/// Ingest at a steady rate (issue 26): what a replica pays while it tails, each partition's
+/// fetch holding a few events. `agentwire emit simulate` (realistic runs, --no-run-control: the
+/// bench's broker has no control topic) publishes --ingest-rate events/s over --users users; the
+/// gateway's CPU over --step-seconds (after --warmup-seconds) per consumed event, beside its idle
+/// floor: its CPU over an equally long window before, every partition tailed, nothing published.
+bool RunSteadyIngest(const Options& o) {
+  Servers servers(o);
+  servers.StartGateway(o.cache_bytes);
+  const pid_t gateway = servers.ServerPid(0);
+  const char* kConsumed = "agentwire_gateway_kafka_messages_total";
+  const auto window = std::chrono::duration<double>(o.step_seconds);
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // past the start-up
+  const auto idle0 = CpuSnapshot::Take(servers, 0);
+  std::this_thread::sleep_for(window);
+  const auto idle1 = CpuSnapshot::Take(servers, 0);
+  const double idle_seconds = std::chrono::duration<double>(idle1.at - idle0.at).count();
+  const double floor_per_s = (idle1.server - idle0.server) / idle_seconds;
+
+  // Longer than the window: the simulator ends its open runs in a burst when it stops, which
+  // must not fall into the window (it is killed once the window closes).
+  const double duration = o.warmup_seconds + o.step_seconds + 30;
+  Subprocess emit({o.agentwire, "emit", "simulate", "--brokers", servers.Bootstrap(), "--topic",
+                   kTopic, "--rate", std::to_string(o.ingest_rate), "--users",
+                   std::to_string(o.users), "--duration",
+                   std::to_string(static_cast<int>(duration)) + "s", "--no-run-control",
+                   "--log-level", "warn"});
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup_seconds));
+  const double consumed0 = Metric(servers.Port(), kConsumed).value_or(0);
+  const auto threads0 = ThreadCpuSeconds(gateway);
+  const auto cpu0 = CpuSnapshot::Take(servers, 0);
+  const double emit0 = ProcessCpuSeconds(emit.Pid());
+  std::this_thread::sleep_for(window);
+  const auto cpu1 = CpuSnapshot::Take(servers, 0);
+  const auto threads1 = ThreadCpuSeconds(gateway);
+  const double emit1 = ProcessCpuSeconds(emit.Pid());
+  const double consumed = Metric(servers.Port(), kConsumed).value_or(0) - consumed0;
+  const bool emitting = emit.Running();
+  emit.Kill();
+  const double seconds = std::chrono::duration<double>(cpu1.at - cpu0.at).count();
+  const double cpu = cpu1.server - cpu0.server;
+  const double floor = floor_per_s * seconds;
+  auto per_event = [consumed](double cpu_s) { return consumed > 0 ? cpu_s * 1e6 / consumed : 0.0; };
+  std::printf(
+      "ingest steady rate=%d users=%d partitions=%d fetch_wait_ms=%d window_s=%.2f consumed=%.0f "
+      "(%.0f/s) | cpu_s gateway=%.3f idle_floor=%.3f (%.3f over %.2f s idle) broker=%.2f "
+      "emit=%.2f | gateway_us_per_consumed_event total=%.2f floor=%.2f above_floor=%.2f | "
+      "threads %s | load=%s\n",
+      o.ingest_rate, o.users, o.partitions, o.fetch_wait_ms, seconds, consumed, consumed / seconds,
+      cpu, floor, idle1.server - idle0.server, idle_seconds, cpu1.broker - cpu0.broker,
+      emit1 - emit0, per_event(cpu), per_event(floor), per_event(cpu - floor),
+      ThreadCpuDelta(threads0, threads1).c_str(), LoadAverage().c_str());
+  std::fflush(stdout);
+  if (!emitting) {
+    std::cerr << "gateway_bench: emit simulate ended early: " << emit.Describe() << "\n";
+  }
+  // Paced at the rate: anything far below means the publisher (or the machine) fell behind.
+  return emitting && consumed >= 0.8 * o.ingest_rate * seconds;
+}
+
+/// Bulk catch-up: no client connected, --resume-events events spread over --users users
+/// published as fast as possible; the gateway's CPU seconds while its tailer consumes them, per
+/// consumed event (issue 12's "ingest <= 1 us per consumed event without a subscriber").
+bool RunBulkIngest(const Options& o) {
   Servers servers(o);
   servers.StartGateway(o.cache_bytes);
   LoadGenerator lg(o, servers);
@@ -1601,7 +1723,17 @@ int RunIngest(const Options& o) {
       "loadgen=%.2f | gateway_us_per_consumed_event=%.2f load=%s\n",
       o.resume_events, o.users, consumed, seconds, cpu, cpu1.broker - cpu0.broker,
       cpu1.self - cpu0.self, consumed > 0 ? cpu * 1e6 / consumed : 0.0, LoadAverage().c_str());
-  return consumed >= o.resume_events ? 0 : 1;
+  std::fflush(stdout);
+  return consumed >= o.resume_events;
+}
+
+/// Ingest cost with no client connected: the steady shape (with --ingest-rate), then the bulk
+/// one (unless --resume-events 0).
+int RunIngest(const Options& o) {
+  bool ok = true;
+  if (o.ingest_rate > 0) ok = RunSteadyIngest(o);
+  if (o.resume_events > 0) ok = RunBulkIngest(o) && ok;
+  return ok ? 0 : 1;
 }
 
 /// Two replicas behind a load balancer that routes by user (users of even partitions to the

@@ -385,5 +385,77 @@ TEST(PartitionHubTest, EvictionOfOpenRunsSkipsEndedAndRestartedOnes) {
   EXPECT_TRUE(hub.RunOf(0, "alice", "one-more").has_value());
 }
 
+// Runs that end in any order leave holes in the index of starts; the oldest open start is still
+// the one evicted once the limit is passed.
+TEST(PartitionHubTest, EvictionFindsTheOldestOpenStartAfterManyRunsEndedOutOfOrder) {
+  constexpr size_t kLimit = PartitionHub::kMaxRunsPerPartition;
+  PartitionHub hub(1, 0);
+  hub.StartTail(0, 0);
+  int64_t offset = 0;
+  const auto thread = [](size_t i) { return "t-" + std::to_string(i); };
+  const auto run = [](size_t i) { return "r-" + std::to_string(i); };
+  for (size_t i = 0; i < kLimit; ++i) {
+    hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, thread(i), run(i)));
+  }
+  // Every even run ends, newest first: holes all over the index, none at its front at first.
+  for (size_t i = kLimit; i-- > 0;) {
+    if (i % 2 == 0) {
+      hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentCompleted, thread(i), run(i)));
+    }
+  }
+  EXPECT_FALSE(hub.RunOf(0, "alice", thread(0)).has_value());
+  ASSERT_TRUE(hub.RunOf(0, "alice", thread(1)).has_value());
+  // Up to the limit again, then two more: the two oldest open starts (1 and 3) go.
+  for (size_t i = kLimit; i < kLimit + kLimit / 2 + 2; ++i) {
+    hub.Dispatch(0, RunEvent(offset++, EventKind::kAgentStarted, thread(i), run(i)));
+  }
+  EXPECT_FALSE(hub.RunOf(0, "alice", thread(1)).has_value());
+  EXPECT_FALSE(hub.RunOf(0, "alice", thread(3)).has_value());
+  ASSERT_TRUE(hub.RunOf(0, "alice", thread(5)).has_value());
+  EXPECT_EQ(hub.RunOf(0, "alice", thread(5))->run_id, run(5));
+  EXPECT_TRUE(hub.RunOf(0, "alice", thread(kLimit + kLimit / 2 + 1)).has_value());
+  EXPECT_TRUE(hub.RunById(0, "alice", run(kLimit - 1)).has_value());
+}
+
+// A late event (after its run's end) is never handed on, however many runs ended before: the
+// dispatch path asks a filter of the ended runs first, which is rebuilt as ended runs are
+// forgotten; it may answer "maybe" for an open run (then the run index decides) but never "no"
+// for one that ended.
+TEST(PartitionHubTest, LateEventsAreCaughtAcrossRebuildsOfTheEndedRunsFilter) {
+  PartitionHub hub(1, 0);
+  hub.StartTail(0, 0);
+  auto listener = std::make_shared<RecordingListener>(hub, "alice");
+  ASSERT_EQ(hub.Attach(0, "alice", listener), 0);
+  constexpr size_t kEnded = PartitionHub::kMaxEndedRunsPerPartition * 3 + 10;  // two rebuilds
+  int64_t offset = 0;
+  std::vector<int64_t> delivered;
+  for (size_t i = 0; i < kEnded; ++i) {
+    const std::string run = "r-" + std::to_string(i);
+    hub.Dispatch(0, RunEvent(offset, EventKind::kAgentStarted, "t", run));
+    delivered.push_back(offset++);
+    hub.Dispatch(0, RunEvent(offset, EventKind::kAgentCompleted, "t", run));
+    delivered.push_back(offset++);
+  }
+  const std::string open_run = "open";
+  hub.Dispatch(0, RunEvent(offset, EventKind::kAgentStarted, "t2", open_run));
+  delivered.push_back(offset++);
+  // Late events of the runs ended last (still remembered), before and after the last rebuild.
+  for (const size_t i :
+       {kEnded - 1, kEnded - 5, kEnded - PartitionHub::kMaxEndedRunsPerPartition}) {
+    const auto late = RunEvent(offset++, EventKind::kMessageDelta, "t", "r-" + std::to_string(i));
+    EXPECT_TRUE(hub.IsLate(0, *late)) << i;
+    hub.Dispatch(0, late);
+  }
+  // The open run's events and those of a run forgotten long ago pass.
+  hub.Dispatch(0, RunEvent(offset, EventKind::kMessageDelta, "t2", open_run));
+  delivered.push_back(offset++);
+  const auto forgotten = RunEvent(offset, EventKind::kMessageDelta, "t", "r-0");
+  EXPECT_FALSE(hub.IsLate(0, *forgotten));
+  hub.Dispatch(0, forgotten);
+  delivered.push_back(offset++);
+  EXPECT_EQ(listener->Offsets(), delivered);
+  EXPECT_EQ(hub.DispatchedEnd(0), offset);
+}
+
 }  // namespace
 }  // namespace agentwire::gateway

@@ -94,6 +94,12 @@ class TopicReader final {
   /// The next record or error of the assigned partitions; nullopt when `timeout` passed (or
   /// Wake was called).
   std::optional<Record> Poll(std::chrono::milliseconds timeout);
+  /// Waits up to `timeout` for the first record (or error), then appends to `out` whatever else
+  /// is queued already, `max` in all, without waiting for more: each record is returned as soon
+  /// as it arrives, as with Poll, and a fetch response's records take one call instead of one
+  /// each. (A wait for a full batch is the latency trap of docs/benchmarks.md, Ingest.) Returns
+  /// how many were appended; 0 when `timeout` passed (or Wake was called).
+  size_t PollBatch(std::chrono::milliseconds timeout, size_t max, std::vector<Record>& out);
   /// Makes a Poll under way return at once. Thread-safe.
   void Wake() const;
 
