@@ -242,7 +242,7 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
       }
     }
   }
-  // Outside the lock: listeners only post to their strands, but never under our mutex.
+  // Outside the lock: listeners only hand over to their I/O threads, never under our mutex.
   for (const auto& listener : targets) listener->OnLive(entry);
 }
 

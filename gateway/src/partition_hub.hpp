@@ -108,7 +108,7 @@ struct LogEntry {
 using LogEntryPtr = std::shared_ptr<const LogEntry>;
 
 /// What the hub calls for a registered session. Called on the tailer thread: must only
-/// hand the entry over (e.g. post to the session's strand) and return.
+/// hand the entry over (e.g. queue it for the session's I/O thread) and return.
 class LiveListener {
  public:
   virtual ~LiveListener() = default;

@@ -3,8 +3,6 @@
 // message itself. Every size around that boundary, fragmented or not, arrives whole and in
 // order; a message over the inbound limit still closes with 1009. A Beast client over
 // loopback TCP, in this process.
-#include "websocket_transport.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
@@ -20,6 +18,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "websocket_transport.hpp"
 
 namespace agentwire::gateway {
 namespace {
