@@ -325,6 +325,10 @@ TEST_F(GatewayArchiveResume, AiSdkStreamOfARunWhoseStartRetentionDeletedReplaysF
   PushOutOfKafka(OffsetOf("ai-think-3"));
   for (int n = 4; n <= 5; ++n) think(n);
   Flush();
+  // As a healthy archive does, it holds what Kafka deleted before the stream asks: the filler
+  // is a real hole until archived, and a hole ends an AI SDK stream with history_unavailable
+  // (seen under TSan, where the archive was still writing the filler).
+  WaitArchivedToEnd();
 
   // A fresh replica never read the run's start: without the archive it knows no run (204).
   StartGateway(/*with_archive=*/false);
