@@ -9,15 +9,42 @@
 namespace agentwire::gateway {
 
 // Cursors are base64url and reasons are fixed identifiers: neither needs JSON escaping.
+namespace {
+constexpr std::string_view kEventHead = R"({"type":"event","cursor":")";
+constexpr std::string_view kEventBody = R"(","event":)";
+}  // namespace
+
 std::string EventFrame(std::string_view cursor, const v1::AgentEvent& event) {
-  constexpr std::string_view kHead = R"({"type":"event","cursor":")";
-  constexpr std::string_view kEvent = R"(","event":)";
   std::string frame;
-  frame.reserve(kHead.size() + cursor.size() + kEvent.size() + 256 + event.ByteSizeLong() * 2);
-  frame.append(kHead).append(cursor).append(kEvent);
+  // JSON spells out field names and escapes some bytes: about twice the record, plus the
+  // envelope.
+  frame.reserve(kEventHead.size() + cursor.size() + kEventBody.size() + 256 +
+                event.ByteSizeLong() * 2);
+  frame.append(kEventHead).append(cursor).append(kEventBody);
   schemas::AppendJson(event, frame);
   frame.push_back('}');
   return frame;
+}
+
+void AppendEventFrame(const Cursor& cursor, const v1::AgentEvent& event, std::string& out) {
+  out.append(kEventHead);
+  AppendCursor(cursor, out);
+  out.append(kEventBody);
+  schemas::AppendJson(event, out);
+  out.push_back('}');
+}
+
+bool TryAppendEventFrameFromWire(const Cursor& cursor, std::string_view record, std::string& out) {
+  const size_t start = out.size();
+  out.append(kEventHead);
+  AppendCursor(cursor, out);
+  out.append(kEventBody);
+  if (!schemas::TryAppendJsonFromWire(record, out)) {
+    out.resize(start);
+    return false;
+  }
+  out.push_back('}');
+  return true;
 }
 
 std::string ReadyFrame(std::string_view cursor, uint64_t replayed) {

@@ -6,10 +6,19 @@
 #include <string>
 #include <string_view>
 
+#include "agentwire/core/cursor.hpp"
+
 namespace agentwire::gateway {
 
 /// {"type":"event","cursor":"…","event":{…}} — built once per event, shared by sessions.
 std::string EventFrame(std::string_view cursor, const v1::AgentEvent& event);
+/// The same frame appended to `out`, the cursor written in place: the per-event path builds
+/// into a reused buffer and copies the result out at its exact size.
+void AppendEventFrame(const Cursor& cursor, const v1::AgentEvent& event, std::string& out);
+/// The same frame for the event whose serialized bytes are `record`, without decoding it
+/// (schemas::TryAppendJsonFromWire); false, and `out` as it was, when the record needs the
+/// decoding path.
+bool TryAppendEventFrameFromWire(const Cursor& cursor, std::string_view record, std::string& out);
 /// {"type":"ready","cursor":"…","replayed":N}
 std::string ReadyFrame(std::string_view cursor, uint64_t replayed);
 /// Why a `reset` is sent (docs/protocol.md): the history the client asked for is gone (or

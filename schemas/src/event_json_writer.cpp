@@ -176,53 +176,158 @@ void AppendTimestamp(int64_t seconds, int32_t nanos, std::string& out) {
   out.push_back('Z');
 }
 
-bool AppendBody(const v1::AgentEvent& event, std::string& out) {
-  bool ok = true;
-  out.push_back('{');
+// What the writer prints, as views: filled from a decoded AgentEvent, or straight from its wire
+// bytes (the gateway's per-event path, which then never builds the message). One writer for
+// both, so the two cannot drift apart.
+struct EventView {
+  std::string_view event_id, user_id, thread_id, run_id, agent_name, trace_id;
+  uint32_t run_seq = 0;
+  bool has_emitted_at = false;
+  int64_t seconds = 0;
+  int32_t nanos = 0;
+  // Sorted by key before printing. (ToJson prints entries in the map's hash order, which can
+  // differ between two copies of one event; this is the one place where the output is not
+  // ToJson's bytes, only its value.) Reused per thread: a vector per event was the writer's
+  // only allocation.
+  std::vector<std::pair<std::string_view, std::string_view>>* attributes = nullptr;
+  bool has_truncated = false;
+  std::vector<std::string_view>* truncated_fields = nullptr;
+  uint32_t original_bytes = 0;
+  uint32_t limit_bytes = 0;
+  int body = 0;  // the oneof's field number (20 agent_started ... 26 message_delta), 0: none
+  // The body's fields by field number (every body field is a string or a uint32).
+  std::array<std::string_view, 6> body_text{};
+  std::array<uint32_t, 6> body_number{};
+};
+
+// The body's name by its field number (the event's JSON "type"), from the descriptor.
+std::string_view BodyName(int number) {
+  static const std::vector<std::string_view> names = [] {
+    std::vector<std::string_view> out;
+    const auto* oneof = v1::AgentEvent::descriptor()->FindOneofByName("body");
+    for (int i = 0; i < oneof->field_count(); ++i) {
+      const auto* field = oneof->field(i);
+      if (out.size() <= static_cast<size_t>(field->number())) out.resize(field->number() + 1);
+      out[field->number()] = field->name();
+    }
+    return out;
+  }();
+  const auto index = static_cast<size_t>(number);
+  return number > 0 && index < names.size() ? names[index] : std::string_view();
+}
+
+std::vector<std::pair<std::string_view, std::string_view>>& AttributeScratch() {
+  thread_local std::vector<std::pair<std::string_view, std::string_view>> entries;
+  entries.clear();
+  return entries;
+}
+
+std::vector<std::string_view>& TruncatedScratch() {
+  thread_local std::vector<std::string_view> fields;
+  fields.clear();
+  return fields;
+}
+
+void FillView(const v1::AgentEvent& event, EventView& view) {
+  view.event_id = event.event_id();
+  view.user_id = event.user_id();
+  view.thread_id = event.thread_id();
+  view.run_id = event.run_id();
+  view.run_seq = event.run_seq();
+  view.agent_name = event.agent_name();
+  view.trace_id = event.trace_id();
+  if (event.has_emitted_at()) {
+    view.has_emitted_at = true;
+    view.seconds = event.emitted_at().seconds();
+    view.nanos = event.emitted_at().nanos();
+  }
+  view.attributes = &AttributeScratch();
+  for (const auto& [key, value] : event.attributes()) view.attributes->emplace_back(key, value);
+  if (event.has_truncated()) {
+    view.has_truncated = true;
+    view.truncated_fields = &TruncatedScratch();
+    for (const auto& field : event.truncated().fields()) view.truncated_fields->push_back(field);
+    view.original_bytes = event.truncated().original_bytes();
+    view.limit_bytes = event.truncated().limit_bytes();
+  }
+  view.body = static_cast<int>(event.body_case());
+  auto& text = view.body_text;
+  auto& number = view.body_number;
   switch (event.body_case()) {
-    case v1::AgentEvent::kAgentStarted: {
-      const auto& b = event.agent_started();
-      ok = AppendStringField("\"input\":\"", b.input(), out);
-      ok = ok && AppendStringField(",\"model\":\"", b.model(), out);
-      out.append(",\"lease_ms\":");
-      AppendNumber(b.lease_ms(), out);
+    case v1::AgentEvent::kAgentStarted:
+      text[1] = event.agent_started().input();
+      text[2] = event.agent_started().model();
+      number[3] = event.agent_started().lease_ms();
       break;
-    }
     case v1::AgentEvent::kAgentThinking:
-      ok = AppendStringField("\"text\":\"", event.agent_thinking().text(), out);
+      text[1] = event.agent_thinking().text();
       break;
-    case v1::AgentEvent::kToolExecuting: {
-      const auto& b = event.tool_executing();
-      ok = AppendStringField("\"tool_name\":\"", b.tool_name(), out);
-      ok = ok && AppendStringField(",\"input\":\"", b.input(), out);
-      ok = ok && AppendStringField(",\"tool_call_id\":\"", b.tool_call_id(), out);
+    case v1::AgentEvent::kToolExecuting:
+      text[1] = event.tool_executing().tool_name();
+      text[2] = event.tool_executing().input();
+      text[3] = event.tool_executing().tool_call_id();
       break;
-    }
-    case v1::AgentEvent::kToolCompleted: {
-      const auto& b = event.tool_completed();
-      ok = AppendStringField("\"tool_name\":\"", b.tool_name(), out);
-      ok = ok && AppendStringField(",\"output\":\"", b.output(), out);
-      ok = ok && AppendStringField(",\"error\":\"", b.error(), out);
-      out.append(",\"duration_ms\":");
-      AppendNumber(b.duration_ms(), out);
-      ok = ok && AppendStringField(",\"tool_call_id\":\"", b.tool_call_id(), out);
+    case v1::AgentEvent::kToolCompleted:
+      text[1] = event.tool_completed().tool_name();
+      text[2] = event.tool_completed().output();
+      text[3] = event.tool_completed().error();
+      number[4] = event.tool_completed().duration_ms();
+      text[5] = event.tool_completed().tool_call_id();
       break;
-    }
-    case v1::AgentEvent::kAgentCompleted: {
-      const auto& b = event.agent_completed();
-      ok = AppendStringField("\"result\":\"", b.result(), out);
-      out.append(",\"duration_ms\":");
-      AppendNumber(b.duration_ms(), out);
+    case v1::AgentEvent::kAgentCompleted:
+      text[1] = event.agent_completed().result();
+      number[2] = event.agent_completed().duration_ms();
       break;
-    }
-    case v1::AgentEvent::kAgentFailed: {
-      const auto& b = event.agent_failed();
-      ok = AppendStringField("\"error_code\":\"", b.error_code(), out);
-      ok = ok && AppendStringField(",\"message\":\"", b.message(), out);
+    case v1::AgentEvent::kAgentFailed:
+      text[1] = event.agent_failed().error_code();
+      text[2] = event.agent_failed().message();
       break;
-    }
     case v1::AgentEvent::kMessageDelta:
-      ok = AppendStringField("\"text\":\"", event.message_delta().text(), out);
+      text[1] = event.message_delta().text();
+      break;
+    default:
+      view.body = -1;  // a body this writer does not know
+      break;
+  }
+}
+
+bool AppendBody(const EventView& view, std::string& out) {
+  bool ok = true;
+  const auto& text = view.body_text;
+  const auto& number = view.body_number;
+  out.push_back('{');
+  switch (view.body) {
+    case v1::AgentEvent::kAgentStarted:
+      ok = AppendStringField("\"input\":\"", text[1], out);
+      ok = ok && AppendStringField(",\"model\":\"", text[2], out);
+      out.append(",\"lease_ms\":");
+      AppendNumber(number[3], out);
+      break;
+    case v1::AgentEvent::kAgentThinking:
+    case v1::AgentEvent::kMessageDelta:
+      ok = AppendStringField("\"text\":\"", text[1], out);
+      break;
+    case v1::AgentEvent::kToolExecuting:
+      ok = AppendStringField("\"tool_name\":\"", text[1], out);
+      ok = ok && AppendStringField(",\"input\":\"", text[2], out);
+      ok = ok && AppendStringField(",\"tool_call_id\":\"", text[3], out);
+      break;
+    case v1::AgentEvent::kToolCompleted:
+      ok = AppendStringField("\"tool_name\":\"", text[1], out);
+      ok = ok && AppendStringField(",\"output\":\"", text[2], out);
+      ok = ok && AppendStringField(",\"error\":\"", text[3], out);
+      out.append(",\"duration_ms\":");
+      AppendNumber(number[4], out);
+      ok = ok && AppendStringField(",\"tool_call_id\":\"", text[5], out);
+      break;
+    case v1::AgentEvent::kAgentCompleted:
+      ok = AppendStringField("\"result\":\"", text[1], out);
+      out.append(",\"duration_ms\":");
+      AppendNumber(number[2], out);
+      break;
+    case v1::AgentEvent::kAgentFailed:
+      ok = AppendStringField("\"error_code\":\"", text[1], out);
+      ok = ok && AppendStringField(",\"message\":\"", text[2], out);
       break;
     default:
       return false;
@@ -231,38 +336,32 @@ bool AppendBody(const v1::AgentEvent& event, std::string& out) {
   return ok;
 }
 
-bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
-  if (!SchemaIsKnown()) return false;
-  if (event.has_emitted_at()) {
-    const auto& at = event.emitted_at();
-    if (at.seconds() < kMinSeconds || at.seconds() > kMaxSeconds || at.nanos() < 0 ||
-        at.nanos() > 999'999'999) {
+bool AppendView(EventView& view, std::string& out) {
+  if (!SchemaIsKnown() || view.body < 0) return false;
+  if (view.has_emitted_at) {
+    if (view.seconds < kMinSeconds || view.seconds > kMaxSeconds || view.nanos < 0 ||
+        view.nanos > 999'999'999) {
       return false;
     }
   }
-  const auto type = EventType(event);
+  const auto type = BodyName(view.body);
   bool ok = true;
   if (!type.empty()) {
     ok = AppendStringField("{\"type\":\"", type, out);
-    ok = ok && AppendStringField(",\"event_id\":\"", event.event_id(), out);
+    ok = ok && AppendStringField(",\"event_id\":\"", view.event_id, out);
   } else {
-    ok = AppendStringField("{\"event_id\":\"", event.event_id(), out);
+    ok = AppendStringField("{\"event_id\":\"", view.event_id, out);
   }
-  ok = ok && AppendStringField(",\"user_id\":\"", event.user_id(), out);
-  ok = ok && AppendStringField(",\"thread_id\":\"", event.thread_id(), out);
-  ok = ok && AppendStringField(",\"run_id\":\"", event.run_id(), out);
+  ok = ok && AppendStringField(",\"user_id\":\"", view.user_id, out);
+  ok = ok && AppendStringField(",\"thread_id\":\"", view.thread_id, out);
+  ok = ok && AppendStringField(",\"run_id\":\"", view.run_id, out);
   out.append(",\"run_seq\":");
-  AppendNumber(event.run_seq(), out);
-  ok = ok && AppendStringField(",\"agent_name\":\"", event.agent_name(), out);
-  ok = ok && AppendStringField(",\"trace_id\":\"", event.trace_id(), out);
+  AppendNumber(view.run_seq, out);
+  ok = ok && AppendStringField(",\"agent_name\":\"", view.agent_name, out);
+  ok = ok && AppendStringField(",\"trace_id\":\"", view.trace_id, out);
   out.append(",\"attributes\":{");
-  if (!event.attributes().empty()) {
-    // Sorted by key, so the same event always prints the same bytes. (ToJson prints entries in
-    // the map's hash order, which can differ between two copies of one event; this is the
-    // one place where the output is not ToJson's bytes, only its value.)
-    std::vector<std::pair<std::string_view, std::string_view>> entries;
-    entries.reserve(event.attributes().size());
-    for (const auto& [key, value] : event.attributes()) entries.emplace_back(key, value);
+  if (view.attributes != nullptr && !view.attributes->empty()) {
+    auto& entries = *view.attributes;
     std::sort(entries.begin(), entries.end());
     bool first = true;
     for (const auto& [key, value] : entries) {
@@ -276,31 +375,253 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
     }
   }
   out.push_back('}');
-  if (event.has_truncated()) {
+  if (view.has_truncated) {
     // Where the printer puts it: after attributes, before the body.
-    const auto& truncated = event.truncated();
     out.append(",\"truncated\":{\"fields\":[");
-    for (int i = 0; i < truncated.fields_size(); ++i) {
-      ok = ok && AppendStringField(i == 0 ? "\"" : ",\"", truncated.fields(i), out);
+    bool first = true;
+    if (view.truncated_fields != nullptr) {
+      for (const auto field : *view.truncated_fields) {
+        ok = ok && AppendStringField(first ? "\"" : ",\"", field, out);
+        first = false;
+      }
     }
     out.append("],\"original_bytes\":");
-    AppendNumber(truncated.original_bytes(), out);
+    AppendNumber(view.original_bytes, out);
     out.append(",\"limit_bytes\":");
-    AppendNumber(truncated.limit_bytes(), out);
+    AppendNumber(view.limit_bytes, out);
     out.push_back('}');
   }
   if (!type.empty()) {
     out.push_back(',');
     AppendQuoted(type, out);
-    ok = ok && AppendBody(event, out);
+    ok = ok && AppendBody(view, out);
   }
-  if (event.has_emitted_at()) {
+  if (view.has_emitted_at) {
     out.append(",\"emitted_at\":\"");
-    AppendTimestamp(event.emitted_at().seconds(), event.emitted_at().nanos(), out);
+    AppendTimestamp(view.seconds, view.nanos, out);
     out.push_back('"');
   }
   out.push_back('}');
   return ok;
+}
+
+bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
+  EventView view;
+  FillView(event, view);
+  return AppendView(view, out);
+}
+
+// ---- Reading the view straight off the wire ----
+//
+// Only the plain shape every serializer writes is read here: each field at most once (repeated
+// ones excepted), known field numbers with their declared wire types, integers in range. On
+// anything else (a field twice, which protobuf merges; an unknown field; a map key twice, where
+// the last wins) the reader says no and the caller decodes the message the ordinary way, so
+// the bytes printed are always those of the decoded event. Invalid UTF-8 fails in the writer,
+// as it fails protobuf's parse.
+class WireReader {
+ public:
+  explicit WireReader(std::string_view bytes)
+      : at_(reinterpret_cast<const uint8_t*>(bytes.data())), end_(at_ + bytes.size()) {}
+
+  bool Done() const { return at_ == end_; }
+
+  /// The next field's number and wire type; false at malformed input.
+  bool Next(uint32_t& number, uint32_t& type) {
+    uint64_t tag = 0;
+    if (!Varint(tag) || tag > UINT32_MAX) return false;
+    number = static_cast<uint32_t>(tag >> 3);
+    type = static_cast<uint32_t>(tag & 7);
+    return number != 0;
+  }
+  bool Varint(uint64_t& value) {
+    value = 0;
+    for (int shift = 0; shift < 64 && at_ < end_; shift += 7) {
+      const uint8_t byte = *at_++;
+      value |= static_cast<uint64_t>(byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) return true;
+    }
+    return false;
+  }
+  bool Bytes(std::string_view& value) {
+    uint64_t length = 0;
+    if (!Varint(length) || length > static_cast<uint64_t>(end_ - at_)) return false;
+    value = {reinterpret_cast<const char*>(at_), static_cast<size_t>(length)};
+    at_ += length;
+    return true;
+  }
+  bool Uint32(uint32_t& value) {
+    uint64_t wide = 0;
+    if (!Varint(wide) || wide > UINT32_MAX) return false;
+    value = static_cast<uint32_t>(wide);
+    return true;
+  }
+
+ private:
+  const uint8_t* at_;
+  const uint8_t* end_;
+};
+
+constexpr uint32_t kVarint = 0;
+constexpr uint32_t kLength = 2;
+
+// A message whose fields are each a string or a uint32 (Timestamp aside, every nested message
+// of AgentEvent): `text_fields` and `number_fields` are bit sets by field number.
+bool ReadFlat(std::string_view bytes, uint32_t text_fields, uint32_t number_fields,
+              std::array<std::string_view, 6>& text, std::array<uint32_t, 6>& number) {
+  WireReader reader(bytes);
+  uint32_t seen = 0;
+  while (!reader.Done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!reader.Next(field, type) || field >= 6 || (seen & (1U << field)) != 0) return false;
+    seen |= 1U << field;
+    if ((text_fields & (1U << field)) != 0 && type == kLength) {
+      if (!reader.Bytes(text[field])) return false;
+    } else if ((number_fields & (1U << field)) != 0 && type == kVarint) {
+      if (!reader.Uint32(number[field])) return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ReadTimestamp(std::string_view bytes, EventView& view) {
+  WireReader reader(bytes);
+  uint32_t seen = 0;
+  while (!reader.Done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    uint64_t value = 0;
+    if (!reader.Next(field, type) || type != kVarint || field > 2 || (seen & (1U << field)) != 0 ||
+        !reader.Varint(value)) {
+      return false;
+    }
+    seen |= 1U << field;
+    // Protobuf's int64 and int32 from a varint: two's complement, an int32 truncated.
+    if (field == 1) {
+      view.seconds = static_cast<int64_t>(value);
+    } else {
+      view.nanos = static_cast<int32_t>(static_cast<uint32_t>(value));
+    }
+  }
+  return true;
+}
+
+bool ReadAttribute(std::string_view bytes, EventView& view) {
+  std::array<std::string_view, 6> text{};
+  std::array<uint32_t, 6> unused{};
+  if (!ReadFlat(bytes, 0b110, 0, text, unused)) return false;
+  view.attributes->emplace_back(text[1], text[2]);
+  return true;
+}
+
+bool ReadTruncation(std::string_view bytes, EventView& view) {
+  WireReader reader(bytes);
+  view.truncated_fields = &TruncatedScratch();
+  uint32_t seen = 0;
+  while (!reader.Done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!reader.Next(field, type)) return false;
+    if (field == 1 && type == kLength) {  // repeated
+      std::string_view name;
+      if (!reader.Bytes(name)) return false;
+      view.truncated_fields->push_back(name);
+      continue;
+    }
+    if ((field != 2 && field != 3) || type != kVarint || (seen & (1U << field)) != 0) {
+      return false;
+    }
+    seen |= 1U << field;
+    if (!reader.Uint32(field == 2 ? view.original_bytes : view.limit_bytes)) return false;
+  }
+  return true;
+}
+
+// Per body field number: which of its fields are strings and which uint32s (bit per number).
+struct BodyShape {
+  uint32_t text_fields;
+  uint32_t number_fields;
+};
+constexpr std::array<BodyShape, 7> kBodyShapes = {{
+    {0b0110, 0b1000},     // 20 agent_started: input, model; lease_ms
+    {0b0010, 0},          // 21 agent_thinking: text
+    {0b1110, 0},          // 22 tool_executing: tool_name, input, tool_call_id
+    {0b101110, 0b10000},  // 23 tool_completed: tool_name, output, error, tool_call_id; duration_ms
+    {0b0010, 0b0100},     // 24 agent_completed: result; duration_ms
+    {0b0110, 0},          // 25 agent_failed: error_code, message
+    {0b0010, 0},          // 26 message_delta: text
+}};
+
+bool ReadWire(std::string_view bytes, EventView& view) {
+  WireReader reader(bytes);
+  view.attributes = &AttributeScratch();
+  uint64_t seen = 0;
+  while (!reader.Done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!reader.Next(field, type) || field > 26) return false;
+    if (field != 9) {  // attributes is the only repeated field
+      if ((seen & (uint64_t{1} << field)) != 0) return false;
+      seen |= uint64_t{1} << field;
+    }
+    if (field == 5) {
+      if (type != kVarint || !reader.Uint32(view.run_seq)) return false;
+      continue;
+    }
+    std::string_view value;
+    if (type != kLength || !reader.Bytes(value)) return false;
+    switch (field) {
+      case 1:
+        view.event_id = value;
+        break;
+      case 2:
+        view.user_id = value;
+        break;
+      case 3:
+        view.thread_id = value;
+        break;
+      case 4:
+        view.run_id = value;
+        break;
+      case 7:
+        view.agent_name = value;
+        break;
+      case 8:
+        view.trace_id = value;
+        break;
+      case 6:
+        view.has_emitted_at = true;
+        if (!ReadTimestamp(value, view)) return false;
+        break;
+      case 9:
+        if (!ReadAttribute(value, view)) return false;
+        break;
+      case 10:
+        view.has_truncated = true;
+        if (!ReadTruncation(value, view)) return false;
+        break;
+      default: {
+        if (field < 20 || view.body != 0) return false;  // unknown, or a second body
+        const auto& shape = kBodyShapes.at(field - 20);
+        view.body = static_cast<int>(field);
+        if (!ReadFlat(value, shape.text_fields, shape.number_fields, view.body_text,
+                      view.body_number)) {
+          return false;
+        }
+        break;
+      }
+    }
+  }
+  // A key twice: protobuf keeps the last, this view would print both.
+  auto& entries = *view.attributes;
+  std::sort(entries.begin(), entries.end());
+  for (size_t i = 1; i < entries.size(); ++i) {
+    if (entries[i].first == entries[i - 1].first) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -322,19 +643,7 @@ void AppendDateTime(int64_t seconds, std::string& out) {
 }
 
 std::string_view EventType(const v1::AgentEvent& event) {
-  // Field number -> field name, from the descriptor.
-  static const std::vector<std::string_view> names = [] {
-    std::vector<std::string_view> out;
-    const auto* oneof = v1::AgentEvent::descriptor()->FindOneofByName("body");
-    for (int i = 0; i < oneof->field_count(); ++i) {
-      const auto* field = oneof->field(i);
-      if (out.size() <= static_cast<size_t>(field->number())) out.resize(field->number() + 1);
-      out[field->number()] = field->name();
-    }
-    return out;
-  }();
-  const auto number = static_cast<size_t>(event.body_case());
-  return number < names.size() ? names[number] : std::string_view();
+  return BodyName(static_cast<int>(event.body_case()));
 }
 
 bool AppendJsonEscaped(std::string_view text, std::string& out) {
@@ -393,6 +702,14 @@ void AppendJson(const v1::AgentEvent& event, std::string& out) {
   if (TryAppendEventJson(event, out)) return;
   out.resize(start);
   out += ToJsonViaProtobuf(event);
+}
+
+bool TryAppendJsonFromWire(std::string_view record, std::string& out) {
+  const size_t start = out.size();
+  EventView view;
+  if (ReadWire(record, view) && AppendView(view, out)) return true;
+  out.resize(start);
+  return false;
 }
 
 std::string ToJson(const v1::AgentEvent& event) {

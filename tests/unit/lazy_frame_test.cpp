@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "agentwire/core/cursor.hpp"
+#include "agentwire/schemas/event_json.hpp"
 #include "frames.hpp"
 #include "kafka_tail.hpp"
 
@@ -83,7 +84,13 @@ TEST(LazyFrame, IsByteIdenticalToTheEagerFrameOnRandomEvents) {
   const TopicIdentity identity{"agent.lifecycle.v1", 3, TopicHash("agent.lifecycle.v1"), 12};
   std::mt19937_64 rng(20261203);
   for (int i = 0; i < 2000; ++i) {
-    const auto event = RandomEvent(rng);
+    auto event = RandomEvent(rng);
+    // Now and then an event far larger than the decoder's reused first block, then small ones
+    // again on the same thread: what the block grew to must not leak into the next frame.
+    if (i % 97 == 0) {
+      (*event.mutable_attributes())["big"] = std::string(20'000 + i, 'x');
+      event.mutable_agent_thinking()->set_text(RandomText(rng, 2000) + std::string(50'000, '"'));
+    }
     const std::string value = event.SerializeAsString();
     const int partition = static_cast<int>(rng() % 12);
     const int64_t offset = static_cast<int64_t>(rng() % 1'000'000'000);
@@ -147,6 +154,80 @@ TEST(LazyFrame, TheWireScanAgreesWithProtobufAndNeverReadsOutOfBounds) {
     }
   }
   EXPECT_GT(accepted, 1000);
+}
+
+// The frame is printed straight from the record's wire bytes when the wire reader accepts it
+// (schemas::TryAppendJsonFromWire), from the decoded message otherwise. Whatever it accepts
+// must print exactly what the decoder's path prints, and what protobuf refuses it must refuse:
+// records with a field twice (protobuf merges or keeps the last), fields unknown to the schema,
+// a map key twice, out-of-range numbers, and random corruption.
+TEST(LazyFrame, TheWireReaderPrintsWhatTheDecoderPrintsOrDeclines) {
+  std::mt19937_64 rng(20261206);
+  int taken = 0;
+  int declined = 0;
+  const std::vector<std::string> extras = {
+      std::string("\x0a\x03"
+                  "dup",
+                  5),  // event_id again
+      std::string("\x12\x03"
+                  "bob",
+                  5),                                // user_id again
+      std::string("\x28\x07", 2),                    // run_seq again
+      std::string("\x28\xff\xff\xff\xff\x1f", 6),    // run_seq over 32 bits
+      std::string("\x32\x02\x08\x01", 4),            // emitted_at again (merged)
+      std::string("\x32\x02\x10\x7f", 4),            // nanos only
+      std::string("\x4a\x06\x0a\x01k\x12\x01v", 8),  // attributes {k: v}
+      std::string("\x4a\x03\x0a\x01k", 5),           // a key without value
+      std::string("\x52\x03\x0a\x01x", 5),           // truncated with one field
+      std::string("\x5a\x01x", 3),                   // field 11: unknown
+      std::string("\xf8\x01\x01", 3),                // field 31 varint: unknown
+      std::string("\xaa\x01\x02\x0a\x00", 5),        // agent_thinking: a second body
+      std::string("\xd2\x01\x00", 3),                // message_delta, empty
+      std::string("\x22\x02\xc3\x28", 4),            // run_id: invalid UTF-8
+      std::string("\x1a\x03\xed\xa0\x80", 5),        // thread_id: a UTF-16 surrogate
+      std::string("\x0d\x01\x02\x03\x04", 5),        // event_id as fixed32: wrong type
+  };
+  for (int i = 0; i < 6000; ++i) {
+    auto event = RandomEvent(rng);
+    if (i % 5 == 0) (*event.mutable_attributes())["same"] = "first";
+    std::string value = event.SerializeAsString();
+    if (i % 3 == 1) {
+      // One or two extra fields, at the end or the start (protobuf accepts either order).
+      for (int n = 1 + static_cast<int>(rng() % 2); n > 0; --n) {
+        const auto& extra = extras[rng() % extras.size()];
+        if (rng() % 2) {
+          value += extra;
+        } else {
+          value.insert(0, extra);
+        }
+      }
+      if (i % 5 == 0) value += std::string("\x4a\x0e\x0a\x04same\x12\x06second", 16);
+    } else if (i % 3 == 2 && !value.empty()) {
+      value[rng() % value.size()] = static_cast<char>(rng());
+    }
+    std::string wire_json = "[";
+    const bool read = schemas::TryAppendJsonFromWire(value, wire_json);
+    v1::AgentEvent parsed;
+    if (!parsed.ParseFromString(value)) {
+      ASSERT_FALSE(read) << "record " << i << ": protobuf refuses it";
+      ASSERT_EQ(wire_json, "[") << "declined, nothing left behind";
+      continue;
+    }
+    std::string decoded_json = "[";
+    schemas::AppendJson(parsed, decoded_json);
+    if (read) {
+      ASSERT_EQ(wire_json, decoded_json) << "record " << i;
+      ++taken;
+    } else {
+      ASSERT_EQ(wire_json, "[");
+      ++declined;
+    }
+    if (i % 3 == 0) {
+      ASSERT_TRUE(read) << "record " << i << ": a plain record takes the wire path";
+    }
+  }
+  EXPECT_GT(taken, 2000);
+  EXPECT_GT(declined, 300);
 }
 
 TEST(LazyFrame, ARecordRoutableButNotDecodableIsDeliveredToNobody) {

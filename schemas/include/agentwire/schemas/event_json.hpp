@@ -29,6 +29,13 @@ std::string ToJson(const v1::AgentEvent& event);
 /// ToJson appended to `out` (no allocation when `out` has room).
 void AppendJson(const v1::AgentEvent& event, std::string& out);
 
+/// AppendJson of the event whose serialized bytes are `record`, read straight off the wire
+/// without decoding it into a message. false (and `out` as it was) for anything but the plain
+/// shape serializers write: a field repeated, an unknown field, bytes that would not parse or
+/// not print. The caller then decodes the record and calls AppendJson, which prints the same
+/// bytes for every record this accepts.
+bool TryAppendJsonFromWire(std::string_view record, std::string& out);
+
 /// The same JSON through protobuf's reflection-based printer (attributes in the map's order).
 /// The reference the fast writer is tested against, and its fallback.
 std::string ToJsonViaProtobuf(const v1::AgentEvent& event);
