@@ -20,6 +20,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -65,9 +66,10 @@ class CoalescingStream {
   NextLayer& next_layer() noexcept { return next_; }
   const NextLayer& next_layer() const noexcept { return next_; }
 
-  /// Writes the concatenation of `parts` (copied: the caller may free them at once). `done`
+  /// Writes the concatenation of `parts` (the caller may free them once Send returns). `done`
   /// runs once the bytes are on the socket, or at once (posted) when they were held.
   void Send(std::initializer_list<std::string_view> parts, bool hold, Done done) {
+    if (!hold && TrySendNow(parts, done)) return;
     for (const auto part : parts) held_.append(part);
     if (hold && held_.size() < kMaxHeldBytes) {
       ++coalesced_;
@@ -75,7 +77,7 @@ class CoalescingStream {
       boost::asio::post(get_executor(), [done = std::move(done)] { done({}); });
       return;
     }
-    Enqueue(std::exchange(held_, {}), std::make_unique<SessionCompletion>(std::move(done)));
+    Enqueue({std::exchange(held_, {}), std::move(done), nullptr});
   }
 
   /// Frames that left in another frame's write syscall so far.
@@ -97,23 +99,19 @@ class CoalescingStream {
           const auto offset = bytes.size();
           bytes.resize(offset + size);
           boost::asio::buffer_copy(boost::asio::buffer(bytes.data() + offset, size), data);
-          Enqueue(std::move(bytes), std::make_unique<HandlerCompletion<decltype(completion)>>(
-                                        std::move(completion), size, get_executor()));
+          Enqueue({std::move(bytes), nullptr,
+                   std::make_unique<HandlerCompletion<decltype(completion)>>(
+                       std::move(completion), size, get_executor())});
         },
         handler, buffers);
   }
 
  private:
-  /// What to run when a queued write is on the socket (type-erased: Beast's handlers are
+  /// What to run when a Beast write is on the socket (type-erased: Beast's handlers are
   /// move-only and of many types).
   struct Completion {
     virtual ~Completion() = default;
     virtual void Complete(boost::beast::error_code ec) = 0;
-  };
-  struct SessionCompletion final : Completion {
-    explicit SessionCompletion(Done d) : done(std::move(d)) {}
-    void Complete(boost::beast::error_code ec) override { done(ec); }
-    Done done;
   };
   template <class Handler>
   struct HandlerCompletion final : Completion {
@@ -129,40 +127,109 @@ class CoalescingStream {
     std::size_t size;
     executor_type executor;
   };
+  /// A write and whom to tell when it is on the socket: the session's `done` (every event:
+  /// stored as is, no allocation of its own) or Beast's handler (a handshake, ping or close).
   struct Write {
     std::string bytes;
-    std::unique_ptr<Completion> completion;
+    Done done;
+    std::unique_ptr<Completion> beast;
+
+    void Complete(boost::beast::error_code ec) {
+      if (beast) {
+        beast->Complete(ec);
+      } else {
+        done(ec);
+      }
+    }
   };
 
-  void Enqueue(std::string bytes, std::unique_ptr<Completion> completion) {
-    waiting_.push_back({std::move(bytes), std::move(completion)});
+  /// The live path: one frame, nothing on the wire. The frame goes to the socket in one
+  /// non-blocking gather write from where it lies (no copy, no asynchronous write operation);
+  /// whatever the socket did not take continues as an ordinary queued write. false when this
+  /// stream cannot (another write in progress, a next layer without non-blocking writes).
+  bool TrySendNow(std::initializer_list<std::string_view> parts, Done& done) {
+    if constexpr (requires(NextLayer & socket, boost::beast::error_code & ec) {
+                    socket.non_blocking(true, ec);
+                  }) {
+      std::array<boost::asio::const_buffer, 4> buffers;
+      if (on_wire_ || !waiting_.empty() || parts.size() + 1 > buffers.size()) return false;
+      boost::beast::error_code ec;
+      if (!next_.non_blocking()) next_.non_blocking(true, ec);
+      if (ec) return false;
+      std::size_t count = 0;
+      std::size_t total = 0;
+      if (!held_.empty()) buffers[count++] = boost::asio::buffer(held_);
+      for (const auto part : parts) buffers[count++] = boost::asio::buffer(part);
+      for (std::size_t i = 0; i < count; ++i) total += buffers[i].size();
+      const std::size_t written =
+          next_.write_some(std::span<const boost::asio::const_buffer>(buffers.data(), count), ec);
+      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        ec = {};
+      }
+      if (ec || written == total) {
+        held_ = std::string();
+        // Never complete inside the initiating call.
+        boost::asio::post(get_executor(), [done = std::move(done), ec] { done(ec); });
+        return true;
+      }
+      // The socket's buffer is full: the rest goes out asynchronously, as any write would.
+      std::string rest;
+      rest.reserve(total - written);
+      std::size_t skip = written;
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::string_view bytes(static_cast<const char*>(buffers[i].data()),
+                                     buffers[i].size());
+        const std::size_t from = std::min(skip, bytes.size());
+        rest.append(bytes.substr(from));
+        skip -= from;
+      }
+      held_ = std::string();
+      Enqueue({std::move(rest), std::move(done), nullptr});
+      return true;
+    } else {
+      return false;
+    }
+  }
+
+  void Enqueue(Write write) {
+    // The usual case, nothing on the wire: straight to the socket, the queue untouched (it
+    // would allocate its storage for one write and free it again).
+    if (!on_wire_ && waiting_.empty()) {
+      StartWrite(std::move(write));
+      return;
+    }
+    waiting_.push_back(std::move(write));
     Pump();
   }
 
   void Pump() {
     if (on_wire_ || waiting_.empty()) return;
+    Write next = std::move(waiting_.front());
+    waiting_.pop_front();
+    StartWrite(std::move(next));
+  }
+
+  void StartWrite(Write write) {
     on_wire_ = true;
-    on_wire_bytes_ = std::move(waiting_.front().bytes);
+    on_wire_bytes_ = std::move(write.bytes);
     // The pending operation owns the completion (and so whatever it keeps alive), as a
     // handler passed to the socket would.
-    auto completion = std::move(waiting_.front().completion);
-    waiting_.pop_front();
-    boost::asio::async_write(
-        next_, boost::asio::buffer(on_wire_bytes_),
-        [this, alive = alive_, completion = std::move(completion)](boost::beast::error_code ec,
-                                                                   std::size_t) {
-          if (!*alive) {
-            completion->Complete(ec ? ec : boost::asio::error::operation_aborted);
-            return;
-          }
-          on_wire_ = false;
-          // Freed, not kept for the next write: an idle connection holds no write buffer.
-          on_wire_bytes_ = std::string();
-          // The next write starts first: whatever the completion writes queues behind it.
-          // After an error, each waiting write fails in turn.
-          Pump();
-          completion->Complete(ec);
-        });
+    boost::asio::async_write(next_, boost::asio::buffer(on_wire_bytes_),
+                             [this, alive = alive_, write = std::move(write)](
+                                 boost::beast::error_code ec, std::size_t) mutable {
+                               if (!*alive) {
+                                 write.Complete(ec ? ec : boost::asio::error::operation_aborted);
+                                 return;
+                               }
+                               on_wire_ = false;
+                               // Freed, not kept for the next write: an idle connection holds no
+                               // write buffer.
+                               on_wire_bytes_ = std::string();
+                               // The next write starts first: whatever the completion writes queues
+                               // behind it. After an error, each waiting write fails in turn.
+                               Pump();
+                               write.Complete(ec);
+                             });
   }
 
   NextLayer next_;
