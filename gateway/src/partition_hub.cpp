@@ -197,7 +197,9 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
     stub->frame_not_cached = true;
     cached = std::move(stub);
   }
-  std::vector<std::shared_ptr<LiveListener>> targets;
+  // Reused (one tailer thread dispatches): a vector per event was an allocation per event.
+  thread_local std::vector<std::shared_ptr<LiveListener>> targets;
+  targets.clear();
   {
     std::lock_guard lock(p.mutex);
     // A message fetched for a tail that was stopped since, or again after the assignment was
@@ -226,7 +228,6 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
     const auto it = p.listeners.find(entry->user_id);
     if (it != p.listeners.end()) {
       auto& list = it->second;
-      targets.reserve(list.size());
       for (auto ref = list.begin(); ref != list.end();) {
         // The strong reference lives in `targets`, released after the lock (see Detach).
         if (auto strong = ref->weak.lock()) {
@@ -244,6 +245,7 @@ void PartitionHub::Dispatch(int partition, const LogEntryPtr& entry) {
   }
   // Outside the lock: listeners only hand over to their I/O threads, never under our mutex.
   for (const auto& listener : targets) listener->OnLive(entry);
+  targets.clear();  // the last references may go here, outside the lock (see Detach)
 }
 
 void PartitionHub::Skip(int partition, int64_t offset) {

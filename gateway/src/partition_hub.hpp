@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -290,7 +289,7 @@ class PartitionHub final {
     int64_t log_start = -1;     // Kafka's low watermark as the tailer last saw it
     std::deque<LogEntryPtr> cache;
     size_t cache_bytes = 0;
-    std::map<std::string, std::vector<ListenerRef>> listeners;
+    std::unordered_map<std::string, std::vector<ListenerRef>> listeners;  // by user_id
     std::unordered_map<std::string, RunInProgress> runs;   // key: user_id '\0' thread_id
     std::unordered_map<std::string, RunState> runs_by_id;  // key: user_id '\0' run_id
     std::deque<std::string> ended_order;                   // runs_by_id keys, by end

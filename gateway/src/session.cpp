@@ -248,7 +248,7 @@ void Session::BeginCatchUp() {
 }
 
 void Session::OnTailStarted(int64_t start_offset) {
-  live_inbox_.DeliverTailStarted(shared_from_this(), transport_->GetExecutor(), start_offset);
+  live_inbox_.DeliverTailStarted(shared_from_this(), start_offset);
 }
 
 void Session::HandleTailStarted(int64_t start_offset) {
@@ -316,7 +316,7 @@ void Session::GoLive() {
 }
 
 void Session::OnLive(const LogEntryPtr& entry) {
-  live_inbox_.DeliverLive(shared_from_this(), transport_->GetExecutor(), entry);
+  live_inbox_.DeliverLive(shared_from_this(), entry);
 }
 
 void Session::HandleLive(const LogEntryPtr& entry) {
