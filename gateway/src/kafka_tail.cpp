@@ -13,6 +13,7 @@
 #include "agentwire/core/errors.hpp"
 #include "agentwire/core/hashing.hpp"
 #include "agentwire/core/logging.hpp"
+#include "agentwire/schemas/wire_reader.hpp"
 #include "frames.hpp"
 
 namespace agentwire::gateway {
@@ -20,17 +21,6 @@ namespace {
 
 constexpr int kMetadataTimeoutMs = 10'000;
 
-bool ReadVarint(const uint8_t*& at, const uint8_t* end, uint64_t& value) {
-  value = 0;
-  for (int shift = 0; shift < 64 && at < end; shift += 7) {
-    const uint8_t byte = *at++;
-    value |= static_cast<uint64_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) return true;
-  }
-  return false;
-}
-
-// The frame of a record, built by the first reader that needs it (LogEntry::Frame).
 // Every event is decoded once, on an I/O thread, and thrown away once its frame is written:
 // the decode's strings and map nodes go to a per-thread arena whose first block is reused, so
 // the decode allocates nothing from the heap (a third of the frame's cost was malloc/free).
@@ -92,79 +82,56 @@ std::shared_ptr<const std::string> BuildEventFrame(const LogEntry& entry, std::s
 // AgentFailed's error_code (field 1) off the wire; leaves `error_code` empty when malformed
 // (the frame builder decides about the record as a whole).
 void ScanFailedBody(std::string_view body, std::string_view& error_code) {
-  const auto* at = reinterpret_cast<const uint8_t*>(body.data());
-  const auto* end = at + body.size();
-  while (at < end) {
-    uint64_t tag = 0;
-    if (!ReadVarint(at, end, tag)) return;
-    if ((tag & 7) == 0) {
-      uint64_t ignored = 0;
-      if (!ReadVarint(at, end, ignored)) return;
-      continue;
+  schemas::WireReader reader(body);
+  while (!reader.Done()) {
+    uint32_t number = 0;
+    uint32_t type = 0;
+    if (!reader.Next(number, type)) return;
+    if (type != schemas::WireReader::kLength) {
+      if (type != schemas::WireReader::kVarint || !reader.Skip(type)) return;
+      continue;  // AgentFailed has only strings
     }
-    if ((tag & 7) != 2) return;  // AgentFailed has only strings
-    uint64_t length = 0;
-    if (!ReadVarint(at, end, length) || length > static_cast<uint64_t>(end - at)) return;
-    if ((tag >> 3) == 1) error_code = {reinterpret_cast<const char*>(at), length};
-    at += length;
+    std::string_view bytes;
+    if (!reader.Bytes(bytes)) return;
+    if (number == 1) error_code = bytes;
   }
 }
 
 }  // namespace
 
 bool ScanRoutingFields(std::string_view value, RoutingFields& fields) {
-  const auto* at = reinterpret_cast<const uint8_t*>(value.data());
-  const auto* end = at + value.size();
-  while (at < end) {
-    uint64_t tag = 0;
-    if (!ReadVarint(at, end, tag) || (tag >> 3) == 0) return false;
-    switch (tag & 7) {
-      case 0: {  // varint
-        uint64_t ignored = 0;
-        if (!ReadVarint(at, end, ignored)) return false;
+  schemas::WireReader reader(value);
+  while (!reader.Done()) {
+    uint32_t number = 0;
+    uint32_t type = 0;
+    if (!reader.Next(number, type)) return false;
+    if (type != schemas::WireReader::kLength) {
+      // Groups (3, 4) are not used by AgentEvent; 6 and 7 do not exist.
+      if (!reader.Skip(type)) return false;
+      continue;
+    }
+    // Strings, nested messages, maps. Like protobuf, the last occurrence of a singular field
+    // wins.
+    std::string_view bytes;
+    if (!reader.Bytes(bytes)) return false;
+    switch (number) {
+      case 2:
+        fields.user_id = bytes;
         break;
-      }
-      case 1:  // 64-bit
-        if (end - at < 8) return false;
-        at += 8;
+      case 3:
+        fields.thread_id = bytes;
         break;
-      case 5:  // 32-bit
-        if (end - at < 4) return false;
-        at += 4;
+      case 4:
+        fields.run_id = bytes;
         break;
-      case 2: {  // length-delimited: strings, nested messages, maps
-        uint64_t length = 0;
-        if (!ReadVarint(at, end, length) || length > static_cast<uint64_t>(end - at)) {
-          return false;
-        }
-        const std::string_view bytes(reinterpret_cast<const char*>(at), length);
-        // Like protobuf, the last occurrence of a singular field wins.
-        switch (tag >> 3) {
-          case 2:
-            fields.user_id = bytes;
-            break;
-          case 3:
-            fields.thread_id = bytes;
-            break;
-          case 4:
-            fields.run_id = bytes;
-            break;
-          case 25: {  // agent_failed: its error_code (1) says how the run ended
-            fields.body_field = 25;
-            fields.error_code = {};
-            ScanFailedBody(bytes, fields.error_code);
-            break;
-          }
-          default:
-            if ((tag >> 3) >= 20 && (tag >> 3) <= 29)
-              fields.body_field = static_cast<int>(tag >> 3);
-            break;
-        }
-        at += length;
+      case 25:  // agent_failed: its error_code (1) says how the run ended
+        fields.body_field = 25;
+        fields.error_code = {};
+        ScanFailedBody(bytes, fields.error_code);
         break;
-      }
-      default:  // groups (3, 4) are not used by AgentEvent; 6 and 7 do not exist
-        return false;
+      default:
+        if (number >= 20 && number <= 29) fields.body_field = static_cast<int>(number);
+        break;
     }
   }
   return true;

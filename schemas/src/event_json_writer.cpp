@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "agentwire/schemas/event_json.hpp"
+#include "agentwire/schemas/wire_reader.hpp"
 
 namespace agentwire::schemas {
 namespace {
@@ -419,51 +420,6 @@ bool TryAppendEventJson(const v1::AgentEvent& event, std::string& out) {
 // the last wins) the reader says no and the caller decodes the message the ordinary way, so
 // the bytes printed are always those of the decoded event. Invalid UTF-8 fails in the writer,
 // as it fails protobuf's parse.
-class WireReader {
- public:
-  explicit WireReader(std::string_view bytes)
-      : at_(reinterpret_cast<const uint8_t*>(bytes.data())), end_(at_ + bytes.size()) {}
-
-  bool Done() const { return at_ == end_; }
-
-  /// The next field's number and wire type; false at malformed input.
-  bool Next(uint32_t& number, uint32_t& type) {
-    uint64_t tag = 0;
-    if (!Varint(tag) || tag > UINT32_MAX) return false;
-    number = static_cast<uint32_t>(tag >> 3);
-    type = static_cast<uint32_t>(tag & 7);
-    return number != 0;
-  }
-  bool Varint(uint64_t& value) {
-    value = 0;
-    for (int shift = 0; shift < 64 && at_ < end_; shift += 7) {
-      const uint8_t byte = *at_++;
-      value |= static_cast<uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return true;
-    }
-    return false;
-  }
-  bool Bytes(std::string_view& value) {
-    uint64_t length = 0;
-    if (!Varint(length) || length > static_cast<uint64_t>(end_ - at_)) return false;
-    value = {reinterpret_cast<const char*>(at_), static_cast<size_t>(length)};
-    at_ += length;
-    return true;
-  }
-  bool Uint32(uint32_t& value) {
-    uint64_t wide = 0;
-    if (!Varint(wide) || wide > UINT32_MAX) return false;
-    value = static_cast<uint32_t>(wide);
-    return true;
-  }
-
- private:
-  const uint8_t* at_;
-  const uint8_t* end_;
-};
-
-constexpr uint32_t kVarint = 0;
-constexpr uint32_t kLength = 2;
 
 // A message whose fields are each a string or a uint32 (Timestamp aside, every nested message
 // of AgentEvent): `text_fields` and `number_fields` are bit sets by field number.
@@ -476,9 +432,9 @@ bool ReadFlat(std::string_view bytes, uint32_t text_fields, uint32_t number_fiel
     uint32_t type = 0;
     if (!reader.Next(field, type) || field >= 6 || (seen & (1U << field)) != 0) return false;
     seen |= 1U << field;
-    if ((text_fields & (1U << field)) != 0 && type == kLength) {
+    if ((text_fields & (1U << field)) != 0 && type == WireReader::kLength) {
       if (!reader.Bytes(text[field])) return false;
-    } else if ((number_fields & (1U << field)) != 0 && type == kVarint) {
+    } else if ((number_fields & (1U << field)) != 0 && type == WireReader::kVarint) {
       if (!reader.Uint32(number[field])) return false;
     } else {
       return false;
@@ -494,8 +450,8 @@ bool ReadTimestamp(std::string_view bytes, EventView& view) {
     uint32_t field = 0;
     uint32_t type = 0;
     uint64_t value = 0;
-    if (!reader.Next(field, type) || type != kVarint || field > 2 || (seen & (1U << field)) != 0 ||
-        !reader.Varint(value)) {
+    if (!reader.Next(field, type) || type != WireReader::kVarint || field > 2 ||
+        (seen & (1U << field)) != 0 || !reader.Varint(value)) {
       return false;
     }
     seen |= 1U << field;
@@ -525,13 +481,13 @@ bool ReadTruncation(std::string_view bytes, EventView& view) {
     uint32_t field = 0;
     uint32_t type = 0;
     if (!reader.Next(field, type)) return false;
-    if (field == 1 && type == kLength) {  // repeated
+    if (field == 1 && type == WireReader::kLength) {  // repeated
       std::string_view name;
       if (!reader.Bytes(name)) return false;
       view.truncated_fields->push_back(name);
       continue;
     }
-    if ((field != 2 && field != 3) || type != kVarint || (seen & (1U << field)) != 0) {
+    if ((field != 2 && field != 3) || type != WireReader::kVarint || (seen & (1U << field)) != 0) {
       return false;
     }
     seen |= 1U << field;
@@ -568,11 +524,11 @@ bool ReadWire(std::string_view bytes, EventView& view) {
       seen |= uint64_t{1} << field;
     }
     if (field == 5) {
-      if (type != kVarint || !reader.Uint32(view.run_seq)) return false;
+      if (type != WireReader::kVarint || !reader.Uint32(view.run_seq)) return false;
       continue;
     }
     std::string_view value;
-    if (type != kLength || !reader.Bytes(value)) return false;
+    if (type != WireReader::kLength || !reader.Bytes(value)) return false;
     switch (field) {
       case 1:
         view.event_id = value;
