@@ -1,11 +1,9 @@
 #include "kafka_tail.hpp"
 
 #include <fmt/format.h>
-#include <google/protobuf/arena.h>
 #include <pthread.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <map>
 
@@ -21,36 +19,6 @@ namespace {
 
 constexpr int kMetadataTimeoutMs = 10'000;
 
-// Every event is decoded once, on an I/O thread, and thrown away once its frame is written:
-// the decode's strings and map nodes go to a per-thread arena whose first block is reused, so
-// the decode allocates nothing from the heap (a third of the frame's cost was malloc/free).
-class DecodeArena {
- public:
-  DecodeArena() : arena_(Options(block_)) {}
-  DecodeArena(const DecodeArena&) = delete;
-  DecodeArena& operator=(const DecodeArena&) = delete;
-  ~DecodeArena() = default;
-
-  /// An empty event on the arena. The previous one is freed first (the first block is kept;
-  /// blocks added for an unusually large event go back to the heap), so each thread holds at
-  /// most one decoded event.
-  v1::AgentEvent& FreshEvent() {
-    arena_.Reset();
-    return *google::protobuf::Arena::CreateMessage<v1::AgentEvent>(&arena_);
-  }
-
- private:
-  static google::protobuf::ArenaOptions Options(std::array<char, 8192>& block) {
-    google::protobuf::ArenaOptions options;
-    options.initial_block = block.data();
-    options.initial_block_size = block.size();
-    return options;
-  }
-
-  std::array<char, 8192> block_{};
-  google::protobuf::Arena arena_;
-};
-
 std::shared_ptr<const std::string> BuildEventFrame(const LogEntry& entry, std::string_view raw) {
   // Built in a reused buffer, then copied out at its exact size: a frame lives in the cache
   // for minutes, and a buffer reserved for the worst case would be a larger, slower allocation
@@ -63,8 +31,8 @@ std::shared_ptr<const std::string> BuildEventFrame(const LogEntry& entry, std::s
   if (TryAppendEventFrameFromWire(entry.cursor, raw, scratch)) {
     return std::make_shared<const std::string>(scratch);
   }
-  thread_local DecodeArena arena;
-  v1::AgentEvent& event = arena.FreshEvent();
+  // The rare record in another shape: decoded into a message, printed by the same writer.
+  v1::AgentEvent event;
   if (!event.ParseFromArray(raw.data(), static_cast<int>(raw.size())) ||
       event.user_id() != entry.user_id) {
     // Routable on the wire but not a valid AgentEvent (e.g. a string that is not UTF-8):

@@ -85,8 +85,8 @@ TEST(LazyFrame, IsByteIdenticalToTheEagerFrameOnRandomEvents) {
   std::mt19937_64 rng(20261203);
   for (int i = 0; i < 2000; ++i) {
     auto event = RandomEvent(rng);
-    // Now and then an event far larger than the decoder's reused first block, then small ones
-    // again on the same thread: what the block grew to must not leak into the next frame.
+    // Now and then an event far larger than the rest, then small ones again on the same
+    // thread: what the reused frame buffer grew to must not leak into the next frame.
     if (i % 97 == 0) {
       (*event.mutable_attributes())["big"] = std::string(20'000 + i, 'x');
       event.mutable_agent_thinking()->set_text(RandomText(rng, 2000) + std::string(50'000, '"'));
