@@ -19,9 +19,33 @@ namespace {
 
 std::string RandomText(std::mt19937_64& rng, size_t max_length) {
   // ASCII, JSON specials, control characters and multi-byte UTF-8.
-  static const std::vector<std::string> pieces = {
-      "a",    "Z",    "0", " ", "\"", "\\", "/", "<", ">", "&", "\n", "\t",    "\x01",
-      "\x1f", "\x7f", "é", "€", "😀",  "{",  "}", "[", "]", ",", ":",  "u2028", "\xe2\x80\xa8"};
+  static const std::vector<std::string> pieces = {"a",
+                                                  "Z",
+                                                  "0",
+                                                  " ",
+                                                  "\"",
+                                                  "\\",
+                                                  "/",
+                                                  "<",
+                                                  ">",
+                                                  "&",
+                                                  "\n",
+                                                  "\t",
+                                                  "\x01",
+                                                  "\x1f",
+                                                  "\x7f",
+                                                  "é",
+                                                  "€",
+                                                  "😀",
+                                                  "{",
+                                                  "}",
+                                                  "[",
+                                                  "]",
+                                                  ",",
+                                                  ":",
+                                                  "u2028",
+                                                  "\xe2\x80\xa8",
+                                                  std::string(1, '\0')};
   std::string text;
   const size_t length = rng() % (max_length + 1);
   while (text.size() < length) text += pieces[rng() % pieces.size()];
@@ -190,6 +214,25 @@ TEST(LazyFrame, TheWireReaderPrintsWhatTheDecoderPrintsOrDeclines) {
   for (int i = 0; i < 6000; ++i) {
     auto event = RandomEvent(rng);
     if (i % 5 == 0) (*event.mutable_attributes())["same"] = "first";
+    if (i % 3 == 1 && i % 7 == 0) {
+      // Timestamps the JSON form cannot carry: year 10000, before year 1, negative or too many
+      // nanoseconds. The decoded path prints protobuf's own output for them.
+      auto& at = *event.mutable_emitted_at();
+      switch (rng() % 4) {
+        case 0:
+          at.set_seconds(253'402'300'800);
+          break;
+        case 1:
+          at.set_seconds(-62'135'596'801);
+          break;
+        case 2:
+          at.set_nanos(-1);
+          break;
+        default:
+          at.set_nanos(1'000'000'000);
+          break;
+      }
+    }
     std::string value = event.SerializeAsString();
     if (i % 3 == 1) {
       // One or two extra fields, at the end or the start (protobuf accepts either order).
